@@ -1,0 +1,294 @@
+//! `architect bench`: measures the coordinator with fake agents and prints figures.
+//!
+//! Everything runs for real: the daemon is this binary in a child process, each agent is
+//! `architect fake-agent` in its own PTY, and tasks are plain files written into the
+//! inbox. Three measurements:
+//! 1. dispatch latency: a task file closed in `inbox/` → the prompt's first byte written
+//!    to an idle agent's terminal (`prompt_sent.data.written_at`), one task at a time;
+//! 2. throughput: `--tasks` task files dropped at once, run through `--agents` agents;
+//! 3. queue add cost: inbox close → `task_queued`, with 100 and with `--queue-depth`
+//!    tasks already queued (tasks for a session that does not exist, so they stay queued).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+
+use architect::log::read_events;
+use architect::session::SessionFile;
+use architect::spool::{fsio, Spool};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Fake agents (sessions).
+    #[arg(long, default_value_t = 50)]
+    agents: usize,
+    /// Tasks for the throughput run.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Latency samples (one task at a time).
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Tasks queued for the second queue-add measurement (0 skips the measurement).
+    #[arg(long, default_value_t = 100_000)]
+    queue_depth: usize,
+    /// Work directory (default: a new temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print the figures as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to our own child.
+        unsafe {
+            libc::kill(i32::try_from(self.0.id()).unwrap_or(0), libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summary(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(std::result::Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    })
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out after {} s waiting for {what}", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// Writes a task file with a plain open/write/close and returns when it was closed.
+fn drop_task(inbox: &Path, id: &str, body: &str) -> Result<SystemTime> {
+    std::fs::write(inbox.join(format!("{id}.json")), body)?;
+    Ok(SystemTime::now())
+}
+
+fn event_times(spool: &Spool, kind: &str, field: Option<&str>) -> Result<HashMap<String, DateTime<Utc>>> {
+    let mut out = HashMap::new();
+    for e in read_events(&spool.dir("log"))? {
+        if e.kind != kind {
+            continue;
+        }
+        let Some(id) = e.task_id.clone() else { continue };
+        let ts = match field {
+            Some(f) => e.data[f]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            None => Some(e.ts),
+        };
+        if let Some(ts) = ts {
+            out.insert(id, ts);
+        }
+    }
+    Ok(out)
+}
+
+fn ms_between(closed: SystemTime, at: DateTime<Utc>) -> f64 {
+    let closed: DateTime<Utc> = closed.into();
+    #[allow(clippy::cast_precision_loss)]
+    let us = (at - closed).num_microseconds().unwrap_or(i64::MAX) as f64;
+    us / 1000.0
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let temp = a.dir.is_none();
+    let root = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new())));
+    let result = bench(&a, &root);
+    if temp {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result
+}
+
+fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let spool = Spool::new(root.join("spool"));
+    let config = root.join("config");
+    spool.init()?;
+    fsio::create_dir(&config)?;
+    let mut sessions = String::new();
+    for i in 0..a.agents {
+        sessions.push_str(&format!(
+            "[[session]]\nname = \"agent-{i:03}\"\nprofile = \"fake-agent\"\ncommand = \"{}\"\nargs = [\"fake-agent\", \"--work-ms\", \"0\"]\n\n",
+            exe.display()
+        ));
+    }
+    fsio::write_atomic(&config.join("sessions.toml"), sessions.as_bytes())?;
+    fsio::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"bench\"\n")?;
+    let host = architect::config::default_node_name();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!(
+        "architect bench: {} fake agents, {} on {host} ({cores} cores), build profile {}",
+        a.agents,
+        Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if cfg!(debug_assertions) { "dev (opt-level 1)" } else { "release" }
+    );
+    let log = std::fs::File::create(root.join("daemon.log"))?;
+    let _daemon = Daemon(
+        Command::new(&exe)
+            .arg("--spool")
+            .arg(spool.root())
+            .arg("--config")
+            .arg(&config)
+            .arg("daemon")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting the daemon")?,
+    );
+    let sessions_dir = spool.dir("sessions");
+    let idle = || {
+        std::fs::read_dir(&sessions_dir).map_or(0, |d| {
+            d.filter_map(std::result::Result::ok)
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice::<SessionFile>(&b).ok())
+                .filter(|s| s.state == architect::session::SessionState::Idle)
+                .count()
+        })
+    };
+    let t = Instant::now();
+    wait_until("every agent to be idle", Duration::from_secs(120), || idle() == a.agents)?;
+    println!("  {} agents idle after {:.1} s", a.agents, t.elapsed().as_secs_f64());
+
+    // 1. Dispatch latency, one task at a time onto idle agents.
+    let inbox = spool.inbox();
+    let done_dir = spool.dir("done");
+    let mut closed = HashMap::new();
+    for i in 0..a.samples {
+        let id = format!("lat-{i:05}");
+        let before = count(&done_dir);
+        closed.insert(id.clone(), drop_task(&inbox, &id, &format!(r#"{{"id":"{id}","prompt":"latency probe {i}"}}"#))?);
+        wait_until("a latency probe to finish", Duration::from_secs(30), || count(&done_dir) > before)?;
+    }
+    let sent = event_times(&spool, "prompt_sent", Some("written_at"))?;
+    let lat: Vec<f64> = closed
+        .iter()
+        .filter_map(|(id, c)| sent.get(id).map(|t| ms_between(*c, *t)))
+        .collect();
+    let (lat50, lat99) = summary(lat);
+    println!(
+        "  dispatch latency, inbox close → prompt's first byte ({} samples): p50 {lat50:.2} ms, p99 {lat99:.2} ms  (targets ≤ 5 / ≤ 25 ms)",
+        a.samples
+    );
+
+    // 2. Throughput.
+    let before = count(&done_dir);
+    let start = Instant::now();
+    for i in 0..a.tasks {
+        let id = format!("tp-{i:06}");
+        std::fs::write(inbox.join(format!("{id}.json")), format!(r#"{{"id":"{id}","prompt":"task {i}"}}"#))?;
+    }
+    let written = start.elapsed();
+    wait_until("the throughput tasks to finish", Duration::from_secs(1800), || {
+        count(&done_dir) >= before + a.tasks
+    })?;
+    let elapsed = start.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = a.tasks as f64 / elapsed;
+    println!(
+        "  throughput: {} tasks through {} agents in {elapsed:.2} s = {rate:.0} tasks/s (writing the files took {:.2} s; target ≥ 1000/s)",
+        a.tasks,
+        a.agents,
+        written.as_secs_f64()
+    );
+    let failed = count(&spool.dir("failed"));
+    if failed > 0 {
+        println!("  warning: {failed} task(s) failed");
+    }
+
+    // 3. Queue add cost at two depths.
+    let pending = spool.dir("pending");
+    let parked = |i: usize, tag: &str| format!(r#"{{"id":"{tag}-{i:06}","prompt":"parked","session":"nobody"}}"#);
+    let add_cost = |tag: &str, samples: usize| -> Result<(f64, f64)> {
+        let mut closed = HashMap::new();
+        for i in 0..samples {
+            let id = format!("{tag}-{i:06}");
+            closed.insert(id.clone(), drop_task(&inbox, &id, &parked(i, tag))?);
+            let p = pending.join(format!("{id}.json"));
+            wait_until("a parked task to be queued", Duration::from_secs(30), || p.exists())?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let queued = event_times(&spool, "task_queued", None)?;
+        Ok(summary(
+            closed
+                .iter()
+                .filter_map(|(id, c)| queued.get(id).map(|t| ms_between(*c, *t)))
+                .collect(),
+        ))
+    };
+    let mut depth_figures = None;
+    if a.queue_depth > 0 {
+        for i in 0..100 {
+            std::fs::write(inbox.join(format!("fill-{i:06}.json")), parked(i, "fill"))?;
+        }
+        wait_until("100 parked tasks", Duration::from_secs(60), || count(&pending) >= 100)?;
+        let small = add_cost("small", a.samples)?;
+        let t = Instant::now();
+        for i in 100..a.queue_depth {
+            std::fs::write(inbox.join(format!("fill-{i:06}.json")), parked(i, "fill"))?;
+        }
+        let target = a.queue_depth + a.samples;
+        wait_until("the deep queue", Duration::from_secs(3600), || count(&pending) >= target)?;
+        println!(
+            "  queued {} more tasks in {:.1} s",
+            a.queue_depth - 100,
+            t.elapsed().as_secs_f64()
+        );
+        let big = add_cost("big", a.samples)?;
+        println!(
+            "  queue add cost, inbox close → queued: with 100 queued p50 {:.2} ms p99 {:.2} ms; with {} queued p50 {:.2} ms p99 {:.2} ms",
+            small.0, small.1, a.queue_depth, big.0, big.1
+        );
+        depth_figures = Some((small, big));
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "agents": a.agents, "host": host, "cores": cores,
+                "latency_ms": {"p50": lat50, "p99": lat99, "samples": a.samples},
+                "throughput": {"tasks": a.tasks, "seconds": elapsed, "tasks_per_s": rate},
+                "queue_add_ms": depth_figures.map(|(s, b)| serde_json::json!({
+                    "depth_100": {"p50": s.0, "p99": s.1},
+                    "depth": a.queue_depth, "depth_n": {"p50": b.0, "p99": b.1}})),
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

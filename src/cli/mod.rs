@@ -1,0 +1,226 @@
+//! The command line. Every verb talks to the daemon only through the spool, so each one
+//! works while the daemon is down; the daemon picks the work up when it starts.
+
+mod bench;
+mod demo;
+mod init;
+pub mod logging;
+mod observe;
+mod sql;
+mod submit;
+mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use architect::spool::Spool;
+
+/// A file-based coordinator for fleets of AI coding agents.
+///
+/// Drop a JSON task into spool/inbox/, a daemon hands it to an idle agent terminal
+/// (a real pseudo-terminal) and the result lands in spool/done/ (or failed/).
+/// Sessions are configured in config/sessions.toml; every event is a JSON line in
+/// spool/log/ that `architect sql` can query.
+#[derive(Debug, Parser)]
+#[command(name = "architect", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start here:\n  architect init && architect daemon -v &\n  \
+    architect submit --prompt 'echo hello' --wait\n  architect sql \"SELECT state, count(*) FROM tasks GROUP BY state\"")]
+pub struct Cli {
+    /// Spool directory.
+    #[arg(long, global = true, env = "ARCHITECT_SPOOL", default_value = "spool")]
+    pub spool: PathBuf,
+    /// Config directory (sessions.toml, architect.toml, profiles/).
+    #[arg(long, global = true, env = "ARCHITECT_CONFIG", default_value = "config")]
+    pub config: PathBuf,
+    /// More tracing on stderr (-v info, -vv debug, -vvv trace). ARCHITECT_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+impl Cli {
+    /// Where the daemon's tracing goes, when it is sent to a file.
+    pub fn log_file(&self) -> Option<&Path> {
+        match &self.command {
+            Cmd::Daemon { log_file } => log_file.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the spool directories and a config with two working shell sessions.
+    Init {
+        /// Overwrite existing config files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon in the foreground (Ctrl-C or SIGTERM stops it).
+    Daemon {
+        /// Write tracing to this file instead of stderr.
+        #[arg(long, value_name = "PATH")]
+        log_file: Option<PathBuf>,
+    },
+    /// Submit a task: a JSON file, or built from flags. Prints the task id.
+    Submit(submit::SubmitArgs),
+    /// Counts of tasks per state, sessions, and whether the daemon runs.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tasks.
+    Tasks {
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<tasks::StateArg>,
+        /// Most tasks to list per state (newest last).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task's record (state, attempts, result or error).
+    Show {
+        /// Task id.
+        id: String,
+        /// JSON output (the record as stored).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a pending or running task.
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+    /// Queue a failed or cancelled task again, with a fresh retry budget.
+    Retry {
+        /// Task id.
+        id: String,
+    },
+    /// List sessions and their states.
+    Sessions {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Type text into a session's terminal (then Enter), e.g. to answer a question.
+    Send {
+        /// Session name.
+        session: String,
+        /// Text to type.
+        text: String,
+        /// Do not press Enter after the text.
+        #[arg(long)]
+        no_enter: bool,
+    },
+    /// Print the event log.
+    Logs {
+        /// Keep printing new events as they are written.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only events of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only events of this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Print the last N events (0 = all).
+        #[arg(short = 'n', long, default_value_t = 0)]
+        lines: usize,
+        /// Raw JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL (DuckDB) over the event log. Views: events, tasks.
+    #[command(after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
+        tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
+        started_at, last_started_at, finished_at, run_ms, error)\n\nExample:\n  \
+        architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\"")]
+    Sql {
+        /// The query.
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: architect::sql::Format,
+    },
+    /// Per-session completed/failed counts, success rate and p50/p95 task time, from the log.
+    Stats {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the main job end to end in a scratch directory: shell sessions and the fake
+    /// agent, example tasks dropped as plain files, their results, one SQL query.
+    Demo {
+        /// Where to build the demo spool and config (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Measure dispatch latency and throughput with fake agents (prints figures).
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let spool = Spool::new(&cli.spool);
+    match cli.command {
+        Cmd::Init { force } => init::run(&spool, &cli.config, force),
+        Cmd::Daemon { .. } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(architect::daemon::run(architect::daemon::DaemonOptions {
+                spool: cli.spool.clone(),
+                config: cli.config.clone(),
+            }))
+            .with_context(|| format!("daemon on spool {}", cli.spool.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Submit(args) => submit::run(&need(&spool)?, args),
+        Cmd::Status { json } => observe::status(&need(&spool)?, &cli.config, json),
+        Cmd::Tasks { state, limit, json } => tasks::list(&need(&spool)?, state, limit, json),
+        Cmd::Show { id, json } => tasks::show(&need(&spool)?, &id, json),
+        Cmd::Cancel { id } => tasks::cancel(&need(&spool)?, &id),
+        Cmd::Retry { id } => tasks::retry(&need(&spool)?, &id),
+        Cmd::Sessions { json } => observe::sessions(&need(&spool)?, json),
+        Cmd::Send {
+            session,
+            text,
+            no_enter,
+        } => observe::send(&need(&spool)?, &cli.config, &session, &text, !no_enter),
+        Cmd::Logs {
+            follow,
+            task,
+            session,
+            lines,
+            json,
+        } => observe::logs(&need(&spool)?, follow, task.as_deref(), session.as_deref(), lines, json),
+        Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format),
+        Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
+        Cmd::Demo { dir } => demo::run(dir),
+        Cmd::Bench(args) => bench::run(args),
+    }
+}
+
+/// The spool, or a clear error when it has not been created.
+fn need(spool: &Spool) -> Result<Spool> {
+    if !spool.exists() {
+        bail!(
+            "no spool at {} (run `architect init`, or pass --spool / set ARCHITECT_SPOOL)",
+            spool.root().display()
+        );
+    }
+    Ok(spool.clone())
+}

@@ -1,0 +1,201 @@
+//! `architect status`, `sessions`, `send`, `logs`.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use architect::config::Config;
+use architect::daemon::DaemonLock;
+use architect::log::{log_files, read_events, Event};
+use architect::session::SessionFile;
+use architect::spool::task::TaskState;
+use architect::spool::{ControlRequest, Spool};
+
+fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
+    let dir = spool.dir("sessions");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            if let Ok(s) = serde_json::from_slice::<SessionFile>(&std::fs::read(&p)?) {
+                out.push(s);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn count(spool: &Spool, dir: &str) -> usize {
+    std::fs::read_dir(spool.dir(dir)).map_or(0, |d| {
+        d.filter_map(std::result::Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                !n.starts_with('.') && n.ends_with(".json") && !n.ends_with(".error.json")
+            })
+            .count()
+    })
+}
+
+pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
+    let node = Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
+    let daemon = DaemonLock::is_held(spool, &node);
+    let mut counts = serde_json::Map::new();
+    for d in ["inbox"].into_iter().chain(TaskState::ALL.iter().map(|s| s.dir())).chain(["rejected"]) {
+        counts.insert(d.to_string(), count(spool, d).into());
+    }
+    let sessions = read_sessions(spool)?;
+    if json {
+        let v = serde_json::json!({
+            "node": node,
+            "daemon": daemon.as_ref().map(|pid| serde_json::json!({"running": true, "pid": pid}))
+                .unwrap_or(serde_json::json!({"running": false})),
+            "tasks": counts,
+            "sessions": sessions,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &daemon {
+        Some(pid) => println!("daemon    running on {node} (pid {pid})"),
+        None => println!("daemon    not running on {node} (tasks wait in the spool until it starts)"),
+    }
+    println!(
+        "tasks     {}",
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    );
+    let by_state = |st: &str| sessions.iter().filter(|s| s.state.as_str() == st).count();
+    println!(
+        "sessions  {} total · idle {} · busy {} · waiting_input {} · starting {} · dead {}",
+        sessions.len(),
+        by_state("idle"),
+        by_state("busy"),
+        by_state("waiting_input"),
+        by_state("starting"),
+        by_state("dead")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
+    let sessions = read_sessions(spool)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["session", "state", "task", "profile", "role", "pid", "since", "restarts", "last exit"]);
+    for s in sessions {
+        t.add_row([
+            s.name,
+            s.state.as_str().to_string(),
+            s.task_id.unwrap_or_default(),
+            s.profile,
+            s.role.unwrap_or_default(),
+            s.pid.map(|p| p.to_string()).unwrap_or_default(),
+            s.since.format("%H:%M:%S").to_string(),
+            s.restarts.to_string(),
+            s.last_exit.unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn send(spool: &Spool, config: &Path, session: &str, text: &str, enter: bool) -> Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    if !cfg.sessions.iter().any(|s| s.spec.name == session) {
+        bail!("no session {session:?} in {}/sessions.toml", config.display());
+    }
+    spool.write_control(&ControlRequest::Send {
+        session: session.to_string(),
+        text: text.to_string(),
+        enter,
+    })?;
+    println!("queued {} byte(s) for {session}", text.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(e: &Event, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+    } else {
+        println!(
+            "{} {:<16} {:<28} {:<12} {}",
+            e.ts.format("%H:%M:%S%.3f"),
+            e.kind,
+            e.task_id.as_deref().unwrap_or("-"),
+            e.session.as_deref().unwrap_or("-"),
+            e.data
+        );
+    }
+    Ok(())
+}
+
+pub fn logs(
+    spool: &Spool,
+    follow: bool,
+    task: Option<&str>,
+    session: Option<&str>,
+    lines: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let keep = |e: &Event| {
+        task.is_none_or(|t| e.task_id.as_deref() == Some(t))
+            && session.is_none_or(|s| e.session.as_deref() == Some(s))
+    };
+    let dir = spool.dir("log");
+    let events: Vec<Event> = read_events(&dir)?.into_iter().filter(|e| keep(e)).collect();
+    let skip = if lines == 0 { 0 } else { events.len().saturating_sub(lines) };
+    for e in &events[skip..] {
+        print_event(e, json)?;
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow: remember where each file ended, poll for growth (new files included).
+    let mut offsets: std::collections::HashMap<std::path::PathBuf, u64> = log_files(&dir)?
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            (p, len)
+        })
+        .collect();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        for p in log_files(&dir)? {
+            let off = offsets.entry(p.clone()).or_insert(0);
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+            if len <= *off {
+                continue;
+            }
+            let mut f = std::fs::File::open(&p)?;
+            f.seek(SeekFrom::Start(*off))?;
+            let mut reader = BufReader::new(f);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader.read_until(b'\n', &mut line)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break; // a line still being written: read it next time
+                }
+                *off += n as u64;
+                if let Ok(e) = serde_json::from_slice::<Event>(&line) {
+                    if keep(&e) {
+                        print_event(&e, json)?;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `architect tasks`, `show`, `cancel`, `retry`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use architect::spool::task::{TaskRecord, TaskState};
+use architect::spool::{ControlRequest, Spool};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Active,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for TaskState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Pending => Self::Pending,
+            StateArg::Active => Self::Active,
+            StateArg::Done => Self::Done,
+            StateArg::Failed => Self::Failed,
+            StateArg::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max - 1).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) -> Result<ExitCode> {
+    let states: Vec<TaskState> = match state {
+        Some(s) => vec![s.into()],
+        None => TaskState::ALL.to_vec(),
+    };
+    let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
+    for s in states {
+        let mut recs = spool.list(s)?;
+        recs.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
+        let skip = recs.len().saturating_sub(limit);
+        rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
+    }
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(s, r)| {
+                serde_json::json!({
+                    "id": r.id, "state": s.dir(), "priority": r.task.priority(),
+                    "session": r.session, "attempts": r.attempts.len(),
+                    "received_at": r.received_at, "finished_at": r.finished_at,
+                    "prompt": r.task.prompt, "error": r.error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["id", "state", "pri", "session", "tries", "received", "prompt / error"]);
+    for (s, r) in &rows {
+        let text = match &r.error {
+            Some(e) if s.is_final() => format!("{} — {}", one_line(&r.task.prompt, 30), one_line(e, 40)),
+            _ => one_line(&r.task.prompt, 60),
+        };
+        t.add_row([
+            r.id.clone(),
+            s.dir().to_string(),
+            r.task.priority().to_string(),
+            r.session.clone().unwrap_or_default(),
+            r.attempts.len().to_string(),
+            r.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            text,
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
+    let (state, rec) = spool.find(id)?;
+    if json {
+        let mut v = serde_json::to_value(&rec)?;
+        v["state"] = state.dir().into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("task      {}", rec.id);
+    println!("state     {}", state.dir());
+    println!("priority  {}", rec.task.priority());
+    if let Some(s) = &rec.task.session {
+        println!("session   {s} (requested)");
+    }
+    if let Some(r) = &rec.task.role {
+        println!("role      {r}");
+    }
+    if !rec.task.depends_on.is_empty() {
+        println!("after     {}", rec.task.depends_on.join(", "));
+    }
+    println!("received  {} (from {})", rec.received_at.to_rfc3339(), rec.source);
+    if let Some(t) = rec.finished_at {
+        println!("finished  {}", t.to_rfc3339());
+    }
+    println!("prompt    {}", one_line(&rec.task.prompt, 200));
+    for a in &rec.attempts {
+        println!(
+            "attempt {} on {} ({}): {:?} after {} ms{}",
+            a.attempt,
+            a.session,
+            a.node,
+            a.outcome,
+            (a.finished_at - a.started_at).num_milliseconds(),
+            a.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+        );
+    }
+    if let Some(e) = &rec.error {
+        println!("error     {e}");
+    }
+    if let Some(r) = &rec.result {
+        if let Some(code) = r.exit_status {
+            println!("exit      {code}");
+        }
+        if let Some(reply) = &r.reply {
+            println!("reply     {reply}");
+        }
+        println!("--- output ---\n{}", r.output);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
+    match spool.locate(id) {
+        None if spool.inbox().join(format!("{id}.json")).exists() => {
+            bail!("task {id} is still in the inbox (the daemon has not read it yet); try again once it is pending")
+        }
+        None => bail!("no task {id:?} in the spool"),
+        Some(s) if s.is_final() => bail!("task {id} is already {}", s.dir()),
+        Some(_) => {}
+    }
+    spool.write_control(&ControlRequest::Cancel { task_id: id.to_string() })?;
+    println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
+    match spool.locate(id) {
+        Some(TaskState::Failed | TaskState::Cancelled) => {}
+        Some(s) => bail!("task {id} is {}; only failed or cancelled tasks can be retried", s.dir()),
+        None => bail!("no task {id:?} in the spool"),
+    }
+    spool.write_control(&ControlRequest::Retry { task_id: id.to_string() })?;
+    println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
+    Ok(ExitCode::SUCCESS)
+}

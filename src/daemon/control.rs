@@ -1,0 +1,124 @@
+//! Requests from the CLI, read from `control/` (cancel, retry, send). Each file is
+//! applied once and removed; a bad file is logged and removed.
+
+use serde_json::json;
+
+use super::Daemon;
+use crate::log::EventType;
+use crate::session::runner::{Command, InterruptReason};
+use crate::spool::fsio;
+use crate::spool::task::TaskState;
+use crate::spool::ControlRequest;
+
+impl Daemon {
+    /// Applies every request waiting in `control/`, oldest first (names are ULIDs).
+    pub(super) fn process_control(&mut self) {
+        let dir = self.spool.dir("control");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let mut names: Vec<String> = entries
+            .filter_map(std::result::Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let parsed = fsio::read_regular(&path, 1024 * 1024)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<ControlRequest>(&b).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(req) => self.apply_control(req),
+                Err(e) => tracing::warn!("ignoring bad control request {name}: {e}"),
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    fn apply_control(&mut self, req: ControlRequest) {
+        match req {
+            ControlRequest::Cancel { task_id } => self.cancel(&task_id),
+            ControlRequest::Retry { task_id } => self.manual_retry(&task_id),
+            ControlRequest::Send { session, text, enter } => {
+                let Some(slot) = self.sessions.get(&session) else {
+                    tracing::warn!("send: no session {session:?}");
+                    return;
+                };
+                if let Some(h) = &slot.handle {
+                    h.send(Command::Send {
+                        text: text.clone(),
+                        enter,
+                    });
+                    self.log.record(
+                        EventType::TextSent,
+                        slot.task.as_deref(),
+                        Some(&session),
+                        json!({"bytes": text.len(), "enter": enter}),
+                    );
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, id: &str) {
+        let Some(t) = self.live.get_mut(id) else {
+            tracing::warn!("cancel: task {id} is not pending or active here");
+            return;
+        };
+        match t.state {
+            TaskState::Pending => {
+                self.finish(id, TaskState::Cancelled, None, Some("cancelled before it ran".into()));
+            }
+            TaskState::Active => {
+                t.cancel_requested = true;
+                let session = t.session.clone();
+                if let Some(h) = session
+                    .as_deref()
+                    .and_then(|s| self.sessions.get(s))
+                    .and_then(|s| s.handle.as_ref())
+                {
+                    h.send(Command::Interrupt(InterruptReason::Cancelled));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn manual_retry(&mut self, id: &str) {
+        let state = self.spool.locate(id);
+        let Some(state @ (TaskState::Failed | TaskState::Cancelled)) = state else {
+            tracing::warn!("retry: task {id} is not in failed/ or cancelled/ ({state:?})");
+            return;
+        };
+        let from = self.spool.task_path(state, id);
+        let mut record = match self.spool.read_record(&from) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("retry: {e}");
+                return;
+            }
+        };
+        let to = self.spool.task_path(TaskState::Pending, id);
+        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
+            tracing::error!("retry: {e}");
+            return;
+        }
+        self.mark_dirty(self.spool.state_dir(state));
+        record.state = TaskState::Pending;
+        record.attempt_base = u32::try_from(record.attempts.len()).unwrap_or(u32::MAX);
+        record.finished_at = None;
+        record.result = None;
+        record.error = None;
+        record.not_before = None;
+        if let Err(e) = self.write_record(TaskState::Pending, &record) {
+            tracing::error!("{e}");
+        }
+        self.finals.remove(id);
+        self.log.record(
+            EventType::TaskRetried,
+            Some(id),
+            None,
+            json!({"manual": true, "from": state.dir(), "attempt": record.attempts.len()}),
+        );
+        self.track(record);
+    }
+}

@@ -1,0 +1,375 @@
+//! The daemon: one scheduler loop that owns the spool's state directories on this node.
+//!
+//! ```text
+//!  notify (inbox/, control/, config/) ──hints──┐
+//!  session threads (one per PTY) ──events──────┼──> scheduler loop ──> spool renames, event log,
+//!  timers (retry backoff, restarts, 30 s listing)┘                     sessions/<name>.json
+//! ```
+//! The loop is the only writer of `pending/`, `active/`, `done/`, `failed/`,
+//! `cancelled/`, `rejected/` and `sessions/` on this node. It reacts to a batch of inputs,
+//! then dispatches queued tasks to idle sessions, then `fsync`s the directories it
+//! touched (one `fsync` per directory per batch).
+
+mod control;
+mod sessions;
+mod tasks;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fs2::FileExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log::{EventLog, EventType};
+use crate::queue::Queue;
+use crate::session::runner::SessionMessage;
+use crate::spool::{fsio, Spool};
+use sessions::SessionSlot;
+use tasks::LiveTask;
+use watch::Hint;
+
+/// How to run a daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Spool root.
+    pub spool: PathBuf,
+    /// Config directory.
+    pub config: PathBuf,
+}
+
+/// The lock that keeps a second daemon off the same spool on the same node
+/// (`locks/daemon-<node>.lock`, an fs2 exclusive lock, close-on-exec). Released when the
+/// process exits, however it exits.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+/// Path of the daemon lock file for `node`.
+#[must_use]
+pub fn lock_path(spool: &Spool, node: &str) -> PathBuf {
+    spool.dir("locks").join(format!("daemon-{node}.lock"))
+}
+
+impl DaemonLock {
+    /// Takes the lock and writes our pid into the file.
+    ///
+    /// # Errors
+    /// [`Error::DaemonRunning`] with the holder's pid when it is taken.
+    pub fn acquire(spool: &Spool, node: &str) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = lock_path(spool, node);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("opening daemon lock", &path, e))?;
+        if file.try_lock_exclusive().is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(Error::DaemonRunning(format!(
+                "lock {} held by pid {}",
+                path.display(),
+                holder.trim()
+            )));
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(Self { _file: file })
+    }
+
+    /// Whether some process holds the daemon lock (used by the CLI's `status`).
+    #[must_use]
+    pub fn is_held(spool: &Spool, node: &str) -> Option<String> {
+        let path = lock_path(spool, node);
+        let file = File::open(&path).ok()?;
+        if file.try_lock_shared().is_ok() {
+            let _ = FileExt::unlock(&file);
+            return None;
+        }
+        Some(std::fs::read_to_string(&path).unwrap_or_default().trim().to_string())
+    }
+}
+
+/// The scheduler's state.
+pub(crate) struct Daemon {
+    spool: Spool,
+    config: Config,
+    log: Arc<EventLog>,
+    /// Tasks in pending/ and active/.
+    live: HashMap<String, LiveTask>,
+    /// Final states seen since start (for dependencies and duplicate checks).
+    finals: HashMap<String, crate::spool::task::TaskState>,
+    /// dependency id → tasks waiting for it.
+    dependents: HashMap<String, Vec<String>>,
+    queue: Queue,
+    /// Retry backoffs: when → task ids.
+    delayed: BTreeMap<Instant, Vec<String>>,
+    sessions: BTreeMap<String, SessionSlot>,
+    session_tx: mpsc::UnboundedSender<SessionMessage>,
+    next_seq: u64,
+    next_generation: u64,
+    /// Inbox files seen but not yet known to be complete: name → first seen.
+    settling: HashMap<String, Instant>,
+    /// Conflict copies already reported.
+    conflicts: HashSet<String>,
+    /// Directories with renames not yet `fsync`ed.
+    dirty_dirs: BTreeSet<PathBuf>,
+    next_reconcile: Instant,
+    config_reload_at: Option<Instant>,
+    shutting_down: bool,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Start-up failures: an invalid config, an unwritable spool, another daemon on the same
+/// spool and node, a watcher that cannot start.
+pub async fn run(opts: DaemonOptions) -> Result<()> {
+    let config = Config::load(&opts.config)?;
+    let spool = Spool::new(&opts.spool);
+    spool.init()?;
+    let _lock = DaemonLock::acquire(&spool, &config.node)?;
+    let log = Arc::new(EventLog::new(spool.dir("log"), config.node.clone()));
+    let (hint_tx, mut hint_rx) = mpsc::channel(watch::CHANNEL_CAPACITY);
+    let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
+    let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    log.record(
+        EventType::DaemonStarted,
+        None,
+        None,
+        json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"),
+               "spool": spool.root().display().to_string(), "config": config.dir.display().to_string()}),
+    );
+    tracing::info!(node = %config.node, spool = %spool.root().display(), "daemon started");
+    let mut d = Daemon {
+        next_reconcile: Instant::now() + Duration::from_millis(config.daemon.reconcile_interval_ms),
+        spool,
+        config,
+        log,
+        live: HashMap::new(),
+        finals: HashMap::new(),
+        dependents: HashMap::new(),
+        queue: Queue::default(),
+        delayed: BTreeMap::new(),
+        sessions: BTreeMap::new(),
+        session_tx,
+        next_seq: 0,
+        next_generation: 0,
+        settling: HashMap::new(),
+        conflicts: HashSet::new(),
+        dirty_dirs: BTreeSet::new(),
+        config_reload_at: None,
+        shutting_down: false,
+    };
+    d.recover()?;
+    d.apply_sessions(true);
+    d.reconcile();
+    d.process_control();
+    d.dispatch();
+    d.sync_dirs();
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("installing SIGTERM handler", "", e))?;
+    loop {
+        let wait = d.next_deadline().saturating_duration_since(Instant::now());
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            Some(msg) = session_rx.recv() => {
+                d.on_session_message(msg);
+                while let Ok(msg) = session_rx.try_recv() {
+                    d.on_session_message(msg);
+                }
+            }
+            Some(hint) = hint_rx.recv() => {
+                let mut hints = vec![hint];
+                while let Ok(h) = hint_rx.try_recv() {
+                    hints.push(h);
+                }
+                d.on_hints(hints);
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+        if watcher.overflowed.swap(false, Ordering::SeqCst) {
+            tracing::warn!("watch channel overflowed; listing the spool");
+            d.reconcile();
+        }
+        d.on_timers();
+        d.dispatch();
+        d.sync_dirs();
+    }
+    d.shutdown(&mut session_rx).await;
+    drop(watcher);
+    Ok(())
+}
+
+impl Daemon {
+    fn node(&self) -> &str {
+        &self.config.node
+    }
+
+    fn mark_dirty(&mut self, dir: PathBuf) {
+        self.dirty_dirs.insert(dir);
+    }
+
+    /// `fsync`s every directory touched since the last call.
+    fn sync_dirs(&mut self) {
+        for dir in std::mem::take(&mut self.dirty_dirs) {
+            if let Err(e) = fsio::sync_dir(&dir) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    fn on_hints(&mut self, hints: Vec<Hint>) {
+        let mut rescan = false;
+        let mut control = false;
+        for h in hints {
+            match h {
+                Hint::Inbox { name, complete } => {
+                    if complete {
+                        self.settling.remove(&name);
+                        self.ingest(&name);
+                    } else {
+                        self.settling.entry(name).or_insert_with(Instant::now);
+                    }
+                }
+                Hint::Control => control = true,
+                Hint::Config => {
+                    self.config_reload_at = Some(Instant::now() + Duration::from_millis(200));
+                }
+                Hint::Rescan => rescan = true,
+            }
+        }
+        if rescan {
+            self.reconcile();
+        }
+        if control || rescan {
+            self.process_control();
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut next = self.next_reconcile;
+        if let Some((at, _)) = self.delayed.first_key_value() {
+            next = next.min(*at);
+        }
+        if let Some(at) = self.config_reload_at {
+            next = next.min(at);
+        }
+        if !self.settling.is_empty() {
+            next = next.min(Instant::now() + Duration::from_millis(self.config.daemon.inbox_settle_ms.clamp(10, 500)));
+        }
+        for slot in self.sessions.values() {
+            if let Some(at) = slot.restart_at {
+                next = next.min(at);
+            }
+        }
+        next
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_reconcile {
+            self.next_reconcile =
+                now + Duration::from_millis(self.config.daemon.reconcile_interval_ms);
+            self.reconcile();
+            self.process_control();
+        }
+        if self.config_reload_at.is_some_and(|at| now >= at) {
+            self.config_reload_at = None;
+            self.reload_config();
+        }
+        if !self.settling.is_empty() {
+            self.check_settling();
+        }
+        let due: Vec<Instant> = self.delayed.range(..=now).map(|(k, _)| *k).collect();
+        for k in due {
+            for id in self.delayed.remove(&k).unwrap_or_default() {
+                self.make_ready(&id);
+            }
+        }
+        self.restart_due_sessions(now);
+    }
+
+    /// Lists the inbox: every complete-looking task file is ingested, younger files wait
+    /// in `settling` until they have been still for `inbox_settle_ms`.
+    fn reconcile(&mut self) {
+        let inbox = self.spool.inbox();
+        let entries = match std::fs::read_dir(&inbox) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("listing {}: {e}", inbox.display());
+                return;
+            }
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(std::result::Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        for name in names {
+            self.settling.entry(name).or_insert_with(Instant::now);
+        }
+        self.check_settling();
+    }
+
+    /// Ingests settling files whose mtime is older than `inbox_settle_ms`.
+    fn check_settling(&mut self) {
+        let settle = Duration::from_millis(self.config.daemon.inbox_settle_ms);
+        let inbox = self.spool.inbox();
+        let names: Vec<String> = self.settling.keys().cloned().collect();
+        for name in names {
+            let path = inbox.join(&name);
+            let still = match path.symlink_metadata() {
+                Err(_) => {
+                    self.settling.remove(&name);
+                    continue;
+                }
+                Ok(m) => m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age >= settle),
+            };
+            if still {
+                self.settling.remove(&name);
+                self.ingest(&name);
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, session_rx: &mut mpsc::UnboundedReceiver<SessionMessage>) {
+        tracing::info!("stopping: ending sessions, returning running tasks to pending/");
+        self.shutting_down = true;
+        for slot in self.sessions.values_mut() {
+            slot.stop();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.sessions.values().any(|s| s.handle.is_some()) {
+            match tokio::time::timeout_at(deadline, session_rx.recv()).await {
+                Ok(Some(msg)) => self.on_session_message(msg),
+                _ => break,
+            }
+        }
+        self.sync_dirs();
+        self.log
+            .record(EventType::DaemonStopped, None, None, json!({"pid": std::process::id()}));
+    }
+}

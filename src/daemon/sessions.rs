@@ -1,0 +1,384 @@
+//! Sessions in the scheduler: starting them from config, applying config edits live,
+//! restarting dead ones with backoff, and publishing `sessions/<name>.json`.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::Daemon;
+use crate::config::{Config, ResolvedSession};
+use crate::log::EventType;
+use crate::session::runner::{self, Command, SessionEvent, SessionHandle, SessionMessage};
+use crate::session::{SessionFile, SessionState};
+use crate::spool::fsio;
+
+/// A session has to stay up this long for its restart backoff to reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// What the scheduler knows about one configured session.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    pub resolved: ResolvedSession,
+    pub handle: Option<SessionHandle>,
+    pub generation: u64,
+    pub state: SessionState,
+    pub since: DateTime<Utc>,
+    pub task: Option<String>,
+    pub pid: Option<u32>,
+    pub started_at: Option<Instant>,
+    pub restarts: u32,
+    pub consecutive_deaths: u32,
+    pub restart_at: Option<Instant>,
+    pub last_exit: Option<String>,
+    /// New config to apply once the program is stopped.
+    pub replace_with: Option<ResolvedSession>,
+    /// Removed from config: delete once stopped.
+    pub removed: bool,
+}
+
+impl SessionSlot {
+    fn new(resolved: ResolvedSession) -> Self {
+        Self {
+            resolved,
+            handle: None,
+            generation: 0,
+            state: SessionState::Dead,
+            since: Utc::now(),
+            task: None,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            consecutive_deaths: 0,
+            restart_at: None,
+            last_exit: None,
+            replace_with: None,
+            removed: false,
+        }
+    }
+
+    /// Idle with no task and not being replaced: may take a task.
+    pub fn is_free(&self) -> bool {
+        self.state == SessionState::Idle
+            && self.task.is_none()
+            && self.handle.is_some()
+            && self.replace_with.is_none()
+            && !self.removed
+    }
+
+    /// Asks the program to stop (its thread reports `Exited`).
+    pub fn stop(&mut self) {
+        if let Some(h) = &self.handle {
+            h.send(Command::Stop);
+        }
+        self.restart_at = None;
+    }
+}
+
+impl Daemon {
+    /// Applies `self.config.sessions`: starts new sessions, stops removed ones, restarts
+    /// changed ones (after their current task). `initial` also clears stale
+    /// `sessions/*.json` files of sessions no longer configured.
+    pub(super) fn apply_sessions(&mut self, initial: bool) {
+        let wanted: Vec<ResolvedSession> = self.config.sessions.clone();
+        let names: std::collections::HashSet<String> =
+            wanted.iter().map(|s| s.spec.name.clone()).collect();
+        for (name, slot) in &mut self.sessions {
+            if !names.contains(name) && !slot.removed {
+                tracing::info!(session = %name, "removed from config: stopping");
+                slot.removed = true;
+                if slot.handle.is_some() {
+                    if slot.task.is_none() {
+                        slot.stop();
+                    }
+                } else {
+                    slot.restart_at = None;
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.removed && s.handle.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            self.forget_session(&name);
+        }
+        for r in wanted {
+            let name = r.spec.name.clone();
+            match self.sessions.get_mut(&name) {
+                None => {
+                    self.sessions.insert(name.clone(), SessionSlot::new(r));
+                    self.start_session(&name);
+                }
+                Some(slot) => {
+                    slot.removed = false;
+                    if slot.resolved.needs_restart(&r) {
+                        tracing::info!(session = %name, "config changed: restarting");
+                        if slot.handle.is_none() {
+                            slot.resolved = r;
+                            slot.replace_with = None;
+                            slot.consecutive_deaths = 0;
+                            self.start_session(&name);
+                        } else {
+                            slot.replace_with = Some(r);
+                            if slot.task.is_none() {
+                                slot.stop();
+                            }
+                        }
+                    } else {
+                        slot.resolved = r;
+                        self.publish_session(&name);
+                    }
+                }
+            }
+        }
+        if initial {
+            let dir = self.spool.dir("sessions");
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.filter_map(std::result::Result::ok) {
+                    let fname = e.file_name().to_string_lossy().into_owned();
+                    if let Some(n) = fname.strip_suffix(".json") {
+                        if !names.contains(n) {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget_session(&mut self, name: &str) {
+        self.sessions.remove(name);
+        let _ = std::fs::remove_file(self.spool.dir("sessions").join(format!("{name}.json")));
+        self.log.record(
+            EventType::SessionState,
+            None,
+            Some(name),
+            json!({"state": "removed", "reason": "no longer in config/sessions.toml"}),
+        );
+    }
+
+    /// Reloads config after an edit. An invalid config is reported and the running one
+    /// kept.
+    pub(super) fn reload_config(&mut self) {
+        match Config::load(&self.config.dir) {
+            Ok(new) => {
+                if new.node != self.config.node {
+                    tracing::warn!("node.name changes take effect at the next daemon start");
+                }
+                let node = self.config.node.clone();
+                self.config = Config { node, ..new };
+                self.log.record(
+                    EventType::ConfigApplied,
+                    None,
+                    None,
+                    json!({"sessions": self.config.sessions.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}),
+                );
+                self.apply_sessions(false);
+            }
+            Err(e) => {
+                tracing::error!("config not applied, keeping the running one: {e}");
+                self.log.record(
+                    EventType::ConfigApplied,
+                    None,
+                    None,
+                    json!({"error": e.to_string(), "applied": false}),
+                );
+            }
+        }
+    }
+
+    fn start_session(&mut self, name: &str) {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let tx = self.session_tx.clone();
+        let Some(slot) = self.sessions.get_mut(name) else { return };
+        slot.restart_at = None;
+        slot.generation = generation;
+        match runner::start(slot.resolved.clone(), generation, tx) {
+            Ok(h) => {
+                slot.handle = Some(h);
+                slot.started_at = Some(Instant::now());
+                slot.state = SessionState::Starting;
+                slot.since = Utc::now();
+            }
+            Err(e) => {
+                tracing::error!(session = %name, "cannot start session thread: {e}");
+                slot.last_exit = Some(e.to_string());
+                self.schedule_restart(name);
+            }
+        }
+        self.publish_session(name);
+    }
+
+    fn schedule_restart(&mut self, name: &str) {
+        let base = self.config.daemon.restart_backoff_ms;
+        let max = self.config.daemon.restart_backoff_max_ms;
+        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let delay = base
+            .saturating_mul(1u64 << slot.consecutive_deaths.min(30))
+            .min(max);
+        slot.consecutive_deaths += 1;
+        slot.restart_at = Some(Instant::now() + Duration::from_millis(delay));
+        tracing::info!(session = %name, "restarting in {delay} ms");
+    }
+
+    pub(super) fn restart_due_sessions(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.restart_at.is_some_and(|at| at <= now) && s.handle.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            if let Some(slot) = self.sessions.get_mut(&name) {
+                slot.restarts += 1;
+            }
+            self.start_session(&name);
+        }
+    }
+
+    /// Handles one message from a session thread.
+    pub(super) fn on_session_message(&mut self, msg: SessionMessage) {
+        let SessionMessage {
+            session,
+            generation,
+            event,
+        } = msg;
+        let Some(slot) = self.sessions.get_mut(&session) else { return };
+        if slot.generation != generation {
+            return; // from a program that has since been replaced
+        }
+        match event {
+            SessionEvent::Started { pid } => {
+                slot.pid = Some(pid);
+                let (cmd, profile) = (slot.resolved.command.clone(), slot.resolved.spec.profile.clone());
+                self.log.record(
+                    EventType::SessionStarted,
+                    None,
+                    Some(&session),
+                    json!({"pid": pid, "command": cmd, "profile": profile, "generation": generation}),
+                );
+            }
+            SessionEvent::State(state) => self.set_session_state(&session, state),
+            SessionEvent::PromptSent { task_id, written_at } => {
+                let latency = self
+                    .live
+                    .get(&task_id)
+                    .and_then(|t| t.attempt_started_at)
+                    .map(|t| t.elapsed().as_secs_f64() * 1000.0);
+                self.log.record(
+                    EventType::PromptSent,
+                    Some(&task_id),
+                    Some(&session),
+                    json!({
+                        "since_assigned_ms": latency,
+                        "written_at": written_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    }),
+                );
+            }
+            SessionEvent::Finished { task_id, outcome } => {
+                if slot.task.as_deref() == Some(task_id.as_str()) {
+                    slot.task = None;
+                }
+                if slot.started_at.is_some_and(|t| t.elapsed() > HEALTHY_AFTER) {
+                    slot.consecutive_deaths = 0;
+                }
+                self.on_task_finished(&session, &task_id, outcome);
+                self.after_task(&session);
+            }
+            SessionEvent::Exited { status, requested } => self.on_exited(&session, &status, requested),
+        }
+    }
+
+    /// Applies a pending config change or removal once a session is between tasks.
+    fn after_task(&mut self, name: &str) {
+        if let Some(slot) = self.sessions.get_mut(name) {
+            if slot.task.is_none() && (slot.replace_with.is_some() || slot.removed) {
+                slot.stop();
+            }
+        }
+        self.publish_session(name);
+    }
+
+    fn on_exited(&mut self, name: &str, status: &str, requested: bool) {
+        let Some(slot) = self.sessions.get_mut(name) else { return };
+        slot.handle = None;
+        slot.pid = None;
+        slot.last_exit = Some(status.to_string());
+        let task = slot.task.take();
+        let uptime_ms = slot.started_at.map(|t| t.elapsed().as_millis());
+        self.log.record(
+            EventType::SessionExited,
+            task.as_deref(),
+            Some(name),
+            json!({"status": status, "requested": requested, "uptime_ms": uptime_ms}),
+        );
+        self.set_session_state(name, SessionState::Dead);
+        if let Some(id) = task {
+            self.on_task_session_died(name, &id, status);
+        }
+        if self.shutting_down {
+            return;
+        }
+        let Some(slot) = self.sessions.get_mut(name) else { return };
+        if slot.removed {
+            self.forget_session(name);
+        } else if let Some(new) = slot.replace_with.take() {
+            slot.resolved = new;
+            slot.consecutive_deaths = 0;
+            self.start_session(name);
+        } else {
+            if slot.started_at.is_some_and(|t| t.elapsed() > HEALTHY_AFTER) {
+                slot.consecutive_deaths = 0;
+            }
+            self.schedule_restart(name);
+        }
+    }
+
+    fn set_session_state(&mut self, name: &str, state: SessionState) {
+        let Some(slot) = self.sessions.get_mut(name) else { return };
+        if slot.state == state {
+            return;
+        }
+        let previous = slot.state;
+        slot.state = state;
+        slot.since = Utc::now();
+        let task = slot.task.clone();
+        self.log.record(
+            EventType::SessionState,
+            task.as_deref(),
+            Some(name),
+            json!({"state": state.as_str(), "previous": previous.as_str()}),
+        );
+        self.publish_session(name);
+    }
+
+    /// Writes `sessions/<name>.json` (atomic, not fsynced: derived state).
+    pub(super) fn publish_session(&self, name: &str) {
+        let Some(slot) = self.sessions.get(name) else { return };
+        let file = SessionFile {
+            name: name.to_string(),
+            node: self.node().to_string(),
+            profile: slot.resolved.spec.profile.clone(),
+            role: slot.resolved.spec.role.clone(),
+            state: slot.state,
+            task_id: slot.task.clone(),
+            pid: slot.pid,
+            since: slot.since,
+            restarts: slot.restarts,
+            last_exit: slot.last_exit.clone(),
+        };
+        let path = self.spool.dir("sessions").join(format!("{name}.json"));
+        match serde_json::to_vec_pretty(&file) {
+            Ok(bytes) => {
+                if let Err(e) = fsio::write_atomic_volatile(&path, &bytes) {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::error!("session file: {e}"),
+        }
+    }
+}

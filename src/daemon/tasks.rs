@@ -1,0 +1,683 @@
+//! Task lifecycle in the scheduler: intake from the inbox, recovery at start-up, the
+//! dependency wait, the ready queue, dispatch to idle sessions, and the moves to
+//! `done/`, `failed/`, `cancelled/` or back to `pending/` for a retry.
+//!
+//! Moves are renames. A record is rewritten in place (atomic replace) before it moves to
+//! a final directory, so a crash between the two steps leaves a record whose `state`
+//! names where it was going, and recovery completes the move.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::Daemon;
+use crate::log::EventType;
+use crate::queue::Target;
+use crate::session::runner::{Assignment, Command, RunOutcome};
+use crate::spool::fsio::{self, ReadRefusal};
+use crate::spool::task::{
+    parse_task, Attempt, AttemptOutcome, TaskRecord, TaskResult, TaskSpec, TaskState, Violation,
+};
+use crate::spool::{classify_inbox_name, InboxName, MAX_TASK_BYTES};
+
+/// A task in `pending/` or `active/`, as the scheduler tracks it.
+#[derive(Debug)]
+pub(crate) struct LiveTask {
+    pub record: TaskRecord,
+    pub state: TaskState,
+    /// FIFO order within a priority.
+    pub seq: u64,
+    /// Dependencies not yet done.
+    pub waiting_for: usize,
+    /// Session running the current attempt.
+    pub session: Option<String>,
+    pub attempt_started: Option<DateTime<Utc>>,
+    pub attempt_started_at: Option<Instant>,
+    pub cancel_requested: bool,
+}
+
+fn whole(message: impl Into<String>) -> Vec<Violation> {
+    vec![Violation {
+        path: String::new(),
+        message: message.into(),
+    }]
+}
+
+impl Daemon {
+    /// Reads one inbox file and accepts or rejects it.
+    pub(super) fn ingest(&mut self, name: &str) {
+        match classify_inbox_name(name) {
+            InboxName::Ignored => return,
+            InboxName::Conflict => {
+                if self.conflicts.insert(name.to_string()) {
+                    tracing::warn!("Syncthing conflict copy in the inbox, left alone: {name}");
+                    self.log.record(
+                        EventType::SyncConflict,
+                        None,
+                        None,
+                        json!({"file": name, "action": "left in inbox, not run; resolve by hand"}),
+                    );
+                }
+                return;
+            }
+            InboxName::Task => {}
+        }
+        let path = self.spool.inbox().join(name);
+        let bytes = match fsio::read_regular(&path, MAX_TASK_BYTES) {
+            Ok(b) => b,
+            Err(ReadRefusal::Gone) => return,
+            Err(refusal) => {
+                let msg = match refusal {
+                    ReadRefusal::TooLarge(n) => {
+                        format!("file is {n} bytes; the limit is {MAX_TASK_BYTES} bytes")
+                    }
+                    other => format!("file {other}"),
+                };
+                self.reject(name, whole(msg));
+                return;
+            }
+        };
+        let spec = match parse_task(&bytes) {
+            Ok(s) => s,
+            Err(v) => {
+                self.reject(name, v);
+                return;
+            }
+        };
+        let id = spec
+            .id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        if let Some(state) = self.known_state(&id) {
+            self.reject(
+                name,
+                vec![Violation {
+                    path: "/id".into(),
+                    message: format!("duplicate id {id:?}: a task with this id is already in {}/", state.dir()),
+                }],
+            );
+            return;
+        }
+        let pending = self.spool.task_path(TaskState::Pending, &id);
+        // The claim on the inbox file is a rename: the file itself moves, so a crash after
+        // this point finds it in pending/ (and recovery finishes the job), never twice.
+        if let Err(e) = fsio::rename_noreplace_nosync(&path, &pending) {
+            tracing::error!("{e}");
+            return;
+        }
+        let mut spec = spec;
+        spec.id = Some(id.clone());
+        let record = TaskRecord {
+            format: 1,
+            id: id.clone(),
+            state: TaskState::Pending,
+            task: spec,
+            node: self.node().to_string(),
+            source: name.to_string(),
+            received_at: Utc::now(),
+            attempts: Vec::new(),
+            attempt_base: 0,
+            not_before: None,
+            session: None,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        if let Err(e) = self.write_record(TaskState::Pending, &record) {
+            tracing::error!("{e}");
+        }
+        self.mark_dirty(self.spool.inbox());
+        self.log.record(
+            EventType::TaskReceived,
+            Some(&id),
+            None,
+            json!({"file": name, "bytes": bytes.len(), "prompt": record.task.prompt}),
+        );
+        self.track(record);
+    }
+
+    fn reject(&mut self, name: &str, errors: Vec<Violation>) {
+        let summary = crate::spool::format_violations(&errors);
+        match self.spool.reject(name, self.node(), errors.clone()) {
+            Ok(as_name) => {
+                tracing::warn!("rejected {name}: {summary}");
+                self.log.record(
+                    EventType::TaskRejected,
+                    None,
+                    None,
+                    json!({"file": name, "rejected_as": as_name, "errors": errors}),
+                );
+            }
+            Err(e) => tracing::error!("rejecting {name}: {e}"),
+        }
+    }
+
+    /// Where a task id is: in memory, or on disk.
+    pub(super) fn known_state(&self, id: &str) -> Option<TaskState> {
+        if let Some(t) = self.live.get(id) {
+            return Some(t.state);
+        }
+        if let Some(s) = self.finals.get(id) {
+            return Some(*s);
+        }
+        self.spool.locate(id)
+    }
+
+    pub(super) fn write_record(&mut self, dir: TaskState, record: &TaskRecord) -> crate::error::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| crate::error::Error::json("task record", e))?;
+        let path = self.spool.task_path(dir, &record.id);
+        fsio::write_atomic_nosync_dir(&path, &bytes)?;
+        self.mark_dirty(self.spool.state_dir(dir));
+        Ok(())
+    }
+
+    /// Starts tracking a pending record: logs it as queued and queues it (or parks it
+    /// behind its dependencies or its retry backoff).
+    pub(super) fn track(&mut self, record: TaskRecord) {
+        let id = record.id.clone();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut waiting_for = 0;
+        let mut failed_dep = None;
+        for dep in &record.task.depends_on {
+            match self.known_state(dep) {
+                Some(TaskState::Done) => {}
+                Some(s @ (TaskState::Failed | TaskState::Cancelled)) => {
+                    failed_dep = Some((dep.clone(), s));
+                    break;
+                }
+                _ => {
+                    waiting_for += 1;
+                    self.dependents.entry(dep.clone()).or_default().push(id.clone());
+                }
+            }
+        }
+        self.log.record(
+            EventType::TaskQueued,
+            Some(&id),
+            None,
+            json!({
+                "priority": record.task.priority(),
+                "session": record.task.session,
+                "role": record.task.role,
+                "depends_on": record.task.depends_on,
+                "waiting_for": waiting_for,
+                "attempts": record.attempts.len(),
+            }),
+        );
+        self.live.insert(
+            id.clone(),
+            LiveTask {
+                record,
+                state: TaskState::Pending,
+                seq,
+                waiting_for,
+                session: None,
+                attempt_started: None,
+                attempt_started_at: None,
+                cancel_requested: false,
+            },
+        );
+        if let Some((dep, s)) = failed_dep {
+            self.finish(
+                &id,
+                TaskState::Failed,
+                None,
+                Some(format!("dependency {dep} {}", if s == TaskState::Failed { "failed" } else { "was cancelled" })),
+            );
+        } else if waiting_for == 0 {
+            self.make_ready(&id);
+        }
+    }
+
+    /// Puts a pending task whose dependencies are met into the ready queue, or into the
+    /// retry-backoff timer when its `not_before` is still ahead.
+    pub(super) fn make_ready(&mut self, id: &str) {
+        let Some(t) = self.live.get(id) else { return };
+        if t.state != TaskState::Pending || t.waiting_for > 0 || self.queue.contains(id) {
+            return;
+        }
+        if let Some(nb) = t.record.not_before {
+            let wait = (nb - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                self.delayed
+                    .entry(Instant::now() + wait)
+                    .or_default()
+                    .push(id.to_string());
+                return;
+            }
+        }
+        let target = match (&t.record.task.session, &t.record.task.role) {
+            (Some(s), _) => Target::Session(s.clone()),
+            (None, Some(r)) => Target::Role(r.clone()),
+            (None, None) => Target::Any,
+        };
+        self.queue
+            .push(target, t.record.task.priority(), t.seq, id.to_string());
+    }
+
+    /// Hands queued tasks to idle sessions.
+    pub(super) fn dispatch(&mut self) {
+        if self.queue.is_empty() || self.shutting_down {
+            return;
+        }
+        let idle: Vec<(String, Option<String>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_free())
+            .map(|(n, s)| (n.clone(), s.resolved.spec.role.clone()))
+            .collect();
+        for (name, role) in idle {
+            let Some(id) = self.queue.take_for(&name, role.as_deref()) else {
+                continue;
+            };
+            self.assign(&id, &name);
+        }
+    }
+
+    fn assign(&mut self, id: &str, session: &str) {
+        let from = self.spool.task_path(TaskState::Pending, id);
+        let to = self.spool.task_path(TaskState::Active, id);
+        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
+            tracing::error!("claiming {id}: {e}");
+            return;
+        }
+        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
+        self.mark_dirty(self.spool.state_dir(TaskState::Active));
+        let Some(t) = self.live.get_mut(id) else { return };
+        t.state = TaskState::Active;
+        t.session = Some(session.to_string());
+        t.attempt_started = Some(Utc::now());
+        t.attempt_started_at = Some(Instant::now());
+        let attempt = t.record.attempts.len() + 1;
+        let assignment = Assignment {
+            task_id: id.to_string(),
+            prompt: t.record.task.prompt.clone(),
+            timeout: Duration::from_secs(t.record.task.timeout_s()),
+        };
+        self.log.record(
+            EventType::TaskAssigned,
+            Some(id),
+            Some(session),
+            json!({"attempt": attempt}),
+        );
+        if let Some(slot) = self.sessions.get_mut(session) {
+            slot.task = Some(id.to_string());
+            if let Some(h) = &slot.handle {
+                h.send(Command::Run(assignment));
+            }
+        }
+    }
+
+    /// A session reported how a task's attempt ended.
+    pub(super) fn on_task_finished(&mut self, session: &str, task_id: &str, outcome: RunOutcome) {
+        let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
+        match outcome {
+            RunOutcome::Completed(result) => {
+                self.end_attempt(task_id, session, AttemptOutcome::Completed, None);
+                self.finish(task_id, TaskState::Done, Some(result), None);
+            }
+            RunOutcome::Failed(result, error) => {
+                self.end_attempt(task_id, session, AttemptOutcome::Failed, Some(error.clone()));
+                self.finish(task_id, TaskState::Failed, Some(result), Some(error));
+            }
+            RunOutcome::Cancelled => {
+                self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
+                self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+            }
+            RunOutcome::NotStarted(why) => {
+                tracing::warn!(session, task_id, "not started: {why}; queued again");
+                self.unclaim(task_id);
+            }
+            RunOutcome::TimedOut if cancel => {
+                self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
+                self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+            }
+            RunOutcome::TimedOut => {
+                let secs = self.live.get(task_id).map_or(0, |t| t.record.task.timeout_s());
+                let error = format!("timed out after {secs} s");
+                self.end_attempt(task_id, session, AttemptOutcome::TimedOut, Some(error.clone()));
+                self.retry_or_fail(task_id, error);
+            }
+        }
+    }
+
+    /// Returns a claimed task that never started to `pending/`, no attempt counted.
+    fn unclaim(&mut self, task_id: &str) {
+        let from = self.spool.task_path(TaskState::Active, task_id);
+        let to = self.spool.task_path(TaskState::Pending, task_id);
+        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
+            tracing::error!("returning {task_id} to pending/: {e}");
+            return;
+        }
+        self.mark_dirty(self.spool.state_dir(TaskState::Active));
+        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
+        if let Some(t) = self.live.get_mut(task_id) {
+            t.state = TaskState::Pending;
+            t.session = None;
+            t.attempt_started = None;
+            t.attempt_started_at = None;
+        }
+        self.make_ready(task_id);
+    }
+
+    /// The session running `task_id` died.
+    pub(super) fn on_task_session_died(&mut self, session: &str, task_id: &str, status: &str) {
+        let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
+        let error = format!("session {session} died during the task ({status})");
+        if cancel {
+            self.end_attempt(task_id, session, AttemptOutcome::Cancelled, Some(error));
+            self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+        } else {
+            self.end_attempt(task_id, session, AttemptOutcome::SessionDied, Some(error.clone()));
+            self.retry_or_fail(task_id, error);
+        }
+    }
+
+    pub(super) fn end_attempt(
+        &mut self,
+        task_id: &str,
+        session: &str,
+        outcome: AttemptOutcome,
+        error: Option<String>,
+    ) {
+        let node = self.node().to_string();
+        let Some(t) = self.live.get_mut(task_id) else { return };
+        let started = t.attempt_started.take().unwrap_or_else(Utc::now);
+        t.attempt_started_at = None;
+        let attempt = u32::try_from(t.record.attempts.len() + 1).unwrap_or(u32::MAX);
+        if t.record.started_at.is_none() {
+            t.record.started_at = Some(started);
+        }
+        t.record.session = Some(session.to_string());
+        t.record.attempts.push(Attempt {
+            attempt,
+            session: session.to_string(),
+            node,
+            started_at: started,
+            finished_at: Utc::now(),
+            outcome,
+            error,
+        });
+        t.session = None;
+    }
+
+    /// After a failed attempt: back to pending/ with backoff, or failed/ when the retry
+    /// budget is spent.
+    pub(super) fn retry_or_fail(&mut self, task_id: &str, error: String) {
+        let Some(t) = self.live.get(task_id) else { return };
+        if !t.record.may_retry() {
+            let n = t.record.attempts_used();
+            self.finish(
+                task_id,
+                TaskState::Failed,
+                None,
+                Some(format!("gave up after {n} attempt(s): {error}")),
+            );
+            return;
+        }
+        let used = t.record.attempts_used();
+        let from_state = t.state;
+        let base = self.config.daemon.retry_backoff_ms;
+        let delay_ms = base
+            .saturating_mul(1u64 << used.saturating_sub(1).min(30))
+            .min(self.config.daemon.retry_backoff_max_ms);
+        let not_before = Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+        if from_state == TaskState::Active {
+            // Release the claim first (a rename), then record the attempt: a crash between
+            // the two under-counts one attempt, it never loses the task.
+            let from = self.spool.task_path(TaskState::Active, task_id);
+            let to = self.spool.task_path(TaskState::Pending, task_id);
+            if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
+                tracing::error!("returning {task_id} to pending/: {e}");
+                return;
+            }
+            self.mark_dirty(self.spool.state_dir(TaskState::Active));
+        }
+        let Some(t) = self.live.get_mut(task_id) else { return };
+        t.state = TaskState::Pending;
+        t.record.state = TaskState::Pending;
+        t.record.not_before = Some(not_before);
+        let record = t.record.clone();
+        if let Err(e) = self.write_record(TaskState::Pending, &record) {
+            tracing::error!("{e}");
+        }
+        self.log.record(
+            EventType::TaskRetried,
+            Some(task_id),
+            record.session.as_deref(),
+            json!({"error": error, "attempt": record.attempts.len(), "retry_in_ms": delay_ms}),
+        );
+        self.make_ready(task_id);
+    }
+
+    /// Moves a live task to a final state: rewrite the record in place, then rename it
+    /// into `done/`, `failed/` or `cancelled/`; log; release dependents.
+    pub(super) fn finish(
+        &mut self,
+        task_id: &str,
+        state: TaskState,
+        result: Option<TaskResult>,
+        error: Option<String>,
+    ) {
+        let Some(mut t) = self.live.remove(task_id) else { return };
+        self.queue.remove(task_id);
+        let now = Utc::now();
+        t.record.state = state;
+        t.record.finished_at = Some(now);
+        t.record.not_before = None;
+        t.record.result = result;
+        t.record.error.clone_from(&error);
+        let from_dir = t.state;
+        if let Err(e) = self.write_record(from_dir, &t.record) {
+            tracing::error!("{e}");
+        }
+        let from = self.spool.task_path(from_dir, task_id);
+        let to = self.spool.task_path(state, task_id);
+        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
+            tracing::error!("moving {task_id} to {}/: {e}", state.dir());
+        }
+        self.mark_dirty(self.spool.state_dir(from_dir));
+        self.mark_dirty(self.spool.state_dir(state));
+        let session = t.record.session.clone();
+        let started = t.record.attempts.last().map(|a| a.started_at);
+        let duration_ms = started.map(|s| (now - s).num_milliseconds());
+        match state {
+            TaskState::Done => {
+                let r = t.record.result.as_ref();
+                self.log.record(
+                    EventType::TaskCompleted,
+                    Some(task_id),
+                    session.as_deref(),
+                    json!({
+                        "attempts": t.record.attempts.len(),
+                        "duration_ms": duration_ms,
+                        "exit_status": r.and_then(|r| r.exit_status),
+                        "output_bytes": r.map_or(0, |r| r.output.len()),
+                    }),
+                );
+            }
+            TaskState::Failed => self.log.record(
+                EventType::TaskFailed,
+                Some(task_id),
+                session.as_deref(),
+                json!({"attempts": t.record.attempts.len(), "duration_ms": duration_ms, "error": error}),
+            ),
+            _ => self.log.record(
+                EventType::TaskCancelled,
+                Some(task_id),
+                session.as_deref(),
+                json!({"attempts": t.record.attempts.len()}),
+            ),
+        }
+        self.finals.insert(task_id.to_string(), state);
+        self.release_dependents(task_id, state);
+    }
+
+    fn release_dependents(&mut self, id: &str, state: TaskState) {
+        let Some(waiting) = self.dependents.remove(id) else { return };
+        for dep_id in waiting {
+            if state == TaskState::Done {
+                let ready = self.live.get_mut(&dep_id).is_some_and(|t| {
+                    t.waiting_for = t.waiting_for.saturating_sub(1);
+                    t.waiting_for == 0
+                });
+                if ready {
+                    self.make_ready(&dep_id);
+                }
+            } else if self.live.contains_key(&dep_id) {
+                let why = if state == TaskState::Failed { "failed" } else { "was cancelled" };
+                self.finish(&dep_id, TaskState::Failed, None, Some(format!("dependency {id} {why}")));
+            }
+        }
+    }
+
+    /// Start-up recovery: complete interrupted moves, return tasks left in `active/` to
+    /// `pending/` (the interrupted attempt counted), and load `pending/` into the queue in
+    /// the order the tasks were received.
+    pub(super) fn recover(&mut self) -> crate::error::Result<()> {
+        let node = self.node().to_string();
+        for id in self.spool.list_ids(TaskState::Active)? {
+            let path = self.spool.task_path(TaskState::Active, &id);
+            let Some(mut record) = self.read_or_convert(&path, &id) else { continue };
+            if record.state.is_final() {
+                // The record was rewritten for its final state; finish the rename.
+                let to = self.spool.task_path(record.state, &id);
+                if let Err(e) = fsio::rename_noreplace(&path, &to) {
+                    tracing::error!("completing the move of {id}: {e}");
+                }
+                continue;
+            }
+            let now = Utc::now();
+            record.attempts.push(Attempt {
+                attempt: u32::try_from(record.attempts.len() + 1).unwrap_or(u32::MAX),
+                session: record.session.clone().unwrap_or_default(),
+                node: node.clone(),
+                started_at: record.attempts.last().map_or(record.received_at, |a| a.finished_at),
+                finished_at: now,
+                outcome: AttemptOutcome::Interrupted,
+                error: Some("the daemon stopped during the attempt".into()),
+            });
+            record.state = TaskState::Pending;
+            let to = self.spool.task_path(TaskState::Pending, &id);
+            if let Err(e) = fsio::rename_noreplace(&path, &to) {
+                tracing::error!("returning {id} to pending/: {e}");
+                continue;
+            }
+            if let Err(e) = self.write_record(TaskState::Pending, &record) {
+                tracing::error!("{e}");
+            }
+            self.log.record(
+                EventType::TaskRetried,
+                Some(&id),
+                record.session.as_deref(),
+                json!({"error": "the daemon stopped during the attempt", "attempt": record.attempts.len(), "recovered": true}),
+            );
+        }
+        let mut records = Vec::new();
+        for id in self.spool.list_ids(TaskState::Pending)? {
+            let path = self.spool.task_path(TaskState::Pending, &id);
+            if let Some(final_state) = [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
+                .into_iter()
+                .find(|s| self.spool.task_path(*s, &id).exists())
+            {
+                tracing::warn!("{id} is in pending/ and {}/; the final record wins", final_state.dir());
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match self.read_or_convert(&path, &id) {
+                Some(r) if r.state.is_final() => {
+                    let to = self.spool.task_path(r.state, &id);
+                    if let Err(e) = fsio::rename_noreplace(&path, &to) {
+                        tracing::error!("completing the move of {id}: {e}");
+                    }
+                }
+                Some(r) => records.push(r),
+                None => {}
+            }
+        }
+        records.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
+        let n = records.len();
+        for mut r in records {
+            if r.state != TaskState::Pending {
+                r.state = TaskState::Pending;
+            }
+            if r.may_retry() {
+                self.track(r);
+            } else {
+                let id = r.id.clone();
+                let last = r.attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                let n = r.attempts_used();
+                self.live.insert(
+                    id.clone(),
+                    LiveTask {
+                        record: r,
+                        state: TaskState::Pending,
+                        seq: 0,
+                        waiting_for: 0,
+                        session: None,
+                        attempt_started: None,
+                        attempt_started_at: None,
+                        cancel_requested: false,
+                    },
+                );
+                self.finish(&id, TaskState::Failed, None, Some(format!("gave up after {n} attempt(s): {last}")));
+            }
+        }
+        if n > 0 {
+            tracing::info!("recovered {n} pending task(s)");
+        }
+        Ok(())
+    }
+
+    /// Reads a record; a bare task file (renamed from the inbox just before a crash) is
+    /// converted into a record. Unreadable files are moved to `rejected/`.
+    fn read_or_convert(&mut self, path: &std::path::Path, id: &str) -> Option<TaskRecord> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading {}: {e}", path.display());
+                return None;
+            }
+        };
+        if let Ok(r) = serde_json::from_slice::<TaskRecord>(&bytes) {
+            return Some(r);
+        }
+        if let Ok(mut spec) = serde_json::from_slice::<TaskSpec>(&bytes) {
+            spec.id = Some(id.to_string());
+            let received_at = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map(DateTime::<Utc>::from)
+                .unwrap_or_else(|_| Utc::now());
+            let record = TaskRecord {
+                format: 1,
+                id: id.to_string(),
+                state: TaskState::Pending,
+                task: spec,
+                node: self.node().to_string(),
+                source: format!("{id}.json"),
+                received_at,
+                attempts: Vec::new(),
+                attempt_base: 0,
+                not_before: None,
+                session: None,
+                started_at: None,
+                finished_at: None,
+                result: None,
+                error: None,
+            };
+            self.log.record(
+                EventType::TaskReceived,
+                Some(id),
+                None,
+                json!({"file": record.source, "recovered": true, "prompt": record.task.prompt}),
+            );
+            return Some(record);
+        }
+        tracing::error!("{} is not a task record; leaving it for a person to inspect", path.display());
+        None
+    }
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod log;
+pub mod profile;
+pub mod queue;
+pub mod session;
+pub mod spool;
+pub mod sql;
+
+pub use error::{Error, Result};

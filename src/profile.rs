@@ -1,0 +1,518 @@
+//! Agent profiles: how to read one kind of agent terminal and how to drive it.
+//!
+//! A profile is data (`config/profiles/<name>.toml`), not code: a CLI that changes its
+//! prompt text is a config edit, not a release. The built-in profiles (`shell`,
+//! `fake-agent`, `claude-code`, `codex`, `gemini`, `aider`, `ollama`) ship inside the
+//! binary and are written out by `architect init`; a file in `config/profiles/` with the
+//! same name wins.
+//!
+//! Screen regexes use the [`regex`] crate's syntax and are matched against the
+//! *rendered* screen ([`crate::session::screen::Screen::text`]): one line per terminal row,
+//! trailing spaces removed, trailing empty rows removed, rows joined with `\n`. Multi-line
+//! mode is on, so `^`/`$` match at row boundaries and `\z` at the end of the last
+//! non-empty row.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The state of an agent terminal as read from its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenState {
+    /// Ready for a prompt.
+    Idle,
+    /// Working on a prompt.
+    Busy,
+    /// Asking a question (permission, y/n) that a person or policy must answer.
+    WaitingInput,
+}
+
+/// Where a finished task's result text comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultSource {
+    /// Everything the program printed after the prompt was submitted, with escape
+    /// sequences removed (right for line-oriented programs such as a shell).
+    #[default]
+    Transcript,
+    /// The rendered screen at completion (right for full-screen TUIs that redraw).
+    Screen,
+}
+
+/// How the prompt text is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitMode {
+    /// Typed as plain keystrokes; newlines in the prompt become [`SubmitSpec::newline`].
+    #[default]
+    Typed,
+    /// Wrapped in bracketed-paste markers (`ESC[200~ … ESC[201~`), newlines kept.
+    BracketedPaste,
+}
+
+/// On-disk shape of a profile file (`config/profiles/<name>.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileFile {
+    /// One line saying what program this profile drives.
+    #[serde(default)]
+    pub description: String,
+    /// Default program for sessions of this profile that name no `command`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Default arguments, used with the default `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Terminal window size.
+    #[serde(default)]
+    pub terminal: TerminalSpec,
+    /// Screen regexes.
+    pub screen: ScreenSpec,
+    /// First-run screens and start-up keystrokes.
+    #[serde(default)]
+    pub startup: StartupSpec,
+    /// How a prompt is submitted.
+    #[serde(default)]
+    pub submit: SubmitSpec,
+    /// How the end of a task is recognised.
+    #[serde(default)]
+    pub done: DoneSpec,
+    /// How the result is read.
+    #[serde(default)]
+    pub result: ResultSpec,
+    /// How a running task is interrupted (timeout, cancel).
+    #[serde(default)]
+    pub interrupt: InterruptSpec,
+    /// Environment variables every session of this profile gets (session env wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Terminal window size in character cells.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalSpec {
+    /// Columns (default 120).
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// Rows (default 40).
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+}
+
+fn default_cols() -> u16 {
+    120
+}
+fn default_rows() -> u16 {
+    40
+}
+
+impl Default for TerminalSpec {
+    fn default() -> Self {
+        Self {
+            cols: default_cols(),
+            rows: default_rows(),
+        }
+    }
+}
+
+/// Regexes over the rendered screen. `waiting_input` is checked first, then `busy`, then
+/// `idle`; a screen that matches none is [`ScreenState::Busy`] while a task runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenSpec {
+    /// Matches when the program is ready for a prompt.
+    pub idle: String,
+    /// Matches while the program is working (optional: "not idle" is busy).
+    #[serde(default)]
+    pub busy: Option<String>,
+    /// Matches when the program asks a question that must be answered.
+    #[serde(default)]
+    pub waiting_input: Option<String>,
+}
+
+/// One start-up rule: when the screen matches `when`, send `send`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupRule {
+    /// Regex over the rendered screen.
+    pub when: String,
+    /// Keystrokes to send (TOML escapes: `"\r"` Enter, `"\u001b[A"` Up).
+    pub send: String,
+    /// Most times this rule may fire during one start (default 3).
+    #[serde(default = "default_rule_times")]
+    pub times: u32,
+}
+
+fn default_rule_times() -> u32 {
+    3
+}
+
+/// Start-up behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupSpec {
+    /// Keystrokes sent once right after the program starts (for example to set a prompt).
+    #[serde(default)]
+    pub send: Option<String>,
+    /// Rules for first-run screens (trust dialogs, API-key questions), checked while starting.
+    #[serde(default)]
+    pub rules: Vec<StartupRule>,
+    /// How long the program may take to reach its idle screen, in ms (default 60000).
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout_ms: u64,
+}
+
+fn default_ready_timeout() -> u64 {
+    60_000
+}
+
+impl Default for StartupSpec {
+    fn default() -> Self {
+        Self {
+            send: None,
+            rules: Vec::new(),
+            ready_timeout_ms: default_ready_timeout(),
+        }
+    }
+}
+
+/// Prompt submission: type the text, pause, send Enter, check that the screen changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitSpec {
+    /// Typed or bracketed paste.
+    #[serde(default)]
+    pub mode: SubmitMode,
+    /// Pause between the text and Enter, in ms (default 100). Never text and Enter in one write.
+    #[serde(default = "default_pause")]
+    pub pause_ms: u64,
+    /// The Enter keystroke (default `"\r"`).
+    #[serde(default = "default_enter")]
+    pub enter: String,
+    /// What a newline inside the prompt is typed as in `typed` mode (default a space).
+    #[serde(default = "default_newline")]
+    pub newline: String,
+    /// If the screen has not changed this long after Enter (ms), Enter is sent once more
+    /// (default 2000).
+    #[serde(default = "default_confirm")]
+    pub confirm_timeout_ms: u64,
+}
+
+fn default_pause() -> u64 {
+    100
+}
+fn default_enter() -> String {
+    "\r".into()
+}
+fn default_newline() -> String {
+    " ".into()
+}
+fn default_confirm() -> u64 {
+    2000
+}
+
+impl Default for SubmitSpec {
+    fn default() -> Self {
+        Self {
+            mode: SubmitMode::default(),
+            pause_ms: default_pause(),
+            enter: default_enter(),
+            newline: default_newline(),
+            confirm_timeout_ms: default_confirm(),
+        }
+    }
+}
+
+/// Completion: the screen went busy (or changed) after the prompt, then stayed idle for
+/// `debounce_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoneSpec {
+    /// How long the idle screen must stay unchanged, in ms (default 1000).
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+    /// Whether a busy screen must be seen before idle counts (default false: any screen
+    /// change after submission is enough, which suits programs that finish in a blink).
+    #[serde(default)]
+    pub require_busy: bool,
+}
+
+fn default_debounce() -> u64 {
+    1000
+}
+
+impl Default for DoneSpec {
+    fn default() -> Self {
+        Self {
+            debounce_ms: default_debounce(),
+            require_busy: false,
+        }
+    }
+}
+
+/// How the result text is read.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSpec {
+    /// Transcript or screen.
+    #[serde(default)]
+    pub source: ResultSource,
+    /// Regex with one capture group read from the final screen: the exit status of the
+    /// prompt (shell: the `$?` shown in the prompt). Non-zero fails the task.
+    #[serde(default)]
+    pub exit_status: Option<String>,
+    /// Drop the first transcript line (the echo of the typed prompt) (default false).
+    #[serde(default)]
+    pub strip_echo: bool,
+    /// Drop transcript lines matching this regex from the end (the next prompt).
+    #[serde(default)]
+    pub strip_trailing: Option<String>,
+    /// Regex with one capture group over the final screen: the agent's reply (the last
+    /// match wins), stored as `result.reply`.
+    #[serde(default)]
+    pub reply: Option<String>,
+}
+
+/// Interrupting a running task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptSpec {
+    /// Keystrokes that interrupt the program (default Ctrl-C, `"\u0003"`).
+    #[serde(default = "default_interrupt")]
+    pub keys: String,
+    /// How long to wait for idle after the keys before the session is killed, in ms
+    /// (default 5000).
+    #[serde(default = "default_grace")]
+    pub grace_ms: u64,
+}
+
+fn default_interrupt() -> String {
+    "\u{3}".into()
+}
+fn default_grace() -> u64 {
+    5000
+}
+
+impl Default for InterruptSpec {
+    fn default() -> Self {
+        Self {
+            keys: default_interrupt(),
+            grace_ms: default_grace(),
+        }
+    }
+}
+
+/// A loaded, validated profile with its regexes compiled.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Profile name (file stem).
+    pub name: String,
+    /// The parsed file.
+    pub spec: ProfileFile,
+    idle: Regex,
+    busy: Option<Regex>,
+    waiting_input: Option<Regex>,
+    /// Compiled start-up rules, in file order.
+    pub startup_rules: Vec<(Regex, StartupRule)>,
+    /// Compiled exit-status regex.
+    pub exit_status: Option<Regex>,
+    /// Compiled trailing-line regex.
+    pub strip_trailing: Option<Regex>,
+    /// Compiled reply regex.
+    pub reply: Option<Regex>,
+}
+
+fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
+    RegexBuilder::new(pattern)
+        .multi_line(true)
+        .build()
+        .map_err(|e| Error::Profile {
+            profile: profile.to_string(),
+            message: format!("{field}: invalid regex: {e}"),
+        })
+}
+
+/// Built-in profiles as `(name, TOML text)`, compiled into the binary from `config/profiles/`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("shell", include_str!("../config/profiles/shell.toml")),
+    ("fake-agent", include_str!("../config/profiles/fake-agent.toml")),
+    ("claude-code", include_str!("../config/profiles/claude-code.toml")),
+    ("codex", include_str!("../config/profiles/codex.toml")),
+    ("gemini", include_str!("../config/profiles/gemini.toml")),
+    ("aider", include_str!("../config/profiles/aider.toml")),
+    ("ollama", include_str!("../config/profiles/ollama.toml")),
+];
+
+impl Profile {
+    /// Parses and compiles a profile from TOML text.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when the TOML is malformed, has unknown fields or a bad regex.
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let spec: ProfileFile = toml::from_str(text).map_err(|e| Error::Profile {
+            profile: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let idle = compile(name, "screen.idle", &spec.screen.idle)?;
+        let busy = spec
+            .screen
+            .busy
+            .as_deref()
+            .map(|p| compile(name, "screen.busy", p))
+            .transpose()?;
+        let waiting_input = spec
+            .screen
+            .waiting_input
+            .as_deref()
+            .map(|p| compile(name, "screen.waiting_input", p))
+            .transpose()?;
+        let startup_rules = spec
+            .startup
+            .rules
+            .iter()
+            .map(|r| Ok((compile(name, "startup.rules.when", &r.when)?, r.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let exit_status = spec
+            .result
+            .exit_status
+            .as_deref()
+            .map(|p| compile(name, "result.exit_status", p))
+            .transpose()?;
+        let strip_trailing = spec
+            .result
+            .strip_trailing
+            .as_deref()
+            .map(|p| compile(name, "result.strip_trailing", p))
+            .transpose()?;
+        let reply = spec
+            .result
+            .reply
+            .as_deref()
+            .map(|p| compile(name, "result.reply", p))
+            .transpose()?;
+        if spec.terminal.cols < 20 || spec.terminal.rows < 5 {
+            return Err(Error::Profile {
+                profile: name.to_string(),
+                message: "terminal must be at least 20 columns by 5 rows".into(),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            spec,
+            idle,
+            busy,
+            waiting_input,
+            startup_rules,
+            exit_status,
+            strip_trailing,
+            reply,
+        })
+    }
+
+    /// Loads profile `name`: `<config_dir>/profiles/<name>.toml` if it exists, else the
+    /// built-in one.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] for an unknown name or an invalid file; [`Error::Io`] when the
+    /// file exists but cannot be read.
+    pub fn load(config_dir: &Path, name: &str) -> Result<Self> {
+        let path = config_dir.join("profiles").join(format!("{name}.toml"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(name, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::builtin(name),
+            Err(e) => Err(Error::io("reading profile", &path, e)),
+        }
+    }
+
+    /// The built-in profile `name`.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] when there is no built-in profile of that name.
+    pub fn builtin(name: &str) -> Result<Self> {
+        let (_, text) = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| Error::Profile {
+                profile: name.to_string(),
+                message: format!(
+                    "no such profile: not in config/profiles/ and not built in (built in: {})",
+                    BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        Self::parse(name, text)
+    }
+
+    /// Reads the state off a rendered screen: `waiting_input`, then `busy`, then `idle`.
+    /// `None` when no regex matches (a screen in transition).
+    #[must_use]
+    pub fn classify(&self, screen: &str) -> Option<ScreenState> {
+        if self.waiting_input.as_ref().is_some_and(|r| r.is_match(screen)) {
+            return Some(ScreenState::WaitingInput);
+        }
+        if self.busy.as_ref().is_some_and(|r| r.is_match(screen)) {
+            return Some(ScreenState::Busy);
+        }
+        if self.idle.is_match(screen) {
+            return Some(ScreenState::Idle);
+        }
+        None
+    }
+
+    /// The agent's reply on the final screen (group 1 of the last match of `result.reply`).
+    #[must_use]
+    pub fn reply(&self, screen: &str) -> Option<String> {
+        let re = self.reply.as_ref()?;
+        let caps = re.captures_iter(screen).last()?;
+        Some(caps.get(1)?.as_str().trim_end().to_string())
+    }
+
+    /// The exit status shown on the final screen, when the profile can read one.
+    #[must_use]
+    pub fn exit_status(&self, screen: &str) -> Option<i32> {
+        let re = self.exit_status.as_ref()?;
+        let caps = re.captures_iter(screen).last()?;
+        caps.get(1)?.as_str().parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_parses() {
+        for (name, _) in BUILTIN {
+            Profile::builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        let err = Profile::parse("x", "[screen]\nidle = 'a'\nidel = 'b'\n").unwrap_err();
+        assert!(err.to_string().contains("idel"), "{err}");
+    }
+
+    #[test]
+    fn bad_regex_names_the_field() {
+        let err = Profile::parse("x", "[screen]\nidle = '('\n").unwrap_err();
+        assert!(err.to_string().contains("screen.idle"), "{err}");
+    }
+
+    #[test]
+    fn shell_prompt_is_idle_only_when_empty() {
+        let p = Profile::builtin("shell").unwrap();
+        assert_eq!(p.classify("[0] architect$"), Some(ScreenState::Idle));
+        assert_eq!(
+            p.classify("[0] architect$ echo hi\nhi\n[0] architect$"),
+            Some(ScreenState::Idle)
+        );
+        assert_ne!(p.classify("[0] architect$ sleep 5"), Some(ScreenState::Idle));
+        assert_eq!(p.exit_status("[0] architect$ false\n[1] architect$"), Some(1));
+    }
+}

@@ -1,0 +1,42 @@
+//! Sessions: agent terminals. [`runner`] drives one program in a pseudo-terminal,
+//! [`screen`] renders its output and answers terminal queries, and [`SessionFile`] is the
+//! state each session publishes as `sessions/<name>.json`.
+
+pub mod runner;
+pub mod screen;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use runner::SessionState;
+
+/// `sessions/<name>.json`: a session's current state. Derived state: rewritten by the
+/// daemon on every change (atomically, without `fsync`) and rebuilt at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Session name.
+    pub name: String,
+    /// Node running it.
+    pub node: String,
+    /// Profile name.
+    pub profile: String,
+    /// Role, if any.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `starting | idle | busy | waiting_input | dead`.
+    pub state: SessionState,
+    /// The task it is running.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// Process id (= process group id) of the program, while it runs.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// When `state` last changed.
+    pub since: DateTime<Utc>,
+    /// Restarts after a death since the daemon started.
+    pub restarts: u32,
+    /// Why it is dead, when it is.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+}

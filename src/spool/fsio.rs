@@ -1,0 +1,254 @@
+//! Durable file primitives. Every file the spool publishes goes through [`write_atomic`]:
+//! temp file in the same directory, `fsync`, rename, `fsync` of the directory, mode 0600
+//! (the Maildir delivery rule; see `shared/RELIABILITY.md` rule 1 and 2).
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Creates `dir` and its parents with mode 0700 (existing directories are left as they are).
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be created.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("creating directory", dir, e))
+}
+
+/// `fsync`s a directory so that renames and unlinks in it are durable.
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be opened or synced.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| Error::io("opening directory", dir, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+fn temp_name(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.tmp", ulid::Ulid::new()))
+}
+
+/// Writes `bytes` to `path` atomically and durably: a dot-named temp file in the same
+/// directory (ignored by every spool reader), `fsync`, rename over `path`, `fsync` of
+/// the directory. Mode 0600.
+///
+/// # Errors
+/// [`Error::Io`] naming the step that failed; the temp file is removed on failure.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_nosync_dir(path, bytes)?;
+    sync_dir(parent(path))
+}
+
+/// Like [`write_atomic`] but leaves the directory `fsync` to the caller, who may batch
+/// several renames into one directory `fsync`.
+///
+/// # Errors
+/// As [`write_atomic`].
+pub fn write_atomic_nosync_dir(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_then_rename(path, bytes, true)
+}
+
+fn write_then_rename(path: &Path, bytes: &[u8], sync_file: bool) -> Result<()> {
+    let tmp = temp_name(path);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating temp file", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("writing temp file", &tmp, e))?;
+        if sync_file {
+            f.sync_all()
+                .map_err(|e| Error::io("syncing temp file", &tmp, e))?;
+        }
+        fs::rename(&tmp, path).map_err(|e| Error::io("renaming temp file onto", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically (temp file, rename) but without any `fsync`: for
+/// derived state that is rebuilt at start-up (`sessions/<name>.json`).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_then_rename(path, bytes, false)
+}
+
+/// Renames `from` to `to` without replacing an existing `to` (`renameat2` with
+/// `RENAME_NOREPLACE`), then `fsync`s both directories. Only one of two racing renames of
+/// the same source can win: this is how a task is claimed.
+///
+/// # Errors
+/// [`Error::Io`] with `AlreadyExists` when `to` exists, `NotFound` when `from` is gone.
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    rename_noreplace_nosync(from, to)?;
+    sync_dir(parent(to))?;
+    let (a, b) = (parent(from), parent(to));
+    if a != b {
+        sync_dir(a)?;
+    }
+    Ok(())
+}
+
+/// [`rename_noreplace`] without the directory `fsync`s.
+///
+/// # Errors
+/// As [`rename_noreplace`].
+pub fn rename_noreplace_nosync(from: &Path, to: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_from = CString::new(from.as_os_str().as_bytes())
+        .map_err(|_| Error::io("renaming", from, std::io::Error::other("NUL in path")))?;
+    let c_to = CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| Error::io("renaming", to, std::io::Error::other("NUL in path")))?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
+        // Filesystem without RENAME_NOREPLACE: link + unlink keeps the no-replace guarantee.
+        fs::hard_link(from, to).map_err(|e| {
+            Error::io(format!("renaming {} to", from.display()), to, e)
+        })?;
+        fs::remove_file(from).map_err(|e| Error::io("removing after link", from, e))?;
+        return Ok(());
+    }
+    Err(Error::io(format!("renaming {} to", from.display()), to, err))
+}
+
+/// Why a spool file could not be read as a regular file.
+#[derive(Debug)]
+pub enum ReadRefusal {
+    /// The path is a symlink (never followed).
+    Symlink,
+    /// Not a regular file (directory, FIFO, device, socket).
+    NotRegular,
+    /// Larger than the limit, in bytes.
+    TooLarge(u64),
+    /// The file vanished before it could be read.
+    Gone,
+    /// Any other I/O error.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ReadRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Symlink => write!(f, "is a symbolic link (never followed)"),
+            Self::NotRegular => write!(f, "is not a regular file"),
+            Self::TooLarge(n) => write!(f, "is {n} bytes, over the limit"),
+            Self::Gone => write!(f, "disappeared"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads a file from the spool safely: `O_NOFOLLOW` (a symlink is refused, so a link to
+/// `~/.ssh/id_rsa` is never read), `fstat` must show a regular file, at most `limit` bytes.
+///
+/// # Errors
+/// A [`ReadRefusal`] saying why the file was not read.
+pub fn read_regular(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, ReadRefusal> {
+    let mut f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(ReadRefusal::Symlink),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadRefusal::Gone),
+        Err(e) => return Err(ReadRefusal::Io(e)),
+    };
+    let meta = f.metadata().map_err(ReadRefusal::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadRefusal::NotRegular);
+    }
+    if meta.len() > limit {
+        return Err(ReadRefusal::TooLarge(meta.len()));
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    Read::by_ref(&mut f)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(ReadRefusal::Io)?;
+    if buf.len() as u64 > limit {
+        return Err(ReadRefusal::TooLarge(buf.len() as u64));
+    }
+    Ok(buf)
+}
+
+/// The directory holding `path` (`.` for a bare name).
+#[must_use]
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_is_0600_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn noreplace_rename_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        assert!(rename_noreplace(&a, &b).is_err());
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert!(!a.exists());
+    }
+
+    #[test]
+    fn symlinks_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret");
+        fs::write(&target, "secret").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(read_regular(&link, 100), Err(ReadRefusal::Symlink)));
+        assert!(matches!(read_regular(&target, 3), Err(ReadRefusal::TooLarge(6))));
+        assert!(matches!(read_regular(dir.path(), 3), Err(ReadRefusal::NotRegular)));
+    }
+}

@@ -1,0 +1,356 @@
+//! The spool: the directory tree that is the public interface of `architect`.
+//!
+//! ```text
+//! spool/
+//!   inbox/       drop zone: any process writes *.json here, any file name
+//!   pending/     <id>.json  queued (waiting for a session, dependencies or a retry backoff)
+//!   active/      <id>.json  running on a session
+//!   done/        <id>.json  final: completed, with the result
+//!   failed/      <id>.json  final: failed, with the error and every attempt
+//!   cancelled/   <id>.json  final: cancelled
+//!   rejected/    <name> + <name>.error.json  not valid JSON / not a valid task
+//!   sessions/    <name>.json  each session's current state
+//!   control/     requests from the CLI to the daemon (cancel, retry, send)
+//!   log/         events-<node>-<YYYYMMDD>.jsonl, append-only
+//!   locks/       lock files (daemon.lock)
+//! ```
+//! A task's state is the directory its record is in; it moves by atomic rename only.
+
+pub mod fsio;
+pub mod task;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use task::{TaskRecord, TaskSpec, TaskState, Violation};
+
+/// Largest task file accepted, in bytes (4 MiB). Larger files are rejected.
+pub const MAX_TASK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Every subdirectory of a spool.
+pub const DIRS: &[&str] = &[
+    "inbox",
+    "pending",
+    "active",
+    "done",
+    "failed",
+    "cancelled",
+    "rejected",
+    "sessions",
+    "control",
+    "log",
+    "locks",
+];
+
+/// A spool rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// What an inbox file name means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxName {
+    /// A task file to read (`*.json`, not hidden, not a temp file).
+    Task,
+    /// A Syncthing conflict copy (`*.sync-conflict-*`): left alone, reported.
+    Conflict,
+    /// Ignored: dotfiles, `*.tmp`, Syncthing temp files, anything not `*.json`.
+    Ignored,
+}
+
+/// Classifies an inbox file name.
+#[must_use]
+pub fn classify_inbox_name(name: &str) -> InboxName {
+    if name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".error.json") {
+        InboxName::Ignored
+    } else if name.contains(".sync-conflict-") {
+        InboxName::Conflict
+    } else if name.ends_with(".json") {
+        InboxName::Task
+    } else {
+        InboxName::Ignored
+    }
+}
+
+/// The `<name>.error.json` written beside a rejected file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionReport {
+    /// The file's name in the inbox.
+    pub file: String,
+    /// Its name in `rejected/`.
+    pub rejected_as: String,
+    /// When it was rejected.
+    pub rejected_at: DateTime<Utc>,
+    /// Node that rejected it.
+    pub node: String,
+    /// Each problem, with its JSON Pointer (`""` for the whole file).
+    pub errors: Vec<Violation>,
+}
+
+/// A request from the CLI to the daemon, a file in `control/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// Cancel a pending or active task.
+    Cancel {
+        /// Task id.
+        task_id: String,
+    },
+    /// Put a failed or cancelled task back in the queue with a fresh retry budget.
+    Retry {
+        /// Task id.
+        task_id: String,
+    },
+    /// Type text into a session's terminal, then Enter.
+    Send {
+        /// Session name.
+        session: String,
+        /// Text to type.
+        text: String,
+        /// Send Enter after the text (default true).
+        #[serde(default = "yes")]
+        enter: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Spool {
+    /// A spool at `root` (nothing is created; see [`Spool::init`]).
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Creates every spool directory (mode 0700) that does not exist yet.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a directory cannot be created.
+    pub fn init(&self) -> Result<()> {
+        for d in DIRS {
+            fsio::create_dir(&self.root.join(d))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this looks like an initialised spool (has `inbox/` and `pending/`).
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.root.join("inbox").is_dir() && self.root.join("pending").is_dir()
+    }
+
+    /// The spool root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/<name>`.
+    #[must_use]
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `<root>/inbox`.
+    #[must_use]
+    pub fn inbox(&self) -> PathBuf {
+        self.dir("inbox")
+    }
+
+    /// The directory of a state.
+    #[must_use]
+    pub fn state_dir(&self, state: TaskState) -> PathBuf {
+        self.dir(state.dir())
+    }
+
+    /// `<root>/<state>/<id>.json`.
+    #[must_use]
+    pub fn task_path(&self, state: TaskState, id: &str) -> PathBuf {
+        self.state_dir(state).join(format!("{id}.json"))
+    }
+
+    /// Finds which state directory holds task `id`. Final states are looked at first, so
+    /// a task caught mid-move reports where it is going.
+    #[must_use]
+    pub fn locate(&self, id: &str) -> Option<TaskState> {
+        if !task::valid_id(id) {
+            return None;
+        }
+        [
+            TaskState::Done,
+            TaskState::Failed,
+            TaskState::Cancelled,
+            TaskState::Active,
+            TaskState::Pending,
+        ]
+        .into_iter()
+        .find(|s| self.task_path(*s, id).exists())
+    }
+
+    /// Reads a task record.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`].
+    pub fn read_record(&self, path: &Path) -> Result<TaskRecord> {
+        let bytes = fs::read(path).map_err(|e| Error::io("reading task record", path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::json(format!("parsing task record {}", path.display()), e))
+    }
+
+    /// Finds and reads task `id`, with the state its directory says.
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], or the read error.
+    pub fn find(&self, id: &str) -> Result<(TaskState, TaskRecord)> {
+        let state = self
+            .locate(id)
+            .ok_or_else(|| Error::TaskNotFound(id.to_string()))?;
+        let rec = self.read_record(&self.task_path(state, id))?;
+        Ok((state, rec))
+    }
+
+    /// Task ids in a state directory, sorted by name (ULIDs sort by creation time).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn list_ids(&self, state: TaskState) -> Result<Vec<String>> {
+        let dir = self.state_dir(state);
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(id) = name.strip_suffix(".json") {
+                if task::valid_id(id) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads every record in a state directory (records that fail to parse are skipped
+    /// with a warning).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the directory cannot be listed.
+    pub fn list(&self, state: TaskState) -> Result<Vec<TaskRecord>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(state)? {
+            match self.read_record(&self.task_path(state, &id)) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!("skipping {id}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a bad inbox file into `rejected/` untouched and writes `<name>.error.json`
+    /// beside it. Returns the name it got in `rejected/` (a ULID is added on a clash).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the move or the report write fails.
+    pub fn reject(&self, name: &str, node: &str, errors: Vec<Violation>) -> Result<String> {
+        let from = self.inbox().join(name);
+        let rejected = self.dir("rejected");
+        let mut as_name = name.to_string();
+        if rejected.join(&as_name).symlink_metadata().is_ok() {
+            as_name = format!("{}.{}", ulid::Ulid::new(), name);
+        }
+        fsio::rename_noreplace(&from, &rejected.join(&as_name))?;
+        let report = RejectionReport {
+            file: name.to_string(),
+            rejected_as: as_name.clone(),
+            rejected_at: Utc::now(),
+            node: node.to_string(),
+            errors,
+        };
+        let bytes = serde_json::to_vec_pretty(&report).map_err(|e| Error::json("rejection", e))?;
+        fsio::write_atomic(&rejected.join(format!("{as_name}.error.json")), &bytes)?;
+        Ok(as_name)
+    }
+
+    /// Writes a control request for the daemon into `control/`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the spool is not writable.
+    pub fn write_control(&self, req: &ControlRequest) -> Result<PathBuf> {
+        let path = self
+            .dir("control")
+            .join(format!("{}.json", ulid::Ulid::new()));
+        let bytes = serde_json::to_vec(req).map_err(|e| Error::json("control request", e))?;
+        fsio::write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Submits a task by writing it into `inbox/` atomically (temp file, rename), as any
+    /// other producer would. Returns the task id (assigned here when absent, so the caller
+    /// can print it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTask`] when the task does not validate; [`Error::Io`].
+    pub fn submit(&self, mut spec: TaskSpec) -> Result<String> {
+        let id = spec
+            .id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        spec.id = Some(id.clone());
+        let bytes = serde_json::to_vec_pretty(&spec).map_err(|e| Error::json("task", e))?;
+        if let Err(v) = task::parse_task(&bytes) {
+            return Err(Error::InvalidTask(format_violations(&v)));
+        }
+        if let Some(state) = self.locate(&id) {
+            return Err(Error::InvalidTask(format!(
+                "duplicate id {id:?}: a task with this id is already in {}/",
+                state.dir()
+            )));
+        }
+        fsio::write_atomic(&self.inbox().join(format!("{id}.json")), &bytes)?;
+        Ok(id)
+    }
+}
+
+/// Formats violations as `path: message` lines (`(root)` for the whole document).
+#[must_use]
+pub fn format_violations(v: &[Violation]) -> String {
+    v.iter()
+        .map(|x| {
+            let p = if x.path.is_empty() { "(root)" } else { &x.path };
+            format!("{p}: {}", x.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_names() {
+        assert_eq!(classify_inbox_name("a.json"), InboxName::Task);
+        assert_eq!(classify_inbox_name(".a.json"), InboxName::Ignored);
+        assert_eq!(classify_inbox_name("a.json.tmp"), InboxName::Ignored);
+        assert_eq!(
+            classify_inbox_name(".syncthing.a.json.tmp"),
+            InboxName::Ignored
+        );
+        assert_eq!(
+            classify_inbox_name("a.sync-conflict-20260101-101010-ABCDEF.json"),
+            InboxName::Conflict
+        );
+        assert_eq!(classify_inbox_name("notes.txt"), InboxName::Ignored);
+    }
+}

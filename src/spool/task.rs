@@ -1,0 +1,346 @@
+//! The task formats: what a user drops into `inbox/` ([`TaskSpec`], validated against
+//! `schemas/task.schema.json`) and the record the daemon keeps in the state directories
+//! ([`TaskRecord`], `schemas/task-record.schema.json`).
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The JSON Schema for task files, compiled into the binary.
+pub const TASK_SCHEMA: &str = include_str!("../../schemas/task.schema.json");
+
+/// Default `priority`.
+pub const DEFAULT_PRIORITY: u8 = 5;
+/// Default `timeout_s`.
+pub const DEFAULT_TIMEOUT_S: u64 = 1800;
+/// Default `max_retries`.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// A task as submitted (the inbox file), with the id filled in once accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// `^[A-Za-z0-9_-]{1,64}$`; a ULID when the submitter gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the agent is asked to do.
+    pub prompt: String,
+    /// 0–10, higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Run on this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Run on any session with this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Task ids that must be done first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Seconds one attempt may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Free-form, carried through untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl TaskSpec {
+    /// Effective priority.
+    #[must_use]
+    pub fn priority(&self) -> u8 {
+        self.priority.unwrap_or(DEFAULT_PRIORITY)
+    }
+    /// Effective timeout in seconds.
+    #[must_use]
+    pub fn timeout_s(&self) -> u64 {
+        self.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S)
+    }
+    /// Effective retry budget.
+    #[must_use]
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+    }
+}
+
+/// One schema violation: where in the document and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// JSON Pointer into the task file (`""` is the whole document, `/priority` a field).
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: serde_json::Value =
+            serde_json::from_str(TASK_SCHEMA).expect("schemas/task.schema.json is valid JSON");
+        jsonschema::validator_for(&schema).expect("schemas/task.schema.json is a valid schema")
+    })
+}
+
+/// Parses and validates a task file's bytes.
+///
+/// # Errors
+/// The list of violations: invalid UTF-8 or JSON (path `""`, with line and column), or
+/// each schema violation with its JSON Pointer.
+pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
+    let whole = |message: String| {
+        vec![Violation {
+            path: String::new(),
+            message,
+        }]
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(whole("empty file: expected a JSON object with a \"prompt\"".into()));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| whole(format!("not UTF-8 text (binary file?): {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| whole(format!("invalid JSON: {e}")))?;
+    let errors: Vec<Violation> = validator()
+        .iter_errors(&value)
+        .map(|e| Violation {
+            path: e.instance_path.to_string(),
+            // The schema's only `not` is "session and role together".
+            message: if matches!(e.kind, jsonschema::error::ValidationErrorKind::Not { .. }) {
+                "give either \"session\" or \"role\", not both".to_string()
+            } else {
+                e.to_string()
+            },
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    serde_json::from_value(value).map_err(|e| whole(e.to_string()))
+}
+
+/// Checks a task id or session name against `^[A-Za-z0-9_-]{1,64}$`.
+#[must_use]
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The agent finished the prompt.
+    Completed,
+    /// The agent finished but reported failure (e.g. a non-zero exit status).
+    Failed,
+    /// The attempt outlived `timeout_s` and was interrupted.
+    TimedOut,
+    /// The session's process died during the attempt.
+    SessionDied,
+    /// The daemon stopped (or crashed) during the attempt.
+    Interrupted,
+    /// The task was cancelled during the attempt.
+    Cancelled,
+}
+
+/// One run of a task on a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Session that ran it.
+    pub session: String,
+    /// Node the session ran on.
+    pub node: String,
+    /// When the prompt was assigned.
+    pub started_at: DateTime<Utc>,
+    /// When the attempt ended.
+    pub finished_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the agent produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The output: the transcript after the prompt (escape sequences removed) or the
+    /// final screen, as the profile says.
+    pub output: String,
+    /// The agent's reply, when the profile can read one off the screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// The exit status, when the profile can read one (shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+}
+
+/// A task's state: the spool directory its record is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Queued (possibly waiting for dependencies or a retry backoff).
+    Pending,
+    /// Running on a session.
+    Active,
+    /// Finished successfully.
+    Done,
+    /// Finished unsuccessfully, for good.
+    Failed,
+    /// Cancelled by a person.
+    Cancelled,
+}
+
+impl TaskState {
+    /// All states, in lifecycle order.
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Pending,
+        TaskState::Active,
+        TaskState::Done,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// The spool directory name.
+    #[must_use]
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a directory name.
+    #[must_use]
+    pub fn from_dir(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.dir() == s)
+    }
+
+    /// Done, failed or cancelled.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The record kept in `pending/`, `active/`, `done/`, `failed/` and `cancelled/` as
+/// `<id>.json`. The final record carries the task, its attempts, the session that ran it,
+/// timings, and the result or the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRecord {
+    /// Record format version (1).
+    pub format: u32,
+    /// The task id.
+    pub id: String,
+    /// The state the record was written for (equals its directory once published).
+    pub state: TaskState,
+    /// The task as submitted, id filled in.
+    pub task: TaskSpec,
+    /// Node that accepted the task (the only writer of this record).
+    pub node: String,
+    /// The inbox file name it arrived as.
+    pub source: String,
+    /// When the daemon accepted it.
+    pub received_at: DateTime<Utc>,
+    /// Finished attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// Attempts made before the last manual `architect retry` (they no longer count
+    /// against `max_retries`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_base: u32,
+    /// Retries happen no earlier than this (exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// The session of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached its final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The result (done, and failed with output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+    /// Why it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TaskRecord {
+    /// Attempts that count against `max_retries`: those since the last manual retry.
+    #[must_use]
+    pub fn attempts_used(&self) -> u32 {
+        u32::try_from(self.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(self.attempt_base)
+    }
+
+    /// Whether another attempt is allowed: attempts so far ≤ `max_retries`.
+    #[must_use]
+    pub fn may_retry(&self) -> bool {
+        self.attempts_used() <= self.task.max_retries()
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_task_parses_with_defaults() {
+        let t = parse_task(br#"{"prompt":"echo hi"}"#).unwrap();
+        assert_eq!(t.priority(), 5);
+        assert_eq!(t.timeout_s(), 1800);
+        assert_eq!(t.max_retries(), 3);
+    }
+
+    #[test]
+    fn violations_carry_json_paths() {
+        let e = parse_task(br#"{"prompt":"x","priority":11}"#).unwrap_err();
+        assert_eq!(e[0].path, "/priority");
+        let e = parse_task(br#"{"prompt":"x","colour":"red"}"#).unwrap_err();
+        assert!(e[0].message.contains("colour"), "{e:?}");
+        let e = parse_task(br#"{"prompt":"x","id":"../etc"}"#).unwrap_err();
+        assert_eq!(e[0].path, "/id");
+        let e = parse_task(br#"{"prompt":"x","session":"a","role":"b"}"#).unwrap_err();
+        assert!(e[0].message.contains("not both"), "{e:?}");
+        let e = parse_task(b"").unwrap_err();
+        assert!(e[0].message.contains("empty"));
+        let e = parse_task(b"\xff\xfe\x00").unwrap_err();
+        assert!(e[0].message.contains("UTF-8"));
+        let e = parse_task(b"{\"prompt\": ").unwrap_err();
+        assert!(e[0].message.contains("invalid JSON"));
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("abc_DEF-123"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id(&"a".repeat(65)));
+        assert!(!valid_id("é"));
+    }
+}

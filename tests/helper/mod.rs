@@ -1,0 +1,222 @@
+//! Test fixtures: a temporary spool + config, the real `architect` binary as the daemon
+//! (RAII guard), plain-file task drops, and `wait_for` pollers instead of sleeps.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use architect::log::{read_events, Event};
+use architect::session::{SessionFile, SessionState};
+use architect::spool::task::{TaskRecord, TaskState};
+use architect::spool::Spool;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_architect");
+/// The fake agent TUI.
+pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_fake-agent");
+
+/// Fast daemon timings for tests.
+pub const FAST: &str = r#"[node]
+name = "test"
+
+[daemon]
+reconcile_interval_ms = 1000
+retry_backoff_ms = 100
+retry_backoff_max_ms = 1000
+restart_backoff_ms = 100
+restart_backoff_max_ms = 1000
+inbox_settle_ms = 200
+"#;
+
+/// One shell session called `sh-1`.
+pub const ONE_SHELL: &str = "[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\nrole = \"shell\"\n";
+
+/// A fake-agent session called `agent-1` with extra flags.
+pub fn fake_agent_session(name: &str, flags: &[&str]) -> String {
+    let args: Vec<String> = flags.iter().map(|f| format!("{f:?}")).collect();
+    format!(
+        "[[session]]\nname = \"{name}\"\nprofile = \"fake-agent\"\ncommand = \"{FAKE_AGENT}\"\nargs = [{}]\nrole = \"agent\"\n",
+        args.join(", ")
+    )
+}
+
+/// A scratch spool and config.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub spool: PathBuf,
+    pub config: PathBuf,
+}
+
+/// A running daemon; SIGTERM and wait on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill9(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+        std::mem::forget(self);
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Env {
+    /// A spool and a config with `sessions` as `sessions.toml` and fast timings.
+    pub fn new(sessions: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("sessions.toml"), sessions).unwrap();
+        std::fs::write(config.join("architect.toml"), FAST).unwrap();
+        Spool::new(&spool).init().unwrap();
+        Self { dir, spool, config }
+    }
+
+    pub fn spool(&self) -> Spool {
+        Spool::new(&self.spool)
+    }
+
+    /// `architect --spool … --config … <args>`.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--spool").arg(&self.spool).arg("--config").arg(&self.config);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI and returns its output (whatever the exit status).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs the CLI, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "architect {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `architect daemon -vv` (tracing to `daemon-N.log`).
+    pub fn daemon(&self) -> Daemon {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let log = self.dir.path().join(format!("daemon-{n}.log"));
+        let child = self
+            .cmd()
+            .args(["daemon", "-vv"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.spool.join("inbox")
+    }
+
+    /// Drops a task file into the inbox with a plain write (open, write, close).
+    pub fn drop_task(&self, name: &str, body: &str) {
+        std::fs::write(self.inbox().join(name), body).unwrap();
+    }
+
+    pub fn state_of(&self, id: &str) -> Option<TaskState> {
+        self.spool().locate(id)
+    }
+
+    /// Waits for task `id` to reach a final state and returns its record.
+    pub fn wait_final(&self, id: &str, timeout: Duration) -> (TaskState, TaskRecord) {
+        wait_for(&format!("task {id} to finish"), timeout, || {
+            self.state_of(id).is_some_and(TaskState::is_final)
+        });
+        self.spool().find(id).unwrap()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        read_events(&self.spool.join("log")).unwrap()
+    }
+
+    pub fn events_of(&self, kind: &str) -> Vec<Event> {
+        self.events().into_iter().filter(|e| e.kind == kind).collect()
+    }
+
+    pub fn session(&self, name: &str) -> Option<SessionFile> {
+        let p = self.spool.join("sessions").join(format!("{name}.json"));
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    }
+
+    /// Waits until session `name` is idle.
+    pub fn wait_idle(&self, name: &str, timeout: Duration) {
+        wait_for(&format!("session {name} to be idle"), timeout, || {
+            self.session(name).is_some_and(|s| s.state == SessionState::Idle)
+        });
+    }
+
+    /// Writes a config file atomically (as an editor that renames would).
+    pub fn write_config(&self, name: &str, text: &str) {
+        let tmp = self.config.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.config.join(name)).unwrap();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+/// Ids of every task file in a state directory.
+pub fn ids_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+        .map(|n| n.trim_end_matches(".json").to_string())
+        .collect();
+    v.sort();
+    v
+}

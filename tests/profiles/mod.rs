@@ -1,0 +1,243 @@
+//! The built-in agent profiles against screens captured from the real programs.
+//!
+//! Every file `tests/fixtures/screens/<profile>/<state>__<desc>.txt` is one rendered
+//! screen (rows with trailing spaces removed, trailing empty rows removed), captured in
+//! tmux by `tools/capture-screens/capture.py` from the real CLI talking to a scripted mock
+//! model server — except files named `…__handmade.txt`, written by hand where the real
+//! program could not be run (ollama). `<state>` is what the screen must read as:
+//! `idle`, `busy`, `waiting_input`, or `startup` (a first-run screen that one of the
+//! profile's start-up rules must answer and that must not read as idle).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use architect::profile::{Profile, ScreenState};
+
+/// States each profile's fixtures were captured for; a profile folder missing one of
+/// them (a deleted or renamed fixture) fails `every_profile_keeps_its_fixtures`.
+const CAPTURED_STATES: &[(&str, &[&str])] = &[
+    ("claude-code", &["startup", "idle", "busy", "waiting_input"]),
+    ("codex", &["startup", "idle", "busy", "waiting_input"]),
+    ("gemini", &["startup", "idle", "busy", "waiting_input"]),
+    ("aider", &["startup", "idle", "busy", "waiting_input"]),
+    // Hand-made (the ollama binary was not available); ollama never asks questions.
+    ("ollama", &["idle", "busy"]),
+];
+
+/// Idle screens after a scripted reply, and the reply the mock model server sent.
+const REPLIES: &[(&str, &str, &str)] = &[
+    ("claude-code", "idle__after-reply.txt", "Hello from the mock model."),
+    ("claude-code", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
+    ("codex", "idle__after-reply.txt", "Hello from the mock model."),
+    ("codex", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
+    ("gemini", "idle__after-reply.txt", "Hello from the mock model."),
+    ("gemini", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
+    ("aider", "idle__after-reply.txt", "Hello from the mock model."),
+    ("ollama", "idle__after-reply__handmade.txt", "Hello from the mock model."),
+    (
+        "ollama",
+        "idle__after-two-replies__handmade.txt",
+        "I cannot run commands, but you can create it yourself with:\n\n    touch made-by-agent.txt\n\n\
+         Then the file made-by-agent.txt will exist in the current directory.",
+    ),
+];
+
+struct Fixture {
+    profile: String,
+    state: String,
+    file: String,
+    screen: String,
+}
+
+impl Fixture {
+    fn label(&self) -> String {
+        format!("{}/{}", self.profile, self.file)
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/screens")
+}
+
+/// Every fixture, sorted by profile and file name.
+fn fixtures() -> Vec<Fixture> {
+    let dir = fixtures_dir();
+    let mut out = Vec::new();
+    let mut profiles: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    profiles.sort();
+    for pdir in profiles {
+        let profile = pdir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut files: Vec<_> = std::fs::read_dir(&pdir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pdir.display()))
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        for path in files {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let state = file
+                .split_once("__")
+                .map(|(s, _)| s.to_string())
+                .unwrap_or_else(|| panic!("{profile}/{file}: name must be <state>__<desc>.txt"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            // Files end with one newline; the screen text itself does not.
+            let screen = text.strip_suffix('\n').unwrap_or(&text).to_string();
+            out.push(Fixture {
+                profile: profile.clone(),
+                state,
+                file,
+                screen,
+            });
+        }
+    }
+    out
+}
+
+fn profiles() -> BTreeMap<String, Profile> {
+    let mut map = BTreeMap::new();
+    for f in fixtures() {
+        if !map.contains_key(&f.profile) {
+            let p = Profile::builtin(&f.profile)
+                .unwrap_or_else(|e| panic!("fixture folder {}: no built-in profile: {e}", f.profile));
+            map.insert(f.profile.clone(), p);
+        }
+    }
+    map
+}
+
+fn expected_state(state: &str) -> Option<ScreenState> {
+    match state {
+        "idle" => Some(ScreenState::Idle),
+        "busy" => Some(ScreenState::Busy),
+        "waiting_input" => Some(ScreenState::WaitingInput),
+        _ => None,
+    }
+}
+
+fn fail_if_any(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_fixture_reads_as_its_state() {
+    let profiles = profiles();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for f in fixtures() {
+        let profile = &profiles[&f.profile];
+        if f.state == "startup" {
+            continue;
+        }
+        let Some(want) = expected_state(&f.state) else {
+            failures.push(format!(
+                "{}: unknown state {:?} (idle, busy, waiting_input, startup)",
+                f.label(),
+                f.state
+            ));
+            continue;
+        };
+        checked += 1;
+        let got = profile.classify(&f.screen);
+        if got != Some(want) {
+            failures.push(format!(
+                "{}: reads as {got:?}, expected {want:?}; screen:\n{}",
+                f.label(),
+                f.screen
+            ));
+        }
+    }
+    assert!(checked > 0, "no fixtures found under {}", fixtures_dir().display());
+    fail_if_any(failures);
+}
+
+#[test]
+fn startup_screens_match_a_rule_and_are_not_idle() {
+    let profiles = profiles();
+    let mut failures = Vec::new();
+    for f in fixtures().into_iter().filter(|f| f.state == "startup") {
+        let profile = &profiles[&f.profile];
+        if !profile.startup_rules.iter().any(|(re, _)| re.is_match(&f.screen)) {
+            failures.push(format!(
+                "{}: no startup rule matches; screen:\n{}",
+                f.label(),
+                f.screen
+            ));
+        }
+        if profile.classify(&f.screen) == Some(ScreenState::Idle) {
+            failures.push(format!("{}: a first-run screen reads as idle", f.label()));
+        }
+    }
+    fail_if_any(failures);
+}
+
+#[test]
+fn replies_are_read_off_idle_screens() {
+    let profiles = profiles();
+    let all = fixtures();
+    let mut failures = Vec::new();
+    for (profile, file, want) in REPLIES {
+        let Some(f) = all.iter().find(|f| f.profile == *profile && f.file == *file) else {
+            failures.push(format!("{profile}/{file}: fixture missing"));
+            continue;
+        };
+        let got = profiles[*profile].reply(&f.screen);
+        if got.as_deref() != Some(*want) {
+            failures.push(format!(
+                "{}: reply {got:?}, expected {want:?}; screen:\n{}",
+                f.label(),
+                f.screen
+            ));
+        }
+    }
+    fail_if_any(failures);
+}
+
+#[test]
+fn every_profile_keeps_its_fixtures() {
+    let all = fixtures();
+    let mut failures = Vec::new();
+    for (profile, states) in CAPTURED_STATES {
+        let have: BTreeSet<&str> = all
+            .iter()
+            .filter(|f| f.profile == *profile)
+            .map(|f| f.state.as_str())
+            .collect();
+        for state in *states {
+            if !have.contains(state) {
+                failures.push(format!("{profile}: no {state}__*.txt fixture"));
+            }
+        }
+    }
+    // And no fixture folder without an entry above (so its states are pinned too).
+    let known: BTreeSet<&str> = CAPTURED_STATES.iter().map(|(p, _)| *p).collect();
+    for f in &all {
+        if !known.contains(f.profile.as_str()) {
+            failures.push(format!("{}: profile not listed in CAPTURED_STATES", f.label()));
+        }
+    }
+    fail_if_any(failures);
+}
+
+#[test]
+fn hand_made_fixtures_are_only_where_the_program_was_not_run() {
+    // Only ollama's screens are hand-made; the others must be real captures.
+    for f in fixtures() {
+        let handmade = f.file.ends_with("__handmade.txt");
+        assert_eq!(
+            handmade,
+            f.profile == "ollama",
+            "{}: hand-made fixtures are for programs that could not be run (ollama) only",
+            f.label()
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! One integration test binary (the crate links once). Every test drives the real
+//! `architect` binary, real PTYs and real files.
+
+mod helper;
+
+mod cli;
+mod config_live;
+mod failures;
+mod fake_agent;
+mod malformed;
+mod profiles;
+mod spool_flow;
+mod sql_stats;
