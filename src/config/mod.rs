@@ -289,40 +289,9 @@ impl Config {
     }
 }
 
-/// The `config/sessions.toml` that `architect init` writes: two shell sessions.
-pub const DEFAULT_SESSIONS: &str = r#"# The single source of truth for which sessions exist. The daemon applies edits live.
-#
-# [[session]]
-# name    = "claude-1"          # unique, [A-Za-z0-9_-]
-# profile = "claude-code"       # config/profiles/<profile>.toml, or built in
-# command = "claude"            # default: the profile's command
-# args    = []
-# cwd     = "."                 # relative to the directory holding config/
-# role    = "coder"             # tasks may ask for a role instead of a session
-# env     = { FOO = "bar" }     # never written to the logs
-
-[[session]]
-name = "shell-1"
-profile = "shell"
-role = "shell"
-
-[[session]]
-name = "shell-2"
-profile = "shell"
-role = "shell"
-"#;
+/// The `config/sessions.toml` that `architect init` writes: two shell sessions (the
+/// repository's own `config/sessions.toml`).
+pub const DEFAULT_SESSIONS: &str = include_str!("../../config/sessions.toml");
 
 /// The `config/architect.toml` that `architect init` writes (all settings at their defaults).
-pub const DEFAULT_ARCHITECT: &str = r#"# Node and daemon settings. Every value shown is the default.
-
-[node]
-# name = "my-laptop"          # default: the hostname; stamped on every event
-
-[daemon]
-reconcile_interval_ms = 30000  # full listing of the spool, whatever the watcher says
-retry_backoff_ms = 2000        # first retry delay after a failed attempt (doubles)
-retry_backoff_max_ms = 300000
-restart_backoff_ms = 1000      # first restart delay for a dead session (doubles)
-restart_backoff_max_ms = 60000
-inbox_settle_ms = 500          # a listed (not watched) inbox file must be this still
-"#;
+pub const DEFAULT_ARCHITECT: &str = include_str!("../../config/architect.toml");

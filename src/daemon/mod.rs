@@ -123,8 +123,13 @@ pub(crate) struct Daemon {
     session_tx: mpsc::UnboundedSender<SessionMessage>,
     next_seq: u64,
     next_generation: u64,
-    /// Inbox files seen but not yet known to be complete: name → first seen.
+    /// Inbox files found by a listing, not yet still for `inbox_settle_ms`: name → first seen.
     settling: HashMap<String, Instant>,
+    /// When to look at `settling` again.
+    settle_check_at: Option<Instant>,
+    /// Sessions whose state file needs rewriting, and when.
+    dirty_sessions: HashSet<String>,
+    sessions_flush_at: Option<Instant>,
     /// Conflict copies already reported.
     conflicts: HashSet<String>,
     /// Directories with renames not yet `fsync`ed.
@@ -171,6 +176,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         next_seq: 0,
         next_generation: 0,
         settling: HashMap::new(),
+        settle_check_at: None,
+        dirty_sessions: HashSet::new(),
+        sessions_flush_at: None,
         conflicts: HashSet::new(),
         dirty_dirs: BTreeSet::new(),
         config_reload_at: None,
@@ -242,12 +250,12 @@ impl Daemon {
         let mut control = false;
         for h in hints {
             match h {
+                // A created file is read when it is closed (or renamed in): the close
+                // event follows. Files whose close event is lost are found by the listing.
                 Hint::Inbox { name, complete } => {
                     if complete {
                         self.settling.remove(&name);
                         self.ingest(&name);
-                    } else {
-                        self.settling.entry(name).or_insert_with(Instant::now);
                     }
                 }
                 Hint::Control => control = true,
@@ -273,8 +281,11 @@ impl Daemon {
         if let Some(at) = self.config_reload_at {
             next = next.min(at);
         }
-        if !self.settling.is_empty() {
-            next = next.min(Instant::now() + Duration::from_millis(self.config.daemon.inbox_settle_ms.clamp(10, 500)));
+        if let Some(at) = self.settle_check_at {
+            next = next.min(at);
+        }
+        if let Some(at) = self.sessions_flush_at {
+            next = next.min(at);
         }
         for slot in self.sessions.values() {
             if let Some(at) = slot.restart_at {
@@ -296,8 +307,11 @@ impl Daemon {
             self.config_reload_at = None;
             self.reload_config();
         }
-        if !self.settling.is_empty() {
+        if self.settle_check_at.is_some_and(|at| now >= at) {
             self.check_settling();
+        }
+        if self.sessions_flush_at.is_some_and(|at| now >= at) {
+            self.flush_session_files();
         }
         let due: Vec<Instant> = self.delayed.range(..=now).map(|(k, _)| *k).collect();
         for k in due {
@@ -353,6 +367,8 @@ impl Daemon {
                 self.ingest(&name);
             }
         }
+        self.settle_check_at = (!self.settling.is_empty())
+            .then(|| Instant::now() + Duration::from_millis(self.config.daemon.inbox_settle_ms.clamp(10, 500) / 2));
     }
 
     async fn shutdown(&mut self, session_rx: &mut mpsc::UnboundedReceiver<SessionMessage>) {
@@ -368,6 +384,7 @@ impl Daemon {
                 _ => break,
             }
         }
+        self.flush_session_files();
         self.sync_dirs();
         self.log
             .record(EventType::DaemonStopped, None, None, json!({"pid": std::process::id()}));

@@ -16,6 +16,9 @@ use crate::spool::fsio;
 /// A session has to stay up this long for its restart backoff to reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
+/// Longest delay between a session's state change and its `sessions/<name>.json`.
+pub(crate) const SESSION_FILE_DELAY: Duration = Duration::from_millis(50);
+
 /// What the scheduler knows about one configured session.
 #[derive(Debug)]
 pub(crate) struct SessionSlot {
@@ -151,6 +154,7 @@ impl Daemon {
 
     fn forget_session(&mut self, name: &str) {
         self.sessions.remove(name);
+        self.dirty_sessions.remove(name);
         let _ = std::fs::remove_file(self.spool.dir("sessions").join(format!("{name}.json")));
         self.log.record(
             EventType::SessionState,
@@ -356,8 +360,26 @@ impl Daemon {
         self.publish_session(name);
     }
 
+    /// Marks `sessions/<name>.json` for rewriting. Writes are coalesced: at most one per
+    /// session every [`SESSION_FILE_DELAY`], so a session flipping busy/idle many times a
+    /// second costs one file write, not one per flip (each write is a new inode).
+    pub(super) fn publish_session(&mut self, name: &str) {
+        self.dirty_sessions.insert(name.to_string());
+        if self.sessions_flush_at.is_none() {
+            self.sessions_flush_at = Some(Instant::now() + SESSION_FILE_DELAY);
+        }
+    }
+
+    /// Writes every session file marked by [`Daemon::publish_session`].
+    pub(super) fn flush_session_files(&mut self) {
+        self.sessions_flush_at = None;
+        for name in std::mem::take(&mut self.dirty_sessions) {
+            self.write_session_file(&name);
+        }
+    }
+
     /// Writes `sessions/<name>.json` (atomic, not fsynced: derived state).
-    pub(super) fn publish_session(&self, name: &str) {
+    fn write_session_file(&self, name: &str) {
         let Some(slot) = self.sessions.get(name) else { return };
         let file = SessionFile {
             name: name.to_string(),

@@ -17,7 +17,7 @@ use crate::queue::Target;
 use crate::session::runner::{Assignment, Command, RunOutcome};
 use crate::spool::fsio::{self, ReadRefusal};
 use crate::spool::task::{
-    parse_task, Attempt, AttemptOutcome, TaskRecord, TaskResult, TaskSpec, TaskState, Violation,
+    parse_task, Attempt, AttemptOutcome, TaskRecord, TaskResult, TaskState, Violation,
 };
 use crate::spool::{classify_inbox_name, InboxName, MAX_TASK_BYTES};
 
@@ -100,35 +100,19 @@ impl Daemon {
             return;
         }
         let pending = self.spool.task_path(TaskState::Pending, &id);
-        // The claim on the inbox file is a rename: the file itself moves, so a crash after
-        // this point finds it in pending/ (and recovery finishes the job), never twice.
+        // Intake is one rename: the inbox file itself becomes pending/<id>.json, as
+        // submitted (the id is its name). It is rewritten as a full record only when
+        // something happens to it (a retry, the final state). One rename, no new file:
+        // a crash at any point leaves the task in exactly one place.
         if let Err(e) = fsio::rename_noreplace_nosync(&path, &pending) {
             tracing::error!("{e}");
             return;
         }
+        self.mark_dirty(self.spool.inbox());
+        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
         let mut spec = spec;
         spec.id = Some(id.clone());
-        let record = TaskRecord {
-            format: 1,
-            id: id.clone(),
-            state: TaskState::Pending,
-            task: spec,
-            node: self.node().to_string(),
-            source: name.to_string(),
-            received_at: Utc::now(),
-            attempts: Vec::new(),
-            attempt_base: 0,
-            not_before: None,
-            session: None,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-        };
-        if let Err(e) = self.write_record(TaskState::Pending, &record) {
-            tracing::error!("{e}");
-        }
-        self.mark_dirty(self.spool.inbox());
+        let record = TaskRecord::new(id.clone(), spec, self.node().to_string(), name.to_string(), Utc::now());
         self.log.record(
             EventType::TaskReceived,
             Some(&id),
@@ -633,51 +617,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// Reads a record; a bare task file (renamed from the inbox just before a crash) is
-    /// converted into a record. Unreadable files are moved to `rejected/`.
-    fn read_or_convert(&mut self, path: &std::path::Path, id: &str) -> Option<TaskRecord> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("reading {}: {e}", path.display());
-                return None;
+    /// Reads a record (or a task as submitted) from a state directory; a file that is
+    /// neither is left for a person to inspect.
+    fn read_or_convert(&mut self, path: &std::path::Path, _id: &str) -> Option<TaskRecord> {
+        match self.spool.read_record(path) {
+            Ok(mut r) => {
+                if r.node.is_empty() {
+                    r.node = self.node().to_string();
+                }
+                Some(r)
             }
-        };
-        if let Ok(r) = serde_json::from_slice::<TaskRecord>(&bytes) {
-            return Some(r);
+            Err(e) => {
+                tracing::error!("{e}; leaving it for a person to inspect");
+                None
+            }
         }
-        if let Ok(mut spec) = serde_json::from_slice::<TaskSpec>(&bytes) {
-            spec.id = Some(id.to_string());
-            let received_at = std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .map(DateTime::<Utc>::from)
-                .unwrap_or_else(|_| Utc::now());
-            let record = TaskRecord {
-                format: 1,
-                id: id.to_string(),
-                state: TaskState::Pending,
-                task: spec,
-                node: self.node().to_string(),
-                source: format!("{id}.json"),
-                received_at,
-                attempts: Vec::new(),
-                attempt_base: 0,
-                not_before: None,
-                session: None,
-                started_at: None,
-                finished_at: None,
-                result: None,
-                error: None,
-            };
-            self.log.record(
-                EventType::TaskReceived,
-                Some(id),
-                None,
-                json!({"file": record.source, "recovered": true, "prompt": record.task.prompt}),
-            );
-            return Some(record);
-        }
-        tracing::error!("{} is not a task record; leaving it for a person to inspect", path.display());
-        None
     }
 }

@@ -195,14 +195,28 @@ impl Spool {
         .find(|s| self.task_path(*s, id).exists())
     }
 
-    /// Reads a task record.
+    /// Reads a task record. A file in `pending/` that holds the task as submitted (how
+    /// intake leaves it: the inbox file is renamed, not rewritten) is read as a record with
+    /// no attempts, received at the file's mtime.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Json`].
+    /// [`Error::Io`], or [`Error::Json`] when the file is neither a record nor a task.
     pub fn read_record(&self, path: &Path) -> Result<TaskRecord> {
         let bytes = fs::read(path).map_err(|e| Error::io("reading task record", path, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::json(format!("parsing task record {}", path.display()), e))
+        let record_err = match serde_json::from_slice::<TaskRecord>(&bytes) {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        let Ok(mut spec) = serde_json::from_slice::<TaskSpec>(&bytes) else {
+            return Err(Error::json(format!("parsing task record {}", path.display()), record_err));
+        };
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let id = name.strip_suffix(".json").unwrap_or(&name).to_string();
+        spec.id = Some(id.clone());
+        let received_at = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
+        Ok(TaskRecord::new(id, spec, String::new(), name, received_at))
     }
 
     /// Finds and reads task `id`, with the state its directory says.

@@ -285,6 +285,28 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A fresh pending record for an accepted task.
+    #[must_use]
+    pub fn new(id: String, spec: TaskSpec, node: String, source: String, received_at: DateTime<Utc>) -> Self {
+        Self {
+            format: 1,
+            id,
+            state: TaskState::Pending,
+            task: spec,
+            node,
+            source,
+            received_at,
+            attempts: Vec::new(),
+            attempt_base: 0,
+            not_before: None,
+            session: None,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        }
+    }
+
     /// Attempts that count against `max_retries`: those since the last manual retry.
     #[must_use]
     pub fn attempts_used(&self) -> u32 {

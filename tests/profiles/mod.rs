@@ -102,8 +102,9 @@ fn profiles() -> BTreeMap<String, Profile> {
     let mut map = BTreeMap::new();
     for f in fixtures() {
         if !map.contains_key(&f.profile) {
-            let p = Profile::builtin(&f.profile)
-                .unwrap_or_else(|e| panic!("fixture folder {}: no built-in profile: {e}", f.profile));
+            let p = Profile::builtin(&f.profile).unwrap_or_else(|e| {
+                panic!("fixture folder {}: no built-in profile: {e}", f.profile)
+            });
             map.insert(f.profile.clone(), p);
         }
     }
@@ -156,7 +157,11 @@ fn every_fixture_reads_as_its_state() {
             ));
         }
     }
-    assert!(checked > 0, "no fixtures found under {}", fixtures_dir().display());
+    assert!(
+        checked > 0,
+        "no fixtures found under {}",
+        fixtures_dir().display()
+    );
     fail_if_any(failures);
 }
 
@@ -166,7 +171,11 @@ fn startup_screens_match_a_rule_and_are_not_idle() {
     let mut failures = Vec::new();
     for f in fixtures().into_iter().filter(|f| f.state == "startup") {
         let profile = &profiles[&f.profile];
-        if !profile.startup_rules.iter().any(|(re, _)| re.is_match(&f.screen)) {
+        if !profile
+            .startup_rules
+            .iter()
+            .any(|(re, _)| re.is_match(&f.screen))
+        {
             failures.push(format!(
                 "{}: no startup rule matches; screen:\n{}",
                 f.label(),
@@ -186,7 +195,10 @@ fn replies_are_read_off_idle_screens() {
     let all = fixtures();
     let mut failures = Vec::new();
     for (profile, file, want) in REPLIES {
-        let Some(f) = all.iter().find(|f| f.profile == *profile && f.file == *file) else {
+        let Some(f) = all
+            .iter()
+            .find(|f| f.profile == *profile && f.file == *file)
+        else {
             failures.push(format!("{profile}/{file}: fixture missing"));
             continue;
         };
@@ -222,7 +234,10 @@ fn every_profile_keeps_its_fixtures() {
     let known: BTreeSet<&str> = CAPTURED_STATES.iter().map(|(p, _)| *p).collect();
     for f in &all {
         if !known.contains(f.profile.as_str()) {
-            failures.push(format!("{}: profile not listed in CAPTURED_STATES", f.label()));
+            failures.push(format!(
+                "{}: profile not listed in CAPTURED_STATES",
+                f.label()
+            ));
         }
     }
     fail_if_any(failures);
