@@ -36,7 +36,9 @@ pub enum Error {
     #[error("invalid task: {0}")]
     InvalidTask(String),
     /// A task id was not found in any spool directory.
-    #[error("no task {0:?} in the spool (looked in inbox, pending, active, done, failed, cancelled)")]
+    #[error(
+        "no task {0:?} in the spool (looked in inbox, pending, active, done, failed, cancelled)"
+    )]
     TaskNotFound(String),
     /// A session name is not in config/sessions.toml.
     #[error("no session {0:?} in config/sessions.toml")]

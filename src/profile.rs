@@ -341,8 +341,14 @@ fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
 /// Built-in profiles as `(name, TOML text)`, compiled into the binary from `config/profiles/`.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("shell", include_str!("../config/profiles/shell.toml")),
-    ("fake-agent", include_str!("../config/profiles/fake-agent.toml")),
-    ("claude-code", include_str!("../config/profiles/claude-code.toml")),
+    (
+        "fake-agent",
+        include_str!("../config/profiles/fake-agent.toml"),
+    ),
+    (
+        "claude-code",
+        include_str!("../config/profiles/claude-code.toml"),
+    ),
     ("codex", include_str!("../config/profiles/codex.toml")),
     ("gemini", include_str!("../config/profiles/gemini.toml")),
     ("aider", include_str!("../config/profiles/aider.toml")),
@@ -442,7 +448,11 @@ impl Profile {
                 profile: name.to_string(),
                 message: format!(
                     "no such profile: not in config/profiles/ and not built in (built in: {})",
-                    BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    BUILTIN
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             })?;
         Self::parse(name, text)
@@ -452,7 +462,11 @@ impl Profile {
     /// `None` when no regex matches (a screen in transition).
     #[must_use]
     pub fn classify(&self, screen: &str) -> Option<ScreenState> {
-        if self.waiting_input.as_ref().is_some_and(|r| r.is_match(screen)) {
+        if self
+            .waiting_input
+            .as_ref()
+            .is_some_and(|r| r.is_match(screen))
+        {
             return Some(ScreenState::WaitingInput);
         }
         if self.busy.as_ref().is_some_and(|r| r.is_match(screen)) {
@@ -512,7 +526,13 @@ mod tests {
             p.classify("[0] architect$ echo hi\nhi\n[0] architect$"),
             Some(ScreenState::Idle)
         );
-        assert_ne!(p.classify("[0] architect$ sleep 5"), Some(ScreenState::Idle));
-        assert_eq!(p.exit_status("[0] architect$ false\n[1] architect$"), Some(1));
+        assert_ne!(
+            p.classify("[0] architect$ sleep 5"),
+            Some(ScreenState::Idle)
+        );
+        assert_eq!(
+            p.exit_status("[0] architect$ false\n[1] architect$"),
+            Some(1)
+        );
     }
 }

@@ -39,7 +39,8 @@ pub enum Format {
     Csv,
 }
 
-const EMPTY_EVENTS: &str = "SELECT NULL::TIMESTAMP AS ts, NULL::VARCHAR AS node, NULL::VARCHAR AS type, \
+const EMPTY_EVENTS: &str =
+    "SELECT NULL::TIMESTAMP AS ts, NULL::VARCHAR AS node, NULL::VARCHAR AS type, \
      NULL::VARCHAR AS task_id, NULL::VARCHAR AS session, NULL::JSON AS data WHERE false";
 
 const TASKS_VIEW: &str = r"
@@ -78,7 +79,9 @@ GROUP BY task_id
 /// [`Error::Sql`] when DuckDB fails, [`Error::Io`] when the directory cannot be listed.
 pub fn open(log_dir: &Path) -> Result<Connection> {
     let conn = Connection::open_in_memory()?;
-    let has_logs = !crate::log::log_files(log_dir).unwrap_or_default().is_empty();
+    let has_logs = !crate::log::log_files(log_dir)
+        .unwrap_or_default()
+        .is_empty();
     let events = if has_logs {
         let glob = log_dir.join("events-*.jsonl");
         let glob = glob.to_string_lossy().replace('\'', "''");
@@ -116,10 +119,7 @@ pub fn query(conn: &Connection, sql: &str) -> Result<QueryResult> {
         }
         out.push(values);
     }
-    Ok(QueryResult {
-        columns,
-        rows: out,
-    })
+    Ok(QueryResult { columns, rows: out })
 }
 
 /// Opens the logs in `log_dir` and runs one query.
@@ -180,13 +180,22 @@ fn to_json(v: Value) -> serde_json::Value {
                 us % 1_000_000
             ))
         }
-        Value::Interval { months, days, nanos } => {
-            J::String(format!("{months} months {days} days {} ms", nanos / 1_000_000))
-        }
+        Value::Interval {
+            months,
+            days,
+            nanos,
+        } => J::String(format!(
+            "{months} months {days} days {} ms",
+            nanos / 1_000_000
+        )),
         Value::Text(s) | Value::Enum(s) => J::String(s),
         Value::Blob(b) | Value::Geometry(b) => J::String(format!("<{} bytes>", b.len())),
         Value::List(l) | Value::Array(l) => J::Array(l.into_iter().map(to_json).collect()),
-        Value::Struct(m) => J::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v.clone()))).collect()),
+        Value::Struct(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), to_json(v.clone())))
+                .collect(),
+        ),
         Value::Map(m) => J::Object(
             m.iter()
                 .map(|(k, v)| (display(&to_json(k.clone())), to_json(v.clone())))
@@ -219,26 +228,40 @@ impl QueryResult {
                 for row in &self.rows {
                     t.add_row(row.iter().map(display));
                 }
-                Ok(format!("{t}\n({} row{})\n", self.rows.len(), if self.rows.len() == 1 { "" } else { "s" }))
+                Ok(format!(
+                    "{t}\n({} row{})\n",
+                    self.rows.len(),
+                    if self.rows.len() == 1 { "" } else { "s" }
+                ))
             }
             Format::Json => {
                 let objects: Vec<serde_json::Map<String, serde_json::Value>> = self
                     .rows
                     .iter()
-                    .map(|r| self.columns.iter().cloned().zip(r.iter().cloned()).collect())
+                    .map(|r| {
+                        self.columns
+                            .iter()
+                            .cloned()
+                            .zip(r.iter().cloned())
+                            .collect()
+                    })
                     .collect();
-                Ok(serde_json::to_string_pretty(&objects).map_err(|e| Error::json("result", e))? + "\n")
+                Ok(
+                    serde_json::to_string_pretty(&objects).map_err(|e| Error::json("result", e))?
+                        + "\n",
+                )
             }
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(Vec::new());
-                let csv_err = |e: csv::Error| Error::io("writing CSV", "", std::io::Error::other(e));
+                let csv_err =
+                    |e: csv::Error| Error::io("writing CSV", "", std::io::Error::other(e));
                 w.write_record(&self.columns).map_err(csv_err)?;
                 for row in &self.rows {
                     w.write_record(row.iter().map(display)).map_err(csv_err)?;
                 }
-                let bytes = w
-                    .into_inner()
-                    .map_err(|e| Error::io("writing CSV", "", std::io::Error::other(e.to_string())))?;
+                let bytes = w.into_inner().map_err(|e| {
+                    Error::io("writing CSV", "", std::io::Error::other(e.to_string()))
+                })?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
         }

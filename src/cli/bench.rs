@@ -59,7 +59,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
@@ -94,13 +98,19 @@ fn drop_task(inbox: &Path, id: &str, body: &str) -> Result<SystemTime> {
     Ok(SystemTime::now())
 }
 
-fn event_times(spool: &Spool, kind: &str, field: Option<&str>) -> Result<HashMap<String, DateTime<Utc>>> {
+fn event_times(
+    spool: &Spool,
+    kind: &str,
+    field: Option<&str>,
+) -> Result<HashMap<String, DateTime<Utc>>> {
     let mut out = HashMap::new();
     for e in read_events(&spool.dir("log"))? {
         if e.kind != kind {
             continue;
         }
-        let Some(id) = e.task_id.clone() else { continue };
+        let Some(id) = e.task_id.clone() else {
+            continue;
+        };
         let ts = match field {
             Some(f) => e.data[f]
                 .as_str()
@@ -124,10 +134,9 @@ fn ms_between(closed: SystemTime, at: DateTime<Utc>) -> f64 {
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let temp = a.dir.is_none();
-    let root = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new())));
+    let root = a.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new()))
+    });
     let result = bench(&a, &root);
     if temp {
         let _ = std::fs::remove_dir_all(&root);
@@ -149,14 +158,21 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
         ));
     }
     fsio::write_atomic(&config.join("sessions.toml"), sessions.as_bytes())?;
-    fsio::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"bench\"\n")?;
+    fsio::write_atomic(
+        &config.join("architect.toml"),
+        b"[node]\nname = \"bench\"\n",
+    )?;
     let host = architect::config::default_node_name();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     println!(
         "architect bench: {} fake agents, {} on {host} ({cores} cores), build profile {}",
         a.agents,
         Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        if cfg!(debug_assertions) { "dev (opt-level 1)" } else { "release" }
+        if cfg!(debug_assertions) {
+            "dev (opt-level 1)"
+        } else {
+            "release"
+        }
     );
     let log = std::fs::File::create(root.join("daemon.log"))?;
     let _daemon = Daemon(
@@ -183,8 +199,14 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
         })
     };
     let t = Instant::now();
-    wait_until("every agent to be idle", Duration::from_secs(120), || idle() == a.agents)?;
-    println!("  {} agents idle after {:.1} s", a.agents, t.elapsed().as_secs_f64());
+    wait_until("every agent to be idle", Duration::from_secs(120), || {
+        idle() == a.agents
+    })?;
+    println!(
+        "  {} agents idle after {:.1} s",
+        a.agents,
+        t.elapsed().as_secs_f64()
+    );
 
     // 1. Dispatch latency, one task at a time onto idle agents.
     let inbox = spool.inbox();
@@ -193,8 +215,17 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     for i in 0..a.samples {
         let id = format!("lat-{i:05}");
         let before = count(&done_dir);
-        closed.insert(id.clone(), drop_task(&inbox, &id, &format!(r#"{{"id":"{id}","prompt":"latency probe {i}"}}"#))?);
-        wait_until("a latency probe to finish", Duration::from_secs(30), || count(&done_dir) > before)?;
+        closed.insert(
+            id.clone(),
+            drop_task(
+                &inbox,
+                &id,
+                &format!(r#"{{"id":"{id}","prompt":"latency probe {i}"}}"#),
+            )?,
+        );
+        wait_until("a latency probe to finish", Duration::from_secs(30), || {
+            count(&done_dir) > before
+        })?;
     }
     let sent = event_times(&spool, "prompt_sent", Some("written_at"))?;
     let lat: Vec<f64> = closed
@@ -212,12 +243,17 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     let start = Instant::now();
     for i in 0..a.tasks {
         let id = format!("tp-{i:06}");
-        std::fs::write(inbox.join(format!("{id}.json")), format!(r#"{{"id":"{id}","prompt":"task {i}"}}"#))?;
+        std::fs::write(
+            inbox.join(format!("{id}.json")),
+            format!(r#"{{"id":"{id}","prompt":"task {i}"}}"#),
+        )?;
     }
     let written = start.elapsed();
-    wait_until("the throughput tasks to finish", Duration::from_secs(1800), || {
-        count(&done_dir) >= before + a.tasks
-    })?;
+    wait_until(
+        "the throughput tasks to finish",
+        Duration::from_secs(1800),
+        || count(&done_dir) >= before + a.tasks,
+    )?;
     let elapsed = start.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let rate = a.tasks as f64 / elapsed;
@@ -234,14 +270,20 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
 
     // 3. Queue add cost at two depths.
     let pending = spool.dir("pending");
-    let parked = |i: usize, tag: &str| format!(r#"{{"id":"{tag}-{i:06}","prompt":"parked","session":"nobody"}}"#);
+    let parked = |i: usize, tag: &str| {
+        format!(r#"{{"id":"{tag}-{i:06}","prompt":"parked","session":"nobody"}}"#)
+    };
     let add_cost = |tag: &str, samples: usize| -> Result<(f64, f64)> {
         let mut closed = HashMap::new();
         for i in 0..samples {
             let id = format!("{tag}-{i:06}");
             closed.insert(id.clone(), drop_task(&inbox, &id, &parked(i, tag))?);
             let p = pending.join(format!("{id}.json"));
-            wait_until("a parked task to be queued", Duration::from_secs(30), || p.exists())?;
+            wait_until(
+                "a parked task to be queued",
+                Duration::from_secs(30),
+                || p.exists(),
+            )?;
         }
         std::thread::sleep(Duration::from_millis(50));
         let queued = event_times(&spool, "task_queued", None)?;
@@ -257,14 +299,18 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
         for i in 0..100 {
             std::fs::write(inbox.join(format!("fill-{i:06}.json")), parked(i, "fill"))?;
         }
-        wait_until("100 parked tasks", Duration::from_secs(60), || count(&pending) >= 100)?;
+        wait_until("100 parked tasks", Duration::from_secs(60), || {
+            count(&pending) >= 100
+        })?;
         let small = add_cost("small", a.samples)?;
         let t = Instant::now();
         for i in 100..a.queue_depth {
             std::fs::write(inbox.join(format!("fill-{i:06}.json")), parked(i, "fill"))?;
         }
         let target = a.queue_depth + a.samples;
-        wait_until("the deep queue", Duration::from_secs(3600), || count(&pending) >= target)?;
+        wait_until("the deep queue", Duration::from_secs(3600), || {
+            count(&pending) >= target
+        })?;
         println!(
             "  queued {} more tasks in {:.1} s",
             a.queue_depth - 100,

@@ -13,11 +13,26 @@ use architect::spool::{fsio, Spool};
 use architect::sql::{self, Format};
 
 const TASKS: &[(&str, &str)] = &[
-    ("hello.json", r#"{"id": "hello", "prompt": "echo hello from $(tty)", "role": "shell"}"#),
-    ("sum.json", r#"{"id": "sum", "prompt": "echo $((1 + 2 + 3 + 4 + 5))", "role": "shell", "priority": 9}"#),
-    ("after-hello.json", r#"{"id": "after-hello", "prompt": "echo runs after hello; ls spool/done", "depends_on": ["hello"], "role": "shell"}"#),
-    ("agent.json", r#"{"id": "agent", "prompt": "summarise the README sleep=500", "session": "agent-1"}"#),
-    ("fails.json", r#"{"id": "fails", "prompt": "ls /no/such/dir", "role": "shell", "max_retries": 0}"#),
+    (
+        "hello.json",
+        r#"{"id": "hello", "prompt": "echo hello from $(tty)", "role": "shell"}"#,
+    ),
+    (
+        "sum.json",
+        r#"{"id": "sum", "prompt": "echo $((1 + 2 + 3 + 4 + 5))", "role": "shell", "priority": 9}"#,
+    ),
+    (
+        "after-hello.json",
+        r#"{"id": "after-hello", "prompt": "echo runs after hello; ls spool/done", "depends_on": ["hello"], "role": "shell"}"#,
+    ),
+    (
+        "agent.json",
+        r#"{"id": "agent", "prompt": "summarise the README sleep=500", "session": "agent-1"}"#,
+    ),
+    (
+        "fails.json",
+        r#"{"id": "fails", "prompt": "ls /no/such/dir", "role": "shell", "max_retries": 0}"#,
+    ),
     ("broken.json", r#"{"prompt": 42, "colour": "red"}"#),
 ];
 
@@ -45,14 +60,19 @@ role = "agent"
 }
 
 pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
-    let root = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("architect-demo-{}", ulid::Ulid::new())));
+    let root = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("architect-demo-{}", ulid::Ulid::new()))
+    });
     let spool = Spool::new(root.join("spool"));
     let config = root.join("config");
     let exe = std::env::current_exe().context("locating the architect binary")?;
     println!("== architect demo in {}", root.display());
     spool.init()?;
     fsio::create_dir(&config)?;
-    fsio::write_atomic(&config.join("sessions.toml"), sessions_toml(&exe).as_bytes())?;
+    fsio::write_atomic(
+        &config.join("sessions.toml"),
+        sessions_toml(&exe).as_bytes(),
+    )?;
     fsio::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"demo\"\n")?;
     println!("   config: 2 shell sessions (bash in a PTY) and 1 fake agent TUI (tools/fake-agent)");
 
@@ -68,7 +88,11 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         .stderr(log)
         .spawn()
         .context("starting `architect daemon`")?;
-    println!("   daemon started (pid {}), tracing in {}", daemon.id(), root.join("daemon.log").display());
+    println!(
+        "   daemon started (pid {}), tracing in {}",
+        daemon.id(),
+        root.join("daemon.log").display()
+    );
 
     let outcome = drive(&spool);
     // SAFETY: SIGTERM to the child we started.
@@ -77,12 +101,24 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     }
     let _ = daemon.wait();
     let ok = outcome?;
-    println!("\n== files are in {} — try: architect --spool {} tasks", root.display(), spool.root().display());
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "\n== files are in {} — try: architect --spool {} tasks",
+        root.display(),
+        spool.root().display()
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn drive(spool: &Spool) -> Result<bool> {
-    println!("\n== dropping {} task files into {}/ with plain writes", TASKS.len(), spool.inbox().display());
+    println!(
+        "\n== dropping {} task files into {}/ with plain writes",
+        TASKS.len(),
+        spool.inbox().display()
+    );
     for (name, body) in TASKS {
         std::fs::write(spool.inbox().join(name), body)?;
         println!("   {name:<18} {body}");
@@ -96,9 +132,18 @@ fn drive(spool: &Spool) -> Result<bool> {
     let mut last = String::new();
     loop {
         let states: Vec<Option<TaskState>> = ids.iter().map(|id| spool.locate(id)).collect();
-        let finished = states.iter().filter(|s| s.is_some_and(TaskState::is_final)).count();
-        let rejected = spool.dir("rejected").join("broken.json.error.json").exists();
-        let line = format!("   {finished}/{} tasks finished, malformed file rejected: {rejected}", ids.len());
+        let finished = states
+            .iter()
+            .filter(|s| s.is_some_and(TaskState::is_final))
+            .count();
+        let rejected = spool
+            .dir("rejected")
+            .join("broken.json.error.json")
+            .exists();
+        let line = format!(
+            "   {finished}/{} tasks finished, malformed file rejected: {rejected}",
+            ids.len()
+        );
         if line != last {
             println!("{line}");
             last = line;
@@ -116,27 +161,51 @@ fn drive(spool: &Spool) -> Result<bool> {
     let mut ok = true;
     for id in &ids {
         let (state, rec) = spool.find(id)?;
-        let expected = if *id == "fails" { TaskState::Failed } else { TaskState::Done };
+        let expected = if *id == "fails" {
+            TaskState::Failed
+        } else {
+            TaskState::Done
+        };
         ok &= state == expected;
-        let output = rec.result.as_ref().map(|r| r.reply.clone().unwrap_or_else(|| r.output.clone())).unwrap_or_default();
+        let output = rec
+            .result
+            .as_ref()
+            .map(|r| r.reply.clone().unwrap_or_else(|| r.output.clone()))
+            .unwrap_or_default();
         println!(
             "-- {id} [{}] on {}{}",
             state.dir(),
             rec.session.as_deref().unwrap_or("-"),
-            rec.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+            rec.error
+                .as_ref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
         );
         for line in output.lines().take(6) {
             println!("   | {line}");
         }
     }
     let report = std::fs::read_to_string(spool.dir("rejected").join("broken.json.error.json"))?;
-    println!("-- broken.json [rejected]\n{}", report.lines().map(|l| format!("   | {l}")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "-- broken.json [rejected]\n{}",
+        report
+            .lines()
+            .map(|l| format!("   | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let query = "SELECT task_id, state, session, attempts, run_ms FROM tasks ORDER BY received_at";
     println!("\n== architect sql \"{query}\"");
-    print!("{}", sql::run(&spool.dir("log"), query)?.render(Format::Table)?);
+    print!(
+        "{}",
+        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
+    );
     println!("\n== architect stats");
-    print!("{}", sql::run(&spool.dir("log"), sql::STATS_SQL)?.render(Format::Table)?);
+    print!(
+        "{}",
+        sql::run(&spool.dir("log"), sql::STATS_SQL)?.render(Format::Table)?
+    );
     if !ok {
         println!("\nsome tasks did not end as expected");
     }

@@ -12,7 +12,10 @@ use architect::spool::{fsio, Spool};
 
 pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
     spool.init().context("creating the spool")?;
-    println!("spool   {}/ (inbox, pending, active, done, failed, cancelled, rejected, sessions, log)", spool.root().display());
+    println!(
+        "spool   {}/ (inbox, pending, active, done, failed, cancelled, rejected, sessions, log)",
+        spool.root().display()
+    );
     fsio::create_dir(&config.join("profiles"))?;
     let mut files: Vec<(std::path::PathBuf, &str)> = vec![
         (config.join("sessions.toml"), DEFAULT_SESSIONS),

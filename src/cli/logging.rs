@@ -8,7 +8,11 @@ use std::path::Path;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber. Keep the returned guard alive: it flushes the file writer.
-pub fn init(verbose: u8, quiet: bool, file: Option<&Path>) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+pub fn init(
+    verbose: u8,
+    quiet: bool,
+    file: Option<&Path>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let level = if quiet {
         "error"
     } else {
@@ -23,8 +27,13 @@ pub fn init(verbose: u8, quiet: bool, file: Option<&Path>) -> Option<tracing_app
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let name = path.file_name().map_or_else(|| "architect.log".into(), |n| n.to_os_string());
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path
+                .file_name()
+                .map_or_else(|| "architect.log".into(), |n| n.to_os_string());
             let appender = tracing_appender::rolling::never(dir, name);
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let _ = builder.with_ansi(false).with_writer(writer).try_init();

@@ -25,15 +25,27 @@ use architect::spool::Spool;
 /// Sessions are configured in config/sessions.toml; every event is a JSON line in
 /// spool/log/ that `architect sql` can query.
 #[derive(Debug, Parser)]
-#[command(name = "architect", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Start here:\n  architect init && architect daemon -v &\n  \
-    architect submit --prompt 'echo hello' --wait\n  architect sql \"SELECT state, count(*) FROM tasks GROUP BY state\"")]
+#[command(
+    name = "architect",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Start here:\n  architect init && architect daemon -v &\n  \
+    architect submit --prompt 'echo hello' --wait\n  architect sql \"SELECT state, count(*) FROM tasks GROUP BY state\""
+)]
 pub struct Cli {
     /// Spool directory.
     #[arg(long, global = true, env = "ARCHITECT_SPOOL", default_value = "spool")]
     pub spool: PathBuf,
     /// Config directory (sessions.toml, architect.toml, profiles/).
-    #[arg(long, global = true, env = "ARCHITECT_CONFIG", default_value = "config")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARCHITECT_CONFIG",
+        default_value = "config"
+    )]
     pub config: PathBuf,
     /// More tracing on stderr (-v info, -vv debug, -vvv trace). ARCHITECT_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -142,10 +154,12 @@ enum Cmd {
         json: bool,
     },
     /// Run SQL (DuckDB) over the event log. Views: events, tasks.
-    #[command(after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
+    #[command(
+        after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
         tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
         started_at, last_started_at, finished_at, run_ms, error)\n\nExample:\n  \
-        architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\"")]
+        architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\""
+    )]
     Sql {
         /// The query.
         query: String,
@@ -206,7 +220,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             session,
             lines,
             json,
-        } => observe::logs(&need(&spool)?, follow, task.as_deref(), session.as_deref(), lines, json),
+        } => observe::logs(
+            &need(&spool)?,
+            follow,
+            task.as_deref(),
+            session.as_deref(),
+            lines,
+            json,
+        ),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format),
         Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
         Cmd::Demo { dir } => demo::run(dir),

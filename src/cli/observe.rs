@@ -43,10 +43,15 @@ fn count(spool: &Spool, dir: &str) -> usize {
 }
 
 pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
-    let node = Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
+    let node =
+        Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
     let daemon = DaemonLock::is_held(spool, &node);
     let mut counts = serde_json::Map::new();
-    for d in ["inbox"].into_iter().chain(TaskState::ALL.iter().map(|s| s.dir())).chain(["rejected"]) {
+    for d in ["inbox"]
+        .into_iter()
+        .chain(TaskState::ALL.iter().map(|s| s.dir()))
+        .chain(["rejected"])
+    {
         counts.insert(d.to_string(), count(spool, d).into());
     }
     let sessions = read_sessions(spool)?;
@@ -63,7 +68,9 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
     }
     match &daemon {
         Some(pid) => println!("daemon    running on {node} (pid {pid})"),
-        None => println!("daemon    not running on {node} (tasks wait in the spool until it starts)"),
+        None => {
+            println!("daemon    not running on {node} (tasks wait in the spool until it starts)")
+        }
     }
     println!(
         "tasks     {}",
@@ -94,7 +101,17 @@ pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["session", "state", "task", "profile", "role", "pid", "since", "restarts", "last exit"]);
+    t.set_header([
+        "session",
+        "state",
+        "task",
+        "profile",
+        "role",
+        "pid",
+        "since",
+        "restarts",
+        "last exit",
+    ]);
     for s in sessions {
         t.add_row([
             s.name,
@@ -112,10 +129,19 @@ pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn send(spool: &Spool, config: &Path, session: &str, text: &str, enter: bool) -> Result<ExitCode> {
+pub fn send(
+    spool: &Spool,
+    config: &Path,
+    session: &str,
+    text: &str,
+    enter: bool,
+) -> Result<ExitCode> {
     let cfg = Config::load(config)?;
     if !cfg.sessions.iter().any(|s| s.spec.name == session) {
-        bail!("no session {session:?} in {}/sessions.toml", config.display());
+        bail!(
+            "no session {session:?} in {}/sessions.toml",
+            config.display()
+        );
     }
     spool.write_control(&ControlRequest::Send {
         session: session.to_string(),
@@ -156,7 +182,11 @@ pub fn logs(
     };
     let dir = spool.dir("log");
     let events: Vec<Event> = read_events(&dir)?.into_iter().filter(|e| keep(e)).collect();
-    let skip = if lines == 0 { 0 } else { events.len().saturating_sub(lines) };
+    let skip = if lines == 0 {
+        0
+    } else {
+        events.len().saturating_sub(lines)
+    };
     for e in &events[skip..] {
         print_event(e, json)?;
     }

@@ -122,7 +122,11 @@ pub fn run(spool: &Spool, a: SubmitArgs) -> Result<ExitCode> {
             });
         }
         if Instant::now() > deadline {
-            eprintln!("gave up waiting for {id} after {} s (it is still {:?})", a.wait_timeout, spool.locate(&id).map_or("in the inbox", |s| s.dir()));
+            eprintln!(
+                "gave up waiting for {id} after {} s (it is still {:?})",
+                a.wait_timeout,
+                spool.locate(&id).map_or("in the inbox", |s| s.dir())
+            );
             return Ok(ExitCode::from(124));
         }
         std::thread::sleep(Duration::from_millis(50));

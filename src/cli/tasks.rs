@@ -46,7 +46,11 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
     for s in states {
         let mut recs = spool.list(s)?;
-        recs.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
+        recs.sort_by(|a, b| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let skip = recs.len().saturating_sub(limit);
         rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
     }
@@ -67,10 +71,20 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["id", "state", "pri", "session", "tries", "received", "prompt / error"]);
+    t.set_header([
+        "id",
+        "state",
+        "pri",
+        "session",
+        "tries",
+        "received",
+        "prompt / error",
+    ]);
     for (s, r) in &rows {
         let text = match &r.error {
-            Some(e) if s.is_final() => format!("{} — {}", one_line(&r.task.prompt, 30), one_line(e, 40)),
+            Some(e) if s.is_final() => {
+                format!("{} — {}", one_line(&r.task.prompt, 30), one_line(e, 40))
+            }
             _ => one_line(&r.task.prompt, 60),
         };
         t.add_row([
@@ -107,7 +121,11 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     if !rec.task.depends_on.is_empty() {
         println!("after     {}", rec.task.depends_on.join(", "));
     }
-    println!("received  {} (from {})", rec.received_at.to_rfc3339(), rec.source);
+    println!(
+        "received  {} (from {})",
+        rec.received_at.to_rfc3339(),
+        rec.source
+    );
     if let Some(t) = rec.finished_at {
         println!("finished  {}", t.to_rfc3339());
     }
@@ -120,7 +138,10 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
             a.node,
             a.outcome,
             (a.finished_at - a.started_at).num_milliseconds(),
-            a.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
+            a.error
+                .as_ref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
         );
     }
     if let Some(e) = &rec.error {
@@ -147,7 +168,9 @@ pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
         Some(s) if s.is_final() => bail!("task {id} is already {}", s.dir()),
         Some(_) => {}
     }
-    spool.write_control(&ControlRequest::Cancel { task_id: id.to_string() })?;
+    spool.write_control(&ControlRequest::Cancel {
+        task_id: id.to_string(),
+    })?;
     println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
     Ok(ExitCode::SUCCESS)
 }
@@ -155,10 +178,15 @@ pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
 pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
     match spool.locate(id) {
         Some(TaskState::Failed | TaskState::Cancelled) => {}
-        Some(s) => bail!("task {id} is {}; only failed or cancelled tasks can be retried", s.dir()),
+        Some(s) => bail!(
+            "task {id} is {}; only failed or cancelled tasks can be retried",
+            s.dir()
+        ),
         None => bail!("no task {id:?} in the spool"),
     }
-    spool.write_control(&ControlRequest::Retry { task_id: id.to_string() })?;
+    spool.write_control(&ControlRequest::Retry {
+        task_id: id.to_string(),
+    })?;
     println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
     Ok(ExitCode::SUCCESS)
 }

@@ -185,7 +185,13 @@ pub fn default_node_name() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let cleaned: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     if cleaned.is_empty() {
@@ -255,7 +261,9 @@ impl Config {
                 (Some(c), _) => (c.clone(), spec.args.clone().unwrap_or_default()),
                 (None, Some(c)) => (
                     c.clone(),
-                    spec.args.clone().unwrap_or_else(|| profile.spec.args.clone()),
+                    spec.args
+                        .clone()
+                        .unwrap_or_else(|| profile.spec.args.clone()),
                 ),
                 (None, None) => {
                     return Err(bad(format!(

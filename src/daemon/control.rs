@@ -14,7 +14,9 @@ impl Daemon {
     /// Applies every request waiting in `control/`, oldest first (names are ULIDs).
     pub(super) fn process_control(&mut self) {
         let dir = self.spool.dir("control");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
         let mut names: Vec<String> = entries
             .filter_map(std::result::Result::ok)
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
@@ -25,7 +27,9 @@ impl Daemon {
             let path = dir.join(&name);
             let parsed = fsio::read_regular(&path, 1024 * 1024)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<ControlRequest>(&b).map_err(|e| e.to_string()));
+                .and_then(|b| {
+                    serde_json::from_slice::<ControlRequest>(&b).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok(req) => self.apply_control(req),
                 Err(e) => tracing::warn!("ignoring bad control request {name}: {e}"),
@@ -38,7 +42,11 @@ impl Daemon {
         match req {
             ControlRequest::Cancel { task_id } => self.cancel(&task_id),
             ControlRequest::Retry { task_id } => self.manual_retry(&task_id),
-            ControlRequest::Send { session, text, enter } => {
+            ControlRequest::Send {
+                session,
+                text,
+                enter,
+            } => {
                 let Some(slot) = self.sessions.get(&session) else {
                     tracing::warn!("send: no session {session:?}");
                     return;
@@ -66,7 +74,12 @@ impl Daemon {
         };
         match t.state {
             TaskState::Pending => {
-                self.finish(id, TaskState::Cancelled, None, Some("cancelled before it ran".into()));
+                self.finish(
+                    id,
+                    TaskState::Cancelled,
+                    None,
+                    Some("cancelled before it ran".into()),
+                );
             }
             TaskState::Active => {
                 t.cancel_requested = true;

@@ -77,7 +77,7 @@ impl DaemonLock {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| Error::io("opening daemon lock", &path, e))?;
-        if file.try_lock_exclusive().is_err() {
+        if FileExt::try_lock_exclusive(&file).is_err() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             return Err(Error::DaemonRunning(format!(
@@ -97,11 +97,16 @@ impl DaemonLock {
     pub fn is_held(spool: &Spool, node: &str) -> Option<String> {
         let path = lock_path(spool, node);
         let file = File::open(&path).ok()?;
-        if file.try_lock_shared().is_ok() {
+        if FileExt::try_lock_shared(&file).is_ok() {
             let _ = FileExt::unlock(&file);
             return None;
         }
-        Some(std::fs::read_to_string(&path).unwrap_or_default().trim().to_string())
+        Some(
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
     }
 }
 
@@ -367,8 +372,10 @@ impl Daemon {
                 self.ingest(&name);
             }
         }
-        self.settle_check_at = (!self.settling.is_empty())
-            .then(|| Instant::now() + Duration::from_millis(self.config.daemon.inbox_settle_ms.clamp(10, 500) / 2));
+        self.settle_check_at = (!self.settling.is_empty()).then(|| {
+            Instant::now()
+                + Duration::from_millis(self.config.daemon.inbox_settle_ms.clamp(10, 500) / 2)
+        });
     }
 
     async fn shutdown(&mut self, session_rx: &mut mpsc::UnboundedReceiver<SessionMessage>) {
@@ -386,7 +393,11 @@ impl Daemon {
         }
         self.flush_session_files();
         self.sync_dirs();
-        self.log
-            .record(EventType::DaemonStopped, None, None, json!({"pid": std::process::id()}));
+        self.log.record(
+            EventType::DaemonStopped,
+            None,
+            None,
+            json!({"pid": std::process::id()}),
+        );
     }
 }

@@ -198,7 +198,9 @@ impl Daemon {
         self.next_generation += 1;
         let generation = self.next_generation;
         let tx = self.session_tx.clone();
-        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let Some(slot) = self.sessions.get_mut(name) else {
+            return;
+        };
         slot.restart_at = None;
         slot.generation = generation;
         match runner::start(slot.resolved.clone(), generation, tx) {
@@ -220,7 +222,9 @@ impl Daemon {
     fn schedule_restart(&mut self, name: &str) {
         let base = self.config.daemon.restart_backoff_ms;
         let max = self.config.daemon.restart_backoff_max_ms;
-        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let Some(slot) = self.sessions.get_mut(name) else {
+            return;
+        };
         let delay = base
             .saturating_mul(1u64 << slot.consecutive_deaths.min(30))
             .min(max);
@@ -251,14 +255,19 @@ impl Daemon {
             generation,
             event,
         } = msg;
-        let Some(slot) = self.sessions.get_mut(&session) else { return };
+        let Some(slot) = self.sessions.get_mut(&session) else {
+            return;
+        };
         if slot.generation != generation {
             return; // from a program that has since been replaced
         }
         match event {
             SessionEvent::Started { pid } => {
                 slot.pid = Some(pid);
-                let (cmd, profile) = (slot.resolved.command.clone(), slot.resolved.spec.profile.clone());
+                let (cmd, profile) = (
+                    slot.resolved.command.clone(),
+                    slot.resolved.spec.profile.clone(),
+                );
                 self.log.record(
                     EventType::SessionStarted,
                     None,
@@ -267,7 +276,10 @@ impl Daemon {
                 );
             }
             SessionEvent::State(state) => self.set_session_state(&session, state),
-            SessionEvent::PromptSent { task_id, written_at } => {
+            SessionEvent::PromptSent {
+                task_id,
+                written_at,
+            } => {
                 let latency = self
                     .live
                     .get(&task_id)
@@ -293,7 +305,9 @@ impl Daemon {
                 self.on_task_finished(&session, &task_id, outcome);
                 self.after_task(&session);
             }
-            SessionEvent::Exited { status, requested } => self.on_exited(&session, &status, requested),
+            SessionEvent::Exited { status, requested } => {
+                self.on_exited(&session, &status, requested)
+            }
         }
     }
 
@@ -308,7 +322,9 @@ impl Daemon {
     }
 
     fn on_exited(&mut self, name: &str, status: &str, requested: bool) {
-        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let Some(slot) = self.sessions.get_mut(name) else {
+            return;
+        };
         slot.handle = None;
         slot.pid = None;
         slot.last_exit = Some(status.to_string());
@@ -327,7 +343,9 @@ impl Daemon {
         if self.shutting_down {
             return;
         }
-        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let Some(slot) = self.sessions.get_mut(name) else {
+            return;
+        };
         if slot.removed {
             self.forget_session(name);
         } else if let Some(new) = slot.replace_with.take() {
@@ -343,7 +361,9 @@ impl Daemon {
     }
 
     fn set_session_state(&mut self, name: &str, state: SessionState) {
-        let Some(slot) = self.sessions.get_mut(name) else { return };
+        let Some(slot) = self.sessions.get_mut(name) else {
+            return;
+        };
         if slot.state == state {
             return;
         }
@@ -380,7 +400,9 @@ impl Daemon {
 
     /// Writes `sessions/<name>.json` (atomic, not fsynced: derived state).
     fn write_session_file(&self, name: &str) {
-        let Some(slot) = self.sessions.get(name) else { return };
+        let Some(slot) = self.sessions.get(name) else {
+            return;
+        };
         let file = SessionFile {
             name: name.to_string(),
             node: self.node().to_string(),

@@ -94,7 +94,10 @@ impl Daemon {
                 name,
                 vec![Violation {
                     path: "/id".into(),
-                    message: format!("duplicate id {id:?}: a task with this id is already in {}/", state.dir()),
+                    message: format!(
+                        "duplicate id {id:?}: a task with this id is already in {}/",
+                        state.dir()
+                    ),
                 }],
             );
             return;
@@ -112,7 +115,13 @@ impl Daemon {
         self.mark_dirty(self.spool.state_dir(TaskState::Pending));
         let mut spec = spec;
         spec.id = Some(id.clone());
-        let record = TaskRecord::new(id.clone(), spec, self.node().to_string(), name.to_string(), Utc::now());
+        let record = TaskRecord::new(
+            id.clone(),
+            spec,
+            self.node().to_string(),
+            name.to_string(),
+            Utc::now(),
+        );
         self.log.record(
             EventType::TaskReceived,
             Some(&id),
@@ -149,7 +158,11 @@ impl Daemon {
         self.spool.locate(id)
     }
 
-    pub(super) fn write_record(&mut self, dir: TaskState, record: &TaskRecord) -> crate::error::Result<()> {
+    pub(super) fn write_record(
+        &mut self,
+        dir: TaskState,
+        record: &TaskRecord,
+    ) -> crate::error::Result<()> {
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| crate::error::Error::json("task record", e))?;
         let path = self.spool.task_path(dir, &record.id);
@@ -175,7 +188,10 @@ impl Daemon {
                 }
                 _ => {
                     waiting_for += 1;
-                    self.dependents.entry(dep.clone()).or_default().push(id.clone());
+                    self.dependents
+                        .entry(dep.clone())
+                        .or_default()
+                        .push(id.clone());
                 }
             }
         }
@@ -210,7 +226,14 @@ impl Daemon {
                 &id,
                 TaskState::Failed,
                 None,
-                Some(format!("dependency {dep} {}", if s == TaskState::Failed { "failed" } else { "was cancelled" })),
+                Some(format!(
+                    "dependency {dep} {}",
+                    if s == TaskState::Failed {
+                        "failed"
+                    } else {
+                        "was cancelled"
+                    }
+                )),
             );
         } else if waiting_for == 0 {
             self.make_ready(&id);
@@ -271,7 +294,9 @@ impl Daemon {
         }
         self.mark_dirty(self.spool.state_dir(TaskState::Pending));
         self.mark_dirty(self.spool.state_dir(TaskState::Active));
-        let Some(t) = self.live.get_mut(id) else { return };
+        let Some(t) = self.live.get_mut(id) else {
+            return;
+        };
         t.state = TaskState::Active;
         t.session = Some(session.to_string());
         t.attempt_started = Some(Utc::now());
@@ -305,12 +330,22 @@ impl Daemon {
                 self.finish(task_id, TaskState::Done, Some(result), None);
             }
             RunOutcome::Failed(result, error) => {
-                self.end_attempt(task_id, session, AttemptOutcome::Failed, Some(error.clone()));
+                self.end_attempt(
+                    task_id,
+                    session,
+                    AttemptOutcome::Failed,
+                    Some(error.clone()),
+                );
                 self.finish(task_id, TaskState::Failed, Some(result), Some(error));
             }
             RunOutcome::Cancelled => {
                 self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
-                self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+                self.finish(
+                    task_id,
+                    TaskState::Cancelled,
+                    None,
+                    Some("cancelled".into()),
+                );
             }
             RunOutcome::NotStarted(why) => {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
@@ -318,12 +353,25 @@ impl Daemon {
             }
             RunOutcome::TimedOut if cancel => {
                 self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
-                self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+                self.finish(
+                    task_id,
+                    TaskState::Cancelled,
+                    None,
+                    Some("cancelled".into()),
+                );
             }
             RunOutcome::TimedOut => {
-                let secs = self.live.get(task_id).map_or(0, |t| t.record.task.timeout_s());
+                let secs = self
+                    .live
+                    .get(task_id)
+                    .map_or(0, |t| t.record.task.timeout_s());
                 let error = format!("timed out after {secs} s");
-                self.end_attempt(task_id, session, AttemptOutcome::TimedOut, Some(error.clone()));
+                self.end_attempt(
+                    task_id,
+                    session,
+                    AttemptOutcome::TimedOut,
+                    Some(error.clone()),
+                );
                 self.retry_or_fail(task_id, error);
             }
         }
@@ -354,9 +402,19 @@ impl Daemon {
         let error = format!("session {session} died during the task ({status})");
         if cancel {
             self.end_attempt(task_id, session, AttemptOutcome::Cancelled, Some(error));
-            self.finish(task_id, TaskState::Cancelled, None, Some("cancelled".into()));
+            self.finish(
+                task_id,
+                TaskState::Cancelled,
+                None,
+                Some("cancelled".into()),
+            );
         } else {
-            self.end_attempt(task_id, session, AttemptOutcome::SessionDied, Some(error.clone()));
+            self.end_attempt(
+                task_id,
+                session,
+                AttemptOutcome::SessionDied,
+                Some(error.clone()),
+            );
             self.retry_or_fail(task_id, error);
         }
     }
@@ -369,7 +427,9 @@ impl Daemon {
         error: Option<String>,
     ) {
         let node = self.node().to_string();
-        let Some(t) = self.live.get_mut(task_id) else { return };
+        let Some(t) = self.live.get_mut(task_id) else {
+            return;
+        };
         let started = t.attempt_started.take().unwrap_or_else(Utc::now);
         t.attempt_started_at = None;
         let attempt = u32::try_from(t.record.attempts.len() + 1).unwrap_or(u32::MAX);
@@ -392,7 +452,9 @@ impl Daemon {
     /// After a failed attempt: back to pending/ with backoff, or failed/ when the retry
     /// budget is spent.
     pub(super) fn retry_or_fail(&mut self, task_id: &str, error: String) {
-        let Some(t) = self.live.get(task_id) else { return };
+        let Some(t) = self.live.get(task_id) else {
+            return;
+        };
         if !t.record.may_retry() {
             let n = t.record.attempts_used();
             self.finish(
@@ -409,7 +471,8 @@ impl Daemon {
         let delay_ms = base
             .saturating_mul(1u64 << used.saturating_sub(1).min(30))
             .min(self.config.daemon.retry_backoff_max_ms);
-        let not_before = Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+        let not_before = Utc::now()
+            + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
         if from_state == TaskState::Active {
             // Release the claim first (a rename), then record the attempt: a crash between
             // the two under-counts one attempt, it never loses the task.
@@ -421,7 +484,9 @@ impl Daemon {
             }
             self.mark_dirty(self.spool.state_dir(TaskState::Active));
         }
-        let Some(t) = self.live.get_mut(task_id) else { return };
+        let Some(t) = self.live.get_mut(task_id) else {
+            return;
+        };
         t.state = TaskState::Pending;
         t.record.state = TaskState::Pending;
         t.record.not_before = Some(not_before);
@@ -447,7 +512,9 @@ impl Daemon {
         result: Option<TaskResult>,
         error: Option<String>,
     ) {
-        let Some(mut t) = self.live.remove(task_id) else { return };
+        let Some(mut t) = self.live.remove(task_id) else {
+            return;
+        };
         self.queue.remove(task_id);
         let now = Utc::now();
         t.record.state = state;
@@ -502,7 +569,9 @@ impl Daemon {
     }
 
     fn release_dependents(&mut self, id: &str, state: TaskState) {
-        let Some(waiting) = self.dependents.remove(id) else { return };
+        let Some(waiting) = self.dependents.remove(id) else {
+            return;
+        };
         for dep_id in waiting {
             if state == TaskState::Done {
                 let ready = self.live.get_mut(&dep_id).is_some_and(|t| {
@@ -513,8 +582,17 @@ impl Daemon {
                     self.make_ready(&dep_id);
                 }
             } else if self.live.contains_key(&dep_id) {
-                let why = if state == TaskState::Failed { "failed" } else { "was cancelled" };
-                self.finish(&dep_id, TaskState::Failed, None, Some(format!("dependency {id} {why}")));
+                let why = if state == TaskState::Failed {
+                    "failed"
+                } else {
+                    "was cancelled"
+                };
+                self.finish(
+                    &dep_id,
+                    TaskState::Failed,
+                    None,
+                    Some(format!("dependency {id} {why}")),
+                );
             }
         }
     }
@@ -526,7 +604,9 @@ impl Daemon {
         let node = self.node().to_string();
         for id in self.spool.list_ids(TaskState::Active)? {
             let path = self.spool.task_path(TaskState::Active, &id);
-            let Some(mut record) = self.read_or_convert(&path, &id) else { continue };
+            let Some(mut record) = self.read_or_convert(&path, &id) else {
+                continue;
+            };
             if record.state.is_final() {
                 // The record was rewritten for its final state; finish the rename.
                 let to = self.spool.task_path(record.state, &id);
@@ -540,7 +620,10 @@ impl Daemon {
                 attempt: u32::try_from(record.attempts.len() + 1).unwrap_or(u32::MAX),
                 session: record.session.clone().unwrap_or_default(),
                 node: node.clone(),
-                started_at: record.attempts.last().map_or(record.received_at, |a| a.finished_at),
+                started_at: record
+                    .attempts
+                    .last()
+                    .map_or(record.received_at, |a| a.finished_at),
                 finished_at: now,
                 outcome: AttemptOutcome::Interrupted,
                 error: Some("the daemon stopped during the attempt".into()),
@@ -568,7 +651,10 @@ impl Daemon {
                 .into_iter()
                 .find(|s| self.spool.task_path(*s, &id).exists())
             {
-                tracing::warn!("{id} is in pending/ and {}/; the final record wins", final_state.dir());
+                tracing::warn!(
+                    "{id} is in pending/ and {}/; the final record wins",
+                    final_state.dir()
+                );
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
@@ -583,7 +669,11 @@ impl Daemon {
                 None => {}
             }
         }
-        records.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
+        records.sort_by(|a, b| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let n = records.len();
         for mut r in records {
             if r.state != TaskState::Pending {
@@ -593,7 +683,11 @@ impl Daemon {
                 self.track(r);
             } else {
                 let id = r.id.clone();
-                let last = r.attempts.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                let last = r
+                    .attempts
+                    .last()
+                    .and_then(|a| a.error.clone())
+                    .unwrap_or_default();
                 let n = r.attempts_used();
                 self.live.insert(
                     id.clone(),
@@ -608,7 +702,12 @@ impl Daemon {
                         cancel_requested: false,
                     },
                 );
-                self.finish(&id, TaskState::Failed, None, Some(format!("gave up after {n} attempt(s): {last}")));
+                self.finish(
+                    &id,
+                    TaskState::Failed,
+                    None,
+                    Some(format!("gave up after {n} attempt(s): {last}")),
+                );
             }
         }
         if n > 0 {

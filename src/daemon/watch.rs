@@ -52,20 +52,13 @@ impl std::fmt::Debug for Watch {
 ///
 /// # Errors
 /// [`Error::Watch`] when a watch cannot be added (for example inotify limits).
-pub fn start(
-    inbox: &Path,
-    control: &Path,
-    config: &Path,
-    tx: mpsc::Sender<Hint>,
-) -> Result<Watch> {
+pub fn start(inbox: &Path, control: &Path, config: &Path, tx: mpsc::Sender<Hint>) -> Result<Watch> {
     let overflowed = Arc::new(AtomicBool::new(false));
     let flag = overflowed.clone();
-    let (inbox_dir, control_dir, config_dir) = (
-        canonical(inbox),
-        canonical(control),
-        canonical(config),
-    );
-    let (inbox_w, control_w, config_w) = (inbox_dir.clone(), control_dir.clone(), config_dir.clone());
+    let (inbox_dir, control_dir, config_dir) =
+        (canonical(inbox), canonical(control), canonical(config));
+    let (inbox_w, control_w, config_w) =
+        (inbox_dir.clone(), control_dir.clone(), config_dir.clone());
     let send = move |hint: Hint| {
         if tx.try_send(hint).is_err() {
             flag.store(true, Ordering::SeqCst);
@@ -112,7 +105,10 @@ pub fn start(
                     send(Hint::Control);
                 }
             } else if path.starts_with(&config_dir)
-                && !matches!(event.kind, EventKind::Access(AccessKind::Open(_) | AccessKind::Read))
+                && !matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Open(_) | AccessKind::Read)
+                )
             {
                 send(Hint::Config);
             }

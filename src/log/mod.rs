@@ -4,7 +4,7 @@
 //! with a single `write(2)` on a file opened `O_APPEND`, so concurrent writers never
 //! interleave inside a line and a crash can tear only the last line. Readers (DuckDB's
 //! `read_json(…, ignore_errors=true)`, [`read_events`]) skip a torn line.
-//! Every string in `data` passes through [`redact`] first: nothing that looks like a
+//! Every string in `data` passes through [`redact()`] first: nothing that looks like a
 //! secret is written.
 
 pub mod redact;
@@ -173,7 +173,13 @@ impl EventLog {
 
     /// Like [`EventLog::emit`], but a failure is reported through tracing instead of
     /// returned: the daemon keeps working when the log disk is full.
-    pub fn record(&self, kind: EventType, task_id: Option<&str>, session: Option<&str>, data: Value) {
+    pub fn record(
+        &self,
+        kind: EventType,
+        task_id: Option<&str>,
+        session: Option<&str>,
+        data: Value,
+    ) {
         if let Err(e) = self.emit(kind, task_id, session, data) {
             tracing::error!("event log: {e}");
         }
@@ -187,7 +193,10 @@ impl EventLog {
         let mut line = serde_json::to_vec(event).map_err(|e| Error::json("event", e))?;
         line.push(b'\n');
         let day = event.ts.format("%Y%m%d").to_string();
-        let mut guard = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.as_ref().is_none_or(|(d, _)| *d != day) {
             let path = self.dir.join(format!("events-{}-{day}.jsonl", self.node));
             let f = OpenOptions::new()

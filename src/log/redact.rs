@@ -59,7 +59,9 @@ pub fn redact_value(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(redact(&s)),
         Value::Array(a) => Value::Array(a.into_iter().map(redact_value).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, redact_value(v))).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, redact_value(v))).collect())
+        }
         other => other,
     }
 }
@@ -87,8 +89,14 @@ mod tests {
 
     #[test]
     fn secret_pairs_keep_the_name() {
-        assert_eq!(redact("ANTHROPIC_API_KEY=abc123xyz"), "ANTHROPIC_API_KEY=[REDACTED]");
-        assert_eq!(redact(r#""password": "hunter22""#), r#""password": "[REDACTED]""#);
+        assert_eq!(
+            redact("ANTHROPIC_API_KEY=abc123xyz"),
+            "ANTHROPIC_API_KEY=[REDACTED]"
+        );
+        assert_eq!(
+            redact(r#""password": "hunter22""#),
+            r#""password": "[REDACTED]""#
+        );
         assert_eq!(
             redact("Authorization: Bearer abcdefghijklmnop.qrs"),
             "Authorization: [REDACTED]"

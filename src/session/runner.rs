@@ -190,7 +190,11 @@ pub type EventSink = tokio::sync::mpsc::UnboundedSender<SessionMessage>;
 ///
 /// # Errors
 /// When the wake-up socket pair or the thread cannot be created.
-pub fn start(cfg: ResolvedSession, generation: u64, events: EventSink) -> std::io::Result<SessionHandle> {
+pub fn start(
+    cfg: ResolvedSession,
+    generation: u64,
+    events: EventSink,
+) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
     wake_w.set_nonblocking(true)?;
@@ -251,11 +255,22 @@ enum Phase {
     /// Text typed; Enter goes at `enter_at`.
     Typed { enter_at: Instant },
     /// Enter sent; waiting for the screen to change.
-    Submitted { before: String, at: Instant, resent: bool },
+    Submitted {
+        before: String,
+        at: Instant,
+        resent: bool,
+    },
     /// Working; done when idle and unchanged for the debounce.
-    Running { saw_busy: bool, changed: bool, before: String },
+    Running {
+        saw_busy: bool,
+        changed: bool,
+        before: String,
+    },
     /// Interrupt keys sent; waiting for idle until `kill_at`.
-    Interrupting { kill_at: Instant, outcome: RunOutcome },
+    Interrupting {
+        kill_at: Instant,
+        outcome: RunOutcome,
+    },
 }
 
 struct Task {
@@ -360,7 +375,10 @@ impl Runner {
         if !self.cfg.cwd.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("working directory {} does not exist", self.cfg.cwd.display()),
+                format!(
+                    "working directory {} does not exist",
+                    self.cfg.cwd.display()
+                ),
             ));
         }
         let mut proc = expectrl::process::unix::UnixProcess::spawn_command(cmd).map_err(|e| {
@@ -552,7 +570,10 @@ impl Runner {
                 });
                 let written_at = chrono::Utc::now();
                 self.write(pty, &bytes);
-                self.emit(SessionEvent::PromptSent { task_id, written_at });
+                self.emit(SessionEvent::PromptSent {
+                    task_id,
+                    written_at,
+                });
                 self.phase = Phase::Typed {
                     enter_at: Instant::now()
                         + Duration::from_millis(self.profile.spec.submit.pause_ms),
@@ -570,7 +591,8 @@ impl Runner {
             Command::Send { text, enter } => {
                 self.write(pty, text.as_bytes());
                 if enter {
-                    let at = Instant::now() + Duration::from_millis(self.profile.spec.submit.pause_ms);
+                    let at =
+                        Instant::now() + Duration::from_millis(self.profile.spec.submit.pause_ms);
                     self.queued_sends
                         .push_back((at, self.profile.spec.submit.enter.clone().into_bytes()));
                 }
@@ -665,7 +687,11 @@ impl Runner {
                 }
                 let enter = self.profile.spec.submit.enter.clone();
                 self.write(pty, enter.as_bytes());
-                Phase::Submitted { before, at: now, resent: false }
+                Phase::Submitted {
+                    before,
+                    at: now,
+                    resent: false,
+                }
             }
             p @ Phase::Typed { .. } => p,
             Phase::Submitted { before, at, resent } => {
@@ -676,14 +702,22 @@ impl Runner {
                     tracing::debug!(session = %self.cfg.spec.name, "screen unchanged after Enter; sending Enter again");
                     let enter = self.profile.spec.submit.enter.clone();
                     self.write(pty, enter.as_bytes());
-                    Phase::Submitted { before, at: now, resent: true }
+                    Phase::Submitted {
+                        before,
+                        at: now,
+                        resent: true,
+                    }
                 } else if now.duration_since(at) >= confirm {
                     self.running_phase(before, true)
                 } else {
                     Phase::Submitted { before, at, resent }
                 }
             }
-            Phase::Running { mut saw_busy, mut changed, before } => {
+            Phase::Running {
+                mut saw_busy,
+                mut changed,
+                before,
+            } => {
                 changed |= self.screen_text != before;
                 match classified {
                     Some(ScreenState::Busy) => {
@@ -697,22 +731,38 @@ impl Runner {
                         }
                     }
                 }
-                let ready = if self.profile.spec.done.require_busy { saw_busy } else { saw_busy || changed };
+                let ready = if self.profile.spec.done.require_busy {
+                    saw_busy
+                } else {
+                    saw_busy || changed
+                };
                 if classified == Some(ScreenState::Idle) && ready && quiet {
                     self.finish_task();
                     Phase::Free
                 } else {
-                    Phase::Running { saw_busy, changed, before }
+                    Phase::Running {
+                        saw_busy,
+                        changed,
+                        before,
+                    }
                 }
             }
             Phase::Interrupting { kill_at, outcome } => {
                 if classified == Some(ScreenState::Idle) && quiet {
-                    let task_id = self.task.take().map(|t| t.assignment.task_id).unwrap_or_default();
+                    let task_id = self
+                        .task
+                        .take()
+                        .map(|t| t.assignment.task_id)
+                        .unwrap_or_default();
                     self.emit(SessionEvent::Finished { task_id, outcome });
                     self.set_state(SessionState::Idle);
                     Phase::Free
                 } else if now >= kill_at {
-                    let task_id = self.task.take().map(|t| t.assignment.task_id).unwrap_or_default();
+                    let task_id = self
+                        .task
+                        .take()
+                        .map(|t| t.assignment.task_id)
+                        .unwrap_or_default();
                     self.emit(SessionEvent::Finished { task_id, outcome });
                     kill_group(pid);
                     return Err(format!(
@@ -760,7 +810,12 @@ impl Runner {
         }
         let limit = Duration::from_millis(self.profile.spec.startup.ready_timeout_ms);
         if self.started_at.elapsed() > limit {
-            let last = self.screen_text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = self
+                .screen_text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             return Err(format!(
                 "did not reach the idle screen within {} ms (last line: {last:?})",
                 limit.as_millis()

@@ -222,7 +222,10 @@ mod tests {
         let mut s = Screen::new(24, 80);
         assert!(s.feed(b"x\x1b[").is_empty());
         assert_eq!(s.feed(b"6n"), b"\x1b[1;2R");
-        assert_eq!(s.feed(b"\x1b[c\x1b]11;?\x07"), b"\x1b[?62;22c\x1b]11;rgb:0000/0000/0000\x1b\\");
+        assert_eq!(
+            s.feed(b"\x1b[c\x1b]11;?\x07"),
+            b"\x1b[?62;22c\x1b]11;rgb:0000/0000/0000\x1b\\"
+        );
     }
 
     #[test]

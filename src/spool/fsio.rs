@@ -32,7 +32,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 fn temp_name(path: &Path) -> std::path::PathBuf {
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     path.with_file_name(format!(".{name}.{}.tmp", ulid::Ulid::new()))
 }
 
@@ -132,13 +134,16 @@ pub fn rename_noreplace_nosync(from: &Path, to: &Path) -> Result<()> {
     let err = std::io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
         // Filesystem without RENAME_NOREPLACE: link + unlink keeps the no-replace guarantee.
-        fs::hard_link(from, to).map_err(|e| {
-            Error::io(format!("renaming {} to", from.display()), to, e)
-        })?;
+        fs::hard_link(from, to)
+            .map_err(|e| Error::io(format!("renaming {} to", from.display()), to, e))?;
         fs::remove_file(from).map_err(|e| Error::io("removing after link", from, e))?;
         return Ok(());
     }
-    Err(Error::io(format!("renaming {} to", from.display()), to, err))
+    Err(Error::io(
+        format!("renaming {} to", from.display()),
+        to,
+        err,
+    ))
 }
 
 /// Why a spool file could not be read as a regular file.
@@ -247,8 +252,17 @@ mod tests {
         fs::write(&target, "secret").unwrap();
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(matches!(read_regular(&link, 100), Err(ReadRefusal::Symlink)));
-        assert!(matches!(read_regular(&target, 3), Err(ReadRefusal::TooLarge(6))));
-        assert!(matches!(read_regular(dir.path(), 3), Err(ReadRefusal::NotRegular)));
+        assert!(matches!(
+            read_regular(&link, 100),
+            Err(ReadRefusal::Symlink)
+        ));
+        assert!(matches!(
+            read_regular(&target, 3),
+            Err(ReadRefusal::TooLarge(6))
+        ));
+        assert!(matches!(
+            read_regular(dir.path(), 3),
+            Err(ReadRefusal::NotRegular)
+        ));
     }
 }

@@ -208,9 +208,14 @@ impl Spool {
             Err(e) => e,
         };
         let Ok(mut spec) = serde_json::from_slice::<TaskSpec>(&bytes) else {
-            return Err(Error::json(format!("parsing task record {}", path.display()), record_err));
+            return Err(Error::json(
+                format!("parsing task record {}", path.display()),
+                record_err,
+            ));
         };
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let id = name.strip_suffix(".json").unwrap_or(&name).to_string();
         spec.id = Some(id.clone());
         let received_at = fs::metadata(path)

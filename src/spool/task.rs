@@ -98,7 +98,9 @@ pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
         }]
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(whole("empty file: expected a JSON object with a \"prompt\"".into()));
+        return Err(whole(
+            "empty file: expected a JSON object with a \"prompt\"".into(),
+        ));
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| whole(format!("not UTF-8 text (binary file?): {e}")))?;
@@ -287,7 +289,13 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// A fresh pending record for an accepted task.
     #[must_use]
-    pub fn new(id: String, spec: TaskSpec, node: String, source: String, received_at: DateTime<Utc>) -> Self {
+    pub fn new(
+        id: String,
+        spec: TaskSpec,
+        node: String,
+        source: String,
+        received_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             format: 1,
             id,

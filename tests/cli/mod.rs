@@ -11,7 +11,16 @@ const T: Duration = Duration::from_secs(30);
 #[test]
 fn submit_while_the_daemon_is_down_then_it_picks_the_work_up() {
     let env = Env::new(ONE_SHELL);
-    let id = env.ok(&["submit", "--prompt", "echo queued while down", "--priority", "7"]).trim().to_string();
+    let id = env
+        .ok(&[
+            "submit",
+            "--prompt",
+            "echo queued while down",
+            "--priority",
+            "7",
+        ])
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 26, "a ULID: {id}");
     assert!(env.inbox().join(format!("{id}.json")).exists());
     let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
@@ -32,12 +41,20 @@ fn submit_while_the_daemon_is_down_then_it_picks_the_work_up() {
     let mut lines = out.lines();
     lines.next(); // the id
     assert_eq!(lines.next(), Some("waited for"));
-    let failing = env.cli(&["submit", "--prompt", "false", "--max-retries", "0", "--wait"]);
+    let failing = env.cli(&[
+        "submit",
+        "--prompt",
+        "false",
+        "--max-retries",
+        "0",
+        "--wait",
+    ]);
     assert!(!failing.status.success());
     assert!(String::from_utf8_lossy(&failing.stderr).contains("exit status 1"));
 
     // Listings in JSON.
-    let tasks: serde_json::Value = serde_json::from_str(&env.ok(&["tasks", "--state", "done", "--json"])).unwrap();
+    let tasks: serde_json::Value =
+        serde_json::from_str(&env.ok(&["tasks", "--state", "done", "--json"])).unwrap();
     assert_eq!(tasks.as_array().unwrap().len(), 2);
     let shown: serde_json::Value = serde_json::from_str(&env.ok(&["show", &id, "--json"])).unwrap();
     assert_eq!(shown["state"], "done");
@@ -52,13 +69,25 @@ fn cancel_and_retry_through_control_files() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
     // A pending task (its session does not exist) is cancelled.
-    env.ok(&["submit", "--id", "parked", "--prompt", "echo x", "--session", "nobody"]);
-    wait_for("parked queued", T, || env.state_of("parked") == Some(TaskState::Pending));
+    env.ok(&[
+        "submit",
+        "--id",
+        "parked",
+        "--prompt",
+        "echo x",
+        "--session",
+        "nobody",
+    ]);
+    wait_for("parked queued", T, || {
+        env.state_of("parked") == Some(TaskState::Pending)
+    });
     env.ok(&["cancel", "parked"]);
     assert_eq!(env.wait_final("parked", T).0, TaskState::Cancelled);
     // A running task is interrupted and cancelled.
     env.ok(&["submit", "--id", "running", "--prompt", "sleep 30"]);
-    wait_for("running", T, || env.state_of("running") == Some(TaskState::Active));
+    wait_for("running", T, || {
+        env.state_of("running") == Some(TaskState::Active)
+    });
     env.ok(&["cancel", "running"]);
     let (state, rec) = env.wait_final("running", T);
     assert_eq!(state, TaskState::Cancelled);
@@ -66,11 +95,21 @@ fn cancel_and_retry_through_control_files() {
     // A failed task is retried with a fresh budget.
     let flag = env.path("flag");
     let prompt = format!("test -e {}", flag.display());
-    env.ok(&["submit", "--id", "flaky", "--prompt", &prompt, "--max-retries", "0"]);
+    env.ok(&[
+        "submit",
+        "--id",
+        "flaky",
+        "--prompt",
+        &prompt,
+        "--max-retries",
+        "0",
+    ]);
     assert_eq!(env.wait_final("flaky", T).0, TaskState::Failed);
     std::fs::write(&flag, "").unwrap();
     env.ok(&["retry", "flaky"]);
-    wait_for("flaky retried", T, || env.state_of("flaky") == Some(TaskState::Done));
+    wait_for("flaky retried", T, || {
+        env.state_of("flaky") == Some(TaskState::Done)
+    });
     let (_, rec) = env.spool().find("flaky").unwrap();
     assert_eq!(rec.attempts.len(), 2);
     // Errors are clear and non-zero.
@@ -99,14 +138,20 @@ fn errors_are_clear_and_non_zero() {
     // init writes a working config, and a second daemon is refused.
     let fresh = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(BIN).current_dir(fresh.path()).args(args).output().unwrap()
+        std::process::Command::new(BIN)
+            .current_dir(fresh.path())
+            .args(args)
+            .output()
+            .unwrap()
     };
     assert!(run(&["init"]).status.success());
     assert!(fresh.path().join("config/sessions.toml").exists());
     assert!(fresh.path().join("spool/inbox").is_dir());
     let _d = env.daemon();
     wait_for("daemon lock", T, || {
-        serde_json::from_str::<serde_json::Value>(&env.ok(&["status", "--json"])).unwrap()["daemon"]["running"] == true
+        serde_json::from_str::<serde_json::Value>(&env.ok(&["status", "--json"])).unwrap()["daemon"]
+            ["running"]
+            == true
     });
     let second = env.cli(&["daemon"]);
     assert!(!second.status.success());

@@ -17,10 +17,15 @@ fn sessions_added_changed_and_removed_without_a_restart() {
     // Add a session with a role; a task for that role runs on it.
     env.write_config(
         "sessions.toml",
-        &format!("{ONE_SHELL}\n[[session]]\nname = \"builder\"\nprofile = \"shell\"\nrole = \"build\"\n"),
+        &format!(
+            "{ONE_SHELL}\n[[session]]\nname = \"builder\"\nprofile = \"shell\"\nrole = \"build\"\n"
+        ),
     );
     env.wait_idle("builder", T);
-    env.drop_task("b.json", r#"{"id": "b", "prompt": "echo built", "role": "build"}"#);
+    env.drop_task(
+        "b.json",
+        r#"{"id": "b", "prompt": "echo built", "role": "build"}"#,
+    );
     let (state, rec) = env.wait_final("b", T);
     assert_eq!(state, TaskState::Done);
     assert_eq!(rec.session.as_deref(), Some("builder"));
@@ -28,10 +33,15 @@ fn sessions_added_changed_and_removed_without_a_restart() {
     // A broken edit is reported and the running config kept.
     env.write_config("sessions.toml", "[[session]\nname = ");
     wait_for("config error event", T, || {
-        env.events_of("config_applied").iter().any(|e| e.data["applied"] == false)
+        env.events_of("config_applied")
+            .iter()
+            .any(|e| e.data["applied"] == false)
     });
     assert!(d.is_running());
-    env.drop_task("c.json", r#"{"id": "c", "prompt": "echo still", "role": "build"}"#);
+    env.drop_task(
+        "c.json",
+        r#"{"id": "c", "prompt": "echo still", "role": "build"}"#,
+    );
     assert_eq!(env.wait_final("c", T).0, TaskState::Done);
 
     // Change the builder's environment: it is restarted with the new one.
@@ -41,10 +51,20 @@ fn sessions_added_changed_and_removed_without_a_restart() {
         &format!("{ONE_SHELL}\n[[session]]\nname = \"builder\"\nprofile = \"shell\"\nrole = \"build\"\nenv = {{ GREETING = \"hi-from-config\" }}\n"),
     );
     wait_for("builder restarted", T, || {
-        env.session("builder").is_some_and(|s| s.pid.is_some() && s.pid != pid_before && s.state == architect::session::SessionState::Idle)
+        env.session("builder").is_some_and(|s| {
+            s.pid.is_some()
+                && s.pid != pid_before
+                && s.state == architect::session::SessionState::Idle
+        })
     });
-    env.drop_task("g.json", r#"{"id": "g", "prompt": "echo $GREETING", "session": "builder"}"#);
-    assert_eq!(env.wait_final("g", T).1.result.unwrap().output, "hi-from-config");
+    env.drop_task(
+        "g.json",
+        r#"{"id": "g", "prompt": "echo $GREETING", "session": "builder"}"#,
+    );
+    assert_eq!(
+        env.wait_final("g", T).1.result.unwrap().output,
+        "hi-from-config"
+    );
 
     // Remove sh-1: its state file goes, the builder stays.
     env.write_config(

@@ -20,22 +20,41 @@ fn a_session_that_dies_mid_task_is_restarted_and_the_task_retried() {
         "if [ -e {m} ]; then echo survived; else touch {m}; kill -9 $$; fi",
         m = marker.display()
     );
-    env.drop_task("die.json", &serde_json::json!({"id": "die", "prompt": prompt, "max_retries": 2}).to_string());
+    env.drop_task(
+        "die.json",
+        &serde_json::json!({"id": "die", "prompt": prompt, "max_retries": 2}).to_string(),
+    );
     let (state, rec) = env.wait_final("die", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
     assert_eq!(rec.result.unwrap().output, "survived");
     assert_eq!(rec.attempts.len(), 2);
     assert_eq!(rec.attempts[0].outcome, AttemptOutcome::SessionDied);
-    assert!(rec.attempts[0].error.as_deref().unwrap().contains("died"), "{:?}", rec.attempts[0]);
-    assert!(env.events_of("session_started").len() >= 2, "the session was restarted");
-    assert!(env.events_of("session_exited").iter().any(|e| e.task_id.as_deref() == Some("die")));
+    assert!(
+        rec.attempts[0].error.as_deref().unwrap().contains("died"),
+        "{:?}",
+        rec.attempts[0]
+    );
+    assert!(
+        env.events_of("session_started").len() >= 2,
+        "the session was restarted"
+    );
+    assert!(env
+        .events_of("session_exited")
+        .iter()
+        .any(|e| e.task_id.as_deref() == Some("die")));
 
     // With no retries left the task fails, with the reason.
-    env.drop_task("die2.json", r#"{"id": "die2", "prompt": "kill -9 $$", "max_retries": 0}"#);
+    env.drop_task(
+        "die2.json",
+        r#"{"id": "die2", "prompt": "kill -9 $$", "max_retries": 0}"#,
+    );
     let (state, rec) = env.wait_final("die2", T);
     assert_eq!(state, TaskState::Failed);
     let err = rec.error.unwrap();
-    assert!(err.contains("gave up after 1 attempt") && err.contains("died"), "{err}");
+    assert!(
+        err.contains("gave up after 1 attempt") && err.contains("died"),
+        "{err}"
+    );
     env.wait_idle("sh-1", T);
 }
 
@@ -43,11 +62,17 @@ fn a_session_that_dies_mid_task_is_restarted_and_the_task_retried() {
 fn a_task_past_its_timeout_is_interrupted_and_the_session_stays_usable() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
-    env.drop_task("slow.json", r#"{"id": "slow", "prompt": "sleep 60", "timeout_s": 1, "max_retries": 1}"#);
+    env.drop_task(
+        "slow.json",
+        r#"{"id": "slow", "prompt": "sleep 60", "timeout_s": 1, "max_retries": 1}"#,
+    );
     let (state, rec) = env.wait_final("slow", T);
     assert_eq!(state, TaskState::Failed, "{rec:?}");
     assert_eq!(rec.attempts.len(), 2, "one retry");
-    assert!(rec.attempts.iter().all(|a| a.outcome == AttemptOutcome::TimedOut));
+    assert!(rec
+        .attempts
+        .iter()
+        .all(|a| a.outcome == AttemptOutcome::TimedOut));
     assert!(rec.error.unwrap().contains("timed out after 1 s"));
     assert_eq!(env.events_of("task_retried").len(), 1);
     env.drop_task("next.json", r#"{"id": "next", "prompt": "echo next"}"#);
@@ -63,32 +88,54 @@ fn kill_9_of_the_daemon_loses_nothing_and_completes_nothing_twice() {
     );
     let d = env.daemon();
     env.drop_task("done1.json", r#"{"id": "done1", "prompt": "echo one"}"#);
-    env.drop_task("failed1.json", r#"{"id": "failed1", "prompt": "false", "max_retries": 0}"#);
-    env.drop_task("cancel1.json", r#"{"id": "cancel1", "prompt": "echo never", "session": "nobody"}"#);
+    env.drop_task(
+        "failed1.json",
+        r#"{"id": "failed1", "prompt": "false", "max_retries": 0}"#,
+    );
+    env.drop_task(
+        "cancel1.json",
+        r#"{"id": "cancel1", "prompt": "echo never", "session": "nobody"}"#,
+    );
     assert_eq!(env.wait_final("done1", T).0, TaskState::Done);
     assert_eq!(env.wait_final("failed1", T).0, TaskState::Failed);
-    wait_for("cancel1 queued", T, || env.state_of("cancel1") == Some(TaskState::Pending));
+    wait_for("cancel1 queued", T, || {
+        env.state_of("cancel1") == Some(TaskState::Pending)
+    });
     env.ok(&["cancel", "cancel1"]);
     assert_eq!(env.wait_final("cancel1", T).0, TaskState::Cancelled);
     // Two long tasks occupy both sessions; more wait in pending/.
     let counter = env.path("runs");
     for id in ["long1", "long2"] {
-        let prompt = format!("echo {id} >> {}; sleep 2; echo {id} done", counter.display());
-        env.drop_task(&format!("{id}.json"), &serde_json::json!({"id": id, "prompt": prompt}).to_string());
+        let prompt = format!(
+            "echo {id} >> {}; sleep 2; echo {id} done",
+            counter.display()
+        );
+        env.drop_task(
+            &format!("{id}.json"),
+            &serde_json::json!({"id": id, "prompt": prompt}).to_string(),
+        );
     }
     wait_for("both long tasks running", T, || {
-        env.state_of("long1") == Some(TaskState::Active) && env.state_of("long2") == Some(TaskState::Active)
+        env.state_of("long1") == Some(TaskState::Active)
+            && env.state_of("long2") == Some(TaskState::Active)
     });
     for i in 0..5 {
-        env.drop_task(&format!("p{i}.json"), &format!(r#"{{"id": "p{i}", "prompt": "echo p{i}"}}"#));
+        env.drop_task(
+            &format!("p{i}.json"),
+            &format!(r#"{{"id": "p{i}", "prompt": "echo p{i}"}}"#),
+        );
     }
-    wait_for("pending tasks queued", T, || (0..5).all(|i| env.state_of(&format!("p{i}")) == Some(TaskState::Pending)));
+    wait_for("pending tasks queued", T, || {
+        (0..5).all(|i| env.state_of(&format!("p{i}")) == Some(TaskState::Pending))
+    });
     d.kill9();
     // One more arrives while the daemon is down.
     env.drop_task("late.json", r#"{"id": "late", "prompt": "echo late"}"#);
 
     let _d = env.daemon();
-    let all = ["done1", "failed1", "cancel1", "long1", "long2", "p0", "p1", "p2", "p3", "p4", "late"];
+    let all = [
+        "done1", "failed1", "cancel1", "long1", "long2", "p0", "p1", "p2", "p3", "p4", "late",
+    ];
     for id in all {
         env.wait_final(id, T);
     }
@@ -101,7 +148,11 @@ fn kill_9_of_the_daemon_loses_nothing_and_completes_nothing_twice() {
         }
     }
     for id in all {
-        assert_eq!(seen.get(id), Some(&1), "{id} must be in exactly one final directory");
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "{id} must be in exactly one final directory"
+        );
     }
     for id in ["long1", "long2"] {
         let (state, rec) = env.spool().find(id).unwrap();
@@ -111,7 +162,10 @@ fn kill_9_of_the_daemon_loses_nothing_and_completes_nothing_twice() {
     }
     let completions = env.events_of("task_completed");
     for id in all {
-        let n = completions.iter().filter(|e| e.task_id.as_deref() == Some(id)).count();
+        let n = completions
+            .iter()
+            .filter(|e| e.task_id.as_deref() == Some(id))
+            .count();
         assert!(n <= 1, "{id} completed {n} times");
     }
     assert_eq!(env.spool().find("cancel1").unwrap().0, TaskState::Cancelled);

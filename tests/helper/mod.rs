@@ -94,7 +94,10 @@ impl Drop for Daemon {
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -119,7 +122,10 @@ impl Env {
     /// `architect --spool … --config … <args>`.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--spool").arg(&self.spool).arg("--config").arg(&self.config);
+        c.arg("--spool")
+            .arg(&self.spool)
+            .arg("--config")
+            .arg(&self.config);
         c.stdin(Stdio::null());
         c
     }
@@ -181,7 +187,10 @@ impl Env {
     }
 
     pub fn events_of(&self, kind: &str) -> Vec<Event> {
-        self.events().into_iter().filter(|e| e.kind == kind).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
     }
 
     pub fn session(&self, name: &str) -> Option<SessionFile> {
@@ -192,7 +201,8 @@ impl Env {
     /// Waits until session `name` is idle.
     pub fn wait_idle(&self, name: &str, timeout: Duration) {
         wait_for(&format!("session {name} to be idle"), timeout, || {
-            self.session(name).is_some_and(|s| s.state == SessionState::Idle)
+            self.session(name)
+                .is_some_and(|s| s.state == SessionState::Idle)
         });
     }
 

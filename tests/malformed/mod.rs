@@ -11,7 +11,10 @@ use crate::helper::{wait_for, Env, ONE_SHELL};
 const T: Duration = Duration::from_secs(30);
 
 fn report(env: &Env, name: &str) -> RejectionReport {
-    let p = env.spool.join("rejected").join(format!("{name}.error.json"));
+    let p = env
+        .spool
+        .join("rejected")
+        .join(format!("{name}.error.json"));
     wait_for(&format!("{name} to be rejected"), T, || p.exists());
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -26,15 +29,50 @@ fn malformed_corpus_is_rejected_with_reasons_and_the_daemon_keeps_running() {
 
     let big = format!(r#"{{"prompt": "{}"}}"#, "x".repeat(10 * 1024 * 1024));
     let corpus: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("invalid.json", b"{\"prompt\": \"unterminated".to_vec(), "", "invalid JSON"),
-        ("schema.json", br#"{"prompt": "x", "priority": 11}"#.to_vec(), "/priority", "11"),
-        ("unknown.json", br#"{"prompt": "x", "colour": "red"}"#.to_vec(), "", "colour"),
-        ("noprompt.json", br#"{"priority": 1}"#.to_vec(), "", "prompt"),
-        ("badid.json", br#"{"prompt": "x", "id": "../../etc/passwd"}"#.to_vec(), "/id", "does not match"),
-        ("both.json", br#"{"prompt": "x", "session": "a", "role": "b"}"#.to_vec(), "", "not both"),
+        (
+            "invalid.json",
+            b"{\"prompt\": \"unterminated".to_vec(),
+            "",
+            "invalid JSON",
+        ),
+        (
+            "schema.json",
+            br#"{"prompt": "x", "priority": 11}"#.to_vec(),
+            "/priority",
+            "11",
+        ),
+        (
+            "unknown.json",
+            br#"{"prompt": "x", "colour": "red"}"#.to_vec(),
+            "",
+            "colour",
+        ),
+        (
+            "noprompt.json",
+            br#"{"priority": 1}"#.to_vec(),
+            "",
+            "prompt",
+        ),
+        (
+            "badid.json",
+            br#"{"prompt": "x", "id": "../../etc/passwd"}"#.to_vec(),
+            "/id",
+            "does not match",
+        ),
+        (
+            "both.json",
+            br#"{"prompt": "x", "session": "a", "role": "b"}"#.to_vec(),
+            "",
+            "not both",
+        ),
         ("empty.json", Vec::new(), "", "empty"),
         ("huge.json", big.into_bytes(), "", "limit"),
-        ("binary.json", vec![0x00, 0xff, 0xfe, 0x89, 0x50, 0x4e, 0x47], "", "UTF-8"),
+        (
+            "binary.json",
+            vec![0x00, 0xff, 0xfe, 0x89, 0x50, 0x4e, 0x47],
+            "",
+            "UTF-8",
+        ),
         ("array.json", b"[1, 2, 3]".to_vec(), "", "object"),
     ];
     for (name, bytes, _, _) in &corpus {
@@ -48,13 +86,18 @@ fn malformed_corpus_is_rejected_with_reasons_and_the_daemon_keeps_running() {
     env.drop_task(".hidden.json", r#"{"prompt": "echo hidden"}"#);
     env.drop_task("partial.json.tmp", r#"{"prompt": "echo tmp"}"#);
     env.drop_task(".syncthing.x.json.tmp", r#"{"prompt": "echo syncthing"}"#);
-    env.drop_task("t.sync-conflict-20260101-101010-ABCDEF.json", r#"{"id": "conflict", "prompt": "echo conflict"}"#);
+    env.drop_task(
+        "t.sync-conflict-20260101-101010-ABCDEF.json",
+        r#"{"id": "conflict", "prompt": "echo conflict"}"#,
+    );
 
     for (name, bytes, path, needle) in &corpus {
         let r = report(&env, name);
         assert_eq!(r.file, *name);
         assert!(
-            r.errors.iter().any(|e| e.path == *path && e.message.contains(needle)),
+            r.errors
+                .iter()
+                .any(|e| e.path == *path && e.message.contains(needle)),
             "{name}: expected {needle:?} at {path:?}, got {:?}",
             r.errors
         );
@@ -63,27 +106,64 @@ fn malformed_corpus_is_rejected_with_reasons_and_the_daemon_keeps_running() {
         assert_eq!(&kept, bytes, "{name} changed on its way to rejected/");
     }
     let link = report(&env, "link.json");
-    assert!(link.errors[0].message.contains("symbolic link"), "{:?}", link.errors);
-    assert!(std::fs::symlink_metadata(env.spool.join("rejected/link.json")).unwrap().file_type().is_symlink());
+    assert!(
+        link.errors[0].message.contains("symbolic link"),
+        "{:?}",
+        link.errors
+    );
+    assert!(
+        std::fs::symlink_metadata(env.spool.join("rejected/link.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     let dup = report(&env, "dup2.json");
     assert_eq!(dup.errors[0].path, "/id");
-    assert!(dup.errors[0].message.contains("duplicate"), "{:?}", dup.errors);
+    assert!(
+        dup.errors[0].message.contains("duplicate"),
+        "{:?}",
+        dup.errors
+    );
     // The first "dup" is untouched by the second.
     let (_, first) = env.spool().find("dup").unwrap();
     assert_eq!(first.result.unwrap().output, "first");
 
     // Nothing secret was read into the spool or the log.
-    let log = std::fs::read_to_string(env.spool.join("log").read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
+    let log = std::fs::read_to_string(
+        env.spool
+            .join("log")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     assert!(!log.contains("TOP SECRET"));
 
     // The daemon is alive and still works.
     assert!(d.is_running(), "daemon died:\n{}", d.stderr());
-    env.drop_task("after.json", r#"{"id": "after", "prompt": "echo still here"}"#);
+    env.drop_task(
+        "after.json",
+        r#"{"id": "after", "prompt": "echo still here"}"#,
+    );
     assert_eq!(env.wait_final("after", T).0, TaskState::Done);
-    for name in [".hidden.json", "partial.json.tmp", ".syncthing.x.json.tmp", "t.sync-conflict-20260101-101010-ABCDEF.json"] {
-        assert!(env.inbox().join(name).exists(), "{name} should be left alone");
+    for name in [
+        ".hidden.json",
+        "partial.json.tmp",
+        ".syncthing.x.json.tmp",
+        "t.sync-conflict-20260101-101010-ABCDEF.json",
+    ] {
+        assert!(
+            env.inbox().join(name).exists(),
+            "{name} should be left alone"
+        );
     }
-    assert!(env.state_of("conflict").is_none(), "a conflict copy must not run");
+    assert!(
+        env.state_of("conflict").is_none(),
+        "a conflict copy must not run"
+    );
     let conflicts = env.events_of("sync_conflict");
     assert_eq!(conflicts.len(), 1);
     assert_eq!(env.events_of("task_rejected").len(), corpus.len() + 2);

@@ -14,7 +14,10 @@ const T: Duration = Duration::from_secs(30);
 fn dropped_file_runs_on_a_shell_session_and_lands_in_done() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
-    env.drop_task("anything.json", r#"{"id": "t1", "prompt": "echo hello-$((6 * 7)); echo second line"}"#);
+    env.drop_task(
+        "anything.json",
+        r#"{"id": "t1", "prompt": "echo hello-$((6 * 7)); echo second line"}"#,
+    );
     let (state, rec) = env.wait_final("t1", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
     let result = rec.result.expect("a result");
@@ -43,14 +46,26 @@ fn dropped_file_runs_on_a_shell_session_and_lands_in_done() {
         .filter(|e| e.kind.starts_with("task_") || e.kind == "prompt_sent")
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, ["task_received", "task_queued", "task_assigned", "prompt_sent", "task_completed"]);
+    assert_eq!(
+        kinds,
+        [
+            "task_received",
+            "task_queued",
+            "task_assigned",
+            "prompt_sent",
+            "task_completed"
+        ]
+    );
 
     // The files on disk match the published schemas.
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.spool().task_path(TaskState::Done, "t1")).unwrap()).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.spool().task_path(TaskState::Done, "t1")).unwrap(),
+    )
+    .unwrap();
     assert_valid("task-record.schema.json", &record);
     let session: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.spool.join("sessions/sh-1.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(env.spool.join("sessions/sh-1.json")).unwrap())
+            .unwrap();
     assert_valid("session.schema.json", &session);
     for e in env.events() {
         assert_valid("event.schema.json", &serde_json::to_value(e).unwrap());
@@ -58,7 +73,9 @@ fn dropped_file_runs_on_a_shell_session_and_lands_in_done() {
 }
 
 fn schema(name: &str) -> serde_json::Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
@@ -68,7 +85,10 @@ fn assert_valid(name: &str, doc: &serde_json::Value) {
         .with_resource("https://architect.dev/schemas/task.schema.json", task)
         .build(&schema(name))
         .unwrap();
-    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{}: {e}", e.instance_path)).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{name}: {errors:?}\n{doc:#}");
 }
 
@@ -76,12 +96,19 @@ fn assert_valid(name: &str, doc: &serde_json::Value) {
 fn a_failing_command_fails_the_task_with_its_output() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
-    env.drop_task("f.json", r#"{"id": "f", "prompt": "ls /definitely/not/here"}"#);
+    env.drop_task(
+        "f.json",
+        r#"{"id": "f", "prompt": "ls /definitely/not/here"}"#,
+    );
     let (state, rec) = env.wait_final("f", T);
     assert_eq!(state, TaskState::Failed);
     let r = rec.result.unwrap();
     assert_eq!(r.exit_status, Some(2));
-    assert!(r.output.contains("No such file or directory"), "{}", r.output);
+    assert!(
+        r.output.contains("No such file or directory"),
+        "{}",
+        r.output
+    );
     assert_eq!(rec.error.as_deref(), Some("exit status 2"));
 }
 
@@ -91,10 +118,18 @@ fn higher_priority_first_and_fifo_within_a_priority() {
     let _d = env.daemon();
     env.wait_idle("sh-1", T);
     // Occupy the only session, then queue the rest behind it.
-    env.drop_task("block.json", r#"{"id": "block", "prompt": "sleep 1.5", "priority": 10}"#);
-    wait_for("block to start", T, || env.state_of("block") == Some(TaskState::Active));
+    env.drop_task(
+        "block.json",
+        r#"{"id": "block", "prompt": "sleep 1.5", "priority": 10}"#,
+    );
+    wait_for("block to start", T, || {
+        env.state_of("block") == Some(TaskState::Active)
+    });
     for (id, pri) in [("a", 5), ("b", 9), ("c", 5), ("d", 9), ("e", 0), ("f", 5)] {
-        env.drop_task(&format!("{id}.json"), &format!(r#"{{"id": "{id}", "prompt": "echo {id}", "priority": {pri}}}"#));
+        env.drop_task(
+            &format!("{id}.json"),
+            &format!(r#"{{"id": "{id}", "prompt": "echo {id}", "priority": {pri}}}"#),
+        );
         wait_for("queued", T, || env.state_of(id) == Some(TaskState::Pending));
     }
     for id in ["a", "b", "c", "d", "e", "f"] {
@@ -113,10 +148,19 @@ fn depends_on_waits_and_a_failed_dependency_fails_the_dependent() {
     let env = Env::new("[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\n\n[[session]]\nname = \"sh-2\"\nprofile = \"shell\"\n");
     let _d = env.daemon();
     // The dependent arrives first; two sessions are free, yet it must wait.
-    env.drop_task("b.json", r#"{"id": "b", "prompt": "echo b", "depends_on": ["a"]}"#);
+    env.drop_task(
+        "b.json",
+        r#"{"id": "b", "prompt": "echo b", "depends_on": ["a"]}"#,
+    );
     env.drop_task("a.json", r#"{"id": "a", "prompt": "sleep 0.5; echo a"}"#);
-    env.drop_task("bad.json", r#"{"id": "bad", "prompt": "false", "max_retries": 0}"#);
-    env.drop_task("c.json", r#"{"id": "c", "prompt": "echo c", "depends_on": ["a", "bad"]}"#);
+    env.drop_task(
+        "bad.json",
+        r#"{"id": "bad", "prompt": "false", "max_retries": 0}"#,
+    );
+    env.drop_task(
+        "c.json",
+        r#"{"id": "c", "prompt": "echo c", "depends_on": ["a", "bad"]}"#,
+    );
     assert_eq!(env.wait_final("b", T).0, TaskState::Done);
     let (cs, crec) = env.wait_final("c", T);
     assert_eq!(cs, TaskState::Failed);
@@ -131,6 +175,9 @@ fn depends_on_waits_and_a_failed_dependency_fails_the_dependent() {
     };
     assert!(ts("task_assigned", "b") >= ts("task_completed", "a"));
     // A task whose dependency already failed fails at once.
-    env.drop_task("d.json", r#"{"id": "d", "prompt": "echo d", "depends_on": ["bad"]}"#);
+    env.drop_task(
+        "d.json",
+        r#"{"id": "d", "prompt": "echo d", "depends_on": ["bad"]}"#,
+    );
     assert_eq!(env.wait_final("d", T).0, TaskState::Failed);
 }

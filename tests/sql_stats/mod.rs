@@ -14,19 +14,38 @@ fn sql_and_stats_match_the_tasks_that_ran() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
     for i in 0..4 {
-        env.drop_task(&format!("ok{i}.json"), &format!(r#"{{"id": "ok{i}", "prompt": "echo {i}"}}"#));
+        env.drop_task(
+            &format!("ok{i}.json"),
+            &format!(r#"{{"id": "ok{i}", "prompt": "echo {i}"}}"#),
+        );
     }
-    env.drop_task("bad.json", r#"{"id": "bad", "prompt": "sh -c 'exit 3'", "max_retries": 0}"#);
+    env.drop_task(
+        "bad.json",
+        r#"{"id": "bad", "prompt": "sh -c 'exit 3'", "max_retries": 0}"#,
+    );
     for i in 0..4 {
         assert_eq!(env.wait_final(&format!("ok{i}"), T).0, TaskState::Done);
     }
     assert_eq!(env.wait_final("bad", T).0, TaskState::Failed);
 
-    let out = env.ok(&["sql", "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state", "--format", "json"]);
+    let out = env.ok(&[
+        "sql",
+        "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state",
+        "--format",
+        "json",
+    ]);
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows, serde_json::json!([{"state": "done", "n": 4}, {"state": "failed", "n": 1}]));
+    assert_eq!(
+        rows,
+        serde_json::json!([{"state": "done", "n": 4}, {"state": "failed", "n": 1}])
+    );
 
-    let out = env.ok(&["sql", "SELECT task_id, session, attempts FROM tasks WHERE task_id = 'ok2'", "--format", "csv"]);
+    let out = env.ok(&[
+        "sql",
+        "SELECT task_id, session, attempts FROM tasks WHERE task_id = 'ok2'",
+        "--format",
+        "csv",
+    ]);
     assert_eq!(out, "task_id,session,attempts\nok2,sh-1,1\n");
 
     let out = env.ok(&["stats", "--json"]);
@@ -41,12 +60,26 @@ fn sql_and_stats_match_the_tasks_that_ran() {
     assert!(table.contains("sh-1") && table.contains("80"), "{table}");
 
     // A torn last line (a crash mid-write) is skipped, not an error.
-    let log = std::fs::read_dir(env.spool.join("log")).unwrap().next().unwrap().unwrap().path();
+    let log = std::fs::read_dir(env.spool.join("log"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-    f.write_all(br#"{"ts":"2026-01-01T00:00:00Z","node":"test","type":"task_comp"#).unwrap();
+    f.write_all(br#"{"ts":"2026-01-01T00:00:00Z","node":"test","type":"task_comp"#)
+        .unwrap();
     drop(f);
-    let out = env.ok(&["sql", "SELECT count(*) AS n FROM tasks WHERE state = 'done'", "--format", "json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["n"], 4);
+    let out = env.ok(&[
+        "sql",
+        "SELECT count(*) AS n FROM tasks WHERE state = 'done'",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["n"],
+        4
+    );
 
     // Bad SQL: a clear error and a non-zero exit.
     let bad = env.cli(&["sql", "SELEC nonsense"]);
