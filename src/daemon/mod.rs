@@ -155,7 +155,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     spool.init()?;
     let _lock = DaemonLock::acquire(&spool, &config.node)?;
     let log = Arc::new(EventLog::new(spool.dir("log"), config.node.clone()));
-    let (hint_tx, mut hint_rx) = mpsc::channel(watch::CHANNEL_CAPACITY);
+    // ARCHITECT_WATCH_CHANNEL shrinks the channel so tests can force the overflow path.
+    let capacity = std::env::var("ARCHITECT_WATCH_CHANNEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(watch::CHANNEL_CAPACITY);
+    let (hint_tx, mut hint_rx) = mpsc::channel(capacity);
     let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
     log.record(

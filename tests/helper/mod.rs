@@ -149,10 +149,16 @@ impl Env {
 
     /// Starts `architect daemon -vv` (tracing to `daemon-N.log`).
     pub fn daemon(&self) -> Daemon {
+        self.daemon_with_env(&[])
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn daemon_with_env(&self, vars: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let child = self
             .cmd()
+            .envs(vars.iter().copied())
             .args(["daemon", "-vv"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

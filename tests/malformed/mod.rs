@@ -168,3 +168,26 @@ fn malformed_corpus_is_rejected_with_reasons_and_the_daemon_keeps_running() {
     assert_eq!(conflicts.len(), 1);
     assert_eq!(env.events_of("task_rejected").len(), corpus.len() + 2);
 }
+
+#[test]
+fn a_burst_that_overflows_the_watch_channel_is_still_processed_in_full() {
+    let env = Env::new(ONE_SHELL);
+    // A 2-slot channel: the watcher must drop hints and ask for a listing instead.
+    let d = env.daemon_with_env(&[("ARCHITECT_WATCH_CHANNEL", "2")]);
+    env.wait_idle("sh-1", T);
+    for i in 0..600 {
+        env.drop_task(
+            &format!("burst-{i}.json"),
+            &format!(r#"{{"id": "burst-{i}", "prompt": "x", "session": "parked"}}"#),
+        );
+    }
+    wait_for("all 600 queued", Duration::from_secs(60), || {
+        crate::helper::ids_in(&env.spool.join("pending")).len() == 600
+    });
+    assert!(crate::helper::ids_in(&env.inbox()).is_empty());
+    assert!(
+        d.stderr().contains("overflowed"),
+        "the overflow path was not taken"
+    );
+    assert_eq!(env.events_of("task_queued").len(), 600);
+}

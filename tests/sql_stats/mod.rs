@@ -86,3 +86,33 @@ fn sql_and_stats_match_the_tasks_that_ran() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error"));
 }
+
+#[test]
+fn secrets_in_prompts_and_session_env_never_reach_the_log() {
+    let env = Env::new(
+        "[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\nenv = { ANTHROPIC_API_KEY = \"sk-ant-api03-SESSIONENVSECRET0123456789\" }\n",
+    );
+    let _d = env.daemon();
+    let prompt = "echo ghp_abcdefghijklmnopqrstuvwxyz0123456789 OPENAI_API_KEY=hunter2hunter2 $ANTHROPIC_API_KEY";
+    env.drop_task(
+        "s.json",
+        &serde_json::json!({"id": "s", "prompt": prompt}).to_string(),
+    );
+    let (state, rec) = env.wait_final("s", T);
+    assert_eq!(state, TaskState::Done);
+    // The agent really saw them (the result is the user's own data, kept in done/) …
+    assert!(rec.result.unwrap().output.contains("SESSIONENVSECRET"));
+    // … but the log has none of them.
+    let mut log = String::new();
+    for f in std::fs::read_dir(env.spool.join("log")).unwrap() {
+        log.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    for secret in [
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "hunter2hunter2",
+        "SESSIONENVSECRET",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+    assert!(log.contains("[REDACTED]"));
+}
