@@ -13,6 +13,8 @@ use crate::spool::ControlRequest;
 impl Daemon {
     /// Applies every request waiting in `control/`, oldest first (names are ULIDs).
     pub(super) fn process_control(&mut self) {
+        // Requests read records from disk: publish this pass's moves first.
+        self.sync_dirs();
         let dir = self.spool.dir("control");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
@@ -111,11 +113,7 @@ impl Daemon {
             }
         };
         let to = self.spool.task_path(TaskState::Pending, id);
-        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
-            tracing::error!("retry: {e}");
-            return;
-        }
-        self.mark_dirty(self.spool.state_dir(state));
+        self.batch.rename(&from, &to);
         record.state = TaskState::Pending;
         record.attempt_base = u32::try_from(record.attempts.len()).unwrap_or(u32::MAX);
         record.finished_at = None;

@@ -7,15 +7,17 @@
 //! ```
 //! The loop is the only writer of `pending/`, `active/`, `done/`, `failed/`,
 //! `cancelled/`, `rejected/` and `sessions/` on this node. It reacts to a batch of inputs,
-//! then dispatches queued tasks to idle sessions, then `fsync`s the directories it
-//! touched (one `fsync` per directory per batch).
+//! then dispatches queued tasks to idle sessions, then carries out the pass's record
+//! writes and renames together ([`crate::spool::fsio::WriteBatch`]: every temp file
+//! `fsync`ed, then published in order, then one `fsync` per directory): a group commit
+//! whose size grows with the load.
 
 mod control;
 mod sessions;
 mod tasks;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -137,8 +139,8 @@ pub(crate) struct Daemon {
     sessions_flush_at: Option<Instant>,
     /// Conflict copies already reported.
     conflicts: HashSet<String>,
-    /// Directories with renames not yet `fsync`ed.
-    dirty_dirs: BTreeSet<PathBuf>,
+    /// Writes and renames of this pass, carried out together at its end (group commit).
+    batch: fsio::WriteBatch,
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
@@ -191,7 +193,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         dirty_sessions: HashSet::new(),
         sessions_flush_at: None,
         conflicts: HashSet::new(),
-        dirty_dirs: BTreeSet::new(),
+        batch: fsio::WriteBatch::default(),
         config_reload_at: None,
         shutting_down: false,
     };
@@ -243,16 +245,17 @@ impl Daemon {
         &self.config.node
     }
 
-    fn mark_dirty(&mut self, dir: PathBuf) {
-        self.dirty_dirs.insert(dir);
+    fn mark_dirty(&mut self, dir: &std::path::Path) {
+        self.batch.sync_dir_later(dir);
     }
 
-    /// `fsync`s every directory touched since the last call.
+    /// Carries out this pass's writes and renames (one round of `fsync`s for all).
     fn sync_dirs(&mut self) {
-        for dir in std::mem::take(&mut self.dirty_dirs) {
-            if let Err(e) = fsio::sync_dir(&dir) {
-                tracing::error!("{e}");
-            }
+        if self.batch.is_empty() {
+            return;
+        }
+        for e in self.batch.flush() {
+            tracing::error!("{e}");
         }
     }
 

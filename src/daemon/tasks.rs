@@ -111,8 +111,8 @@ impl Daemon {
             tracing::error!("{e}");
             return;
         }
-        self.mark_dirty(self.spool.inbox());
-        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
+        self.mark_dirty(&self.spool.inbox());
+        self.mark_dirty(&self.spool.state_dir(TaskState::Pending));
         let mut spec = spec;
         spec.id = Some(id.clone());
         let record = TaskRecord::new(
@@ -158,6 +158,8 @@ impl Daemon {
         self.spool.locate(id)
     }
 
+    /// Queues a rewrite of `record` in the `dir` state directory (carried out with the
+    /// rest of the pass's batch).
     pub(super) fn write_record(
         &mut self,
         dir: TaskState,
@@ -166,9 +168,14 @@ impl Daemon {
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| crate::error::Error::json("task record", e))?;
         let path = self.spool.task_path(dir, &record.id);
-        fsio::write_atomic_nosync_dir(&path, &bytes)?;
-        self.mark_dirty(self.spool.state_dir(dir));
+        self.batch.write(&path, bytes);
         Ok(())
+    }
+
+    /// Queues the move of task `id` from one state directory to another.
+    fn move_task(&mut self, id: &str, from: TaskState, to: TaskState) {
+        let (a, b) = (self.spool.task_path(from, id), self.spool.task_path(to, id));
+        self.batch.rename(&a, &b);
     }
 
     /// Starts tracking a pending record: logs it as queued and queues it (or parks it
@@ -286,14 +293,10 @@ impl Daemon {
     }
 
     fn assign(&mut self, id: &str, session: &str) {
-        let from = self.spool.task_path(TaskState::Pending, id);
-        let to = self.spool.task_path(TaskState::Active, id);
-        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
-            tracing::error!("claiming {id}: {e}");
+        if !self.live.contains_key(id) {
             return;
         }
-        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
-        self.mark_dirty(self.spool.state_dir(TaskState::Active));
+        self.move_task(id, TaskState::Pending, TaskState::Active);
         let Some(t) = self.live.get_mut(id) else {
             return;
         };
@@ -379,14 +382,7 @@ impl Daemon {
 
     /// Returns a claimed task that never started to `pending/`, no attempt counted.
     fn unclaim(&mut self, task_id: &str) {
-        let from = self.spool.task_path(TaskState::Active, task_id);
-        let to = self.spool.task_path(TaskState::Pending, task_id);
-        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
-            tracing::error!("returning {task_id} to pending/: {e}");
-            return;
-        }
-        self.mark_dirty(self.spool.state_dir(TaskState::Active));
-        self.mark_dirty(self.spool.state_dir(TaskState::Pending));
+        self.move_task(task_id, TaskState::Active, TaskState::Pending);
         if let Some(t) = self.live.get_mut(task_id) {
             t.state = TaskState::Pending;
             t.session = None;
@@ -476,13 +472,7 @@ impl Daemon {
         if from_state == TaskState::Active {
             // Release the claim first (a rename), then record the attempt: a crash between
             // the two under-counts one attempt, it never loses the task.
-            let from = self.spool.task_path(TaskState::Active, task_id);
-            let to = self.spool.task_path(TaskState::Pending, task_id);
-            if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
-                tracing::error!("returning {task_id} to pending/: {e}");
-                return;
-            }
-            self.mark_dirty(self.spool.state_dir(TaskState::Active));
+            self.move_task(task_id, TaskState::Active, TaskState::Pending);
         }
         let Some(t) = self.live.get_mut(task_id) else {
             return;
@@ -526,13 +516,7 @@ impl Daemon {
         if let Err(e) = self.write_record(from_dir, &t.record) {
             tracing::error!("{e}");
         }
-        let from = self.spool.task_path(from_dir, task_id);
-        let to = self.spool.task_path(state, task_id);
-        if let Err(e) = fsio::rename_noreplace_nosync(&from, &to) {
-            tracing::error!("moving {task_id} to {}/: {e}", state.dir());
-        }
-        self.mark_dirty(self.spool.state_dir(from_dir));
-        self.mark_dirty(self.spool.state_dir(state));
+        self.move_task(task_id, from_dir, state);
         let session = t.record.session.clone();
         let started = t.record.attempts.last().map(|a| a.started_at);
         let duration_ms = started.map(|s| (now - s).num_milliseconds());
@@ -644,6 +628,8 @@ impl Daemon {
                 json!({"error": "the daemon stopped during the attempt", "attempt": record.attempts.len(), "recovered": true}),
             );
         }
+        // The records returned to pending/ above are read again below.
+        self.sync_dirs();
         let mut records = Vec::new();
         for id in self.spool.list_ids(TaskState::Pending)? {
             let path = self.spool.task_path(TaskState::Pending, &id);
