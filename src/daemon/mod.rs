@@ -359,27 +359,27 @@ impl Daemon {
     }
 
     /// Ingests settling files whose mtime is older than `inbox_settle_ms`.
+    /// Files are taken oldest first (mtime, then name), so tasks found by a listing keep
+    /// the order they were written in.
     fn check_settling(&mut self) {
         let settle = Duration::from_millis(self.config.daemon.inbox_settle_ms);
         let inbox = self.spool.inbox();
+        let mut ready = Vec::new();
         let names: Vec<String> = self.settling.keys().cloned().collect();
         for name in names {
-            let path = inbox.join(&name);
-            let still = match path.symlink_metadata() {
-                Err(_) => {
-                    self.settling.remove(&name);
-                    continue;
-                }
-                Ok(m) => m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age >= settle),
-            };
-            if still {
+            let Ok(meta) = inbox.join(&name).symlink_metadata() else {
                 self.settling.remove(&name);
-                self.ingest(&name);
+                continue;
+            };
+            let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            if mtime.elapsed().map_or(true, |age| age >= settle) {
+                self.settling.remove(&name);
+                ready.push((mtime, name));
             }
+        }
+        ready.sort();
+        for (_, name) in ready {
+            self.ingest(&name);
         }
         self.settle_check_at = (!self.settling.is_empty()).then(|| {
             Instant::now()
