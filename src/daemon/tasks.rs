@@ -341,43 +341,44 @@ impl Daemon {
                 );
                 self.finish(task_id, TaskState::Failed, Some(result), Some(error));
             }
-            RunOutcome::Cancelled => {
-                self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
-                self.finish(
-                    task_id,
-                    TaskState::Cancelled,
-                    None,
-                    Some("cancelled".into()),
-                );
-            }
+            RunOutcome::Cancelled => self.attempt_cancelled(task_id, session, None),
             RunOutcome::NotStarted(why) => {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
                 self.unclaim(task_id);
             }
-            RunOutcome::TimedOut if cancel => {
-                self.end_attempt(task_id, session, AttemptOutcome::Cancelled, None);
-                self.finish(
-                    task_id,
-                    TaskState::Cancelled,
-                    None,
-                    Some("cancelled".into()),
-                );
-            }
+            RunOutcome::TimedOut if cancel => self.attempt_cancelled(task_id, session, None),
             RunOutcome::TimedOut => {
                 let secs = self
                     .live
                     .get(task_id)
                     .map_or(0, |t| t.record.task.timeout_s());
                 let error = format!("timed out after {secs} s");
-                self.end_attempt(
-                    task_id,
-                    session,
-                    AttemptOutcome::TimedOut,
-                    Some(error.clone()),
-                );
-                self.retry_or_fail(task_id, error);
+                self.attempt_failed(task_id, session, AttemptOutcome::TimedOut, error);
             }
         }
+    }
+
+    /// Records a failed attempt, then retries or fails the task.
+    fn attempt_failed(
+        &mut self,
+        task_id: &str,
+        session: &str,
+        outcome: AttemptOutcome,
+        error: String,
+    ) {
+        self.end_attempt(task_id, session, outcome, Some(error.clone()));
+        self.retry_or_fail(task_id, error);
+    }
+
+    /// Records an attempt ended by a cancellation, then moves the task to `cancelled/`.
+    fn attempt_cancelled(&mut self, task_id: &str, session: &str, error: Option<String>) {
+        self.end_attempt(task_id, session, AttemptOutcome::Cancelled, error);
+        self.finish(
+            task_id,
+            TaskState::Cancelled,
+            None,
+            Some("cancelled".into()),
+        );
     }
 
     /// Returns a claimed task that never started to `pending/`, no attempt counted.
@@ -397,21 +398,9 @@ impl Daemon {
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         let error = format!("session {session} died during the task ({status})");
         if cancel {
-            self.end_attempt(task_id, session, AttemptOutcome::Cancelled, Some(error));
-            self.finish(
-                task_id,
-                TaskState::Cancelled,
-                None,
-                Some("cancelled".into()),
-            );
+            self.attempt_cancelled(task_id, session, Some(error));
         } else {
-            self.end_attempt(
-                task_id,
-                session,
-                AttemptOutcome::SessionDied,
-                Some(error.clone()),
-            );
-            self.retry_or_fail(task_id, error);
+            self.attempt_failed(task_id, session, AttemptOutcome::SessionDied, error);
         }
     }
 

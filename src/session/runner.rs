@@ -685,8 +685,7 @@ impl Runner {
                 if let Some(task) = self.task.as_mut() {
                     task.recording = true;
                 }
-                let enter = self.profile.spec.submit.enter.clone();
-                self.write(pty, enter.as_bytes());
+                self.press_enter(pty);
                 Phase::Submitted {
                     before,
                     at: now,
@@ -700,8 +699,7 @@ impl Runner {
                     self.running_phase(before, false)
                 } else if now.duration_since(at) >= confirm && !resent {
                     tracing::debug!(session = %self.cfg.spec.name, "screen unchanged after Enter; sending Enter again");
-                    let enter = self.profile.spec.submit.enter.clone();
-                    self.write(pty, enter.as_bytes());
+                    self.press_enter(pty);
                     Phase::Submitted {
                         before,
                         at: now,
@@ -775,6 +773,10 @@ impl Runner {
             }
         };
         Ok(())
+    }
+
+    fn press_enter(&self, pty: &mut File) {
+        self.write(pty, self.profile.spec.submit.enter.as_bytes());
     }
 
     fn running_phase(&self, before: String, changed: bool) -> Phase {

@@ -58,16 +58,21 @@ pub fn write_atomic_nosync_dir(path: &Path, bytes: &[u8]) -> Result<()> {
     write_then_rename(path, bytes, true)
 }
 
+/// Creates a new file (never an existing one), mode 0600, close-on-exec.
+fn create_new_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
 fn write_then_rename(path: &Path, bytes: &[u8], sync_file: bool) -> Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating temp file", &tmp, e))?;
+        let mut f =
+            create_new_private(&tmp).map_err(|e| Error::io("creating temp file", &tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| Error::io("writing temp file", &tmp, e))?;
         if sync_file {
@@ -205,13 +210,7 @@ impl WriteBatch {
                 continue;
             };
             let tmp = temp_name(path);
-            let written = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&tmp)
-                .and_then(|mut f| f.write_all(bytes).map(|()| f));
+            let written = create_new_private(&tmp).and_then(|mut f| f.write_all(bytes).map(|()| f));
             match written {
                 Ok(f) => {
                     files.push((tmp.clone(), f));
