@@ -575,6 +575,20 @@ impl Daemon {
     /// the order the tasks were received.
     pub(super) fn recover(&mut self) -> crate::error::Result<()> {
         let node = self.node().to_string();
+        // Temp files left by an earlier run (half-written, or recycled inodes) go.
+        for state in TaskState::ALL {
+            let dir = self.spool.state_dir(state);
+            for entry in std::fs::read_dir(&dir)
+                .map_err(|e| crate::error::Error::io("listing", &dir, e))?
+                .flatten()
+            {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         for id in self.spool.list_ids(TaskState::Active)? {
             let path = self.spool.task_path(TaskState::Active, &id);
             let Some(mut record) = self.read_or_convert(&path, &id) else {
