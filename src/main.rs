@@ -17,6 +17,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = cli::Cli::parse();
+    if !cli.is_long_running() {
+        // A listing piped into `head` ends quietly, as CLIs do. The daemon keeps Rust's
+        // default (SIGPIPE ignored): it writes to sockets whose peers may be gone.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let _guard = cli::logging::init(cli.verbose, cli.quiet, cli.log_file());
     match cli::run(cli) {
         Ok(code) => code,

@@ -58,6 +58,14 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The daemon, the demo and the benchmark (they keep SIGPIPE ignored).
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self.command,
+            Cmd::Daemon { .. } | Cmd::Demo { .. } | Cmd::Bench(_)
+        )
+    }
+
     /// Where the daemon's tracing goes, when it is sent to a file.
     pub fn log_file(&self) -> Option<&Path> {
         match &self.command {

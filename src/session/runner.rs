@@ -294,6 +294,8 @@ struct Runner {
     screen_text: String,
     classified: Option<ScreenState>,
     startup_fired: Vec<u32>,
+    /// The screen when a start-up rule last fired, and when.
+    startup_fired_on: Option<(String, Instant)>,
     started_at: Instant,
     task: Option<Task>,
     phase: Phase,
@@ -325,6 +327,7 @@ impl Runner {
             screen_text: String::new(),
             classified: None,
             startup_fired: vec![0; rules],
+            startup_fired_on: None,
             started_at: Instant::now(),
             task: None,
             phase: Phase::Free,
@@ -798,6 +801,13 @@ impl Runner {
             return Ok(());
         }
         let text = self.screen_text.clone();
+        // After a rule fires, wait for the screen to answer (change) before matching
+        // again, or 1 s if it never does: a slow redraw must not fire a rule twice.
+        if let Some((screen, at)) = &self.startup_fired_on {
+            if *screen == text && at.elapsed() < Duration::from_secs(1) {
+                return Ok(());
+            }
+        }
         for i in 0..self.profile.startup_rules.len() {
             let (re, rule) = &self.profile.startup_rules[i];
             if self.startup_fired[i] < rule.times && re.is_match(&text) {
@@ -805,8 +815,7 @@ impl Runner {
                 self.startup_fired[i] += 1;
                 tracing::debug!(session = %self.cfg.spec.name, rule = %re.as_str(), "start-up rule fired");
                 self.write(pty, keys.as_bytes());
-                // Wait for the screen to react before firing anything else.
-                self.last_output = Instant::now();
+                self.startup_fired_on = Some((text, Instant::now()));
                 return Ok(());
             }
         }
