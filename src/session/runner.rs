@@ -335,6 +335,16 @@ impl Runner {
         }
     }
 
+    /// The value of [`SESSION_MARKER`] for this program: session, generation, daemon pid.
+    fn marker(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.cfg.spec.name,
+            self.generation,
+            std::process::id()
+        )
+    }
+
     fn emit(&self, event: SessionEvent) {
         let _ = self.events.send(SessionMessage {
             session: self.cfg.spec.name.clone(),
@@ -358,6 +368,7 @@ impl Runner {
             cmd.env("TERM", "xterm-256color");
         }
         cmd.envs(&self.cfg.env);
+        cmd.env(SESSION_MARKER, self.marker());
         let t = self.profile.spec.terminal;
         let size = libc::winsize {
             ws_row: t.rows,
@@ -431,6 +442,9 @@ impl Runner {
         let (status, requested) = self.drive(&mut pty, pid);
         drop(pty);
         kill_group(pid);
+        // Processes that left the group (setsid, daemons such as `codex app-server`) still
+        // carry the marker in their environment.
+        kill_marked(&self.marker());
         drop(proc);
         // A task still running here is reported by the scheduler as "session died".
         self.state = SessionState::Dead;
@@ -895,6 +909,44 @@ pub fn clean_transcript(raw: &[u8], profile: &Profile) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// Environment variable set on every session program: `<session>:<generation>:<daemon
+/// pid>`. Children inherit it, so processes that leave the session's process group are
+/// still found (and killed) when the session ends.
+pub const SESSION_MARKER: &str = "ARCHITECT_SESSION";
+
+/// Sends SIGKILL to every process whose environment carries `SESSION_MARKER=<marker>`
+/// (found through `/proc/<pid>/environ`; processes we may not read are skipped).
+pub fn kill_marked(marker: &str) {
+    let needle = format!("{SESSION_MARKER}={marker}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: plain syscall on a pid we just read; a gone process is ESRCH.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
 }
 
 /// Sends SIGKILL to the process group `pid` leads (the program and everything it spawned

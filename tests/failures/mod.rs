@@ -170,3 +170,39 @@ fn kill_9_of_the_daemon_loses_nothing_and_completes_nothing_twice() {
     }
     assert_eq!(env.spool().find("cancel1").unwrap().0, TaskState::Cancelled);
 }
+
+fn processes_running(cmdline: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).replace('\0', " ").trim() == cmdline)
+        .count()
+}
+
+#[test]
+fn processes_that_leave_the_process_group_die_with_the_session() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    // A grandchild in a session of its own escapes the process-group kill (as Codex's
+    // app-server does); the environment marker still finds it.
+    env.drop_task("spawn.json", r#"{"id": "spawn", "prompt": "setsid sleep 3001 </dev/null >/dev/null 2>&1 & echo spawned"}"#);
+    assert_eq!(env.wait_final("spawn", T).0, TaskState::Done);
+    wait_for("the escaped sleep to run", T, || {
+        processes_running("sleep 3001") == 1
+    });
+    env.drop_task(
+        "die.json",
+        r#"{"id": "die", "prompt": "kill -9 $$", "max_retries": 0}"#,
+    );
+    assert_eq!(env.wait_final("die", T).0, TaskState::Failed);
+    wait_for("the escaped sleep to be killed", T, || {
+        processes_running("sleep 3001") == 0
+    });
+}
