@@ -241,6 +241,12 @@ pub struct DoneSpec {
     /// change after submission is enough, which suits programs that finish in a blink).
     #[serde(default)]
     pub require_busy: bool,
+    /// With `require_busy`: if no busy screen shows within this many ms after Enter, the
+    /// prompt was swallowed (a dialog took it, the program was not ready); the attempt is
+    /// interrupted and retried instead of waiting for the task's `timeout_s` (default: no
+    /// limit).
+    #[serde(default)]
+    pub busy_timeout_ms: Option<u64>,
 }
 
 fn default_debounce() -> u64 {
@@ -252,6 +258,7 @@ impl Default for DoneSpec {
         Self {
             debounce_ms: default_debounce(),
             require_busy: false,
+            busy_timeout_ms: None,
         }
     }
 }

@@ -346,7 +346,12 @@ impl Daemon {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
                 self.unclaim(task_id);
             }
-            RunOutcome::TimedOut if cancel => self.attempt_cancelled(task_id, session, None),
+            RunOutcome::TimedOut | RunOutcome::NotTaken(_) if cancel => {
+                self.attempt_cancelled(task_id, session, None);
+            }
+            RunOutcome::NotTaken(why) => {
+                self.attempt_failed(task_id, session, AttemptOutcome::NotTaken, why);
+            }
             RunOutcome::TimedOut => {
                 let secs = self
                     .live

@@ -108,6 +108,9 @@ pub enum RunOutcome {
     Cancelled,
     /// The session was not ready when the task arrived; nothing was typed.
     NotStarted(String),
+    /// The prompt was typed but the program never showed its busy screen within the
+    /// profile's `done.busy_timeout_ms` (it swallowed the prompt); interrupted.
+    NotTaken(String),
 }
 
 /// What a session reports.
@@ -276,6 +279,8 @@ enum Phase {
 struct Task {
     assignment: Assignment,
     deadline: Instant,
+    /// When Enter was first pressed.
+    entered_at: Option<Instant>,
     transcript: Vec<u8>,
     recording: bool,
 }
@@ -584,6 +589,7 @@ impl Runner {
                     deadline,
                     transcript: Vec::new(),
                     recording: false,
+                    entered_at: None,
                 });
                 let written_at = chrono::Utc::now();
                 self.write(pty, &bytes);
@@ -619,12 +625,16 @@ impl Runner {
     }
 
     fn interrupt(&mut self, pty: &mut File, outcome: RunOutcome) {
-        let keys = self.profile.spec.interrupt.keys.clone();
-        self.write(pty, keys.as_bytes());
-        self.phase = Phase::Interrupting {
+        self.phase = self.interrupt_phase(pty, outcome);
+    }
+
+    /// Sends the interrupt keys; the phase that waits for idle (or kills).
+    fn interrupt_phase(&self, pty: &mut File, outcome: RunOutcome) -> Phase {
+        self.write(pty, self.profile.spec.interrupt.keys.as_bytes());
+        Phase::Interrupting {
             kill_at: Instant::now() + Duration::from_millis(self.profile.spec.interrupt.grace_ms),
             outcome,
-        };
+        }
     }
 
     /// How long `poll` may wait: until the nearest deadline still ahead (deadlines that
@@ -639,7 +649,15 @@ impl Runner {
             Phase::Typed { enter_at } => candidates.push(*enter_at),
             Phase::Submitted { at, .. } => candidates
                 .push(*at + Duration::from_millis(self.profile.spec.submit.confirm_timeout_ms)),
-            Phase::Running { .. } => candidates.push(self.last_output + debounce),
+            Phase::Running { .. } => {
+                candidates.push(self.last_output + debounce);
+                if let (Some(ms), Some(at)) = (
+                    self.profile.spec.done.busy_timeout_ms,
+                    self.task.as_ref().and_then(|t| t.entered_at),
+                ) {
+                    candidates.push(at + Duration::from_millis(ms));
+                }
+            }
             Phase::Interrupting { kill_at, .. } => {
                 candidates.push(*kill_at);
                 candidates.push(self.last_output + debounce);
@@ -701,6 +719,7 @@ impl Runner {
                 let before = self.screen_text.clone();
                 if let Some(task) = self.task.as_mut() {
                     task.recording = true;
+                    task.entered_at = Some(now);
                 }
                 self.press_enter(pty);
                 Phase::Submitted {
@@ -751,9 +770,30 @@ impl Runner {
                 } else {
                     saw_busy || changed
                 };
+                let busy_limit = self
+                    .profile
+                    .spec
+                    .done
+                    .busy_timeout_ms
+                    .map(Duration::from_millis);
+                let entered = self.task.as_ref().and_then(|t| t.entered_at);
                 if classified == Some(ScreenState::Idle) && ready && quiet {
                     self.finish_task();
                     Phase::Free
+                } else if let (Some(limit), Some(at), false) = (busy_limit, entered, saw_busy) {
+                    if now.duration_since(at) >= limit && self.profile.spec.done.require_busy {
+                        let why = format!(
+                            "the prompt was not taken up: no busy screen within {} ms after Enter",
+                            limit.as_millis()
+                        );
+                        self.interrupt_phase(pty, RunOutcome::NotTaken(why))
+                    } else {
+                        Phase::Running {
+                            saw_busy,
+                            changed,
+                            before,
+                        }
+                    }
                 } else {
                     Phase::Running {
                         saw_busy,

@@ -150,6 +150,8 @@ pub enum AttemptOutcome {
     Interrupted,
     /// The task was cancelled during the attempt.
     Cancelled,
+    /// The program never showed it was working on the prompt (it swallowed it).
+    NotTaken,
 }
 
 /// One run of a task on a session.

@@ -206,3 +206,39 @@ fn processes_that_leave_the_process_group_die_with_the_session() {
         processes_running("sleep 3001") == 0
     });
 }
+
+#[test]
+fn a_prompt_the_program_never_takes_up_is_retried_not_waited_out() {
+    // A shell that must show a busy marker it never prints: every prompt looks swallowed.
+    let env = Env::new("[[session]]\nname = \"sh-1\"\nprofile = \"lazy\"\n");
+    let shell = architect::profile::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "shell")
+        .unwrap()
+        .1;
+    let lazy = shell
+        .replace(
+            "require_busy = false",
+            "require_busy = true\nbusy_timeout_ms = 300",
+        )
+        .replace("[screen]\n", "[screen]\nbusy = 'NEVER-SHOWN-MARKER'\n");
+    std::fs::create_dir_all(env.config.join("profiles")).unwrap();
+    std::fs::write(env.config.join("profiles/lazy.toml"), lazy).unwrap();
+    let _d = env.daemon();
+    env.drop_task(
+        "swallowed.json",
+        r#"{"id": "swallowed", "prompt": "sleep 20", "max_retries": 1, "timeout_s": 600}"#,
+    );
+    let (state, rec) = env.wait_final("swallowed", T);
+    assert_eq!(state, TaskState::Failed, "{rec:?}");
+    assert_eq!(rec.attempts.len(), 2);
+    assert!(
+        rec.attempts
+            .iter()
+            .all(|a| a.outcome == AttemptOutcome::NotTaken),
+        "{:?}",
+        rec.attempts
+    );
+    assert!(rec.error.unwrap().contains("no busy screen within 300 ms"));
+    env.wait_idle("sh-1", T);
+}
