@@ -360,6 +360,15 @@ impl Runner {
 
     fn set_state(&mut self, state: SessionState) {
         if self.state != state {
+            // For operators diagnosing a profile: what the screen showed at the change
+            // (tracing only; the event log never gets screen text).
+            tracing::debug!(
+                session = %self.cfg.spec.name,
+                from = self.state.as_str(),
+                to = state.as_str(),
+                "state change; last screen rows:\n{}",
+                last_rows(&self.screen_text, 4)
+            );
             self.state = state;
             self.emit(SessionEvent::State(state));
         }
@@ -918,6 +927,12 @@ impl Runner {
             exit_status: self.profile.exit_status(screen),
         }
     }
+}
+
+/// The last `n` non-empty rows of a rendered screen.
+fn last_rows(screen: &str, n: usize) -> String {
+    let rows: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    rows[rows.len().saturating_sub(n)..].join("\n")
 }
 
 /// Turns raw transcript bytes into text lines: escape sequences removed, carriage-return
