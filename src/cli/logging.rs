@@ -40,7 +40,9 @@ pub fn init(
             Some(guard)
         }
         None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            let _ = builder.with_ansi(ansi).with_writer(std::io::stderr).try_init();
             None
         }
     }
