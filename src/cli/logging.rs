@@ -42,7 +42,10 @@ pub fn init(
         None => {
             use std::io::IsTerminal;
             let ansi = std::io::stderr().is_terminal();
-            let _ = builder.with_ansi(ansi).with_writer(std::io::stderr).try_init();
+            let _ = builder
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .try_init();
             None
         }
     }

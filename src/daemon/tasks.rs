@@ -596,7 +596,7 @@ impl Daemon {
         }
         for id in self.spool.list_ids(TaskState::Active)? {
             let path = self.spool.task_path(TaskState::Active, &id);
-            let Some(mut record) = self.read_or_convert(&path, &id) else {
+            let Some(mut record) = self.read_task_file(&path) else {
                 continue;
             };
             if record.state.is_final() {
@@ -652,7 +652,7 @@ impl Daemon {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            match self.read_or_convert(&path, &id) {
+            match self.read_task_file(&path) {
                 Some(r) if r.state.is_final() => {
                     let to = self.spool.task_path(r.state, &id);
                     if let Err(e) = fsio::rename_noreplace(&path, &to) {
@@ -712,7 +712,7 @@ impl Daemon {
 
     /// Reads a record (or a task as submitted) from a state directory; a file that is
     /// neither is left for a person to inspect.
-    fn read_or_convert(&mut self, path: &std::path::Path, _id: &str) -> Option<TaskRecord> {
+    fn read_task_file(&self, path: &std::path::Path) -> Option<TaskRecord> {
         match self.spool.read_record(path) {
             Ok(mut r) => {
                 if r.node.is_empty() {

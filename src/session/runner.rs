@@ -703,7 +703,7 @@ impl Runner {
             self.classified = self.profile.classify(&self.screen_text);
         }
         if self.state == SessionState::Starting {
-            return self.tick_starting(pty, pid);
+            return self.tick_starting(pty);
         }
         if let Some(task) = &self.task {
             if now >= task.deadline && !matches!(self.phase, Phase::Interrupting { .. }) {
@@ -853,8 +853,7 @@ impl Runner {
         }
     }
 
-    fn tick_starting(&mut self, pty: &mut File, pid: i32) -> Result<(), String> {
-        let _ = pid;
+    fn tick_starting(&mut self, pty: &mut File) -> Result<(), String> {
         let quiet = self.last_output.elapsed() >= Duration::from_millis(50);
         if !quiet {
             return Ok(());
