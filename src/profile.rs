@@ -56,7 +56,7 @@ pub enum SubmitMode {
 }
 
 /// On-disk shape of a profile file (`config/profiles/<name>.toml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileFile {
     /// One line saying what program this profile drives.
@@ -94,7 +94,7 @@ pub struct ProfileFile {
 }
 
 /// Terminal window size in character cells.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalSpec {
     /// Columns (default 120).
@@ -123,7 +123,7 @@ impl Default for TerminalSpec {
 
 /// Regexes over the rendered screen. `waiting_input` is checked first, then `busy`, then
 /// `idle`; a screen that matches none is [`ScreenState::Busy`] while a task runs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScreenSpec {
     /// Matches when the program is ready for a prompt.
@@ -137,7 +137,7 @@ pub struct ScreenSpec {
 }
 
 /// One start-up rule: when the screen matches `when`, send `send`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StartupRule {
     /// Regex over the rendered screen.
@@ -154,7 +154,7 @@ fn default_rule_times() -> u32 {
 }
 
 /// Start-up behaviour.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StartupSpec {
     /// Keystrokes sent once right after the program starts (for example to set a prompt).
@@ -183,7 +183,7 @@ impl Default for StartupSpec {
 }
 
 /// Prompt submission: type the text, pause, send Enter, check that the screen changed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitSpec {
     /// Typed or bracketed paste.
@@ -231,7 +231,7 @@ impl Default for SubmitSpec {
 
 /// Completion: the screen went busy (or changed) after the prompt, then stayed idle for
 /// `debounce_ms`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DoneSpec {
     /// How long the idle screen must stay unchanged, in ms (default 1000).
@@ -264,7 +264,7 @@ impl Default for DoneSpec {
 }
 
 /// How the result text is read.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResultSpec {
     /// Transcript or screen.
@@ -287,7 +287,7 @@ pub struct ResultSpec {
 }
 
 /// Interrupting a running task.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InterruptSpec {
     /// Keystrokes that interrupt the program (default Ctrl-C, `"\u0003"`).

@@ -151,7 +151,7 @@ impl ResolvedSession {
             || self.cwd != other.cwd
             || self.env != other.env
             || self.spec.profile != other.spec.profile
-            || format!("{:?}", self.profile.spec) != format!("{:?}", other.profile.spec)
+            || self.profile.spec != other.profile.spec
     }
 }
 

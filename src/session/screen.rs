@@ -109,12 +109,6 @@ impl Screen {
         }
         lines.join("\n")
     }
-
-    /// Cursor position, 0-based (row, column).
-    #[must_use]
-    pub fn cursor(&self) -> (u16, u16) {
-        self.parser.screen().cursor_position()
-    }
 }
 
 /// Normalises captured screen text the way [`Screen::text`] renders it (for fixtures

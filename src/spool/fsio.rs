@@ -45,17 +45,8 @@ fn temp_name(path: &Path) -> std::path::PathBuf {
 /// # Errors
 /// [`Error::Io`] naming the step that failed; the temp file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_nosync_dir(path, bytes)?;
+    write_then_rename(path, bytes, true)?;
     sync_dir(parent(path))
-}
-
-/// Like [`write_atomic`] but leaves the directory `fsync` to the caller, who may batch
-/// several renames into one directory `fsync`.
-///
-/// # Errors
-/// As [`write_atomic`].
-pub fn write_atomic_nosync_dir(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_then_rename(path, bytes, true)
 }
 
 /// Creates a new file (never an existing one), mode 0600, close-on-exec.
@@ -385,6 +376,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn atomic_write_is_0600_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
@@ -427,9 +427,8 @@ mod tests {
         assert!(!a.exists());
         assert_eq!(fs::read_to_string(&b).unwrap(), "new");
         assert!(batch.is_empty());
-        let visible: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let visible: Vec<_> = names(dir.path())
+            .into_iter()
             .filter(|n| !n.starts_with('.'))
             .collect();
         assert_eq!(visible, ["sub"], "only hidden temp files stay behind");
@@ -448,9 +447,8 @@ mod tests {
         assert!(batch.flush().is_empty());
         assert_eq!(fs::read_to_string(&a).unwrap(), "a1");
         // The old inode of a.json now waits under a dot-named temp file …
-        let pooled = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let pooled = names(dir.path())
+            .iter()
             .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
             .count();
         assert_eq!(pooled, 1);

@@ -85,8 +85,8 @@ fn fixtures() -> Vec<Fixture> {
                 .unwrap_or_else(|| panic!("{profile}/{file}: name must be <state>__<desc>.txt"));
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            // Files end with one newline; the screen text itself does not.
-            let screen = text.strip_suffix('\n').unwrap_or(&text).to_string();
+            // The same normalisation the daemon's rendered screen gets.
+            let screen = architect::session::screen::normalize_text(&text);
             out.push(Fixture {
                 profile: profile.clone(),
                 state,
