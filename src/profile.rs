@@ -91,6 +91,66 @@ pub struct ProfileFile {
     /// Environment variables every session of this profile gets (session env wins).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Permission questions the policy (`config/policy.toml`) may answer, checked in file
+    /// order whenever the screen reads `waiting_input`.
+    #[serde(default)]
+    pub permission: Vec<PermissionSpec>,
+}
+
+/// What a permission question asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Run a shell command line.
+    Command,
+    /// Create or change a file.
+    Edit,
+    /// Read a file.
+    Read,
+    /// Fetch a URL.
+    Fetch,
+    /// Call some other tool (named by the `tool` group).
+    Tool,
+}
+
+/// One kind of permission question on an agent's screen (`[[permission]]`).
+///
+/// When the screen reads `waiting_input` and `when` matches, the text of the group named
+/// `action` in the last match of `action` is the requested action (a command line, a
+/// path or a URL, per `kind`); each of its rows is trimmed and the rows are joined with
+/// `\n`. The policy decides; `yes` or `no` is typed, or the question waits for
+/// `architect approve|deny`. A question whose action cannot be read is escalated.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionSpec {
+    /// Label in events (`bash`, `edit`, …).
+    pub name: String,
+    /// What the question asks for.
+    pub kind: ActionKind,
+    /// Regex over the rendered screen: this question is showing.
+    pub when: String,
+    /// Regex with a group named `action` (and, for `kind = "tool"`, one named `tool`).
+    pub action: String,
+    /// Keystrokes that answer yes, once (TOML escapes as in `[startup]`).
+    pub yes: String,
+    /// Keystrokes that answer no.
+    pub no: String,
+}
+
+/// A permission question read off a screen by [`Profile::permission_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRequest {
+    /// Index into the profile's `permission` list.
+    pub index: usize,
+    /// The rule's `name`.
+    pub name: String,
+    /// What it asks for.
+    pub kind: ActionKind,
+    /// The requested action (command line, path, URL or tool input); `None` when the
+    /// question is on screen but its action could not be read.
+    pub action: Option<String>,
+    /// The tool's name, for `kind = "tool"`.
+    pub tool: Option<String>,
 }
 
 /// Terminal window size in character cells.
@@ -333,6 +393,8 @@ pub struct Profile {
     pub strip_trailing: Option<Regex>,
     /// Compiled reply regex.
     pub reply: Option<Regex>,
+    /// Compiled permission rules `(when, action)`, parallel to `spec.permission`.
+    permissions: Vec<(Regex, Regex)>,
 }
 
 fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
@@ -409,6 +471,22 @@ impl Profile {
             .as_deref()
             .map(|p| compile(name, "result.reply", p))
             .transpose()?;
+        let permissions = spec
+            .permission
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let when = compile(name, &format!("permission[{i}].when"), &p.when)?;
+                let action = compile(name, &format!("permission[{i}].action"), &p.action)?;
+                if !action.capture_names().any(|n| n == Some("action")) {
+                    return Err(Error::Profile {
+                        profile: name.to_string(),
+                        message: format!("permission[{i}].action: needs a group named `action`"),
+                    });
+                }
+                Ok((when, action))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if spec.terminal.cols < 20 || spec.terminal.rows < 5 {
             return Err(Error::Profile {
                 profile: name.to_string(),
@@ -425,6 +503,7 @@ impl Profile {
             exit_status,
             strip_trailing,
             reply,
+            permissions,
         })
     }
 
@@ -493,6 +572,44 @@ impl Profile {
         Some(caps.get(1)?.as_str().trim_end().to_string())
     }
 
+    /// The permission question on `screen`, if one of the profile's `[[permission]]` rules
+    /// sees one (first rule whose `when` matches). Its action is read from the last match
+    /// of the rule's `action` regex: rows trimmed, joined with `\n`.
+    #[must_use]
+    pub fn permission_request(&self, screen: &str) -> Option<PermissionRequest> {
+        let (index, (_, action_re)) = self
+            .permissions
+            .iter()
+            .enumerate()
+            .find(|(_, (when, _))| when.is_match(screen))?;
+        let spec = &self.spec.permission[index];
+        let caps = action_re.captures_iter(screen).last();
+        let action = caps
+            .as_ref()
+            .and_then(|c| c.name("action"))
+            .map(|m| {
+                m.as_str()
+                    .lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|a| !a.is_empty());
+        let tool = caps
+            .as_ref()
+            .and_then(|c| c.name("tool"))
+            .map(|m| m.as_str().trim().to_string());
+        Some(PermissionRequest {
+            index,
+            name: spec.name.clone(),
+            kind: spec.kind,
+            action,
+            tool,
+        })
+    }
+
     /// The exit status shown on the final screen, when the profile can read one.
     #[must_use]
     pub fn exit_status(&self, screen: &str) -> Option<i32> {
@@ -523,6 +640,44 @@ mod tests {
     fn bad_regex_names_the_field() {
         let err = Profile::parse("x", "[screen]\nidle = '('\n").unwrap_err();
         assert!(err.to_string().contains("screen.idle"), "{err}");
+    }
+
+    #[test]
+    fn permission_action_is_read_from_the_last_match() {
+        let p = Profile::parse(
+            "x",
+            r#"
+[screen]
+idle = '^> $'
+waiting_input = 'Proceed\?'
+[[permission]]
+name = "bash"
+kind = "command"
+when = '^Proceed\?'
+action = '^Run:\n(?P<action>(?:  [^\n]*\n?)+)'
+yes = "y"
+no = "n"
+"#,
+        )
+        .unwrap();
+        let screen = "Run:\n  echo old\nok\nRun:\n  git status\n  --short\nProceed?";
+        let req = p.permission_request(screen).unwrap();
+        assert_eq!(req.name, "bash");
+        assert_eq!(req.kind, ActionKind::Command);
+        assert_eq!(req.action.as_deref(), Some("git status\n--short"));
+        assert!(p.permission_request("nothing here").is_none());
+        let unreadable = p.permission_request("Proceed?").unwrap();
+        assert_eq!(unreadable.action, None);
+    }
+
+    #[test]
+    fn permission_action_regex_needs_an_action_group() {
+        let err = Profile::parse(
+            "x",
+            "[screen]\nidle = 'a'\n[[permission]]\nname='b'\nkind='command'\nwhen='x'\naction='(y)'\nyes='1'\nno='2'\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("named `action`"), "{err}");
     }
 
     #[test]
