@@ -1,0 +1,942 @@
+//! Branch and path locks: kernel advisory locks (`flock(2)` through `fs2`) on dedicated
+//! lock files under `spool/locks/`, so that two tasks (or a task and a person running
+//! `architect lock acquire`) never work on the same files or branch at once.
+//!
+//! # Layout
+//! ```text
+//! spool/locks/paths/@lock                       the repository root (".")
+//! spool/locks/paths/src/@lock                   the directory src/
+//! spool/locks/paths/src/db.rs/@lock             the path src/db.rs
+//! spool/locks/paths/src/db.rs/@holder.json      who holds it (while held)
+//! spool/locks/branches/feature/x/@lock          the branch feature/x
+//! ```
+//! Every repository path component is one directory level; `%` and `@` in a component
+//! are percent-encoded, so `@lock` and `@holder.json` can never collide with a
+//! component. Lock files are never renamed or deleted (a lock on an unlinked file would
+//! exclude nobody).
+//!
+//! # Rules
+//! - A path lock takes an exclusive lock on the path's own lock file and a shared
+//!   ("intention") lock on the lock file of every ancestor directory, the root included.
+//!   So a lock on `docs/` conflicts with a lock on `docs/a.md` (the directory's
+//!   exclusive lock against the file's shared lock on `docs/`), while `docs/a.md` and
+//!   `docs/b.md` can be held at once.
+//! - A request is all or nothing: every lock is tried without blocking, in one fixed
+//!   order (sorted by lock file path); at the first refusal every lock taken so far is
+//!   dropped. Nobody ever waits while holding a lock, so there is no deadlock.
+//! - Locks belong to the open file description: they die with the holder (a `kill -9`
+//!   frees them at once) and are not shared across nodes. Lock files are opened
+//!   close-on-exec (the Rust standard library always sets `O_CLOEXEC`), so an agent
+//!   process started by the daemon never inherits one.
+//! - An exclusive holder writes `@holder.json` ([`Holder`]) beside the lock file and
+//!   removes it before unlocking. A holder file whose lock is free is stale (its holder
+//!   died) and is removed by [`LockTable::list`] and overwritten by the next holder.
+//!
+//! Paths are normalised by [`normalize_path`]: relative to the repository root, `.` and
+//! empty components dropped, `..` refused, absolute paths accepted only inside the
+//! repository, symlinks resolved (and refused when they lead outside), so two spellings
+//! of one file are one lock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spool::fsio;
+
+/// Name of the lock file in each lock directory.
+pub const LOCK_FILE: &str = "@lock";
+/// Name of the holder sidecar beside an exclusively held lock file.
+pub const HOLDER_FILE: &str = "@holder.json";
+/// Protected branches when the config names none.
+pub const DEFAULT_PROTECTED_BRANCHES: [&str; 4] = ["main", "dev", "qa", "prod"];
+
+/// Something that can be locked.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// A git branch, by its short name (`feature/x`).
+    Branch(String),
+    /// A repository path, normalised ([`normalize_path`]): `"."` is the whole repository,
+    /// otherwise components joined by `/` (`src/db.rs`, `docs`).
+    Path(String),
+}
+
+impl fmt::Display for Resource {
+    /// `branch:<name>` for a branch, the path itself for a path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Branch(b) => write!(f, "branch:{b}"),
+            Self::Path(p) => f.write_str(p),
+        }
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.strip_prefix("branch:") {
+            Some(b) => Self::Branch(b.to_string()),
+            None => Self::Path(s),
+        })
+    }
+}
+
+impl Resource {
+    /// Whether holding `self` and `other` at once is a conflict: the same branch, or two
+    /// paths one of which is inside (or equal to) the other.
+    #[must_use]
+    pub fn overlaps(&self, other: &Resource) -> bool {
+        match (self, other) {
+            (Self::Branch(a), Self::Branch(b)) => a == b,
+            (Self::Path(a), Self::Path(b)) => path_contains(a, b) || path_contains(b, a),
+            _ => false,
+        }
+    }
+
+    /// The directory under `spool/locks/` that holds this resource's lock file.
+    fn dir(&self, root: &Path) -> PathBuf {
+        match self {
+            Self::Branch(b) => encoded(root.join("branches"), b),
+            Self::Path(p) if p == "." => root.join("paths"),
+            Self::Path(p) => encoded(root.join("paths"), p),
+        }
+    }
+}
+
+/// Whether repository path `outer` is `inner` or one of its ancestors.
+fn path_contains(outer: &str, inner: &str) -> bool {
+    outer == "."
+        || outer == inner
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn encoded(mut dir: PathBuf, slash_separated: &str) -> PathBuf {
+    for part in slash_separated.split('/') {
+        let mut name = String::with_capacity(part.len());
+        for c in part.chars() {
+            match c {
+                '%' => name.push_str("%25"),
+                '@' => name.push_str("%40"),
+                c => name.push(c),
+            }
+        }
+        dir.push(name);
+    }
+    dir
+}
+
+/// Why a lock path or branch name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockNameError {
+    /// Empty path.
+    #[error("empty path")]
+    Empty,
+    /// A NUL byte or other control character.
+    #[error("{0:?}: control characters are not allowed in a lock path")]
+    Control(String),
+    /// A `..` component.
+    #[error("{0:?}: `..` is not allowed in a lock path (name the path from the repository root)")]
+    ParentDir(String),
+    /// An absolute path outside the repository.
+    #[error("{path:?} is outside the repository {repo}")]
+    Outside {
+        /// The path as given.
+        path: String,
+        /// The repository root.
+        repo: String,
+    },
+    /// A symlink on the path leads outside the repository.
+    #[error("{path:?}: {link} is a symlink that leads outside the repository")]
+    SymlinkEscapes {
+        /// The path as given.
+        path: String,
+        /// The symlink.
+        link: String,
+    },
+    /// The repository root cannot be resolved.
+    #[error("repository {repo}: {message}")]
+    Repo {
+        /// The repository root.
+        repo: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An invalid or protected branch name.
+    #[error("branch {name:?}: {message}")]
+    Branch {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Normalises a lock path against the repository root `repo`.
+///
+/// `raw` is relative to `base` (the repository root for task files; the current
+/// directory for `architect lock`), or absolute. Returns the repository-relative path
+/// with components joined by `/`, or `"."` for the whole repository. Symlinks in the
+/// part of the path that exists are resolved, so a link and its target are one lock.
+///
+/// # Errors
+/// [`LockNameError`]: empty, control characters, any `..` component, outside the
+/// repository, a symlink that leads outside it, or a repository that cannot be resolved.
+pub fn normalize_path(
+    repo: &Path,
+    base: &Path,
+    raw: &str,
+) -> std::result::Result<String, LockNameError> {
+    if raw.is_empty() {
+        return Err(LockNameError::Empty);
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(LockNameError::Control(raw.to_string()));
+    }
+    let repo_real = repo.canonicalize().map_err(|e| LockNameError::Repo {
+        repo: repo.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let given = Path::new(raw);
+    if given.components().any(|c| c == Component::ParentDir) {
+        return Err(LockNameError::ParentDir(raw.to_string()));
+    }
+    let outside = || LockNameError::Outside {
+        path: raw.to_string(),
+        repo: repo_real.display().to_string(),
+    };
+    // Lexically: where does it point, relative to the repository root?
+    let full = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        base.join(given)
+    };
+    let full = lexical(&full);
+    let rel = full
+        .strip_prefix(lexical(repo))
+        .or_else(|_| full.strip_prefix(&repo_real))
+        .map_err(|_| outside())?
+        .to_path_buf();
+    // Resolve the existing prefix through the filesystem.
+    let mut resolved = repo_real.clone();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        let next = resolved.join(part);
+        match std::fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = next
+                    .canonicalize()
+                    .map_err(|_| LockNameError::SymlinkEscapes {
+                        path: raw.to_string(),
+                        link: next.display().to_string(),
+                    })?;
+                if !target.starts_with(&repo_real) {
+                    return Err(LockNameError::SymlinkEscapes {
+                        path: raw.to_string(),
+                        link: next.display().to_string(),
+                    });
+                }
+                resolved = target;
+            }
+            Ok(_) => resolved = next,
+            Err(_) => {
+                // The rest does not exist (yet): no symlinks to follow there.
+                resolved = next;
+                for rest in parts.by_ref() {
+                    resolved.push(rest);
+                }
+            }
+        }
+    }
+    let rel = resolved.strip_prefix(&repo_real).map_err(|_| outside())?;
+    let joined = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    Ok(if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
+    })
+}
+
+/// `.` and empty components dropped (`..` never reaches here).
+fn lexical(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// Checks a branch name against git's rules for branch names (git-check-ref-format(1),
+/// with `--branch`) and against the protected branches.
+///
+/// # Errors
+/// [`LockNameError::Branch`] saying which rule the name breaks.
+pub fn check_branch(name: &str, protected: &[String]) -> std::result::Result<(), LockNameError> {
+    let bad = |message: &str| LockNameError::Branch {
+        name: name.to_string(),
+        message: message.to_string(),
+    };
+    if name.is_empty() {
+        return Err(bad("empty branch name"));
+    }
+    let short = name.strip_prefix("refs/heads/").unwrap_or(name);
+    if protected.iter().any(|p| p == short) {
+        return Err(bad(
+            "is a protected branch: tasks work on their own branches (config: [git] protected_branches)",
+        ));
+    }
+    if name.starts_with('-') {
+        return Err(bad("may not start with '-'"));
+    }
+    if name == "@" || name.contains("@{") {
+        return Err(bad("may not be '@' or contain '@{'"));
+    }
+    if name.contains("..") {
+        return Err(bad("may not contain '..'"));
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err(bad(
+            "may not start or end with '/' or contain an empty component",
+        ));
+    }
+    if name.ends_with('.') {
+        return Err(bad("may not end with '.'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        return Err(bad(&format!("may not contain {c:?}")));
+    }
+    for part in name.split('/') {
+        if part.starts_with('.') {
+            return Err(bad("no component may start with '.'"));
+        }
+        if part.ends_with(".lock") {
+            return Err(bad("no component may end with '.lock'"));
+        }
+    }
+    Ok(())
+}
+
+/// Who holds a lock: the content of `@holder.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holder {
+    /// The locked resource (`branch:<name>` or a repository path).
+    pub resource: Resource,
+    /// `daemon` (for a task) or `cli` (`architect lock acquire`).
+    pub by: HolderKind,
+    /// The task holding it, when `by` is `daemon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The session running that task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Node of the holding process.
+    pub node: String,
+    /// Process id of the holding process.
+    pub pid: u32,
+    /// When the lock was taken.
+    pub since: DateTime<Utc>,
+    /// Free text from `architect lock acquire --note`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Kind of lock holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HolderKind {
+    /// The daemon, for a task.
+    Daemon,
+    /// A person or script through `architect lock acquire`.
+    Cli,
+}
+
+/// Who is asking for locks (stamped into each [`Holder`]).
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// Daemon or CLI.
+    pub by: HolderKind,
+    /// Task id, for the daemon.
+    pub task: Option<String>,
+    /// Session, for the daemon.
+    pub session: Option<String>,
+    /// This node's name.
+    pub node: String,
+    /// Free text.
+    pub note: Option<String>,
+}
+
+/// A request refused because something else holds an overlapping lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// The requested resource that could not be locked.
+    pub resource: Resource,
+    /// Who holds it or something overlapping, when their holder file says so (`None`:
+    /// unknown, e.g. the holder is just starting or finishing).
+    pub holder: Option<Holder>,
+}
+
+impl fmt::Display for Conflict {
+    /// `src/db.rs held by task T on session S (node, pid P, since …)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.resource)?;
+        match &self.holder {
+            None => write!(f, " is locked"),
+            Some(h) => {
+                let what = if h.resource == self.resource {
+                    String::new()
+                } else {
+                    format!(" (through {})", h.resource)
+                };
+                match (&h.task, &h.session) {
+                    (Some(t), Some(s)) => write!(f, " is held{what} by task {t} on session {s}")?,
+                    (Some(t), None) => write!(f, " is held{what} by task {t}")?,
+                    _ => write!(f, " is held{what} by `architect lock` (pid {})", h.pid)?,
+                }
+                write!(
+                    f,
+                    " on {} since {}",
+                    h.node,
+                    h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }
+        }
+    }
+}
+
+/// Locks held by this process: released (holder files removed, then unlocked) on
+/// [`HeldLocks::release`] or drop.
+#[derive(Debug)]
+pub struct HeldLocks {
+    resources: Vec<Resource>,
+    /// Open lock files, in acquisition order.
+    files: Vec<File>,
+    /// Holder files written for the exclusive locks.
+    holder_files: Vec<PathBuf>,
+    since: Instant,
+}
+
+impl HeldLocks {
+    /// The resources held (as requested, minus those covered by another).
+    #[must_use]
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// How long they have been held, in ms.
+    #[must_use]
+    pub fn held_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Releases every lock.
+    pub fn release(self) {}
+}
+
+impl Drop for HeldLocks {
+    fn drop(&mut self) {
+        // Holder files first: once unlocked, the next holder may write its own.
+        for path in &self.holder_files {
+            let _ = std::fs::remove_file(path);
+        }
+        for file in &self.files {
+            let _ = FileExt::unlock(file);
+        }
+    }
+}
+
+/// What [`LockTable::list`] found.
+#[derive(Debug, Default, Serialize)]
+pub struct Listing {
+    /// Locks held right now, sorted by resource.
+    pub held: Vec<Holder>,
+    /// Stale holder files removed (their holder died).
+    pub stale_removed: Vec<Resource>,
+}
+
+/// The lock files under one spool's `locks/` directory.
+#[derive(Debug, Clone)]
+pub struct LockTable {
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+impl LockTable {
+    /// The lock table in `dir` (`spool/locks/`).
+    #[must_use]
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { root: dir.into() }
+    }
+
+    /// The plan for `resources`: `(lock file dir, mode, requested resource)`, sorted by
+    /// path, each lock file once. Resources covered by another requested one are dropped.
+    fn plan(&self, resources: &[Resource]) -> (Vec<Resource>, Vec<(PathBuf, Mode, Resource)>) {
+        let mut wanted: Vec<Resource> = resources.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let kept: Vec<Resource> = wanted
+            .iter()
+            .filter(|r| match r {
+                Resource::Branch(_) => true,
+                Resource::Path(p) => !wanted.iter().any(|o| match o {
+                    Resource::Path(q) => q != p && path_contains(q, p),
+                    Resource::Branch(_) => false,
+                }),
+            })
+            .cloned()
+            .collect();
+        let mut ops: BTreeMap<PathBuf, (Mode, Resource)> = BTreeMap::new();
+        for r in &kept {
+            if let Resource::Path(p) = r {
+                if p != "." {
+                    // Intention locks on the root and every ancestor directory.
+                    let parts: Vec<&str> = p.split('/').collect();
+                    for depth in 0..parts.len() {
+                        let ancestor = if depth == 0 {
+                            Resource::Path(".".into())
+                        } else {
+                            Resource::Path(parts[..depth].join("/"))
+                        };
+                        ops.entry(ancestor.dir(&self.root))
+                            .or_insert((Mode::Shared, r.clone()));
+                    }
+                }
+            }
+            ops.insert(r.dir(&self.root), (Mode::Exclusive, r.clone()));
+        }
+        let ops = ops.into_iter().map(|(d, (m, r))| (d, m, r)).collect();
+        (kept, ops)
+    }
+
+    /// Tries to take every lock in `resources` at once, without waiting.
+    ///
+    /// Returns `Ok(Ok(held))` when all were taken, `Ok(Err(conflict))` naming the first
+    /// resource that is held elsewhere (nothing is kept in that case).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a lock directory or file cannot be created or locked for a
+    /// reason other than contention.
+    pub fn try_acquire(
+        &self,
+        resources: &[Resource],
+        who: &Requester,
+    ) -> Result<std::result::Result<HeldLocks, Conflict>> {
+        let (kept, ops) = self.plan(resources);
+        let since = Utc::now();
+        let mut held = HeldLocks {
+            resources: kept,
+            files: Vec::with_capacity(ops.len()),
+            holder_files: Vec::new(),
+            since: Instant::now(),
+        };
+        for (dir, mode, resource) in &ops {
+            let file = open_lock(dir)?;
+            let got = match mode {
+                Mode::Shared => FileExt::try_lock_shared(&file),
+                Mode::Exclusive => FileExt::try_lock_exclusive(&file),
+            };
+            match got {
+                Ok(()) => held.files.push(file),
+                Err(e) if is_contention(&e) => {
+                    drop(held);
+                    let holder = self.find_holder(dir, *mode);
+                    return Ok(Err(Conflict {
+                        resource: resource.clone(),
+                        holder,
+                    }));
+                }
+                Err(e) => return Err(Error::io("locking", dir.join(LOCK_FILE), e)),
+            }
+        }
+        let pid = std::process::id();
+        for (dir, mode, resource) in &ops {
+            if *mode != Mode::Exclusive {
+                continue;
+            }
+            let holder = Holder {
+                resource: resource.clone(),
+                by: who.by,
+                task: who.task.clone(),
+                session: who.session.clone(),
+                node: who.node.clone(),
+                pid,
+                since,
+                note: who.note.clone(),
+            };
+            let path = dir.join(HOLDER_FILE);
+            let bytes =
+                serde_json::to_vec_pretty(&holder).map_err(|e| Error::json("lock holder", e))?;
+            fsio::write_atomic_volatile(&path, &bytes)?;
+            held.holder_files.push(path);
+        }
+        Ok(Ok(held))
+    }
+
+    /// Who holds the lock in `dir` (refused in `mode`): its own holder file, else (for a
+    /// directory refused because something inside it is held) the first holder file
+    /// below it, else an exclusive holder of an ancestor.
+    fn find_holder(&self, dir: &Path, mode: Mode) -> Option<Holder> {
+        if let Some(h) = read_holder(&dir.join(HOLDER_FILE)) {
+            return Some(h);
+        }
+        if mode == Mode::Exclusive {
+            let below = walkdir::WalkDir::new(dir)
+                .min_depth(2)
+                .into_iter()
+                .filter_map(std::result::Result::ok)
+                .find(|e| e.file_name() == HOLDER_FILE)
+                .and_then(|e| read_holder(e.path()));
+            if below.is_some() {
+                return below;
+            }
+        }
+        None
+    }
+
+    /// Lists the live locks; removes holder files whose lock is free (their holder died).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the lock directory cannot be read.
+    pub fn list(&self) -> Result<Listing> {
+        let mut listing = Listing::default();
+        if !self.root.exists() {
+            return Ok(listing);
+        }
+        for entry in walkdir::WalkDir::new(&self.root).sort_by_file_name() {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&self.root).to_path_buf();
+                Error::io(
+                    "listing locks",
+                    path,
+                    e.into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("walk error")),
+                )
+            })?;
+            if entry.file_name() != HOLDER_FILE {
+                continue;
+            }
+            let sidecar = entry.path();
+            let Some(dir) = sidecar.parent() else {
+                continue;
+            };
+            let Ok(file) = open_lock(dir) else { continue };
+            match FileExt::try_lock_shared(&file) {
+                Ok(()) => {
+                    // Free: nobody holds it exclusively, so the holder file is stale.
+                    // Removed while we hold the shared lock, so no new holder can have
+                    // written it in between.
+                    if let Some(h) = read_holder(sidecar) {
+                        listing.stale_removed.push(h.resource);
+                    }
+                    let _ = std::fs::remove_file(sidecar);
+                    let _ = FileExt::unlock(&file);
+                }
+                Err(_) => {
+                    if let Some(h) = read_holder(sidecar) {
+                        listing.held.push(h);
+                    }
+                }
+            }
+        }
+        listing.held.sort_by(|a, b| a.resource.cmp(&b.resource));
+        Ok(listing)
+    }
+}
+
+fn is_contention(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// Opens (creating it and its directories, 0700/0600) the lock file in `dir`.
+fn open_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+    };
+    match open() {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io("creating lock directory", dir, e))?;
+            open().map_err(|e| Error::io("opening lock file", &path, e))
+        }
+        Err(e) => Err(Error::io("opening lock file", &path, e)),
+    }
+}
+
+fn read_holder(path: &Path) -> Option<Holder> {
+    let bytes = fsio::read_regular(path, 64 * 1024).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(task: &str) -> Requester {
+        Requester {
+            by: HolderKind::Daemon,
+            task: Some(task.into()),
+            session: Some("s1".into()),
+            node: "n1".into(),
+            note: None,
+        }
+    }
+
+    fn p(s: &str) -> Resource {
+        Resource::Path(s.into())
+    }
+
+    #[test]
+    fn same_path_excludes_and_frees_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let a = table
+            .try_acquire(&[p("src/db.rs")], &who("a"))
+            .unwrap()
+            .unwrap();
+        let c = table
+            .try_acquire(&[p("src/db.rs")], &who("b"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(c.resource, p("src/db.rs"));
+        assert_eq!(c.holder.unwrap().task.as_deref(), Some("a"));
+        assert!(dir.path().join("paths/src/db.rs/@holder.json").exists());
+        a.release();
+        assert!(!dir.path().join("paths/src/db.rs/@holder.json").exists());
+        table
+            .try_acquire(&[p("src/db.rs")], &who("b"))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn directory_conflicts_with_paths_inside_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let file = table
+            .try_acquire(&[p("docs/a.md")], &who("a"))
+            .unwrap()
+            .unwrap();
+        // A sibling is fine; the directory and the root are not.
+        let sib = table
+            .try_acquire(&[p("docs/b.md")], &who("b"))
+            .unwrap()
+            .unwrap();
+        let c = table
+            .try_acquire(&[p("docs")], &who("c"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(c.resource, p("docs"));
+        let inside = c.holder.unwrap().resource;
+        assert!(
+            inside == p("docs/a.md") || inside == p("docs/b.md"),
+            "{inside}"
+        );
+        assert!(table.try_acquire(&[p(".")], &who("c")).unwrap().is_err());
+        drop((file, sib));
+        let d = table.try_acquire(&[p("docs")], &who("d")).unwrap().unwrap();
+        let c = table
+            .try_acquire(&[p("docs/deep/x")], &who("e"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(c.holder.unwrap().task.as_deref(), Some("d"));
+        drop(d);
+    }
+
+    #[test]
+    fn all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let _b = table.try_acquire(&[p("b")], &who("x")).unwrap().unwrap();
+        let c = table
+            .try_acquire(&[p("a"), p("b"), p("c")], &who("y"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(c.resource, p("b"));
+        // Nothing of the refused request is kept: a and c are free.
+        table
+            .try_acquire(&[p("a"), p("c")], &who("z"))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn covered_resources_are_dropped_and_branches_are_flat() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let held = table
+            .try_acquire(
+                &[
+                    p("src"),
+                    p("src/db.rs"),
+                    Resource::Branch("feature/x".into()),
+                ],
+                &who("a"),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            held.resources(),
+            &[Resource::Branch("feature/x".into()), p("src")]
+        );
+        assert!(table
+            .try_acquire(&[Resource::Branch("feature/x".into())], &who("b"))
+            .unwrap()
+            .is_err());
+        table
+            .try_acquire(&[Resource::Branch("feature/y".into())], &who("b"))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn names_that_look_like_lock_files_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let _a = table.try_acquire(&[p("x")], &who("a")).unwrap().unwrap();
+        // "x/@lock" is a path inside x: it conflicts because of x, not by a name clash.
+        assert!(table
+            .try_acquire(&[p("x/@lock")], &who("b"))
+            .unwrap()
+            .is_err());
+        let _c = table
+            .try_acquire(&[p("y/@lock")], &who("c"))
+            .unwrap()
+            .unwrap();
+        let _d = table
+            .try_acquire(&[p("y/%40lock")], &who("d"))
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join("paths/y/%40lock/@lock").exists());
+    }
+
+    #[test]
+    fn stale_holder_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = LockTable::new(dir.path());
+        let held = table.try_acquire(&[p("a")], &who("a")).unwrap().unwrap();
+        let listing = table.list().unwrap();
+        assert_eq!(listing.held.len(), 1);
+        assert_eq!(listing.held[0].task.as_deref(), Some("a"));
+        // Simulate a holder that died without cleaning up: keep the file, drop the lock.
+        let sidecar = dir.path().join("paths/a/@holder.json");
+        let copy = std::fs::read(&sidecar).unwrap();
+        drop(held);
+        std::fs::write(&sidecar, copy).unwrap();
+        let listing = table.list().unwrap();
+        assert!(listing.held.is_empty());
+        assert_eq!(listing.stale_removed, vec![p("a")]);
+        assert!(!sidecar.exists());
+    }
+
+    #[test]
+    fn paths_are_normalised_and_kept_inside() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        std::fs::create_dir_all(r.join("src/sub")).unwrap();
+        std::fs::write(r.join("src/db.rs"), "").unwrap();
+        let n = |s: &str| normalize_path(r, r, s);
+        assert_eq!(n("src/db.rs").unwrap(), "src/db.rs");
+        assert_eq!(n("./src//db.rs").unwrap(), "src/db.rs");
+        assert_eq!(n("docs/").unwrap(), "docs");
+        assert_eq!(n(".").unwrap(), ".");
+        assert_eq!(n(&r.join("src").display().to_string()).unwrap(), "src");
+        assert_eq!(
+            normalize_path(r, &r.join("src"), "sub/x").unwrap(),
+            "src/sub/x"
+        );
+        assert!(matches!(n("../x"), Err(LockNameError::ParentDir(_))));
+        assert!(matches!(n("src/../../x"), Err(LockNameError::ParentDir(_))));
+        assert!(matches!(
+            n("/etc/passwd"),
+            Err(LockNameError::Outside { .. })
+        ));
+        assert!(matches!(n(""), Err(LockNameError::Empty)));
+        assert!(matches!(n("a\0b"), Err(LockNameError::Control(_))));
+        // Symlinks: one inside resolves to its target; one leading out is refused.
+        std::os::unix::fs::symlink(r.join("src"), r.join("alias")).unwrap();
+        assert_eq!(n("alias/db.rs").unwrap(), "src/db.rs");
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("out")).unwrap();
+        assert!(matches!(
+            n("out/x"),
+            Err(LockNameError::SymlinkEscapes { .. })
+        ));
+        std::os::unix::fs::symlink("/nonexistent/target", r.join("dangling")).unwrap();
+        assert!(matches!(
+            n("dangling"),
+            Err(LockNameError::SymlinkEscapes { .. })
+        ));
+    }
+
+    #[test]
+    fn branch_names_follow_git_rules() {
+        let protected: Vec<String> = DEFAULT_PROTECTED_BRANCHES.map(String::from).to_vec();
+        for good in ["feature/x", "fix-1", "a/b/c", "user@host", "v1.2"] {
+            check_branch(good, &protected).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            "main",
+            "refs/heads/prod",
+            "-x",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "/a",
+            "a/",
+            "a//b",
+            ".a",
+            "a/.b",
+            "a.lock",
+            "a/b.lock/c",
+            "a.",
+            "@",
+            "a@{1}",
+        ] {
+            assert!(check_branch(bad, &protected).is_err(), "{bad:?} accepted");
+        }
+    }
+}
