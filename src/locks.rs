@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::spool::fsio;
+use crate::spool::task::{TaskSpec, Violation};
 
 /// Name of the lock file in each lock directory.
 pub const LOCK_FILE: &str = "@lock";
@@ -336,6 +337,45 @@ pub fn check_branch(name: &str, protected: &[String]) -> std::result::Result<(),
     Ok(())
 }
 
+/// Resolves a task's `locks` against the repository: normalised paths and a checked branch.
+///
+/// # Errors
+/// One violation per bad entry, with its JSON Pointer (`/locks/paths/1`, `/locks/branch`).
+pub fn resources_for(
+    spec: &TaskSpec,
+    repo: &Path,
+    protected: &[String],
+) -> Result<Vec<Resource>, Vec<Violation>> {
+    let Some(l) = &spec.locks else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(b) = &l.branch {
+        match check_branch(b, protected) {
+            Ok(()) => out.push(Resource::Branch(b.clone())),
+            Err(e) => errors.push(Violation {
+                path: "/locks/branch".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    for (i, p) in l.paths.iter().enumerate() {
+        match normalize_path(repo, repo, p) {
+            Ok(n) => out.push(Resource::Path(n)),
+            Err(e) => errors.push(Violation {
+                path: format!("/locks/paths/{i}"),
+                message: e.to_string(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Who holds a lock: the content of `@holder.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -387,12 +427,14 @@ pub struct Requester {
 }
 
 /// A request refused because something else holds an overlapping lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Conflict {
     /// The requested resource that could not be locked.
     pub resource: Resource,
     /// Who holds it or something overlapping, when their holder file says so (`None`:
     /// unknown, e.g. the holder is just starting or finishing).
+    #[serde(default)]
     pub holder: Option<Holder>,
 }
 
@@ -668,6 +710,55 @@ impl LockTable {
     }
 }
 
+/// Checks a node's event log for the locking rule: walking `lock_acquired` and
+/// `lock_released` events in log order, no task ever acquires a resource that overlaps
+/// one another task still holds (a `daemon_started` event clears the holders: a daemon
+/// that died held nothing afterwards). Returns the number of acquisitions checked.
+///
+/// # Errors
+/// A description of the first violation (both tasks and resources).
+pub fn verify_exclusion(events: &[crate::log::Event]) -> std::result::Result<usize, String> {
+    let mut held: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
+    let mut checked = 0;
+    let resources = |e: &crate::log::Event| -> Vec<Resource> {
+        serde_json::from_value(e.data["resources"].clone()).unwrap_or_default()
+    };
+    for e in events {
+        if e.kind == "daemon_started" {
+            // A daemon that died held nothing after it (the kernel released its locks).
+            held.clear();
+            continue;
+        }
+        let Some(task) = &e.task_id else { continue };
+        match e.kind.as_str() {
+            "lock_acquired" => {
+                let wanted = resources(e);
+                for (other, theirs) in &held {
+                    if other == task {
+                        continue;
+                    }
+                    if let Some((a, b)) = wanted
+                        .iter()
+                        .find_map(|a| theirs.iter().find(|b| a.overlaps(b)).map(|b| (a, b)))
+                    {
+                        return Err(format!(
+                            "at {}: task {task} acquired {a} while task {other} held {b}",
+                            e.ts
+                        ));
+                    }
+                }
+                held.insert(task.clone(), wanted);
+                checked += 1;
+            }
+            "lock_released" => {
+                held.remove(task);
+            }
+            _ => {}
+        }
+    }
+    Ok(checked)
+}
+
 fn is_contention(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EWOULDBLOCK)
 }
@@ -903,6 +994,32 @@ mod tests {
             n("dangling"),
             Err(LockNameError::SymlinkEscapes { .. })
         ));
+    }
+
+    #[test]
+    fn exclusion_checker_catches_overlapping_holders() {
+        let ev = |kind: &str, task: &str, resources: &[&str]| crate::log::Event {
+            ts: Utc::now(),
+            node: "n".into(),
+            kind: kind.into(),
+            task_id: Some(task.into()),
+            session: None,
+            data: serde_json::json!({ "resources": resources }),
+        };
+        let ok = [
+            ev("lock_acquired", "a", &["src/db.rs"]),
+            ev("lock_acquired", "b", &["src/other.rs", "branch:x"]),
+            ev("lock_released", "a", &["src/db.rs"]),
+            ev("lock_acquired", "c", &["src"]),
+        ];
+        assert!(verify_exclusion(&ok).is_err(), "c overlaps b's src/other.rs");
+        assert_eq!(verify_exclusion(&ok[..3]), Ok(2));
+        let bad = [
+            ev("lock_acquired", "a", &["branch:x"]),
+            ev("lock_acquired", "b", &["branch:x"]),
+        ];
+        let err = verify_exclusion(&bad).unwrap_err();
+        assert!(err.contains("task b acquired branch:x while task a held branch:x"), "{err}");
     }
 
     #[test]

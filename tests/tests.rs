@@ -7,6 +7,7 @@ mod cli;
 mod config_live;
 mod failures;
 mod fake_agent;
+mod locks;
 mod malformed;
 mod profiles;
 mod spool_flow;

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod init;
+mod locks;
 pub mod logging;
 mod observe;
 mod sql;
@@ -190,6 +191,15 @@ enum Cmd {
     },
     /// Measure dispatch latency and throughput with fake agents (prints figures).
     Bench(bench::BenchArgs),
+    /// List the branch and path locks held now (by tasks and by `architect lock`).
+    Locks {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take part in the same locks as tasks: `lock acquire`, `lock release`.
+    #[command(subcommand)]
+    Lock(locks::LockCmd),
 }
 
 /// Runs the parsed command.
@@ -210,7 +220,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             .with_context(|| format!("daemon on spool {}", cli.spool.display()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Submit(args) => submit::run(&need(&spool)?, args),
+        Cmd::Submit(args) => submit::run(&need(&spool)?, &cli.config, args),
         Cmd::Status { json } => observe::status(&need(&spool)?, &cli.config, json),
         Cmd::Tasks { state, limit, json } => tasks::list(&need(&spool)?, state, limit, json),
         Cmd::Show { id, json } => tasks::show(&need(&spool)?, &id, json),
@@ -240,6 +250,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
         Cmd::Demo { dir } => demo::run(dir),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Locks { json } => locks::list(&need(&spool)?, json),
+        Cmd::Lock(cmd) => locks::run(&need(&spool)?, &cli.config, cmd),
     }
 }
 

@@ -42,6 +42,23 @@ fn count(spool: &Spool, dir: &str) -> usize {
     })
 }
 
+/// Pending records that say `waiting_lock` (a byte search, no JSON parsing; the first
+/// 20,000 files at most).
+fn count_waiting_lock(spool: &Spool) -> usize {
+    let Ok(dir) = std::fs::read_dir(spool.dir("pending")) else {
+        return 0;
+    };
+    let needle = b"\"waiting_lock\"";
+    dir.filter_map(std::result::Result::ok)
+        .take(20_000)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            architect::spool::fsio::read_regular(&e.path(), 1 << 20)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+        .count()
+}
+
 pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
     let node =
         Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
@@ -53,6 +70,9 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
         .chain(["rejected"])
     {
         counts.insert(d.to_string(), count(spool, d).into());
+        if d == "pending" {
+            counts.insert("waiting_lock".into(), count_waiting_lock(spool).into());
+        }
     }
     let sessions = read_sessions(spool)?;
     if json {

@@ -40,6 +40,10 @@ pub struct SubmitArgs {
     /// Retries after a failed attempt.
     #[arg(long)]
     max_retries: Option<u32>,
+    /// Hold this lock while the task runs: a repository path (relative to the repository
+    /// root) or branch:<name> (repeatable).
+    #[arg(long = "lock", value_name = "RESOURCE")]
+    locks: Vec<String>,
     /// Block until the task is done, failed or cancelled; print its result.
     #[arg(long)]
     wait: bool,
@@ -48,7 +52,7 @@ pub struct SubmitArgs {
     wait_timeout: u64,
 }
 
-pub fn run(spool: &Spool, a: SubmitArgs) -> Result<ExitCode> {
+pub fn run(spool: &Spool, config_dir: &std::path::Path, a: SubmitArgs) -> Result<ExitCode> {
     let mut value: serde_json::Value = match &a.file {
         Some(p) => {
             let bytes = if p.as_os_str() == "-" {
@@ -92,11 +96,36 @@ pub fn run(spool: &Spool, a: SubmitArgs) -> Result<ExitCode> {
     if let Some(v) = a.max_retries {
         set("max_retries", v.into());
     }
+    if !a.locks.is_empty() {
+        let mut branch = None;
+        let mut paths = Vec::new();
+        for l in a.locks {
+            match l.strip_prefix("branch:") {
+                Some(b) if branch.is_none() => branch = Some(b.to_string()),
+                Some(_) => bail!("--lock: a task works on one branch; give branch: once"),
+                None => paths.push(l),
+            }
+        }
+        let mut locks = serde_json::Map::new();
+        if let Some(b) = branch {
+            locks.insert("branch".into(), b.into());
+        }
+        if !paths.is_empty() {
+            locks.insert("paths".into(), paths.into());
+        }
+        set("locks", locks.into());
+    }
     if !obj.contains_key("prompt") {
         bail!("a task needs a prompt: give a task file or --prompt");
     }
     let spec: TaskSpec = parse_task(&serde_json::to_vec(&value)?)
         .map_err(|v| anyhow::anyhow!("invalid task: {}", format_violations(&v)))?;
+    // The daemon checks locks against the repository too (and rejects the file); saying
+    // so here saves a trip through rejected/.
+    if let Ok(config) = architect::config::Config::load(config_dir) {
+        architect::locks::resources_for(&spec, &config.repo, &config.protected_branches)
+            .map_err(|v| anyhow::anyhow!("invalid task: {}", format_violations(&v)))?;
+    }
     let id = spool.submit(spec)?;
     println!("{id}");
     if !a.wait {

@@ -11,6 +11,8 @@ use architect::spool::{ControlRequest, Spool};
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum StateArg {
     Pending,
+    /// Pending tasks waiting for their locks.
+    WaitingLock,
     Active,
     Done,
     Failed,
@@ -20,7 +22,7 @@ pub enum StateArg {
 impl From<StateArg> for TaskState {
     fn from(s: StateArg) -> Self {
         match s {
-            StateArg::Pending => Self::Pending,
+            StateArg::Pending | StateArg::WaitingLock => Self::Pending,
             StateArg::Active => Self::Active,
             StateArg::Done => Self::Done,
             StateArg::Failed => Self::Failed,
@@ -46,6 +48,9 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
     for s in states {
         let mut recs = spool.list(s)?;
+        if matches!(state, Some(StateArg::WaitingLock)) {
+            recs.retain(|r| r.waiting_lock.is_some());
+        }
         recs.sort_by(|a, b| {
             a.received_at
                 .cmp(&b.received_at)
@@ -57,12 +62,13 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(s, r)| {
+            .map(|(_, r)| {
                 serde_json::json!({
-                    "id": r.id, "state": s.dir(), "priority": r.task.priority(),
+                    "id": r.id, "state": r.display_state(), "priority": r.task.priority(),
                     "session": r.session, "attempts": r.attempts.len(),
                     "received_at": r.received_at, "finished_at": r.finished_at,
                     "prompt": r.task.prompt, "error": r.error,
+                    "waiting_lock": r.waiting_lock,
                 })
             })
             .collect();
@@ -81,15 +87,20 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
         "prompt / error",
     ]);
     for (s, r) in &rows {
-        let text = match &r.error {
-            Some(e) if s.is_final() => {
+        let text = match (&r.error, &r.waiting_lock) {
+            (Some(e), _) if s.is_final() => {
                 format!("{} — {}", one_line(&r.task.prompt, 30), one_line(e, 40))
             }
+            (_, Some(w)) => format!(
+                "{} — {}",
+                one_line(&r.task.prompt, 30),
+                one_line(&w.blocked_by.to_string(), 60)
+            ),
             _ => one_line(&r.task.prompt, 60),
         };
         t.add_row([
             r.id.clone(),
-            s.dir().to_string(),
+            r.display_state().to_string(),
             r.task.priority().to_string(),
             r.session.clone().unwrap_or_default(),
             r.attempts.len().to_string(),
@@ -106,11 +117,24 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     if json {
         let mut v = serde_json::to_value(&rec)?;
         v["state"] = state.dir().into();
+        v["display_state"] = rec.display_state().into();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("task      {}", rec.id);
-    println!("state     {}", state.dir());
+    match &rec.waiting_lock {
+        Some(w) if state == TaskState::Pending => println!(
+            "state     waiting_lock since {}: {}",
+            w.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            w.blocked_by
+        ),
+        _ => println!("state     {}", state.dir()),
+    }
+    if let Some(l) = &rec.task.locks {
+        let mut parts: Vec<String> = l.branch.iter().map(|b| format!("branch:{b}")).collect();
+        parts.extend(l.paths.iter().cloned());
+        println!("locks     {}", parts.join(", "));
+    }
     println!("priority  {}", rec.task.priority());
     if let Some(s) = &rec.task.session {
         println!("session   {s} (requested)");

@@ -166,6 +166,11 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// Sessions, in file order.
     pub sessions: Vec<ResolvedSession>,
+    /// The repository the sessions work in: the config directory's parent. Task lock
+    /// paths are relative to it.
+    pub repo: PathBuf,
+    /// Branches no task may take (default `main`, `dev`, `qa`, `prod`).
+    pub protected_branches: Vec<String>,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -293,6 +298,10 @@ impl Config {
             node,
             daemon: arch.daemon,
             sessions,
+            repo: base,
+            protected_branches: crate::locks::DEFAULT_PROTECTED_BRANCHES
+                .map(String::from)
+                .to_vec(),
         })
     }
 }

@@ -13,6 +13,7 @@
 //! whose size grows with the load.
 
 mod control;
+mod locking;
 mod sessions;
 mod tasks;
 pub mod watch;
@@ -144,6 +145,14 @@ pub(crate) struct Daemon {
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
+    /// Branch and path locks (`spool/locks/`).
+    lock_table: crate::locks::LockTable,
+    /// Locks held for running tasks: task id → locks.
+    held_locks: HashMap<String, crate::locks::HeldLocks>,
+    /// Tasks parked because their locks are held elsewhere (out of the ready queue).
+    lock_waiters: Vec<String>,
+    /// When to give parked tasks another try.
+    lock_poll_at: Option<Instant>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -174,6 +183,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                "spool": spool.root().display().to_string(), "config": config.dir.display().to_string()}),
     );
     tracing::info!(node = %config.node, spool = %spool.root().display(), "daemon started");
+    let spool_locks = spool.dir("locks");
     let mut d = Daemon {
         next_reconcile: Instant::now() + Duration::from_millis(config.daemon.reconcile_interval_ms),
         spool,
@@ -196,6 +206,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         batch: fsio::WriteBatch::default(),
         config_reload_at: None,
         shutting_down: false,
+        lock_table: crate::locks::LockTable::new(spool_locks),
+        held_locks: HashMap::new(),
+        lock_waiters: Vec::new(),
+        lock_poll_at: None,
     };
     d.recover()?;
     d.apply_sessions(true);
@@ -301,6 +315,9 @@ impl Daemon {
         if let Some(at) = self.sessions_flush_at {
             next = next.min(at);
         }
+        if let Some(at) = self.lock_poll_at {
+            next = next.min(at);
+        }
         for slot in self.sessions.values() {
             if let Some(at) = slot.restart_at {
                 next = next.min(at);
@@ -326,6 +343,9 @@ impl Daemon {
         }
         if self.sessions_flush_at.is_some_and(|at| now >= at) {
             self.flush_session_files();
+        }
+        if self.lock_poll_at.is_some_and(|at| now >= at) {
+            self.requeue_lock_waiters();
         }
         let due: Vec<Instant> = self.delayed.range(..=now).map(|(k, _)| *k).collect();
         for k in due {

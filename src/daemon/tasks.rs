@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::locking::LockAttempt;
 use super::Daemon;
+use crate::locks::resources_for;
 use crate::log::EventType;
 use crate::queue::Target;
 use crate::session::runner::{Assignment, Command, RunOutcome};
@@ -35,6 +37,8 @@ pub(crate) struct LiveTask {
     pub attempt_started: Option<DateTime<Utc>>,
     pub attempt_started_at: Option<Instant>,
     pub cancel_requested: bool,
+    /// The locks it must hold to run (resolved from `task.locks`).
+    pub resources: Vec<crate::locks::Resource>,
 }
 
 fn whole(message: impl Into<String>) -> Vec<Violation> {
@@ -85,6 +89,10 @@ impl Daemon {
                 return;
             }
         };
+        if let Err(v) = resources_for(&spec, &self.config.repo, &self.config.protected_branches) {
+            self.reject(name, v);
+            return;
+        }
         let id = spec
             .id
             .clone()
@@ -180,8 +188,24 @@ impl Daemon {
 
     /// Starts tracking a pending record: logs it as queued and queues it (or parks it
     /// behind its dependencies or its retry backoff).
-    pub(super) fn track(&mut self, record: TaskRecord) {
+    pub(super) fn track(&mut self, mut record: TaskRecord) {
         let id = record.id.clone();
+        // Locks were checked at intake; a recovered task is checked again (the
+        // repository may have changed under it).
+        let (resources, lock_error) = match resources_for(
+            &record.task,
+            &self.config.repo,
+            &self.config.protected_branches,
+        ) {
+            Ok(r) => (r, None),
+            Err(v) => (Vec::new(), Some(crate::spool::format_violations(&v))),
+        };
+        if record.waiting_lock.take().is_some() {
+            // A wait recorded before a restart: dispatch decides afresh.
+            if let Err(e) = self.write_record(TaskState::Pending, &record) {
+                tracing::error!("{e}");
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut waiting_for = 0;
@@ -226,9 +250,17 @@ impl Daemon {
                 attempt_started: None,
                 attempt_started_at: None,
                 cancel_requested: false,
+                resources,
             },
         );
-        if let Some((dep, s)) = failed_dep {
+        if let Some(error) = lock_error {
+            self.finish(
+                &id,
+                TaskState::Failed,
+                None,
+                Some(format!("invalid locks: {error}")),
+            );
+        } else if let Some((dep, s)) = failed_dep {
             self.finish(
                 &id,
                 TaskState::Failed,
@@ -284,11 +316,19 @@ impl Daemon {
             .filter(|(_, s)| s.is_free())
             .map(|(n, s)| (n.clone(), s.resolved.spec.role.clone()))
             .collect();
+        let mut contended = std::collections::HashMap::new();
         for (name, role) in idle {
-            let Some(id) = self.queue.take_for(&name, role.as_deref()) else {
-                continue;
-            };
-            self.assign(&id, &name);
+            // A task whose locks are held elsewhere is parked and the next one is tried:
+            // it never blocks the tasks behind it.
+            while let Some(id) = self.queue.take_for(&name, role.as_deref()) {
+                match self.take_locks(&id, &name, &mut contended) {
+                    LockAttempt::Held => {
+                        self.assign(&id, &name);
+                        break;
+                    }
+                    LockAttempt::Parked | LockAttempt::Failed => {}
+                }
+            }
         }
     }
 
@@ -388,6 +428,7 @@ impl Daemon {
 
     /// Returns a claimed task that never started to `pending/`, no attempt counted.
     fn unclaim(&mut self, task_id: &str) {
+        self.release_locks(task_id);
         self.move_task(task_id, TaskState::Active, TaskState::Pending);
         if let Some(t) = self.live.get_mut(task_id) {
             t.state = TaskState::Pending;
@@ -416,6 +457,7 @@ impl Daemon {
         outcome: AttemptOutcome,
         error: Option<String>,
     ) {
+        self.release_locks(task_id);
         let node = self.node().to_string();
         let Some(t) = self.live.get_mut(task_id) else {
             return;
@@ -496,6 +538,7 @@ impl Daemon {
         result: Option<TaskResult>,
         error: Option<String>,
     ) {
+        self.release_locks(task_id);
         let Some(mut t) = self.live.remove(task_id) else {
             return;
         };
@@ -694,6 +737,7 @@ impl Daemon {
                         attempt_started: None,
                         attempt_started_at: None,
                         cancel_requested: false,
+                        resources: Vec::new(),
                     },
                 );
                 self.finish(

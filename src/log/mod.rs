@@ -96,6 +96,12 @@ pub enum EventType {
     SyncConflict,
     /// Text was typed into a session by `architect send`.
     TextSent,
+    /// A task took its locks (`data.resources`, `data.waited_ms`).
+    LockAcquired,
+    /// A task's locks are held elsewhere; it waits (`data.resources`, `data.blocked_by`).
+    LockWaiting,
+    /// A task's locks were released (`data.resources`, `data.held_ms`).
+    LockReleased,
 }
 
 impl EventType {
@@ -120,6 +126,9 @@ impl EventType {
             Self::ConfigApplied => "config_applied",
             Self::SyncConflict => "sync_conflict",
             Self::TextSent => "text_sent",
+            Self::LockAcquired => "lock_acquired",
+            Self::LockWaiting => "lock_waiting",
+            Self::LockReleased => "lock_released",
         }
     }
 }

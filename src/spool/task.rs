@@ -44,9 +44,39 @@ pub struct TaskSpec {
     /// Retries after a failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Branch and path locks held while the task runs (taken all or nothing before it is
+    /// handed to a session; the task waits in `waiting_lock` while they are held elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<LockSpec>,
     /// Free-form, carried through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+}
+
+/// A task's `locks`: `{"branch": "feature/x", "paths": ["src/db.rs", "docs/"]}`.
+///
+/// Paths are relative to the repository root (or absolute inside it); a directory locks
+/// everything inside it. See [`crate::locks`] for the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// The git branch the task works on; never a protected branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Files and directories the task works on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+/// Why a pending task is not running yet although it is next in line: its locks are held
+/// elsewhere (`waiting_lock` in `status`, `show` and the record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockWait {
+    /// When the wait began.
+    pub since: DateTime<Utc>,
+    /// The lock that was refused and who holds it.
+    pub blocked_by: crate::locks::Conflict,
 }
 
 impl TaskSpec {
@@ -286,6 +316,9 @@ pub struct TaskRecord {
     /// Why it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set while the task waits for its locks (state `pending`, shown as `waiting_lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_lock: Option<LockWait>,
 }
 
 impl TaskRecord {
@@ -314,6 +347,18 @@ impl TaskRecord {
             finished_at: None,
             result: None,
             error: None,
+            waiting_lock: None,
+        }
+    }
+
+    /// The state to show a person: the directory state, or `waiting_lock` for a pending
+    /// task waiting for its locks.
+    #[must_use]
+    pub fn display_state(&self) -> &'static str {
+        if self.state == TaskState::Pending && self.waiting_lock.is_some() {
+            "waiting_lock"
+        } else {
+            self.state.dir()
         }
     }
 
