@@ -1012,14 +1012,20 @@ mod tests {
             ev("lock_released", "a", &["src/db.rs"]),
             ev("lock_acquired", "c", &["src"]),
         ];
-        assert!(verify_exclusion(&ok).is_err(), "c overlaps b's src/other.rs");
+        assert!(
+            verify_exclusion(&ok).is_err(),
+            "c overlaps b's src/other.rs"
+        );
         assert_eq!(verify_exclusion(&ok[..3]), Ok(2));
         let bad = [
             ev("lock_acquired", "a", &["branch:x"]),
             ev("lock_acquired", "b", &["branch:x"]),
         ];
         let err = verify_exclusion(&bad).unwrap_err();
-        assert!(err.contains("task b acquired branch:x while task a held branch:x"), "{err}");
+        assert!(
+            err.contains("task b acquired branch:x while task a held branch:x"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -78,10 +78,9 @@ fn tasks_naming_one_path_never_run_at_once_and_do_not_hold_up_the_queue() {
     // Five tasks contend for src: at least three of them had to wait.
     let waits = env.events_of("lock_waiting");
     assert!(waits.len() >= 3, "{waits:?}");
-    assert!(waits.iter().all(|w| w.data["reason"]
-        .as_str()
-        .unwrap()
-        .contains(" by task ")));
+    assert!(waits
+        .iter()
+        .all(|w| w.data["reason"].as_str().unwrap().contains(" by task ")));
     // Every lock was released, and its holder file removed.
     assert_eq!(env.events_of("lock_released").len(), 6);
     assert!(!env
