@@ -1,0 +1,5 @@
+//! Git worktrees for sessions.
+
+mod branch;
+
+pub use branch::validate_branch;
