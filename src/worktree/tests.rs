@@ -440,6 +440,72 @@ fn a_killed_worktree_add_is_cleaned_up() {
     assert!(p2.join("README").exists());
 }
 
+/// Kills (SIGKILL, whole process group) a real `git worktree add` in the middle of its
+/// checkout, held there by a smudge filter that sleeps while `slow` exists.
+fn kill_a_real_worktree_add(f: &Fixture, session: &str) -> PathBuf {
+    use std::os::unix::process::CommandExt;
+    let slow = f.repo.parent().unwrap().join("slow");
+    fs::write(&slow, "").unwrap();
+    let filter = format!("test -e '{}' && sleep 5; cat", slow.display());
+    git(&f.repo, &["config", "filter.slow.smudge", &filter]);
+    git(&f.repo, &["branch", "--force", "slow-branch", "main"]);
+    fs::create_dir_all(&f.m.dir).unwrap();
+    let path = canonical(&f.m.dir).join(session);
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&f.repo)
+        .args(["worktree", "add", "--quiet"])
+        .arg(&path)
+        .arg("slow-branch")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // .gitattributes is checked out first (unfiltered), then the filter holds README.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !path.join(".gitattributes").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git worktree add never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pgid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on the process group we just started.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    child.wait().unwrap();
+    fs::remove_file(&slow).unwrap();
+    let admin = f.repo.join(".git/worktrees").join(session);
+    let locked = fs::read_to_string(admin.join("locked")).unwrap();
+    assert_eq!(locked.trim_end(), "initializing");
+    path
+}
+
+#[test]
+fn a_really_killed_worktree_add_is_cleaned_up() {
+    let f = fixture();
+    fs::write(f.repo.join(".gitattributes"), "README filter=slow\n").unwrap();
+    git(&f.repo, &["add", ".gitattributes"]);
+    git(&f.repo, &["commit", "--quiet", "-m", "slow README"]);
+    let p = kill_a_real_worktree_add(&f, "s1");
+    let r = f.m.reconcile(&["s1".into()]).unwrap();
+    assert_eq!(r.half_created, std::slice::from_ref(&p), "{r:?}");
+    // git was killed inside its checkout, which holds the worktree's index.lock.
+    assert_eq!(r.stale_locks.len(), 1, "{r:?}");
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert!(!p.exists());
+    let q = f.m.prepare("s1", None).unwrap();
+    assert!(q.created_worktree);
+    assert_eq!(fs::read_to_string(p.join("README")).unwrap(), "hello\n");
+    assert!(!f.m.reconcile(&["s1".into()]).unwrap().changed());
+    // prepare alone copes too, stale index.lock and all.
+    let p2 = kill_a_real_worktree_add(&f, "s2");
+    assert!(f.m.prepare("s2", None).unwrap().created_worktree);
+    assert_eq!(fs::read_to_string(p2.join("README")).unwrap(), "hello\n");
+}
+
 #[test]
 fn leftover_directories_are_cleared_or_moved_aside_never_deleted_with_files() {
     let f = fixture();
