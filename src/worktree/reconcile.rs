@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::ctx::{leftover_is_empty, Ctx};
 use super::git::{self, Git};
-use super::{
-    leftover_is_empty, save, Ctx, SavedWork, WorktreeManager, DEFAULT_BRANCH_PREFIX, INITIALIZING,
-};
+use super::{save, SavedWork, WorktreeManager, DEFAULT_BRANCH_PREFIX, INITIALIZING};
 use crate::error::{Error, Result};
 use crate::spool::{fsio, task::valid_id};
 
