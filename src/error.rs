@@ -73,6 +73,49 @@ pub enum Error {
         /// serde_json's error.
         source: serde_json::Error,
     },
+    /// A `git` command exited with a failure.
+    #[error("{command} failed ({}): {}{}", exit_text(*status), stderr.trim_end(), git_help(stderr))]
+    Git {
+        /// The command as run (`git -C <dir> worktree add …`).
+        command: String,
+        /// Exit status; `None` when git was killed by a signal.
+        status: Option<i32>,
+        /// What git wrote on stderr.
+        stderr: String,
+    },
+    /// A branch name is not one git accepts, or one architect refuses.
+    #[error("branch {branch:?}: {reason}")]
+    InvalidBranch {
+        /// The name as given.
+        branch: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A task or session asked for a protected branch.
+    #[error(
+        "branch {0:?} is protected (git.protected_branches in config/architect.toml): \
+         no task works on it; give the task a branch of its own"
+    )]
+    ProtectedBranch(String),
+    /// The branch is checked out in another worktree: one session per branch at a time.
+    #[error(
+        "branch {branch:?} is already checked out in {} (one session per branch at a time)",
+        worktree.display()
+    )]
+    BranchBusy {
+        /// The branch asked for.
+        branch: String,
+        /// The worktree (or main checkout) that has it.
+        worktree: PathBuf,
+    },
+    /// A session worktree is in a state architect will not touch on its own.
+    #[error("worktree {}: {message}", path.display())]
+    Worktree {
+        /// The worktree directory.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
 }
 
 /// Result with [`Error`].
@@ -103,6 +146,26 @@ fn io_help(e: &std::io::Error) -> &'static str {
         Some(libc::EMFILE) => " (too many open files: raise the limit with ulimit -n)",
         Some(libc::EXDEV) => " (the spool directories must be on one filesystem)",
         _ => "",
+    }
+}
+
+fn exit_text(status: Option<i32>) -> String {
+    status.map_or_else(
+        || "killed by a signal".into(),
+        |c| format!("exit status {c}"),
+    )
+}
+
+fn git_help(stderr: &str) -> &'static str {
+    if stderr.contains("index.lock") || stderr.contains(".lock': File exists") {
+        " (another git process is running there, or a crash left the lock file behind: \
+         remove it once no git runs there)"
+    } else if stderr.contains("dubious ownership") {
+        " (the repository belongs to another user: see git config safe.directory)"
+    } else if stderr.contains("not a git repository") {
+        " (check repo in config/sessions.toml)"
+    } else {
+        ""
     }
 }
 

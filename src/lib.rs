@@ -11,5 +11,6 @@ pub mod queue;
 pub mod session;
 pub mod spool;
 pub mod sql;
+pub mod worktree;
 
 pub use error::{Error, Result};

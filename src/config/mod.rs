@@ -21,6 +21,9 @@ pub struct ArchitectFile {
     /// `[daemon]`.
     #[serde(default)]
     pub daemon: DaemonSettings,
+    /// `[git]`.
+    #[serde(default)]
+    pub git: GitSettings,
 }
 
 /// `[node]` in `config/architect.toml`.
@@ -88,6 +91,58 @@ impl Default for DaemonSettings {
     }
 }
 
+/// `[git]` in `config/architect.toml`: branches and worktrees of sessions with
+/// `worktree = true` (see [`crate::worktree`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSettings {
+    /// Branches no task may take and no session works on (default `main`, `dev`, `qa`,
+    /// `prod`; compared ignoring ASCII case).
+    #[serde(default = "d_protected")]
+    pub protected_branches: Vec<String>,
+    /// Where session worktrees live, `<worktrees_dir>/<session>`; relative paths are
+    /// relative to the session's repository (default `.architect/worktrees`).
+    #[serde(default = "d_worktrees_dir")]
+    pub worktrees_dir: PathBuf,
+    /// The branch a new task branch starts from (default `main`).
+    #[serde(default = "d_base")]
+    pub base_branch: String,
+}
+
+fn d_protected() -> Vec<String> {
+    ["main", "dev", "qa", "prod"].map(String::from).to_vec()
+}
+fn d_worktrees_dir() -> PathBuf {
+    PathBuf::from(".architect/worktrees")
+}
+fn d_base() -> String {
+    "main".into()
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        Self {
+            protected_branches: d_protected(),
+            worktrees_dir: d_worktrees_dir(),
+            base_branch: d_base(),
+        }
+    }
+}
+
+impl GitSettings {
+    /// Checks the branch names: each must be one git accepts
+    /// ([`crate::worktree::validate_branch`]), and `worktrees_dir` must not be empty.
+    fn validate(&self) -> std::result::Result<(), String> {
+        for name in self.protected_branches.iter().chain([&self.base_branch]) {
+            crate::worktree::validate_branch(name, &[]).map_err(|e| format!("[git]: {e}"))?;
+        }
+        if self.worktrees_dir.as_os_str().is_empty() {
+            return Err("[git]: worktrees_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// `config/sessions.toml`: `[[session]]` tables.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +177,14 @@ pub struct SessionSpec {
     /// Role, for tasks that ask for a role instead of a session.
     #[serde(default)]
     pub role: Option<String>,
+    /// Work in a git worktree of its own, `<git.worktrees_dir>/<name>` in `repo`, on the
+    /// task's branch (default false). Needs `repo`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worktree: bool,
+    /// The git repository the worktree belongs to; relative paths are relative to the
+    /// config directory's parent. Only with `worktree = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<PathBuf>,
 }
 
 /// A session spec resolved against its profile: what to run, where, how.
@@ -139,17 +202,22 @@ pub struct ResolvedSession {
     pub cwd: PathBuf,
     /// Environment: profile `[env]`, then session `env`.
     pub env: BTreeMap<String, String>,
+    /// Absolute path of the repository, with `worktree = true`.
+    pub repo: Option<PathBuf>,
 }
 
 impl ResolvedSession {
     /// Whether switching from `self` to `other` needs the program restarted (anything but
-    /// the role changed).
+    /// the role changed, `worktree` and `repo` included: the program moves to another
+    /// directory).
     #[must_use]
     pub fn needs_restart(&self, other: &ResolvedSession) -> bool {
         self.command != other.command
             || self.args != other.args
             || self.cwd != other.cwd
             || self.env != other.env
+            || self.spec.worktree != other.spec.worktree
+            || self.repo != other.repo
             || self.spec.profile != other.spec.profile
             || self.profile.spec != other.profile.spec
     }
@@ -164,6 +232,8 @@ pub struct Config {
     pub node: String,
     /// Daemon timings.
     pub daemon: DaemonSettings,
+    /// Branches and worktrees.
+    pub git: GitSettings,
     /// Sessions, in file order.
     pub sessions: Vec<ResolvedSession>,
     /// The repository the sessions work in: the config directory's parent. Task lock
@@ -212,7 +282,8 @@ impl Config {
     ///
     /// # Errors
     /// [`Error::Config`] naming the file and the problem: TOML syntax, unknown field,
-    /// duplicate or invalid session name, unknown profile, bad node name.
+    /// duplicate or invalid session name, unknown profile, bad node name, a `[git]`
+    /// branch name git would refuse, `worktree = true` without `repo` or `repo` without it.
     pub fn load(dir: &Path) -> Result<Self> {
         let dir = if dir.is_absolute() {
             dir.to_path_buf()
@@ -233,6 +304,10 @@ impl Config {
             }
             None => default_node_name(),
         };
+        arch.git.validate().map_err(|message| Error::Config {
+            path: arch_path.clone(),
+            message,
+        })?;
         let sessions_path = dir.join("sessions.toml");
         let file: SessionsFile = read_toml(&sessions_path)?;
         let base = dir.parent().map_or_else(|| dir.clone(), Path::to_path_buf);
@@ -282,6 +357,22 @@ impl Config {
                 Some(p) => base.join(p),
                 None => base.clone(),
             };
+            let repo = match (spec.worktree, &spec.repo) {
+                (true, Some(p)) => Some(base.join(p)),
+                (true, None) => {
+                    return Err(bad(format!(
+                        "session {:?}: worktree = true needs repo = \"<path of the git repository>\"",
+                        spec.name
+                    )))
+                }
+                (false, Some(_)) => {
+                    return Err(bad(format!(
+                        "session {:?}: repo is only used with worktree = true; add that, or remove repo",
+                        spec.name
+                    )))
+                }
+                (false, None) => None,
+            };
             let mut env = profile.spec.env.clone();
             env.extend(spec.env.clone());
             sessions.push(ResolvedSession {
@@ -291,12 +382,14 @@ impl Config {
                 args,
                 cwd,
                 env,
+                repo,
             });
         }
         Ok(Self {
             dir,
             node,
             daemon: arch.daemon,
+            git: arch.git,
             sessions,
             repo: base,
             protected_branches: crate::locks::DEFAULT_PROTECTED_BRANCHES
@@ -312,3 +405,80 @@ pub const DEFAULT_SESSIONS: &str = include_str!("../../config/sessions.toml");
 
 /// The `config/architect.toml` that `architect init` writes (all settings at their defaults).
 pub const DEFAULT_ARCHITECT: &str = include_str!("../../config/architect.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(architect: &str, sessions: &str) -> (tempfile::TempDir, Result<Config>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("config");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("architect.toml"), architect).unwrap();
+        std::fs::write(dir.join("sessions.toml"), sessions).unwrap();
+        let config = Config::load(&dir);
+        (tmp, config)
+    }
+
+    const SHELL: &str = "[[session]]\nname = \"s\"\nprofile = \"shell\"\n";
+
+    #[test]
+    fn the_default_architect_toml_holds_the_git_defaults() {
+        let file: ArchitectFile = toml::from_str(DEFAULT_ARCHITECT).unwrap();
+        assert_eq!(file.git, GitSettings::default());
+        assert_eq!(file.git.protected_branches, ["main", "dev", "qa", "prod"]);
+        let (_tmp, config) = load("", "");
+        assert_eq!(config.unwrap().git, GitSettings::default());
+    }
+
+    #[test]
+    fn a_worktree_session_resolves_its_repository() {
+        let (tmp, config) = load("", &format!("{SHELL}worktree = true\nrepo = \"proj\"\n"));
+        let config = config.unwrap();
+        let s = &config.sessions[0];
+        assert!(s.spec.worktree);
+        assert_eq!(s.repo.as_deref(), Some(tmp.path().join("proj").as_path()));
+        let (_tmp, plain) = load("", SHELL);
+        let plain = plain.unwrap();
+        assert_eq!(plain.sessions[0].repo, None);
+        assert!(plain.sessions[0].needs_restart(s) && s.needs_restart(&plain.sessions[0]));
+        let (_tmp, moved) = load(
+            "",
+            &format!("{SHELL}worktree = true\nrepo = \"/elsewhere\"\n"),
+        );
+        assert!(moved.unwrap().sessions[0].needs_restart(s));
+    }
+
+    #[test]
+    fn worktree_and_repo_go_together() {
+        for (extra, says) in [
+            ("worktree = true\n", "needs repo"),
+            ("repo = \".\"\n", "only used with worktree = true"),
+        ] {
+            let (_tmp, config) = load("", &format!("{SHELL}{extra}"));
+            let e = config.unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("sessions.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn git_settings_are_checked() {
+        for (git, says) in [
+            ("protected_branches = [\"ma in\"]", "contains a space"),
+            ("base_branch = \"-x\"", "starts with '-'"),
+            ("worktrees_dir = \"\"", "worktrees_dir"),
+            ("bogus = 1", "unknown field"),
+        ] {
+            let (_tmp, config) = load(&format!("[git]\n{git}\n"), "");
+            let e = config.unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("architect.toml"), "{e}");
+        }
+        let (_tmp, config) = load(
+            "[git]\nprotected_branches = [\"trunk\"]\nbase_branch = \"trunk\"\nworktrees_dir = \"/srv/wt\"\n",
+            "",
+        );
+        let git = config.unwrap().git;
+        assert_eq!(git.protected_branches, ["trunk"]);
+        assert_eq!(git.worktrees_dir, Path::new("/srv/wt"));
+    }
+}
