@@ -57,8 +57,6 @@ use crate::spool::task::{TaskSpec, Violation};
 pub const LOCK_FILE: &str = "@lock";
 /// Name of the holder sidecar beside an exclusively held lock file.
 pub const HOLDER_FILE: &str = "@holder.json";
-/// Protected branches when the config names none.
-pub const DEFAULT_PROTECTED_BRANCHES: [&str; 4] = ["main", "dev", "qa", "prod"];
 
 /// Something that can be locked.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -178,14 +176,6 @@ pub enum LockNameError {
         /// What went wrong.
         message: String,
     },
-    /// An invalid or protected branch name.
-    #[error("branch {name:?}: {message}")]
-    Branch {
-        /// The name as given.
-        name: String,
-        /// What is wrong with it.
-        message: String,
-    },
 }
 
 /// Normalises a lock path against the repository root `repo`.
@@ -284,59 +274,6 @@ fn lexical(p: &Path) -> PathBuf {
         .collect()
 }
 
-/// Checks a branch name against git's rules for branch names (git-check-ref-format(1),
-/// with `--branch`) and against the protected branches.
-///
-/// # Errors
-/// [`LockNameError::Branch`] saying which rule the name breaks.
-pub fn check_branch(name: &str, protected: &[String]) -> std::result::Result<(), LockNameError> {
-    let bad = |message: &str| LockNameError::Branch {
-        name: name.to_string(),
-        message: message.to_string(),
-    };
-    if name.is_empty() {
-        return Err(bad("empty branch name"));
-    }
-    let short = name.strip_prefix("refs/heads/").unwrap_or(name);
-    if protected.iter().any(|p| p == short) {
-        return Err(bad(
-            "is a protected branch: tasks work on their own branches (config: [git] protected_branches)",
-        ));
-    }
-    if name.starts_with('-') {
-        return Err(bad("may not start with '-'"));
-    }
-    if name == "@" || name.contains("@{") {
-        return Err(bad("may not be '@' or contain '@{'"));
-    }
-    if name.contains("..") {
-        return Err(bad("may not contain '..'"));
-    }
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return Err(bad(
-            "may not start or end with '/' or contain an empty component",
-        ));
-    }
-    if name.ends_with('.') {
-        return Err(bad("may not end with '.'"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
-    {
-        return Err(bad(&format!("may not contain {c:?}")));
-    }
-    for part in name.split('/') {
-        if part.starts_with('.') {
-            return Err(bad("no component may start with '.'"));
-        }
-        if part.ends_with(".lock") {
-            return Err(bad("no component may end with '.lock'"));
-        }
-    }
-    Ok(())
-}
-
 /// Resolves a task's `locks` against the repository: normalised paths and a checked branch.
 ///
 /// # Errors
@@ -352,7 +289,7 @@ pub fn resources_for(
     let mut out = Vec::new();
     let mut errors = Vec::new();
     if let Some(b) = &l.branch {
-        match check_branch(b, protected) {
+        match crate::worktree::validate_branch(b, protected) {
             Ok(()) => out.push(Resource::Branch(b.clone())),
             Err(e) => errors.push(Violation {
                 path: "/locks/branch".into(),
@@ -1026,40 +963,5 @@ mod tests {
             err.contains("task b acquired branch:x while task a held branch:x"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn branch_names_follow_git_rules() {
-        let protected: Vec<String> = DEFAULT_PROTECTED_BRANCHES.map(String::from).to_vec();
-        for good in ["feature/x", "fix-1", "a/b/c", "user@host", "v1.2"] {
-            check_branch(good, &protected).unwrap_or_else(|e| panic!("{good}: {e}"));
-        }
-        for bad in [
-            "",
-            "main",
-            "refs/heads/prod",
-            "-x",
-            "a..b",
-            "a b",
-            "a~1",
-            "a^",
-            "a:b",
-            "a?",
-            "a*",
-            "a[",
-            "a\\b",
-            "/a",
-            "a/",
-            "a//b",
-            ".a",
-            "a/.b",
-            "a.lock",
-            "a/b.lock/c",
-            "a.",
-            "@",
-            "a@{1}",
-        ] {
-            assert!(check_branch(bad, &protected).is_err(), "{bad:?} accepted");
-        }
     }
 }

@@ -60,13 +60,13 @@ pub enum LockCmd {
 /// Repository root and protected branches from the config (defaults if it does not load).
 fn repo_and_protected(config_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
     if let Ok(c) = Config::load(config_dir) {
-        return Ok((c.repo, c.protected_branches));
+        return Ok((c.repo, c.git.protected_branches));
     }
     let dir = std::path::absolute(config_dir).context("resolving --config")?;
     let repo = dir.parent().map_or(dir.clone(), Path::to_path_buf);
     Ok((
         repo,
-        locks::DEFAULT_PROTECTED_BRANCHES.map(String::from).to_vec(),
+        architect::config::GitSettings::default().protected_branches,
     ))
 }
 
@@ -77,7 +77,7 @@ fn parse_resources(raw: &[String], config_dir: &Path) -> Result<Vec<Resource>> {
     raw.iter()
         .map(|r| match r.strip_prefix("branch:") {
             Some(b) => {
-                locks::check_branch(b, &protected)?;
+                architect::worktree::validate_branch(b, &protected)?;
                 Ok(Resource::Branch(b.to_string()))
             }
             None => Ok(Resource::Path(locks::normalize_path(&repo, &cwd, r)?)),

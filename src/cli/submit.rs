@@ -123,7 +123,7 @@ pub fn run(spool: &Spool, config_dir: &std::path::Path, a: SubmitArgs) -> Result
     // The daemon checks locks against the repository too (and rejects the file); saying
     // so here saves a trip through rejected/.
     if let Ok(config) = architect::config::Config::load(config_dir) {
-        architect::locks::resources_for(&spec, &config.repo, &config.protected_branches)
+        architect::locks::resources_for(&spec, &config.repo, &config.git.protected_branches)
             .map_err(|v| anyhow::anyhow!("invalid task: {}", format_violations(&v)))?;
     }
     let id = spool.submit(spec)?;

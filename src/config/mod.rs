@@ -239,8 +239,6 @@ pub struct Config {
     /// The repository the sessions work in: the config directory's parent. Task lock
     /// paths are relative to it.
     pub repo: PathBuf,
-    /// Branches no task may take (default `main`, `dev`, `qa`, `prod`).
-    pub protected_branches: Vec<String>,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -392,9 +390,6 @@ impl Config {
             git: arch.git,
             sessions,
             repo: base,
-            protected_branches: crate::locks::DEFAULT_PROTECTED_BRANCHES
-                .map(String::from)
-                .to_vec(),
         })
     }
 }

@@ -89,7 +89,11 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(v) = resources_for(&spec, &self.config.repo, &self.config.protected_branches) {
+        if let Err(v) = resources_for(
+            &spec,
+            &self.config.repo,
+            &self.config.git.protected_branches,
+        ) {
             self.reject(name, v);
             return;
         }
@@ -195,7 +199,7 @@ impl Daemon {
         let (resources, lock_error) = match resources_for(
             &record.task,
             &self.config.repo,
-            &self.config.protected_branches,
+            &self.config.git.protected_branches,
         ) {
             Ok(r) => (r, None),
             Err(v) => (Vec::new(), Some(crate::spool::format_violations(&v))),

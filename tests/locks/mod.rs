@@ -202,7 +202,7 @@ fn bad_lock_paths_and_branches_are_rejected_with_the_reason() {
             "refsprod",
             r#"{"branch": "refs/heads/prod"}"#,
             "/locks/branch",
-            "protected",
+            "refs/",
         ),
         ("badref", r#"{"branch": "a..b"}"#, "/locks/branch", "'..'"),
         ("extra", r#"{"files": ["x"]}"#, "/locks", "files"),
