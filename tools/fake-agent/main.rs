@@ -60,7 +60,10 @@
 //! working, `crash` prints `fatal: crashed on purpose` after working (and after
 //! the question, if any) and exits 42, `hang` works until interrupted,
 //! `lines=<n>` adds n lines after the reply (at most 1,000,000). A malformed `sleep=`/`lines=` word
-//! is ordinary text.
+//! is ordinary text. `run: <command>` (to the next `run:` or the end of the prompt, one or
+//! more times) asks `Allow fake-agent to run "<command>"? (y/n)` for each command in turn
+//! after working: `y` adds `● ran: <command>`, `n` adds `● denied: <command>`, and after
+//! the last one the task completes as usual.
 //!
 //! # Exit statuses
 //!
@@ -476,10 +479,19 @@ struct Task {
     ask: bool,
     crash: bool,
     extra_lines: u64,
+    /// Commands to ask permission for, one question each (`run:` directive).
+    commands: std::collections::VecDeque<String>,
 }
 
 impl Task {
     fn from_prompt(prompt: &str, default_work_ms: u64) -> Task {
+        // `run: <command>` segments (to the next `run:` or the end) are commands to ask for.
+        let mut segments = prompt.split("run:");
+        let prompt = segments.next().unwrap_or_default();
+        let commands: std::collections::VecDeque<String> = segments
+            .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|c| !c.is_empty())
+            .collect();
         let mut words = Vec::new();
         let mut work_ms = default_work_ms;
         let (mut ask, mut crash, mut hang) = (false, false, false);
@@ -508,9 +520,10 @@ impl Task {
                 words.join(" ")
             },
             work: (!hang).then(|| Duration::from_millis(work_ms)),
-            ask,
+            ask: ask || !commands.is_empty(),
             crash,
             extra_lines,
+            commands,
         }
     }
 }
@@ -700,14 +713,28 @@ impl Agent {
                 }
             }
             Mode::Asking(_) => match key {
-                Key::Char('y') => {
-                    if let Mode::Asking(task) = std::mem::replace(&mut self.mode, Mode::Idle) {
-                        self.complete(&task);
+                Key::Char(answer @ ('y' | 'n')) => {
+                    if let Mode::Asking(mut task) = std::mem::replace(&mut self.mode, Mode::Idle) {
+                        match task.commands.pop_front() {
+                            // A `run:` question: record the answer, ask the next one.
+                            Some(command) => {
+                                let verb = if answer == 'y' { "ran" } else { "denied" };
+                                self.history
+                                    .push(HistoryLine::Reply(format!("{verb}: {command}")));
+                                if task.commands.is_empty() {
+                                    self.complete(&task);
+                                } else {
+                                    self.mode = Mode::Asking(task);
+                                    self.dirty = true;
+                                }
+                            }
+                            None if answer == 'y' => self.complete(&task),
+                            None => {
+                                self.history.push(HistoryLine::Reply("Denied.".to_string()));
+                                self.enter_idle();
+                            }
+                        }
                     }
-                }
-                Key::Char('n') => {
-                    self.history.push(HistoryLine::Reply("Denied.".to_string()));
-                    self.enter_idle();
                 }
                 _ => {}
             },
@@ -852,13 +879,17 @@ impl Agent {
                 lines = self.last_history_rows(rows.saturating_sub(1));
                 lines.push(spinner);
             }
-            Mode::Asking(_) => {
-                let question_rows = QUESTION
+            Mode::Asking(task) => {
+                let question = match task.commands.front() {
+                    Some(command) => format!("Allow fake-agent to run \"{command}\"? (y/n)"),
+                    None => QUESTION.to_string(),
+                };
+                let question_rows = question
                     .chars()
                     .count()
                     .div_ceil(usize::from(self.cols).max(1));
                 lines = self.last_history_rows(rows.saturating_sub(question_rows));
-                lines.push(format!("{STYLE_QUESTION}{QUESTION}{RESET}"));
+                lines.push(format!("{STYLE_QUESTION}{question}{RESET}"));
             }
         }
         frame.push_str(&lines.join("\r\n"));
