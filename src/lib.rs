@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod log;
+pub mod policy;
 pub mod profile;
 pub mod queue;
 pub mod session;
