@@ -6,6 +6,7 @@ mod demo;
 mod init;
 pub mod logging;
 mod observe;
+mod policy;
 mod sql;
 mod submit;
 mod tasks;
@@ -190,6 +191,10 @@ enum Cmd {
     },
     /// Measure dispatch latency and throughput with fake agents (prints figures).
     Bench(bench::BenchArgs),
+    /// The command policy (config/policy.toml): what agents' permission questions get
+    /// answered with.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 /// Runs the parsed command.
@@ -240,6 +245,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
         Cmd::Demo { dir } => demo::run(dir),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Policy(cmd) => policy::run(&cli.config, cmd),
     }
 }
 
