@@ -8,6 +8,7 @@ mod config_live;
 mod failures;
 mod fake_agent;
 mod malformed;
+mod policy;
 mod profiles;
 mod spool_flow;
 mod sql_stats;
