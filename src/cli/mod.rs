@@ -40,7 +40,7 @@ pub struct Cli {
     /// Spool directory.
     #[arg(long, global = true, env = "ARCHITECT_SPOOL", default_value = "spool")]
     pub spool: PathBuf,
-    /// Config directory (sessions.toml, architect.toml, profiles/).
+    /// Config directory (sessions.toml, architect.toml, policy.toml, profiles/).
     #[arg(
         long,
         global = true,

@@ -286,3 +286,47 @@ fn verdicts_serialise_lowercase() {
         r#"{"decision":"escalate","rule":"escalate.x","reason":"why"}"#
     );
 }
+
+#[test]
+fn line_continuations_join_words() {
+    let f = fx();
+    is(&f.cmd("su\\\ndo ls"), Decision::Deny, "deny.sudo");
+    is(
+        &f.cmd("ls \\\n  -la"),
+        Decision::Allow,
+        "allow.read-only-tools",
+    );
+}
+
+/// Random command lines over the characters that matter to a shell: never a panic, the
+/// same verdict twice, and nothing allowed that does not parse.
+#[test]
+fn random_command_lines_are_handled() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    let alphabet: Vec<char> = "ab ls rm'\"\\$(){}[]<>|&;`~*?#!=-/.\n\t0é"
+        .chars()
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        usize::try_from(x % 1_000_003).unwrap()
+    };
+    for _ in 0..3000 {
+        let len = next() % 24;
+        let s: String = (0..len)
+            .map(|_| alphabet[next() % alphabet.len()])
+            .collect();
+        let v = p.check(&Action::Command(s.clone()), &c);
+        assert_eq!(v, p.check(&Action::Command(s.clone()), &c), "{s:?}");
+        if v.decision == Decision::Allow {
+            assert!(
+                shell::parse(&s).is_ok(),
+                "{s:?} allowed without parsing: {v:?}"
+            );
+        }
+    }
+}

@@ -308,3 +308,68 @@ fn init_writes_the_policy_file() {
     let text = std::fs::read_to_string(fresh.path().join("config/policy.toml")).unwrap();
     assert_eq!(text, architect::policy::DEFAULT_POLICY);
 }
+
+/// Single-quotes `s` for the shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn corpus_cases_keep_their_decisions_inside_compound_commands() {
+    let c = corpus();
+    let s = scratch();
+    let policy = Policy::builtin();
+    let ctx = s.ctx();
+    let decide = |cmd: &str| policy.check(&Action::Command(cmd.to_string()), &ctx);
+    let mut failures = Vec::new();
+    let mut expect = |cmd: String, want: Decision| {
+        let v = decide(&cmd);
+        if v.decision != want {
+            failures.push(format!(
+                "  {cmd:?}\n      want {want}, got {} ({}: {})",
+                v.decision, v.rule, v.reason
+            ));
+        }
+    };
+    for case in &c.deny {
+        let (d, _) = case.parts();
+        for wrapped in [
+            format!("true && {d}"),
+            format!("{d}\ntrue"),
+            format!("ls | {d}"),
+            format!("bash -c {}", quote(d)),
+            format!("sh -c {}", quote(&format!("true && {d}"))),
+            format!("echo $( {d} )"),
+            format!("( {d} )"),
+            format!("if true; then {d}\nfi"),
+        ] {
+            expect(wrapped, Decision::Deny);
+        }
+    }
+    for case in &c.allow {
+        let (a, _) = case.parts();
+        expect(format!("{a} && git status"), Decision::Allow);
+        expect(format!("bash -c {}", quote(a)), Decision::Allow);
+        // Opaque wrappers are never allowed.
+        expect(format!("eval {}", quote(a)), Decision::Escalate);
+        expect(format!("{a}\nnpm install x"), Decision::Escalate);
+        if !a.contains('#') {
+            // (A comment inside `$(…)` would swallow the closing parenthesis.)
+            expect(format!("echo $( {a} )"), Decision::Escalate);
+        }
+    }
+    for case in &c.escalate {
+        let (e, _) = case.parts();
+        if e.is_empty() {
+            continue;
+        }
+        expect(format!("ls && {e}"), Decision::Escalate);
+        expect(format!("{e}\nsudo ls"), Decision::Deny);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} compound forms failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -210,6 +210,7 @@ impl Parser {
                     }
                     "[[" => self.double_bracket(),
                     "case" | "select" | "coproc" => err(format!("`{kw}` is not supported")),
+                    "!" => err("`!` may only start a pipeline"),
                     k if RESERVED_ENDS.contains(&k) => err(format!("unexpected `{k}`")),
                     _ => self.simple(),
                 }
