@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod error;
 pub mod locks;
 pub mod log;
+pub mod policy;
 pub mod profile;
 pub mod queue;
 pub mod session;

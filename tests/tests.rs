@@ -9,6 +9,7 @@ mod failures;
 mod fake_agent;
 mod locks;
 mod malformed;
+mod policy;
 mod profiles;
 mod spool_flow;
 mod sql_stats;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use architect::config::{DEFAULT_ARCHITECT, DEFAULT_SESSIONS};
+use architect::policy::DEFAULT_POLICY;
 use architect::profile::BUILTIN;
 use architect::spool::{fsio, Spool};
 
@@ -20,6 +21,7 @@ pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
     let mut files: Vec<(std::path::PathBuf, &str)> = vec![
         (config.join("sessions.toml"), DEFAULT_SESSIONS),
         (config.join("architect.toml"), DEFAULT_ARCHITECT),
+        (config.join("policy.toml"), DEFAULT_POLICY),
     ];
     for (name, text) in BUILTIN {
         files.push((config.join("profiles").join(format!("{name}.toml")), text));

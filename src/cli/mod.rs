@@ -7,6 +7,7 @@ mod init;
 mod locks;
 pub mod logging;
 mod observe;
+mod policy;
 mod sql;
 mod submit;
 mod tasks;
@@ -40,7 +41,7 @@ pub struct Cli {
     /// Spool directory.
     #[arg(long, global = true, env = "ARCHITECT_SPOOL", default_value = "spool")]
     pub spool: PathBuf,
-    /// Config directory (sessions.toml, architect.toml, profiles/).
+    /// Config directory (sessions.toml, architect.toml, policy.toml, profiles/).
     #[arg(
         long,
         global = true,
@@ -200,6 +201,10 @@ enum Cmd {
     /// Take part in the same locks as tasks: `lock acquire`, `lock release`.
     #[command(subcommand)]
     Lock(locks::LockCmd),
+    /// The command policy (config/policy.toml): what agents' permission questions get
+    /// answered with.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 /// Runs the parsed command.
@@ -252,6 +257,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Locks { json } => locks::list(&need(&spool)?, json),
         Cmd::Lock(cmd) => locks::run(&need(&spool)?, &cli.config, cmd),
+        Cmd::Policy(cmd) => policy::run(&cli.config, cmd),
     }
 }
 

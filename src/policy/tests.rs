@@ -1,0 +1,332 @@
+//! Unit tests of the policy engine. The big table of command forms is the corpus
+//! (`tests/fixtures/policy/corpus.toml`), run by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    wt: PathBuf,
+    home: PathBuf,
+}
+
+fn fx() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let wt = dir.path().join("home/me/wt");
+    let home = dir.path().join("home/me");
+    std::fs::create_dir_all(wt.join("src")).unwrap();
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    Fx {
+        wt,
+        home,
+        _dir: dir,
+    }
+}
+
+impl Fx {
+    fn ctx(&self) -> Context {
+        Context {
+            worktree: self.wt.clone(),
+            home: self.home.clone(),
+            protected_branches: DEFAULT_PROTECTED_BRANCHES.map(String::from).to_vec(),
+            profile: None,
+        }
+    }
+
+    fn cmd(&self, line: &str) -> Verdict {
+        Policy::builtin().check(&Action::Command(line.into()), &self.ctx())
+    }
+}
+
+#[track_caller]
+fn is(v: &Verdict, d: Decision, rule: &str) {
+    assert_eq!((v.decision, v.rule.as_str()), (d, rule), "{v:?}");
+}
+
+#[test]
+fn the_builtin_policy_parses() {
+    let p = Policy::builtin();
+    assert!(p.deny.iter().any(|r| r.name == "deny.sudo"));
+    assert!(p.allow.iter().any(|r| r.name == "allow.git-local"));
+}
+
+#[test]
+fn decisions_carry_their_rule() {
+    let f = fx();
+    is(&f.cmd("sudo ls"), Decision::Deny, "deny.sudo");
+    is(&f.cmd("git status"), Decision::Allow, "allow.git-local");
+    is(
+        &f.cmd("npm install left-pad"),
+        Decision::Escalate,
+        "escalate.not-allowed",
+    );
+    is(
+        &f.cmd("cargo test && git diff"),
+        Decision::Allow,
+        "allow.build-tools, allow.git-local",
+    );
+}
+
+#[test]
+fn symlinks_are_followed_before_deciding() {
+    let f = fx();
+    std::os::unix::fs::symlink(f.home.join(".ssh"), f.wt.join("keys")).unwrap();
+    std::os::unix::fs::symlink("/etc", f.wt.join("etc-link")).unwrap();
+    std::fs::write(f.home.join(".ssh/config"), "Host x").unwrap();
+    is(
+        &f.cmd("cat keys/config"),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+    is(
+        &f.cmd("echo x > etc-link/passwd"),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &f.cmd("rm -rf etc-link/../src"),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &f.cmd("ls etc-link"),
+        Decision::Escalate,
+        "escalate.outside-worktree",
+    );
+    is(
+        &Policy::builtin().check(&Action::Read(f.wt.join("keys/config")), &f.ctx()),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+}
+
+#[test]
+fn cd_is_followed() {
+    let f = fx();
+    is(
+        &f.cmd("cd src && ls"),
+        Decision::Allow,
+        "allow.cd-inside-worktree, allow.read-only-tools",
+    );
+    is(
+        &f.cmd("cd / && rm -rf etc"),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &f.cmd("cd .. ; rm -rf wt2"),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &f.cmd("cd $X && ls"),
+        Decision::Escalate,
+        "escalate.unknown-path",
+    );
+    is(
+        &f.cmd("cd src && rm -rf ../.."),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &f.cmd("cd src && rm -rf .."),
+        Decision::Deny,
+        "deny.delete-worktree",
+    );
+}
+
+#[test]
+fn file_actions() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    is(
+        &p.check(&Action::Edit("src/a.rs".into()), &c),
+        Decision::Allow,
+        "allow.edit-inside-worktree",
+    );
+    is(
+        &p.check(&Action::Edit("~/.bashrc".into()), &c),
+        Decision::Deny,
+        "deny.write-outside-worktree",
+    );
+    is(
+        &p.check(&Action::Edit(".git/hooks/pre-commit".into()), &c),
+        Decision::Deny,
+        "deny.write-git-dir",
+    );
+    is(
+        &p.check(&Action::Read("src/a.rs".into()), &c),
+        Decision::Allow,
+        "allow.read-inside-worktree",
+    );
+    is(
+        &p.check(&Action::Read("/etc/hosts".into()), &c),
+        Decision::Escalate,
+        "escalate.outside-worktree",
+    );
+    is(
+        &p.check(&Action::Read("~/.ssh/id_ed25519".into()), &c),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+    is(
+        &p.check(&Action::Fetch("https://docs.rs/regex".into()), &c),
+        Decision::Allow,
+        "allow.docs",
+    );
+    is(
+        &p.check(&Action::Fetch("https://docs.rs@evil.example/".into()), &c),
+        Decision::Escalate,
+        "escalate.fetch",
+    );
+    is(
+        &p.check(&Action::Fetch("file:///etc/shadow".into()), &c),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+    let tool = |name: &str| Action::Tool {
+        name: name.into(),
+        input: String::new(),
+    };
+    is(
+        &p.check(&tool("TodoWrite"), &c),
+        Decision::Allow,
+        "allow.plans",
+    );
+    is(
+        &p.check(&tool("WebSearch"), &c),
+        Decision::Escalate,
+        "escalate.tool",
+    );
+}
+
+#[test]
+fn profiles_limit_rules() {
+    let f = fx();
+    let p = Policy::parse(
+        "[[allow]]\nname = \"push\"\nprograms = [\"git\"]\nsubcommands = [\"push\"]\nprofiles = [\"codex\"]\n",
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    let mut c = f.ctx();
+    let push = Action::Command("git push origin feature/x".into());
+    is(
+        &p.check(&push, &c),
+        Decision::Escalate,
+        "escalate.not-allowed",
+    );
+    c.profile = Some("codex".into());
+    is(&p.check(&push, &c), Decision::Allow, "allow.push");
+    // The protected-branch check still wins.
+    is(
+        &p.check(&Action::Command("git push origin main".into()), &c),
+        Decision::Deny,
+        "deny.git-push-protected",
+    );
+}
+
+#[test]
+fn sections_switch_checks_off() {
+    let f = fx();
+    let p = Policy::parse("[credentials]\nenabled = false\n", Path::new("t.toml")).unwrap();
+    let v = p.check(&Action::Command("cat ~/.ssh/id_rsa".into()), &f.ctx());
+    assert_eq!(v.decision, Decision::Escalate, "{v:?}");
+    // Without rules nothing is allowed.
+    assert_eq!(
+        p.check(&Action::Command("ls".into()), &f.ctx()).decision,
+        Decision::Escalate
+    );
+}
+
+#[test]
+fn bad_files_are_config_errors_naming_the_file() {
+    for (text, want) in [
+        ("[[deny]]\nname = \"x\"\nprograms = [\"a\"]\n", "reason"),
+        ("[[deny]]\nname = \"Bad Name\"\nprograms = [\"a\"]\nreason = \"r\"\n", "name must match"),
+        ("[[allow]]\nname = \"x\"\n", "exactly one of programs, hosts or tools"),
+        ("[[allow]]\nname = \"x\"\nprograms = [\"a\"]\n[[allow]]\nname = \"x\"\nprograms = [\"b\"]\n", "defined twice"),
+        ("[[allow]]\nname = \"x\"\nprograms = [\"a\"]\nscript = [\"(\"]\n", "script regex"),
+        ("[[allow]]\nname = \"x\"\nprogram = [\"a\"]\n", "unknown field"),
+        ("[credentials]\nenabled = true\npaths = [\"relative\"]\n", "must start with"),
+        ("[writes]\nenabled = true\noptions = [\"curl\"]\n", "PROGRAM OPTION"),
+    ] {
+        let e = Policy::parse(text, Path::new("/cfg/policy.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Config { .. }), "{msg}");
+        assert!(msg.contains("/cfg/policy.toml") && msg.contains(want), "{msg}");
+    }
+}
+
+#[test]
+fn load_falls_back_to_the_builtin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Policy::load(dir.path()).unwrap();
+    assert!(p.source().to_string_lossy().contains("built in"));
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[deny]]\nname = \"ls\"\nprograms = [\"ls\"]\nreason = \"no\"\n",
+    )
+    .unwrap();
+    let p = Policy::load(dir.path()).unwrap();
+    let f = fx();
+    is(
+        &p.check(&Action::Command("ls".into()), &f.ctx()),
+        Decision::Deny,
+        "deny.ls",
+    );
+}
+
+#[test]
+fn verdicts_serialise_lowercase() {
+    let v = Verdict::new(Decision::Escalate, "escalate.x", "why");
+    assert_eq!(
+        serde_json::to_string(&v).unwrap(),
+        r#"{"decision":"escalate","rule":"escalate.x","reason":"why"}"#
+    );
+}
+
+#[test]
+fn line_continuations_join_words() {
+    let f = fx();
+    is(&f.cmd("su\\\ndo ls"), Decision::Deny, "deny.sudo");
+    is(
+        &f.cmd("ls \\\n  -la"),
+        Decision::Allow,
+        "allow.read-only-tools",
+    );
+}
+
+/// Random command lines over the characters that matter to a shell: never a panic, the
+/// same verdict twice, and nothing allowed that does not parse.
+#[test]
+fn random_command_lines_are_handled() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    let alphabet: Vec<char> = "ab ls rm'\"\\$(){}[]<>|&;`~*?#!=-/.\n\t0é"
+        .chars()
+        .collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        usize::try_from(x % 1_000_003).unwrap()
+    };
+    for _ in 0..3000 {
+        let len = next() % 24;
+        let s: String = (0..len)
+            .map(|_| alphabet[next() % alphabet.len()])
+            .collect();
+        let v = p.check(&Action::Command(s.clone()), &c);
+        assert_eq!(v, p.check(&Action::Command(s.clone()), &c), "{s:?}");
+        if v.decision == Decision::Allow {
+            assert!(
+                shell::parse(&s).is_ok(),
+                "{s:?} allowed without parsing: {v:?}"
+            );
+        }
+    }
+}
