@@ -30,6 +30,7 @@ const REPLIES: &[(&str, &str, &str)] = &[
     ("claude-code", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
     ("codex", "idle__after-reply.txt", "Hello from the mock model."),
     ("codex", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
+    ("codex", "idle__after-reply-with-tip.txt", "All done."),
     ("gemini", "idle__after-reply.txt", "Hello from the mock model."),
     ("gemini", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
     ("aider", "idle__after-reply.txt", "Hello from the mock model."),
