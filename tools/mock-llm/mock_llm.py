@@ -281,13 +281,16 @@ class Conversation:
     def turns_after(self, index: int) -> int:
         """How many script turns were played after events[index] (the prompt that chose
         the script): one per assistant tool-call turn. Gemini CLI, when a tool call is
-        refused, drops that call and the user message before it (a tool result or a
-        prompt) from its history, so there a prompt right after a tool call (whose result
-        is missing) means one more turn was played and refused."""
+        refused, drops that call from its history, and with it the tool result before it
+        (the next prompt then follows the previous call directly) or, for the first call
+        after a prompt, nothing else (the next prompt then follows that prompt directly):
+        there such a prompt counts as one more turn, played and refused."""
         n = 0
-        prev = None
+        prev = "prompt" if index >= 0 else None
         for kind, _ in self.events[index + 1 :]:
-            if kind == "calls" or (kind == "prompt" and prev == "calls" and self.api == "gemini"):
+            if kind == "calls":
+                n += 1
+            elif kind == "prompt" and prev in ("calls", "prompt") and self.api == "gemini":
                 n += 1
             prev = kind
         return n
@@ -359,9 +362,12 @@ def gemini_conversation(body: dict, model: str) -> Conversation:
             continue
         results = [p for p in parts if "functionResponse" in p]
         events += [("result", None)] * len(results)
-        text = "\n".join(p.get("text", "") for p in parts if "text" in p)
-        if not results or text.strip():
-            events.append(("prompt", text))
+        # One event per text part: Gemini CLI appends the next prompt to the same
+        # content when it dropped a refused first call (see turns_after).
+        texts = [p["text"] for p in parts if isinstance(p.get("text"), str)]
+        if not results and not texts:
+            events.append(("prompt", ""))
+        events += [("prompt", t) for t in texts if t.strip() or not results]
     tools = {}
     for t in body.get("tools") or []:
         for d in t.get("functionDeclarations") or []:

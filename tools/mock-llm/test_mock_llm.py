@@ -282,6 +282,14 @@ class MockLLMTest(unittest.TestCase):
         self.assertIn("This is a long command line", body["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["command"])
         _, _, body = self.c.json("POST", path, {"contents": [tag, call, result], "tools": [SHELL_DECL]})
         self.assertEqual(body["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["command"], "npm install left-pad")
+        # Turn 0 was refused: the call is gone and "go on" joins the first message.
+        ctx = {"text": "<session_context>...</session_context>"}
+        first = {"role": "user", "parts": [ctx, {"text": "[script:permissions] go"}, {"text": "go on"}]}
+        _, _, body = self.c.json("POST", path, {"contents": [first], "tools": [SHELL_DECL]})
+        self.assertEqual(body["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["command"], "npm install left-pad")
+        first = {"role": "user", "parts": [ctx, {"text": "[script:permissions] go"}]}
+        _, _, body = self.c.json("POST", path, {"contents": [first], "tools": [SHELL_DECL]})
+        self.assertEqual(body["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["command"], "touch made-by-agent.txt")
 
     # ---- scripts ----
     def test_scripts_posted_parallel_calls_generic_tool_and_errors(self):
