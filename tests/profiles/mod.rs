@@ -13,8 +13,8 @@
 //! `requested`, what the model asked for (the command line, path or URL), and `read`,
 //! what the profile must read off the screen (`null`: not read). `read` is either exactly
 //! `requested` or — for a command that wraps or has several lines, which the screen
-//! cannot give back faithfully — several rows joined with `\n`, which the policy
-//! escalates; never a different one-line action.
+//! cannot give back faithfully — several rows joined with `\n`, which must be escalated
+//! whole (not split into commands at the newlines); never a different one-line action.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -345,7 +345,7 @@ fn permission_questions_are_read_off_the_screen() {
             ));
         }
         // The safety property, whatever the expectation file says: an action read is
-        // the one asked for, or has several rows (escalated by the policy).
+        // the one asked for, or has several rows (to be escalated whole).
         if let Some(read) = &got.action {
             if *read != want.requested && !read.contains('\n') {
                 failures.push(format!(
