@@ -7,11 +7,19 @@
 //! program could not be run (ollama). `<state>` is what the screen must read as:
 //! `idle`, `busy`, `waiting_input`, or `startup` (a first-run screen that one of the
 //! profile's start-up rules must answer and that must not read as idle).
+//!
+//! For the profiles with `[[permission]]` rules, every `waiting_input__<desc>.txt` has a
+//! `waiting_input__<desc>.action.json` next to it (written by `capture.py`): `kind` and
+//! `requested`, what the model asked for (the command line, path or URL), and `read`,
+//! what the profile must read off the screen (`null`: not read). `read` is either exactly
+//! `requested` or — for a command that wraps or has several lines, which the screen
+//! cannot give back faithfully — several rows joined with `\n`, which must be escalated
+//! whole (not split into commands at the newlines); never a different one-line action.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use architect::profile::{Profile, ScreenState};
+use architect::profile::{ActionKind, Profile, ScreenState};
 
 /// States each profile's fixtures were captured for; a profile folder missing one of
 /// them (a deleted or renamed fixture) fails `every_profile_keeps_its_fixtures`.
@@ -24,8 +32,15 @@ const CAPTURED_STATES: &[(&str, &[&str])] = &[
     ("ollama", &["idle", "busy"]),
 ];
 
+/// Profiles whose `waiting_input__*` fixtures must each come with an `.action.json`.
+const PERMISSION_PROFILES: &[&str] = &["claude-code", "codex", "gemini"];
+
 /// Idle screens after a scripted reply, and the reply the mock model server sent.
 const REPLIES: &[(&str, &str, &str)] = &[
+    ("claude-code", "idle__after-permissions.txt", "All done."),
+    ("codex", "idle__after-permissions.txt", "All done."),
+    ("codex", "idle__after-reply-with-tip.txt", "All done."),
+    ("gemini", "idle__after-permissions.txt", "All done."),
     ("claude-code", "idle__after-reply.txt", "Hello from the mock model."),
     ("claude-code", "idle__after-tool-reply.txt", "All done: created made-by-agent.txt"),
     ("codex", "idle__after-reply.txt", "Hello from the mock model."),
@@ -255,4 +270,163 @@ fn hand_made_fixtures_are_only_where_the_program_was_not_run() {
             f.label()
         );
     }
+}
+
+/// What a `waiting_input__<desc>.action.json` records.
+struct Expected {
+    kind: ActionKind,
+    requested: String,
+    read: Option<String>,
+}
+
+fn expected_action(profile: &str, file: &str) -> Result<Expected, String> {
+    let name = format!("{}.action.json", file.trim_end_matches(".txt"));
+    let path = fixtures_dir().join(profile).join(&name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{profile}/{name}: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{profile}/{name}: {e}"))?;
+    let kind = serde_json::from_value(v["kind"].clone())
+        .map_err(|e| format!("{profile}/{name}: kind: {e}"))?;
+    let requested = v["requested"]
+        .as_str()
+        .ok_or_else(|| format!("{profile}/{name}: no \"requested\""))?
+        .to_string();
+    let read = match &v["read"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => {
+            return Err(format!(
+                "{profile}/{name}: read must be a string or null, not {other}"
+            ))
+        }
+    };
+    Ok(Expected {
+        kind,
+        requested,
+        read,
+    })
+}
+
+#[test]
+fn permission_questions_are_read_off_the_screen() {
+    let profiles = profiles();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for f in fixtures() {
+        if f.state != "waiting_input" || !PERMISSION_PROFILES.contains(&f.profile.as_str()) {
+            continue;
+        }
+        let want = match expected_action(&f.profile, &f.file) {
+            Ok(w) => w,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        checked += 1;
+        let profile = &profiles[&f.profile];
+        let Some(got) = profile.permission_request(&f.screen) else {
+            failures.push(format!(
+                "{}: no [[permission]] rule sees the question; screen:\n{}",
+                f.label(),
+                f.screen
+            ));
+            continue;
+        };
+        if got.kind != want.kind || got.action != want.read {
+            failures.push(format!(
+                "{}: read as rule {:?}, {:?} {:?}; expected {:?} {:?}",
+                f.label(),
+                got.name,
+                got.kind,
+                got.action,
+                want.kind,
+                want.read
+            ));
+        }
+        // The safety property, whatever the expectation file says: an action read is
+        // the one asked for, or has several rows (to be escalated whole).
+        if let Some(read) = &got.action {
+            if *read != want.requested && !read.contains('\n') {
+                failures.push(format!(
+                    "{}: UNSAFE: reads the one-line action {read:?} for {:?}",
+                    f.label(),
+                    want.requested
+                ));
+            }
+        }
+    }
+    assert!(checked > 0, "no permission fixtures found");
+    fail_if_any(failures);
+}
+
+#[test]
+fn permission_rules_answer_with_single_keys() {
+    // The daemon types `yes`/`no` as one write. Claude Code mis-took a multi-key write
+    // (Down, Down, Tab, text, Enter) for "1. Yes" and ran the command: keep them one key.
+    for name in PERMISSION_PROFILES {
+        let p = Profile::builtin(name).unwrap();
+        assert!(
+            !p.spec.permission.is_empty(),
+            "{name}: no [[permission]] rules"
+        );
+        for rule in &p.spec.permission {
+            for keys in [&rule.yes, &rule.no] {
+                assert_eq!(
+                    keys.chars().count(),
+                    1,
+                    "{name}/{}: {keys:?} is not a single key",
+                    rule.name
+                );
+            }
+        }
+    }
+}
+
+/// Screens the captures do not show, made from captured ones, for what must never be
+/// read as a one-line command.
+#[test]
+fn claude_code_reads_a_bash_command_only_when_it_is_one_row() {
+    let p = Profile::builtin("claude-code").unwrap();
+    let dialog = "\
+────────────────────────────────────────────────────────────────────────────────────────────────────────────────────────
+ Bash command
+
+   touch a.txt
+   first
+
+ Do you want to proceed?
+ ❯ 1. Yes
+   2. Yes, and always allow access to work/ from this project
+   3. No
+
+ Esc to cancel · Tab to amend · ctrl+e to explain";
+    let one_row =
+        format!("❯ [script:par] go\n\n● Bash(touch a.txt)\n  ⎿ \u{a0}Waiting…\n\n{dialog}");
+    assert_eq!(
+        p.permission_request(&one_row).unwrap().action.as_deref(),
+        Some("touch a.txt")
+    );
+    // A call of the same turn whose header takes two rows (parallel calls: the dialog
+    // may be about either): the body is read whole, description included.
+    let parallel = format!(
+        "❯ [script:par] go\n\n● Bash(touch a.txt)\n  ⎿ \u{a0}Waiting…\n\n● Bash(printf 'x\\n' > b.txt\n      rm -rf c)\n  ⎿ \u{a0}Waiting…\n\n{dialog}"
+    );
+    assert_eq!(
+        p.permission_request(&parallel).unwrap().action.as_deref(),
+        Some("touch a.txt\nfirst")
+    );
+    // A header cut short ("…)"): the same.
+    let cut =
+        format!("❯ go on\n\n● Bash(touch a.txt && rm -rf /tmp/x…)\n  ⎿ \u{a0}Waiting…\n\n{dialog}");
+    assert_eq!(
+        p.permission_request(&cut).unwrap().action.as_deref(),
+        Some("touch a.txt\nfirst")
+    );
+    // The person's prompt scrolled off: the same.
+    let no_prompt = format!("● Bash(touch a.txt)\n  ⎿ \u{a0}Waiting…\n\n{dialog}");
+    assert_eq!(
+        p.permission_request(&no_prompt).unwrap().action.as_deref(),
+        Some("touch a.txt\nfirst")
+    );
 }

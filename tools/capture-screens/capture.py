@@ -4,7 +4,7 @@
 For each agent (claude-code, codex, gemini, aider) this script:
   * makes a fresh HOME and a fresh git work dir under --base (default
     /tmp/architect-capture/<profile>/), writes the CLI's config pointing at the mock
-    model server (mock_model_server.py, started here on 127.0.0.1:--port);
+    model server (tools/mock-llm/mock_llm.py, started here on 127.0.0.1:--port);
   * starts the CLI in a tmux pane of the profile's [terminal] size (private tmux socket
     "architect-capture"), with `env -i` plus the profile's [env] plus what the CLI needs;
   * answers the first-run screens with the profile's own [[startup.rules]] (so the rules
@@ -12,7 +12,10 @@ For each agent (claude-code, codex, gemini, aider) this script:
   * plays the script: "Say hello" (plain reply), then "Please create the file
     made-by-agent.txt" (a shell-command tool call that needs permission; approved),
     with the server slowed down (--delay) so busy screens stay up long enough;
-  * saves idle__/busy__/waiting_input__ fixtures into tests/fixtures/screens/<profile>/;
+  * saves idle__/busy__/waiting_input__ fixtures into tests/fixtures/screens/<profile>/,
+    and next to each waiting_input__<desc>.txt of a profile with [[permission]] rules a
+    waiting_input__<desc>.action.json: the kind and action the model asked for, and what
+    the profile reads off the screen (checked by tests/profiles/mod.rs);
   * ends the tmux session and every process still running with that HOME (Codex leaves
     an app-server daemon, Gemini survives its terminal closing).
 
@@ -26,7 +29,16 @@ newline in the file.
 
   python3 tools/capture-screens/capture.py --clis /tmp/agent-clis            # all agents
   python3 tools/capture-screens/capture.py --clis /tmp/agent-clis codex      # one agent
+  python3 tools/capture-screens/capture.py --permissions                     # permission screens
   python3 tools/capture-screens/capture.py --check                           # classify fixtures
+
+--permissions plays the mock's `permissions` script instead (Claude Code: with file
+writes, an edit, a read outside the work dir, a fetch and two parallel calls added): a
+permission question for a safe command, one to escalate (npm install: answered no), a
+long one that wraps, a dangerous one (sudo rm -rf: no), a multi-line one, each answered
+with the keys of the profile's [[permission]] rule (after a no, "go on" is sent: all
+three CLIs end the turn there), saving each question as waiting_input__<desc>.txt +
+.action.json. Only claude-code, codex and gemini.
 
 --check classifies every fixture with the profiles' regexes (ported to Python's `re`)
 and prints the result, for when the Rust tests cannot be built.
@@ -50,6 +62,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+MOCK_LLM = ROOT / "tools" / "mock-llm" / "mock_llm.py"
 FIXTURES = ROOT / "tests" / "fixtures" / "screens"
 PROFILES = ROOT / "config" / "profiles"
 SOCKET = "architect-capture"
@@ -81,6 +94,9 @@ class Profile:
         ]
         reply = self.spec.get("result", {}).get("reply")
         self.reply_re = py_regex(reply) if reply else None
+        self.permissions = [
+            (py_regex(r["when"]), py_regex(r["action"]), r) for r in self.spec.get("permission", [])
+        ]
         term = self.spec.get("terminal", {})
         self.cols = term.get("cols", 120)
         self.rows = term.get("rows", 40)
@@ -100,6 +116,25 @@ class Profile:
             return None
         matches = list(self.reply_re.finditer(screen))
         return matches[-1].group(1).rstrip() if matches else None
+
+    def permission_request(self, screen: str) -> dict | None:
+        """Profile::permission_request ported: the first rule whose `when` matches; the
+        action is the `action` group of the last match of `action`, rows trimmed and
+        joined with "\n" (None when empty or not found)."""
+        for when, action_re, spec in self.permissions:
+            if not when.search(screen):
+                continue
+            matches = list(action_re.finditer(screen))
+            action = tool = None
+            if matches:
+                m = matches[-1]
+                if m.group("action") is not None:
+                    action = "\n".join(r.strip() for r in m.group("action").split("\n")).strip() or None
+                if "tool" in action_re.groupindex and m.group("tool") is not None:
+                    tool = m.group("tool").strip()
+            return {"name": spec["name"], "kind": spec["kind"], "action": action, "tool": tool,
+                    "yes": spec["yes"], "no": spec["no"]}
+        return None
 
     def rule_for(self, screen: str):
         for i, (rx, send, times) in enumerate(self.rules):
@@ -191,7 +226,11 @@ class Capture:
         subprocess.run(["git", "-C", str(work), "config", "user.name", "capture"], check=True)
         return home, work
 
-    def save(self, profile: Profile, state: str, desc: str, screen: str, expect: str | None = None):
+    def save(self, profile: Profile, state: str, desc: str, screen: str, expect: str | None = None,
+             requested: tuple[str, str] | None = None):
+        """Writes a fixture. For a waiting_input screen of a profile with [[permission]]
+        rules, `requested` = (kind, action) the model asked for is written next to it as
+        <name>.action.json, with what the profile reads ("read": the action, or null)."""
         if expect is not None:
             got = profile.classify(screen)
             if got != expect:
@@ -201,6 +240,20 @@ class Capture:
         out.write_text(screen + "\n")
         self.saved.append(out)
         print(f"  saved {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        if state == "waiting_input" and profile.permissions and requested:
+            kind, action = requested
+            req = profile.permission_request(screen)
+            read = req["action"] if req else None
+            if req is None:
+                print(f"  !! {desc}: no [[permission]] rule matches", file=sys.stderr)
+            elif req["kind"] != kind:
+                print(f"  !! {desc}: read as kind {req['kind']}, asked for {kind}", file=sys.stderr)
+            if read is not None and read != action and "\n" not in read:
+                print(f"  !! {desc}: UNSAFE: reads {read!r} for {action!r}", file=sys.stderr)
+            elif read != action:
+                print(f"  note {desc}: reads {read!r} (escalated), not {action!r}")
+            side = out.with_name(out.name.removesuffix(".txt") + ".action.json")
+            side.write_text(json.dumps({"kind": kind, "requested": action, "read": read}, indent=2, ensure_ascii=False) + "\n")
 
     def start(self, profile: Profile, argv: list[str], extra_env: dict, home: Path, work: Path) -> Pane:
         env = {
@@ -312,8 +365,10 @@ def play_turns(cap: Capture, pane: Pane, p: Profile, a: dict):
     cap.save(p, "busy", a.get("busy_name", "thinking"), s, "busy")
 
     s = wait_for(pane, a["waiting"], "the permission screen", timeout=120, stable=1.0)
-    cap.save(p, "waiting_input", a["waiting_name"], s, "waiting_input")
-    for keys in a["approve"]:
+    cap.save(p, "waiting_input", a["waiting_name"], s, "waiting_input", ("command", "touch made-by-agent.txt"))
+    req = p.permission_request(s)
+    # The profile's own "yes" keys when it has [[permission]] rules (so they are tried).
+    for keys in [req["yes"]] if req else a["approve"]:
         pane.send_bytes(keys)
         time.sleep(0.3)
 
@@ -372,19 +427,23 @@ def run_claude(cap: Capture):
         cap.cleanup(pane, home)
 
 
-def run_codex(cap: Capture):
-    p = Profile("codex")
-    home, work = cap.dirs(p.name)
-    (home / ".codex").mkdir()
-    (home / ".codex" / "config.toml").write_text(
+def codex_config(port: int) -> str:
+    return (
         'model = "mock-model"\n'
         'model_provider = "mock"\n\n'
         "[model_providers.mock]\n"
         'name = "Mock"\n'
-        f'base_url = "http://127.0.0.1:{cap.port}/v1"\n'
+        f'base_url = "http://127.0.0.1:{port}/v1"\n'
         'wire_api = "responses"\n'
         'env_key = "MOCK_API_KEY"\n'
     )
+
+
+def run_codex(cap: Capture):
+    p = Profile("codex")
+    home, work = cap.dirs(p.name)
+    (home / ".codex").mkdir()
+    (home / ".codex" / "config.toml").write_text(codex_config(cap.port))
     binary = str(Path(cap.args.clis) / "node_modules" / ".bin" / "codex")
     pane = None
     try:
@@ -506,7 +565,143 @@ def run_aider(cap: Capture):
         cap.cleanup(pane, home)
 
 
+
+# ---------------------------------------------------------------- permission screens ---
+PERMISSIONS_SCRIPT = json.loads((ROOT / "tools" / "mock-llm" / "scripts" / "permissions.json").read_text())
+GO_ON = "go on"
+
+
+def permission_steps(agent: str, work: Path) -> tuple[str, dict | None, list[dict]]:
+    """(script name, script to post or None, the questions expected in order).
+
+    Each step: the script turn that asks, the fixture name, yes/no, and (kind, action)
+    the model asks for. Turn 0 (touch made-by-agent.txt) is not saved: the default run
+    saves that question already. Gemini CLI plays the permissions script as it is (yes,
+    no, yes, no, yes: it loses count after two refusals in a row); Claude Code and Codex
+    get the sudo question right after npm's, so that it is the first command of its
+    turn (Claude Code reads a command exactly only when no command of the same turn
+    before it took several rows), and Claude Code gets its file tools too."""
+    t = PERMISSIONS_SCRIPT["turns"]
+    tool = {"claude-code": "bash", "codex": "exec", "gemini": "shell"}[agent]
+    names = {0: None, 1: "escalate", 2: "long-wraps", 3: "sudo", 4: "multiline"}
+    order = [0, 1, 2, 3, 4] if agent == "gemini" else [0, 1, 3, 2, 4]
+    turns, steps = [], []
+    for i in order:
+        answer = "no" if i in (1, 3) else "yes"
+        name = f"{tool}-{names[i]}" if names[i] else None
+        steps.append({"turn": len(turns), "name": name, "answer": answer, "kind": "command", "action": t[i]["shell"]})
+        turns.append(t[i])
+    if agent == "gemini":
+        return "permissions", None, steps
+    if agent == "claude-code":
+        # Claude Code's file tools (its Write tool wants an absolute path): a new file, one
+        # whose question wraps, a read outside the work dir, an edit and a fetch.
+        long_name = ("sub dir/a file name long enough that the question about it wraps over the width of "
+                     "a terminal of 120 columns.txt")
+        extra = [
+            ({"tool": "Write", "input": {"file_path": str(work / "notes.txt"), "content": "first line\nsecond line\n"}},
+             {"name": "write-new-file", "answer": "yes", "kind": "edit", "action": "notes.txt"}),
+            ({"tool": "Write", "input": {"file_path": str(work / long_name), "content": "x\n"}},
+             {"name": "write-long-path", "answer": "yes", "kind": "edit", "action": long_name}),
+            ({"tool": "Read", "input": {"file_path": "/etc/hostname"}},
+             {"name": "read-outside-workdir", "answer": "yes", "kind": "read", "action": "/etc/hostname"}),
+            ({"tool": "Read", "input": {"file_path": str(work / "notes.txt")}}, None),  # inside: no question
+            ({"tool": "Edit", "input": {"file_path": str(work / "notes.txt"), "old_string": "first line",
+                                        "new_string": "changed line"}},
+             {"name": "edit-file", "answer": "no", "kind": "edit", "action": "notes.txt"}),
+            ({"tool": "WebFetch", "input": {"url": "https://example.com/page", "prompt": "Summarize the page"}},
+             {"name": "fetch-url", "answer": "no", "kind": "fetch", "action": "https://example.com/page"}),
+        ]
+        for turn, step in extra:
+            if step:
+                steps.append({"turn": len(turns), **step})
+            turns.append(turn)
+        # Two calls at once, the multi-line one first: Claude Code asks about the first
+        # while the header right above its dialog is the second's.
+        multi, single = "printf 'x\\n' > parallel.txt\necho y >> parallel.txt", "touch parallel-2.txt"
+        steps.append({"turn": len(turns), "name": "bash-parallel-first", "answer": "yes", "kind": "command", "action": multi})
+        steps.append({"turn": len(turns), "name": "bash-parallel-second", "answer": "yes", "kind": "command", "action": single})
+        turns.append({"calls": [{"shell": multi, "description": "two lines"}, {"shell": single, "description": "one line"}]})
+    turns.append(t[-1])
+    name = f"permissions-{agent}"
+    return name, {"description": f"the permissions script as played for {agent}", "turns": turns}, steps
+
+
+def play_permissions(cap: Capture, pane: Pane, p: Profile, work: Path, final: str = "All done."):
+    agent = p.name
+    name, script, steps = permission_steps(agent, work)
+    if script:
+        req = urllib.request.Request(f"http://127.0.0.1:{cap.port}/_mock/scripts/{name}",
+                                     data=json.dumps(script).encode(), method="POST")
+        urllib.request.urlopen(req, timeout=5).read()
+    cap.delay(0)
+    cap.mock("/_mock/requests")  # (reachable)
+    cap.submit(pane, p, f"[script:{name}] Please run the commands")
+    for step in steps:
+        # (Not "stable": Claude Code blinks the "●" of a running tool.)
+        wait_for(pane, lambda s: p.classify(s) == "waiting_input", f"question {step['turn']}", timeout=120)
+        time.sleep(1.5)
+        s = wait_for(pane, lambda s: p.classify(s) == "waiting_input", f"question {step['turn']}", timeout=10)
+        played = [r for r in cap.mock("/_mock/requests")["requests"] if r.get("script") == name]
+        turn = played[-1]["turn"] if played else None
+        if turn != step["turn"]:
+            raise Timeout(f"expected the question of turn {step['turn']}, the mock last played turn {turn}; screen:\n{s}")
+        if step["name"]:
+            cap.save(p, "waiting_input", step["name"], s, "waiting_input", (step["kind"], step["action"]))
+        req = p.permission_request(s)
+        if req is None:
+            raise Timeout(f"no [[permission]] rule matches the question of turn {step['turn']}:\n{s}")
+        keys = req[step["answer"]]
+        print(f"  turn {step['turn']}: {req['name']} {req['kind']} {req['action']!r} -> {step['answer']} {keys!r}")
+        pane.send_bytes(keys)
+        wait_for(pane, lambda t, s=s: t != s, "the question to go", timeout=20)
+        if step["answer"] == "no":
+            # All three end the turn on a refusal: wait for the input box, then go on.
+            s = wait_for(pane, lambda s: p.classify(s) == "idle", "idle after the refusal", timeout=60, stable=1.5)
+            print(f"  refused; screen ends: {s.splitlines()[-8:]}")
+            cap.submit(pane, p, GO_ON)
+    s = wait_for(pane, lambda s: p.classify(s) == "idle" and p.reply(s) == final, "the final reply", timeout=120, stable=2.0)
+    cap.save(p, "idle", "after-permissions", s, "idle")
+    return s
+
+
+def run_permissions(cap: Capture, agent: str):
+    p = Profile(agent)
+    home, work = cap.dirs(p.name)
+    bins = Path(cap.args.clis) / "node_modules" / ".bin"
+    if agent == "claude-code":
+        (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+        argv = [str(bins / "claude")]
+        env = {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{cap.port}", "ANTHROPIC_API_KEY": "sk-mock-capture-0000"}
+    elif agent == "codex":
+        (home / ".codex").mkdir()
+        (home / ".codex" / "config.toml").write_text(codex_config(cap.port))
+        argv = [str(bins / "codex")]
+        env = {"MOCK_API_KEY": "sk-mock-capture-0000"}
+    else:
+        (home / ".gemini").mkdir()
+        (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
+        argv = [str(bins / "gemini"), "-m", "gemini-2.5-flash"]
+        env = {"GEMINI_API_KEY": "mock-capture-0000", "GOOGLE_GEMINI_BASE_URL": f"http://127.0.0.1:{cap.port}"}
+    pane = None
+    try:
+        pane = cap.start(p, argv, env, home, work)
+        cap.startup(pane, p, [])
+        wait_for(pane, lambda s: p.classify(s) == "idle", "idle", stable=2.0)
+        play_permissions(cap, pane, p, work)
+        made = sorted(x.name for x in work.iterdir() if not x.name.startswith("."))
+        print(f"  work dir now holds: {made}")
+        for f in ("made-by-agent.txt", "long.txt", "multi.txt"):
+            assert (work / f).exists(), f"{f} was not made: an approved command did not run"
+        assert (work / "multi.txt").read_text() == "one\ntwo\n", "the multi-line command ran wrong"
+        if agent == "claude-code":
+            assert (work / "notes.txt").read_text() == "first line\nsecond line\n", "the refused edit was applied"
+    finally:
+        cap.cleanup(pane, home)
+
+
 AGENTS = {"claude-code": run_claude, "codex": run_codex, "gemini": run_gemini, "aider": run_aider}
+PERMISSION_AGENTS = ["claude-code", "codex", "gemini"]
 
 
 # ---------------------------------------------------------------- check mode ----------
@@ -527,6 +722,16 @@ def check(out: Path) -> int:
             reply = prof.reply(screen) if state == "idle" else None
             if reply is not None:
                 note += f", reply {reply!r}"
+            side = f.with_name(f.name.removesuffix(".txt") + ".action.json")
+            if state == "waiting_input" and side.exists():
+                want = json.loads(side.read_text())
+                req = prof.permission_request(screen) or {}
+                got = (req.get("kind"), req.get("action"))
+                if got != (want["kind"], want["read"]):
+                    ok = False
+                    note += f", permission read {got!r}, expected {(want['kind'], want['read'])!r}"
+                else:
+                    note += f", permission {req.get('name')} {got[1]!r}"
             bad += not ok
             print(f"{'ok ' if ok else 'BAD'} {d.name}/{f.name}: {note}")
     return 1 if bad else 0
@@ -558,14 +763,17 @@ def main():
     ap.add_argument("--delay", type=float, default=2.0, help="mock server delay per streamed event in the tool turn")
     ap.add_argument("--no-netns", action="store_true", help="do not isolate the network (not recommended)")
     ap.add_argument("--check", action="store_true", help="only classify the existing fixtures")
+    ap.add_argument("--permissions", action="store_true",
+                    help="capture the permission questions of the mock's permissions script (claude-code, codex, gemini)")
     args = ap.parse_args()
 
     if args.check:
         sys.exit(check(Path(args.out)))
-    agents = args.agents or list(AGENTS)
+    known = PERMISSION_AGENTS if args.permissions else list(AGENTS)
+    agents = args.agents or known
     for a in agents:
-        if a not in AGENTS:
-            sys.exit(f"unknown agent {a!r}; known: {', '.join(AGENTS)}")
+        if a not in known:
+            sys.exit(f"unknown agent {a!r}; known: {', '.join(known)}")
     if not args.no_netns:
         enter_netns()
 
@@ -573,7 +781,7 @@ def main():
     log = Path(args.base) / "mock-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "mock_model_server.py"), "--port", str(args.port), "--log", str(log)],
+        [sys.executable, str(MOCK_LLM), "--port", str(args.port), "--log", str(log)],
         stdin=subprocess.DEVNULL,
     )
     failed = []
@@ -591,7 +799,10 @@ def main():
         for a in agents:
             print(f"== {a}")
             try:
-                AGENTS[a](cap)
+                if args.permissions:
+                    run_permissions(cap, a)
+                else:
+                    AGENTS[a](cap)
             except (Timeout, AssertionError, subprocess.CalledProcessError) as e:
                 print(f"  FAILED: {e}", file=sys.stderr)
                 failed.append(a)
