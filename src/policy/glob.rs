@@ -110,15 +110,23 @@ pub fn path_matches(pattern: &str, path: &str, path_has_globs: bool) -> bool {
     comps(&pc, &tc, path_has_globs)
 }
 
+/// Component lists, by dynamic programming (no recursion, whatever the depth): row `i`
+/// holds, for every `j`, whether `p[i..]` matches `t[j..]`.
 fn comps(p: &[&str], t: &[&str], globs: bool) -> bool {
-    match (p.first(), t.first()) {
-        (None, None) => true,
-        (Some(&"**"), _) => {
-            p.len() == 1 || comps(&p[1..], t, globs) || (!t.is_empty() && comps(p, &t[1..], globs))
+    let mut next = vec![false; t.len() + 1];
+    next[t.len()] = true; // an empty pattern matches only an empty path
+    for i in (0..p.len()).rev() {
+        let mut cur = vec![false; t.len() + 1];
+        for j in (0..=t.len()).rev() {
+            cur[j] = if p[i] == "**" {
+                next[j] || (j < t.len() && cur[j + 1])
+            } else {
+                j < t.len() && next[j + 1] && component(p[i], t[j], globs)
+            };
         }
-        (Some(_), None) | (None, Some(_)) => false,
-        (Some(pp), Some(tt)) => component(pp, tt, globs) && comps(&p[1..], &t[1..], globs),
+        next = cur;
     }
+    next[0]
 }
 
 /// One component: pattern `p` against path component `t`.

@@ -34,7 +34,7 @@
 
 mod eval;
 pub mod file;
-pub mod glob;
+mod glob;
 mod paths;
 mod programs;
 pub mod shell;
@@ -198,7 +198,7 @@ impl Rule {
     }
 }
 
-/// A loaded, validated policy. Cheap to clone? No: load once, share by reference.
+/// A loaded, validated policy: load it once and share it by reference.
 #[derive(Debug, Clone)]
 pub struct Policy {
     source: PathBuf,

@@ -184,8 +184,10 @@ impl Roots {
 
     /// Whether `r` is inside the worktree (the worktree itself included).
     pub(crate) fn inside(&self, r: &Resolved) -> bool {
+        // The worktree may be named through a symbolic link (`/tmp` → `/private/tmp`):
+        // a path written with either name counts.
         !r.escapes
-            && r.lexical.starts_with(&self.root)
+            && (r.lexical.starts_with(&self.root) || r.lexical.starts_with(&self.root_phys))
             && r.physical
                 .as_ref()
                 .is_some_and(|p| p.starts_with(&self.root_phys))
@@ -205,6 +207,7 @@ impl Roots {
                 .is_some_and(|c| c.as_os_str() == ".git")
         };
         first(&r.lexical, &self.root)
+            || first(&r.lexical, &self.root_phys)
             || r.physical
                 .as_ref()
                 .is_some_and(|p| first(p, &self.root_phys))

@@ -330,3 +330,38 @@ fn random_command_lines_are_handled() {
         }
     }
 }
+
+#[test]
+fn a_worktree_named_through_a_symlink_is_the_same_worktree() {
+    let f = fx();
+    let link = f.wt.parent().unwrap().join("wt-link");
+    std::os::unix::fs::symlink(&f.wt, &link).unwrap();
+    let mut c = f.ctx();
+    c.worktree = link;
+    let p = Policy::builtin();
+    let real = f.wt.join("src/main.rs");
+    let v = p.check(&Action::Command(format!("cat {}", real.display())), &c);
+    is(&v, Decision::Allow, "allow.read-only-tools");
+    let v = p.check(
+        &Action::Command(format!("touch {}/.git/x", f.wt.display())),
+        &c,
+    );
+    is(&v, Decision::Deny, "deny.write-git-dir");
+}
+
+#[test]
+fn pathological_input_is_bounded() {
+    let f = fx();
+    let braces = "{a,b}".repeat(5000);
+    is(
+        &f.cmd(&format!("rm -rf {braces}")),
+        Decision::Deny,
+        "deny.delete-unknown",
+    );
+    let deep = "a/".repeat(20_000);
+    assert_eq!(f.cmd(&format!("cat {deep}x")).decision, Decision::Allow);
+    let nested = format!("{}ls{}", "$(".repeat(100), ")".repeat(100));
+    assert_eq!(f.cmd(&nested).decision, Decision::Escalate);
+    let subshells = format!("{}sudo x{}", "( ".repeat(200), " )".repeat(200));
+    is(&f.cmd(&subshells), Decision::Deny, "deny.sudo");
+}

@@ -62,10 +62,10 @@ fn is_char(u: U<'_>, c: char) -> bool {
     matches!(u, U::C(x, false) if x == c)
 }
 
-/// Brace expansion (`{a,b}`) into `out`; false when there would be more than 64 words
-/// or a sequence (`{a..z}`) is met: then the word is unknown.
+/// Brace expansion (`{a,b}`) into `out`; false when there would be more than 64 words,
+/// more than 16 brace groups, or a sequence (`{a..z}`): then the word is unknown.
 pub(super) fn braces<'w>(u: &[U<'w>], out: &mut Vec<Vec<U<'w>>>) -> bool {
-    if out.len() > 64 {
+    if out.len() > 64 || u.iter().filter(|x| is_char(**x, '{')).count() > 16 {
         return false;
     }
     for open in 0..u.len() {
