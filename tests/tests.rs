@@ -3,6 +3,7 @@
 
 mod helper;
 
+mod autonomy;
 mod cli;
 mod config_live;
 mod failures;

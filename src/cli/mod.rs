@@ -145,6 +145,29 @@ enum Cmd {
         #[arg(long)]
         no_enter: bool,
     },
+    /// Approve the permission question a session is waiting on (types its yes key).
+    #[command(
+        after_help = "A question the policy (config/policy.toml) does not clearly allow \
+        or deny is escalated: the session waits in waiting_input, an approval_needed event is \
+        logged, and `architect sessions` shows what it asks.\n\nExample:\n  \
+        architect sessions            # claude-1  waiting_input — approve? npm install left-pad\n  \
+        architect approve claude-1"
+    )]
+    Approve {
+        /// Session name.
+        session: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny the permission question a session is waiting on (types its no key).
+    Deny {
+        /// Session name.
+        session: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the event log.
     Logs {
         /// Keep printing new events as they are written.
@@ -237,6 +260,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             text,
             no_enter,
         } => observe::send(&need(&spool)?, &cli.config, &session, &text, !no_enter),
+        Cmd::Approve { session, json } => observe::answer(&need(&spool)?, &session, true, json),
+        Cmd::Deny { session, json } => observe::answer(&need(&spool)?, &session, false, json),
         Cmd::Logs {
             follow,
             task,

@@ -133,9 +133,20 @@ pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
         "last exit",
     ]);
     for s in sessions {
+        let state = match &s.approval {
+            Some(a) => format!(
+                "{} — approve? {}",
+                s.state.as_str(),
+                a.question
+                    .action
+                    .as_deref()
+                    .unwrap_or("(action unreadable)")
+            ),
+            None => s.state.as_str().to_string(),
+        };
         t.add_row([
             s.name,
-            s.state.as_str().to_string(),
+            state,
             s.task_id.unwrap_or_default(),
             s.profile,
             s.role.unwrap_or_default(),
@@ -169,6 +180,45 @@ pub fn send(
         enter,
     })?;
     println!("queued {} byte(s) for {session}", text.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `architect approve|deny <session>`: answers the permission question the session is
+/// waiting on (its profile's yes or no key).
+pub fn answer(spool: &Spool, session: &str, approve: bool, json: bool) -> Result<ExitCode> {
+    let file = read_sessions(spool)?
+        .into_iter()
+        .find(|s| s.name == session)
+        .ok_or_else(|| anyhow::anyhow!("no session {session:?} (see `architect sessions`)"))?;
+    let Some(pending) = &file.approval else {
+        bail!(
+            "session {session} is not waiting for an approval (state {}); \
+             to type into it anyway use `architect send`",
+            file.state.as_str()
+        );
+    };
+    spool.write_control(&ControlRequest::Answer {
+        session: session.to_string(),
+        approve,
+    })?;
+    let verb = if approve { "approve" } else { "deny" };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"session": session, "answer": verb, "question": pending})
+        );
+    } else {
+        println!(
+            "{verb}: {} on {session} (asked {}; escalated by {})",
+            pending
+                .question
+                .action
+                .as_deref()
+                .unwrap_or("(action unreadable)"),
+            pending.since.format("%H:%M:%S"),
+            pending.rule
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -153,6 +153,8 @@ pub(crate) struct Daemon {
     lock_waiters: Vec<String>,
     /// When to give parked tasks another try.
     lock_poll_at: Option<Instant>,
+    /// The command policy every session's auto-confirm uses.
+    approvals: crate::session::approval::Approvals,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -184,6 +186,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     );
     tracing::info!(node = %config.node, spool = %spool.root().display(), "daemon started");
     let spool_locks = spool.dir("locks");
+    let approvals = crate::session::approval::Approvals {
+        policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),
+        protected_branches: config.git.protected_branches.clone(),
+    };
     let mut d = Daemon {
         next_reconcile: Instant::now() + Duration::from_millis(config.daemon.reconcile_interval_ms),
         spool,
@@ -210,6 +216,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         held_locks: HashMap::new(),
         lock_waiters: Vec::new(),
         lock_poll_at: None,
+        approvals,
     };
     d.recover()?;
     d.apply_sessions(true);

@@ -38,6 +38,8 @@ pub(crate) struct SessionSlot {
     pub replace_with: Option<ResolvedSession>,
     /// Removed from config: delete once stopped.
     pub removed: bool,
+    /// A permission question waiting for `architect approve|deny`.
+    pub approval: Option<crate::session::PendingApproval>,
 }
 
 impl SessionSlot {
@@ -57,6 +59,7 @@ impl SessionSlot {
             last_exit: None,
             replace_with: None,
             removed: false,
+            approval: None,
         }
     }
 
@@ -174,6 +177,7 @@ impl Daemon {
                 }
                 let node = self.config.node.clone();
                 self.config = Config { node, ..new };
+                self.reload_policy();
                 self.log.record(
                     EventType::ConfigApplied,
                     None,
@@ -194,6 +198,33 @@ impl Daemon {
         }
     }
 
+    /// Reloads `config/policy.toml` (kept as it was when the new file is invalid) and
+    /// hands it to every session.
+    fn reload_policy(&mut self) {
+        match crate::policy::Policy::load(&self.config.dir) {
+            Ok(policy) => {
+                self.approvals = crate::session::approval::Approvals {
+                    policy: std::sync::Arc::new(policy),
+                    protected_branches: self.config.git.protected_branches.clone(),
+                };
+                for slot in self.sessions.values() {
+                    if let Some(h) = &slot.handle {
+                        h.send(Command::SetApprovals(self.approvals.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("policy not applied, keeping the running one: {e}");
+                self.log.record(
+                    EventType::ConfigApplied,
+                    None,
+                    None,
+                    json!({"error": e.to_string(), "applied": false, "file": "policy.toml"}),
+                );
+            }
+        }
+    }
+
     fn start_session(&mut self, name: &str) {
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -203,7 +234,12 @@ impl Daemon {
         };
         slot.restart_at = None;
         slot.generation = generation;
-        match runner::start(slot.resolved.clone(), generation, tx) {
+        match runner::start(
+            slot.resolved.clone(),
+            generation,
+            tx,
+            self.approvals.clone(),
+        ) {
             Ok(h) => {
                 slot.handle = Some(h);
                 slot.started_at = Some(Instant::now());
@@ -306,7 +342,63 @@ impl Daemon {
                 self.after_task(&session);
             }
             SessionEvent::Exited { status, requested } => {
-                self.on_exited(&session, &status, requested)
+                slot.approval = None;
+                self.on_exited(&session, &status, requested);
+            }
+            SessionEvent::Permission {
+                task_id,
+                question,
+                decision,
+                rule,
+                reason,
+                by,
+            } => {
+                slot.approval = None;
+                tracing::info!(session = %session, "{decision} {:?} ({rule})", question.action);
+                self.log.record(
+                    EventType::PermissionDecided,
+                    task_id.as_deref(),
+                    Some(&session),
+                    json!({
+                        "permission": question.permission, "kind": question.kind,
+                        "action": question.action, "tool": question.tool,
+                        "decision": decision, "rule": rule, "reason": reason, "by": by,
+                    }),
+                );
+                self.publish_session(&session);
+            }
+            SessionEvent::ApprovalNeeded {
+                task_id,
+                question,
+                verdict,
+            } => {
+                tracing::warn!(
+                    session = %session,
+                    "approval needed for {:?} ({}): architect approve|deny {session}",
+                    question.action,
+                    verdict.rule
+                );
+                let data = json!({
+                    "permission": question.permission, "kind": question.kind,
+                    "action": question.action, "tool": question.tool,
+                    "rule": verdict.rule, "reason": verdict.reason,
+                });
+                slot.approval = Some(crate::session::PendingApproval {
+                    question,
+                    rule: verdict.rule,
+                    reason: verdict.reason,
+                    since: Utc::now(),
+                });
+                self.log.record(
+                    EventType::ApprovalNeeded,
+                    task_id.as_deref(),
+                    Some(&session),
+                    data,
+                );
+                self.publish_session(&session);
+            }
+            SessionEvent::AnswerRefused { reason } => {
+                tracing::warn!(session = %session, "approve/deny not applied: {reason}");
             }
         }
     }
@@ -370,6 +462,9 @@ impl Daemon {
         let previous = slot.state;
         slot.state = state;
         slot.since = Utc::now();
+        if state != SessionState::WaitingInput {
+            slot.approval = None;
+        }
         let task = slot.task.clone();
         self.log.record(
             EventType::SessionState,
@@ -414,6 +509,7 @@ impl Daemon {
             since: slot.since,
             restarts: slot.restarts,
             last_exit: slot.last_exit.clone(),
+            approval: slot.approval.clone(),
         };
         let path = self.spool.dir("sessions").join(format!("{name}.json"));
         match serde_json::to_vec_pretty(&file) {

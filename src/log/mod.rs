@@ -102,6 +102,12 @@ pub enum EventType {
     LockWaiting,
     /// A task's locks were released (`data.resources`, `data.held_ms`).
     LockReleased,
+    /// A permission question was answered (`data.permission`, `data.kind`, `data.action`,
+    /// `data.decision`, `data.rule`, `data.reason`, `data.by`: `policy` or `person`).
+    PermissionDecided,
+    /// A permission question waits for `architect approve|deny` (`data.action`,
+    /// `data.rule`, `data.reason`).
+    ApprovalNeeded,
 }
 
 impl EventType {
@@ -129,6 +135,8 @@ impl EventType {
             Self::LockAcquired => "lock_acquired",
             Self::LockWaiting => "lock_waiting",
             Self::LockReleased => "lock_released",
+            Self::PermissionDecided => "permission_decided",
+            Self::ApprovalNeeded => "approval_needed",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`screen`] renders its output and answers terminal queries, and [`SessionFile`] is the
 //! state each session publishes as `sessions/<name>.json`.
 
+pub mod approval;
 pub mod runner;
 pub mod screen;
 
@@ -39,4 +40,22 @@ pub struct SessionFile {
     /// Why it is dead, when it is.
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// The permission question waiting for `architect approve|deny`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<PendingApproval>,
+}
+
+/// A permission question waiting for a person (`sessions/<name>.json`, `approval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingApproval {
+    /// The question.
+    #[serde(flatten)]
+    pub question: approval::Question,
+    /// The policy rule that escalated it.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// Since when it waits.
+    pub since: DateTime<Utc>,
 }

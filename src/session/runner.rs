@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use expectrl::process::Process as _;
 use serde::{Deserialize, Serialize};
 
+use super::approval::{decide, Approvals, DecidedBy, Question};
 use super::screen::Screen;
 use crate::config::ResolvedSession;
+use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
 use crate::spool::task::TaskResult;
 
@@ -91,6 +93,14 @@ pub enum Command {
         /// Send Enter after a pause.
         enter: bool,
     },
+    /// Answer the permission question waiting for a person (`architect approve|deny`):
+    /// the `[[permission]]` rule's `yes` or `no` key.
+    Answer {
+        /// Yes (approve) or no (deny).
+        approve: bool,
+    },
+    /// Use this policy from now on (config/policy.toml changed).
+    SetApprovals(Approvals),
     /// Stop the program (kill its process group) and end the thread.
     Stop,
 }
@@ -136,6 +146,35 @@ pub enum SessionEvent {
         task_id: String,
         /// How.
         outcome: RunOutcome,
+    },
+    /// A permission question was answered, by the policy or by a person.
+    Permission {
+        /// The task running.
+        task_id: Option<String>,
+        /// The question.
+        question: Question,
+        /// Allow or deny (what was typed).
+        decision: Decision,
+        /// The policy rule (or `person`).
+        rule: String,
+        /// Why.
+        reason: String,
+        /// Who decided.
+        by: DecidedBy,
+    },
+    /// A permission question waits for `architect approve|deny`.
+    ApprovalNeeded {
+        /// The task running.
+        task_id: Option<String>,
+        /// The question.
+        question: Question,
+        /// The policy's verdict (escalate) and its rule.
+        verdict: Verdict,
+    },
+    /// An answer from a person could not be given (no question waiting).
+    AnswerRefused {
+        /// Why.
+        reason: String,
     },
     /// The program is gone; the thread has ended.
     Exited {
@@ -197,6 +236,7 @@ pub fn start(
     cfg: ResolvedSession,
     generation: u64,
     events: EventSink,
+    approvals: Approvals,
 ) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
@@ -206,7 +246,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name(format!("session-{name}"))
         .spawn(move || {
-            let mut runner = Runner::new(cfg, generation, events, rx, wake_r);
+            let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals);
             runner.run();
         })?;
     Ok(SessionHandle {
@@ -305,7 +345,25 @@ struct Runner {
     task: Option<Task>,
     phase: Phase,
     queued_sends: VecDeque<(Instant, Vec<u8>)>,
+    approvals: Approvals,
+    /// The permission question on screen, once read.
+    question: Option<OpenQuestion>,
 }
+
+/// A permission question that has been read off the screen.
+struct OpenQuestion {
+    question: Question,
+    /// Index of the profile's `[[permission]]` rule.
+    index: usize,
+    /// When its answer was typed, and the screen then (`None`: waiting for a person).
+    answered: Option<(Instant, String)>,
+}
+
+/// How long the screen must be still before a permission question is read (the dialog
+/// must be drawn in full: a half-drawn command must never be judged).
+const QUESTION_SETTLE: Duration = Duration::from_millis(150);
+/// The same question still on screen this long after its answer counts as asked again.
+const QUESTION_REASK: Duration = Duration::from_millis(1500);
 
 impl Runner {
     fn new(
@@ -314,6 +372,7 @@ impl Runner {
         events: EventSink,
         commands: mpsc::Receiver<Command>,
         wake: UnixStream,
+        approvals: Approvals,
     ) -> Self {
         let profile = cfg.profile.clone();
         let t = profile.spec.terminal;
@@ -337,7 +396,119 @@ impl Runner {
             task: None,
             phase: Phase::Free,
             queued_sends: VecDeque::new(),
+            approvals,
+            question: None,
         }
+    }
+
+    /// Reads and decides the permission question on screen (called while a task runs and
+    /// the screen reads `waiting_input`).
+    fn handle_question(&mut self, pty: &mut File, now: Instant) {
+        if now.duration_since(self.last_output) < QUESTION_SETTLE {
+            return;
+        }
+        let Some(req) = self.profile.permission_request(&self.screen_text) else {
+            return; // a question no rule describes: a person answers with `architect send`
+        };
+        let question = Question::from_request(&req);
+        if let Some(open) = &self.question {
+            let same = open.question == question;
+            match &open.answered {
+                // Waiting for a person: only a different question replaces it.
+                None if same => return,
+                // Answered: the program has not moved on yet, unless the screen changed and
+                // shows another question (or the same one, asked again a while later).
+                Some((at, screen)) => {
+                    let moved_on = self.screen_text != *screen
+                        && (!same || now.duration_since(*at) >= QUESTION_REASK);
+                    if !moved_on {
+                        return;
+                    }
+                }
+                None => {}
+            }
+        }
+        let home = self
+            .cfg
+            .env
+            .get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let verdict = decide(
+            &self.approvals,
+            &question,
+            self.cfg.cwd.clone(),
+            home,
+            &self.profile.name,
+        );
+        let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
+        let keys = &self.profile.spec.permission[req.index];
+        let answered = match verdict.decision {
+            Decision::Allow | Decision::Deny => {
+                let key = if verdict.decision == Decision::Allow {
+                    &keys.yes
+                } else {
+                    &keys.no
+                };
+                self.write(pty, key.as_bytes());
+                self.emit(SessionEvent::Permission {
+                    task_id,
+                    question: question.clone(),
+                    decision: verdict.decision,
+                    rule: verdict.rule,
+                    reason: verdict.reason,
+                    by: DecidedBy::Policy,
+                });
+                Some((now, self.screen_text.clone()))
+            }
+            Decision::Escalate => {
+                self.emit(SessionEvent::ApprovalNeeded {
+                    task_id,
+                    question: question.clone(),
+                    verdict,
+                });
+                None
+            }
+        };
+        self.question = Some(OpenQuestion {
+            question,
+            index: req.index,
+            answered,
+        });
+    }
+
+    /// `architect approve|deny`: types the waiting question's yes or no key.
+    fn answer(&mut self, pty: &mut File, approve: bool) {
+        let Some(open) = self.question.as_mut().filter(|q| q.answered.is_none()) else {
+            self.emit(SessionEvent::AnswerRefused {
+                reason: "no permission question is waiting for a person on this session".into(),
+            });
+            return;
+        };
+        let keys = &self.profile.spec.permission[open.index];
+        let key = if approve { &keys.yes } else { &keys.no };
+        let key = key.clone();
+        open.answered = Some((Instant::now(), self.screen_text.clone()));
+        let question = open.question.clone();
+        self.write(pty, key.as_bytes());
+        let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
+        self.emit(SessionEvent::Permission {
+            task_id,
+            question,
+            decision: if approve {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+            rule: "person".into(),
+            reason: format!(
+                "{} with architect {}",
+                if approve { "approved" } else { "denied" },
+                if approve { "approve" } else { "deny" }
+            ),
+            by: DecidedBy::Person,
+        });
     }
 
     /// The value of [`SESSION_MARKER`] for this program: session, generation, daemon pid.
@@ -590,6 +761,7 @@ impl Runner {
                     });
                     return;
                 }
+                self.question = None;
                 let bytes = self.prompt_bytes(&assignment.prompt);
                 let deadline = Instant::now() + assignment.timeout;
                 let task_id = assignment.task_id.clone();
@@ -629,6 +801,8 @@ impl Runner {
                         .push_back((at, self.profile.spec.submit.enter.clone().into_bytes()));
                 }
             }
+            Command::Answer { approve } => self.answer(pty, approve),
+            Command::SetApprovals(a) => self.approvals = a,
             Command::Stop => {}
         }
     }
@@ -660,6 +834,9 @@ impl Runner {
                 .push(*at + Duration::from_millis(self.profile.spec.submit.confirm_timeout_ms)),
             Phase::Running { .. } => {
                 candidates.push(self.last_output + debounce);
+                if self.classified == Some(ScreenState::WaitingInput) {
+                    candidates.push(self.last_output + QUESTION_SETTLE);
+                }
                 if let (Some(ms), Some(at)) = (
                     self.profile.spec.done.busy_timeout_ms,
                     self.task.as_ref().and_then(|t| t.entered_at),
@@ -762,12 +939,18 @@ impl Runner {
                 before,
             } => {
                 changed |= self.screen_text != before;
+                if classified != Some(ScreenState::WaitingInput) {
+                    self.question = None;
+                }
                 match classified {
                     Some(ScreenState::Busy) => {
                         saw_busy = true;
                         self.set_state(SessionState::Busy);
                     }
-                    Some(ScreenState::WaitingInput) => self.set_state(SessionState::WaitingInput),
+                    Some(ScreenState::WaitingInput) => {
+                        self.set_state(SessionState::WaitingInput);
+                        self.handle_question(pty, now);
+                    }
                     Some(ScreenState::Idle) | None => {
                         if self.state == SessionState::WaitingInput {
                             self.set_state(SessionState::Busy);

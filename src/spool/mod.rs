@@ -117,6 +117,13 @@ pub enum ControlRequest {
         #[serde(default = "yes")]
         enter: bool,
     },
+    /// Answer the permission question a session is waiting on (`architect approve|deny`).
+    Answer {
+        /// Session name.
+        session: String,
+        /// Approve (yes) or deny (no).
+        approve: bool,
+    },
 }
 
 fn yes() -> bool {

@@ -1,0 +1,144 @@
+//! Auto-confirm through the real daemon and a real PTY: the fake agent asks permission for
+//! commands; the policy allows the safe one, denies the dangerous one, escalates the rest
+//! to `architect approve|deny`; every decision is logged with its rule.
+
+use std::time::Duration;
+
+use architect::session::SessionState;
+use architect::spool::task::TaskState;
+
+use crate::helper::{fake_agent_session, wait_for, Env};
+
+const T: Duration = Duration::from_secs(30);
+
+fn decisions(env: &Env, task: &str) -> Vec<(String, String, String, String)> {
+    env.events_of("permission_decided")
+        .into_iter()
+        .filter(|e| e.task_id.as_deref() == Some(task))
+        .map(|e| {
+            let s = |k: &str| e.data[k].as_str().unwrap_or_default().to_string();
+            (s("action"), s("decision"), s("rule"), s("by"))
+        })
+        .collect()
+}
+
+#[test]
+fn policy_allows_denies_and_escalates_and_a_person_answers() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    env.drop_task(
+        "t1.json",
+        r#"{"id": "t1", "prompt": "fix it run: touch notes.txt run: sudo rm -rf / run: npm install left-pad"}"#,
+    );
+    // The third question is neither allowed nor denied: it waits for a person.
+    wait_for("approval_needed", T, || {
+        env.session("agent-1").is_some_and(|s| s.approval.is_some())
+    });
+    let s = env.session("agent-1").unwrap();
+    assert_eq!(s.state, SessionState::WaitingInput);
+    let pending = s.approval.unwrap();
+    assert_eq!(
+        pending.question.action.as_deref(),
+        Some("npm install left-pad")
+    );
+    assert!(pending.rule.starts_with("escalate."), "{}", pending.rule);
+    let needed = env.events_of("approval_needed");
+    assert_eq!(needed.len(), 1);
+    assert_eq!(needed[0].data["action"], "npm install left-pad");
+    let listed = env.ok(&["sessions"]);
+    assert!(listed.contains("approve? npm install left-pad"), "{listed}");
+
+    let out = env.ok(&["deny", "agent-1"]);
+    assert!(out.contains("deny: npm install left-pad"), "{out}");
+    let (state, rec) = env.wait_final("t1", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let output = rec.result.unwrap().output;
+    for line in [
+        "● ran: touch notes.txt",
+        "● denied: sudo rm -rf /",
+        "● denied: npm install left-pad",
+        "● done: fix it",
+    ] {
+        assert!(output.contains(line), "{line:?} missing in:\n{output}");
+    }
+    let d = decisions(&env, "t1");
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1.as_str(), d[0].3.as_str()),
+        ("touch notes.txt", "allow", "policy")
+    );
+    assert!(d[0].2.starts_with("allow."), "{d:?}");
+    assert_eq!(
+        (d[1].0.as_str(), d[1].1.as_str(), d[1].3.as_str()),
+        ("sudo rm -rf /", "deny", "policy")
+    );
+    assert!(d[1].2.starts_with("deny."), "{d:?}");
+    assert_eq!(
+        (
+            d[2].0.as_str(),
+            d[2].1.as_str(),
+            d[2].2.as_str(),
+            d[2].3.as_str()
+        ),
+        ("npm install left-pad", "deny", "person", "person")
+    );
+    wait_for("the session file to drop the answered question", T, || {
+        env.session("agent-1").is_some_and(|s| s.approval.is_none())
+    });
+
+    // Nothing is waiting now: approve is refused with a clear error.
+    let out = env.cli(&["approve", "agent-1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not waiting for an approval"));
+
+    // The same question approved by a person runs.
+    env.drop_task(
+        "t2.json",
+        r#"{"id": "t2", "prompt": "again run: npm install left-pad"}"#,
+    );
+    wait_for("the second approval", T, || {
+        env.session("agent-1").is_some_and(|s| s.approval.is_some())
+    });
+    env.ok(&["approve", "agent-1"]);
+    let (state, rec) = env.wait_final("t2", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    assert!(rec
+        .result
+        .unwrap()
+        .output
+        .contains("● ran: npm install left-pad"));
+    let d = decisions(&env, "t2");
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].1.as_str(), d[0].3.as_str()), ("allow", "person"));
+}
+
+#[test]
+fn a_policy_edit_applies_live() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    // Allow npm install from now on (the built-in sections stay as they are).
+    env.write_config(
+        "policy.toml",
+        &format!(
+            "{}\n[[allow]]\nname = \"npm-install\"\nprograms = [\"npm\"]\nsubcommands = [\"install\"]\npaths = \"any\"\nreason = \"this project trusts npm\"\n",
+            architect::policy::DEFAULT_POLICY
+        ),
+    );
+    wait_for("the config reload", T, || {
+        !env.events_of("config_applied").is_empty()
+    });
+    env.drop_task(
+        "t.json",
+        r#"{"id": "t", "prompt": "deps run: npm install left-pad"}"#,
+    );
+    let (state, rec) = env.wait_final("t", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let d = decisions(&env, "t");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].1.as_str(), d[0].2.as_str()),
+        ("allow", "allow.npm-install")
+    );
+}
