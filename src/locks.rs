@@ -570,7 +570,7 @@ impl LockTable {
             let path = dir.join(HOLDER_FILE);
             let bytes =
                 serde_json::to_vec_pretty(&holder).map_err(|e| Error::json("lock holder", e))?;
-            fsio::write_atomic_volatile(&path, &bytes)?;
+            write_holder(&path, &bytes)?;
             held.holder_files.push(path);
         }
         Ok(Ok(held))
@@ -725,6 +725,21 @@ fn open_lock(dir: &Path) -> Result<File> {
         }
         Err(e) => Err(Error::io("opening lock file", &path, e)),
     }
+}
+
+/// Writes a holder file in place (truncate, write; no temp file, no `fsync`): only the
+/// exclusive holder writes it, and a reader that catches it half-written reads "holder
+/// unknown" — the lock itself is the truth, the file only says who.
+fn write_holder(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("writing lock holder", path, e))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| Error::io("writing lock holder", path, e))
 }
 
 fn read_holder(path: &Path) -> Option<Holder> {

@@ -7,7 +7,10 @@
 //!    to an idle agent's terminal (`prompt_sent.data.written_at`), one task at a time;
 //! 2. throughput: `--tasks` task files dropped at once, run through `--agents` agents;
 //! 3. queue add cost: inbox close → `task_queued`, with 100 and with `--queue-depth`
-//!    tasks already queued (tasks for a session that does not exist, so they stay queued).
+//!    tasks already queued (tasks for a session that does not exist, so they stay queued);
+//! 4. locks ([`super::bench_locks`]): acquire/release round trip, `--lock-tasks` tasks
+//!    contending for `--lock-paths` paths through `--lock-agents` agents (exclusion
+//!    checked from the log), and how soon a task starts after its lock holder is killed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,13 +28,13 @@ use architect::spool::{fsio, Spool};
 pub struct BenchArgs {
     /// Fake agents (sessions).
     #[arg(long, default_value_t = 50)]
-    agents: usize,
+    pub(super) agents: usize,
     /// Tasks for the throughput run.
     #[arg(long, default_value_t = 10_000)]
     tasks: usize,
-    /// Latency samples (one task at a time).
+    /// Latency samples (one task at a time; also the kill -9 probes of the lock run).
     #[arg(long, default_value_t = 200)]
-    samples: usize,
+    pub(super) samples: usize,
     /// Tasks queued for the second queue-add measurement (0 skips the measurement).
     #[arg(long, default_value_t = 100_000)]
     queue_depth: usize,
@@ -40,10 +43,19 @@ pub struct BenchArgs {
     dir: Option<PathBuf>,
     /// Print the figures as JSON too.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Fake agents for the lock contention run.
+    #[arg(long, default_value_t = 20)]
+    pub(super) lock_agents: usize,
+    /// Tasks for the lock contention run (0 skips the lock measurements).
+    #[arg(long, default_value_t = 1000)]
+    pub(super) lock_tasks: usize,
+    /// Distinct paths those tasks contend for.
+    #[arg(long, default_value_t = 10)]
+    pub(super) lock_paths: usize,
 }
 
-struct Daemon(Child);
+pub(super) struct Daemon(pub(super) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -55,7 +67,7 @@ impl Drop for Daemon {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -68,12 +80,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
+pub(super) fn summary(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (percentile(&v, 0.5), percentile(&v, 0.99))
 }
 
-fn count(dir: &Path) -> usize {
+pub(super) fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| {
         d.filter_map(std::result::Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -81,7 +93,11 @@ fn count(dir: &Path) -> usize {
     })
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+pub(super) fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + limit;
     while !done() {
         if Instant::now() > deadline {
@@ -137,7 +153,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let root = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new()))
     });
-    let result = bench(&a, &root);
+    let mut result = bench(&a, &root);
+    if result.is_ok() && a.lock_tasks > 0 {
+        result = super::bench_locks::run(&a, &root.join("locks-bench"));
+    }
     if temp {
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -2,6 +2,7 @@
 //! works while the daemon is down; the daemon picks the work up when it starts.
 
 mod bench;
+mod bench_locks;
 mod demo;
 mod init;
 mod locks;
