@@ -14,3 +14,4 @@ mod policy;
 mod profiles;
 mod spool_flow;
 mod sql_stats;
+mod worktrees;

@@ -204,6 +204,8 @@ pub struct ResolvedSession {
     pub env: BTreeMap<String, String>,
     /// Absolute path of the repository, with `worktree = true`.
     pub repo: Option<PathBuf>,
+    /// The `[git]` settings (branches, where worktrees live), for worktree sessions.
+    pub git: GitSettings,
 }
 
 impl ResolvedSession {
@@ -218,6 +220,7 @@ impl ResolvedSession {
             || self.env != other.env
             || self.spec.worktree != other.spec.worktree
             || self.repo != other.repo
+            || (self.repo.is_some() && self.git != other.git)
             || self.spec.profile != other.spec.profile
             || self.profile.spec != other.profile.spec
     }
@@ -350,11 +353,6 @@ impl Config {
                     )))
                 }
             };
-            let cwd = match &spec.cwd {
-                Some(p) if p.is_absolute() => p.clone(),
-                Some(p) => base.join(p),
-                None => base.clone(),
-            };
             let repo = match (spec.worktree, &spec.repo) {
                 (true, Some(p)) => Some(base.join(p)),
                 (true, None) => {
@@ -371,6 +369,19 @@ impl Config {
                 }
                 (false, None) => None,
             };
+            // A worktree session runs in its worktree, `<repo>/<worktrees_dir>/<name>`.
+            let cwd = match (&repo, &spec.cwd) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(format!(
+                        "session {:?}: a worktree session runs in its worktree; remove cwd",
+                        spec.name
+                    )))
+                }
+                (Some(r), None) => r.join(&arch.git.worktrees_dir).join(&spec.name),
+                (None, Some(p)) if p.is_absolute() => p.clone(),
+                (None, Some(p)) => base.join(p),
+                (None, None) => base.clone(),
+            };
             let mut env = profile.spec.env.clone();
             env.extend(spec.env.clone());
             sessions.push(ResolvedSession {
@@ -381,6 +392,7 @@ impl Config {
                 cwd,
                 env,
                 repo,
+                git: arch.git.clone(),
             });
         }
         Ok(Self {

@@ -219,6 +219,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         approvals,
     };
     d.recover()?;
+    d.reconcile_worktrees();
     d.apply_sessions(true);
     d.reconcile();
     d.process_control();
@@ -262,6 +263,36 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 }
 
 impl Daemon {
+    /// At start-up, before any session runs: cleans up the worktrees (and empty session
+    /// branches) that a crash or a removed session left in each repository.
+    fn reconcile_worktrees(&mut self) {
+        let mut by_repo: BTreeMap<std::path::PathBuf, Vec<String>> = BTreeMap::new();
+        for s in &self.config.sessions {
+            if let Some(repo) = &s.repo {
+                by_repo
+                    .entry(repo.clone())
+                    .or_default()
+                    .push(s.spec.name.clone());
+            }
+        }
+        for (repo, live) in by_repo {
+            let m = crate::worktree::WorktreeManager::from_settings(&repo, &self.config.git);
+            match m.reconcile(&live) {
+                Ok(r) if r.changed() => {
+                    tracing::info!(repo = %repo.display(), "worktrees reconciled: {r:?}");
+                    self.log.record(
+                        EventType::WorktreesReconciled,
+                        None,
+                        None,
+                        json!({"repo": repo.display().to_string(), "result": r}),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(repo = %repo.display(), "reconciling worktrees: {e}"),
+            }
+        }
+    }
+
     fn node(&self) -> &str {
         &self.config.node
     }

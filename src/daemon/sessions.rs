@@ -397,6 +397,15 @@ impl Daemon {
                 );
                 self.publish_session(&session);
             }
+            SessionEvent::Worktree(prepared) => {
+                let task = slot.task.clone();
+                self.log.record(
+                    EventType::WorktreePrepared,
+                    task.as_deref(),
+                    Some(&session),
+                    json!(prepared),
+                );
+            }
             SessionEvent::AnswerRefused { reason } => {
                 tracing::warn!(session = %session, "approve/deny not applied: {reason}");
             }

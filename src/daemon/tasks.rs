@@ -351,6 +351,7 @@ impl Daemon {
         let attempt = t.record.attempts.len() + 1;
         let assignment = Assignment {
             task_id: id.to_string(),
+            branch: t.record.task.locks.as_ref().and_then(|l| l.branch.clone()),
             prompt: t.record.task.prompt.clone(),
             timeout: Duration::from_secs(t.record.task.timeout_s()),
         };

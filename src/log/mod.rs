@@ -108,6 +108,12 @@ pub enum EventType {
     /// A permission question waits for `architect approve|deny` (`data.action`,
     /// `data.rule`, `data.reason`).
     ApprovalNeeded,
+    /// A worktree session's worktree was created or switched (`data.branch`,
+    /// `data.switched_from`, `data.saved`: uncommitted work committed, and where).
+    WorktreePrepared,
+    /// Worktrees left by a crash or a removed session were cleaned up at start-up
+    /// (`data.removed`, `data.saved`, `data.deleted_branches`, …).
+    WorktreesReconciled,
 }
 
 impl EventType {
@@ -137,6 +143,8 @@ impl EventType {
             Self::LockReleased => "lock_released",
             Self::PermissionDecided => "permission_decided",
             Self::ApprovalNeeded => "approval_needed",
+            Self::WorktreePrepared => "worktree_prepared",
+            Self::WorktreesReconciled => "worktrees_reconciled",
         }
     }
 }

@@ -66,6 +66,9 @@ impl SessionState {
 pub struct Assignment {
     /// Task id.
     pub task_id: String,
+    /// The task's branch (`locks.branch`): a worktree session switches its worktree to
+    /// it before the prompt, and back to its own branch after the task.
+    pub branch: Option<String>,
     /// Prompt text.
     pub prompt: String,
     /// How long the attempt may run.
@@ -171,6 +174,8 @@ pub enum SessionEvent {
         /// The policy's verdict (escalate) and its rule.
         verdict: Verdict,
     },
+    /// A worktree session's worktree was made ready (created, switched, work saved).
+    Worktree(crate::worktree::Prepared),
     /// An answer from a person could not be given (no question waiting).
     AnswerRefused {
         /// Why.
@@ -348,6 +353,10 @@ struct Runner {
     approvals: Approvals,
     /// The permission question on screen, once read.
     question: Option<OpenQuestion>,
+    /// For `worktree = true`: the session's git worktree.
+    worktrees: Option<crate::worktree::WorktreeManager>,
+    /// The worktree is on a task's branch (switch back after the task).
+    on_task_branch: bool,
 }
 
 /// A permission question that has been read off the screen.
@@ -375,6 +384,10 @@ impl Runner {
         approvals: Approvals,
     ) -> Self {
         let profile = cfg.profile.clone();
+        let cfg_worktrees = cfg
+            .repo
+            .as_ref()
+            .map(|r| crate::worktree::WorktreeManager::from_settings(r, &cfg.git));
         let t = profile.spec.terminal;
         let rules = profile.startup_rules.len();
         Self {
@@ -398,7 +411,43 @@ impl Runner {
             queued_sends: VecDeque::new(),
             approvals,
             question: None,
+            worktrees: cfg_worktrees,
+            on_task_branch: false,
         }
+    }
+
+    /// Puts the worktree on `branch` (the session's own branch when `None`), logging
+    /// what was done. Blocking git commands, in this session's thread.
+    fn prepare_worktree(&mut self, branch: Option<&str>) -> Result<(), String> {
+        let Some(m) = &self.worktrees else {
+            return Ok(());
+        };
+        match m.prepare(&self.cfg.spec.name, branch) {
+            Ok(p) => {
+                self.on_task_branch = branch.is_some();
+                if p.created_worktree
+                    || p.created_branch
+                    || p.switched_from.is_some()
+                    || p.saved.is_some()
+                {
+                    self.emit(SessionEvent::Worktree(p));
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!("worktree: {e}")),
+        }
+    }
+
+    /// Reports a task's end; a worktree on the task's branch goes back to the session's
+    /// own branch first (its work committed there), so the branch is free for the next
+    /// holder of its lock.
+    fn emit_finished(&mut self, task_id: String, outcome: RunOutcome) {
+        if self.on_task_branch {
+            if let Err(e) = self.prepare_worktree(None) {
+                tracing::error!(session = %self.cfg.spec.name, "switching back: {e}");
+            }
+        }
+        self.emit(SessionEvent::Finished { task_id, outcome });
     }
 
     /// Reads and decides the permission question on screen (called while a task runs and
@@ -589,6 +638,14 @@ impl Runner {
     }
 
     fn run(&mut self) {
+        // A worktree session starts in its worktree, on its own branch.
+        if let Err(e) = self.prepare_worktree(None) {
+            self.emit(SessionEvent::Exited {
+                status: format!("did not start: {e}"),
+                requested: false,
+            });
+            return;
+        }
         let proc = match self.spawn() {
             Ok(p) => p,
             Err(e) => {
@@ -762,6 +819,15 @@ impl Runner {
                     return;
                 }
                 self.question = None;
+                if let Some(branch) = assignment.branch.clone() {
+                    if let Err(e) = self.prepare_worktree(Some(&branch)) {
+                        self.emit_finished(
+                            assignment.task_id,
+                            RunOutcome::Failed(TaskResult::default(), e),
+                        );
+                        return;
+                    }
+                }
                 let bytes = self.prompt_bytes(&assignment.prompt);
                 let deadline = Instant::now() + assignment.timeout;
                 let task_id = assignment.task_id.clone();
@@ -1001,7 +1067,7 @@ impl Runner {
                         .take()
                         .map(|t| t.assignment.task_id)
                         .unwrap_or_default();
-                    self.emit(SessionEvent::Finished { task_id, outcome });
+                    self.emit_finished(task_id, outcome);
                     self.set_state(SessionState::Idle);
                     Phase::Free
                 } else if now >= kill_at {
@@ -1010,7 +1076,7 @@ impl Runner {
                         .take()
                         .map(|t| t.assignment.task_id)
                         .unwrap_or_default();
-                    self.emit(SessionEvent::Finished { task_id, outcome });
+                    self.emit_finished(task_id, outcome);
                     kill_group(pid);
                     return Err(format!(
                         "killed: not idle {} ms after the interrupt keys",
@@ -1090,10 +1156,7 @@ impl Runner {
             }
             _ => RunOutcome::Completed(result),
         };
-        self.emit(SessionEvent::Finished {
-            task_id: task.assignment.task_id,
-            outcome,
-        });
+        self.emit_finished(task.assignment.task_id, outcome);
         self.set_state(SessionState::Idle);
     }
 
