@@ -7,7 +7,7 @@
 //! spool/locks/paths/@lock                       the repository root (".")
 //! spool/locks/paths/src/@lock                   the directory src/
 //! spool/locks/paths/src/db.rs/@lock             the path src/db.rs
-//! spool/locks/paths/src/db.rs/@holder.json      who holds it (while held)
+//! spool/locks/paths/src/db.rs/@holder.json      who holds it (empty when free)
 //! spool/locks/branches/feature/x/@lock          the branch feature/x
 //! ```
 //! Every repository path component is one directory level; `%` and `@` in a component
@@ -29,8 +29,10 @@
 //!   close-on-exec (the Rust standard library always sets `O_CLOEXEC`), so an agent
 //!   process started by the daemon never inherits one.
 //! - An exclusive holder writes `@holder.json` ([`Holder`]) beside the lock file and
-//!   removes it before unlocking. A holder file whose lock is free is stale (its holder
-//!   died) and is removed by [`LockTable::list`] and overwritten by the next holder.
+//!   empties it before unlocking (emptied, not deleted: reusing the file keeps a lock
+//!   round trip free of inode allocation). A non-empty holder file whose lock is free is
+//!   stale (its holder died); [`LockTable::list`] empties it and the next holder
+//!   overwrites it.
 //!
 //! Paths are normalised by [`normalize_path`]: relative to the repository root, `.` and
 //! empty components dropped, `..` refused, absolute paths accepted only inside the
@@ -410,8 +412,8 @@ pub struct HeldLocks {
     resources: Vec<Resource>,
     /// Open lock files, in acquisition order.
     files: Vec<File>,
-    /// Holder files written for the exclusive locks.
-    holder_files: Vec<PathBuf>,
+    /// Holder files written for the exclusive locks (emptied on release).
+    holder_files: Vec<File>,
     since: Instant,
 }
 
@@ -435,8 +437,8 @@ impl HeldLocks {
 impl Drop for HeldLocks {
     fn drop(&mut self) {
         // Holder files first: once unlocked, the next holder may write its own.
-        for path in &self.holder_files {
-            let _ = std::fs::remove_file(path);
+        for f in &self.holder_files {
+            let _ = f.set_len(0);
         }
         for file in &self.files {
             let _ = FileExt::unlock(file);
@@ -570,8 +572,7 @@ impl LockTable {
             let path = dir.join(HOLDER_FILE);
             let bytes =
                 serde_json::to_vec_pretty(&holder).map_err(|e| Error::json("lock holder", e))?;
-            write_holder(&path, &bytes)?;
-            held.holder_files.push(path);
+            held.holder_files.push(write_holder(&path, &bytes)?);
         }
         Ok(Ok(held))
     }
@@ -626,13 +627,19 @@ impl LockTable {
             let Ok(file) = open_lock(dir) else { continue };
             match FileExt::try_lock_shared(&file) {
                 Ok(()) => {
-                    // Free: nobody holds it exclusively, so the holder file is stale.
-                    // Removed while we hold the shared lock, so no new holder can have
-                    // written it in between.
+                    // Free: nobody holds it exclusively, so a holder named there is
+                    // stale. Emptied while we hold the shared lock, so no new holder can
+                    // have written it in between.
                     if let Some(h) = read_holder(sidecar) {
                         listing.stale_removed.push(h.resource);
+                        if let Ok(f) = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(sidecar)
+                        {
+                            let _ = f.set_len(0);
+                        }
                     }
-                    let _ = std::fs::remove_file(sidecar);
                     let _ = FileExt::unlock(&file);
                 }
                 Err(_) => {
@@ -727,10 +734,11 @@ fn open_lock(dir: &Path) -> Result<File> {
     }
 }
 
-/// Writes a holder file in place (truncate, write; no temp file, no `fsync`): only the
-/// exclusive holder writes it, and a reader that catches it half-written reads "holder
-/// unknown" — the lock itself is the truth, the file only says who.
-fn write_holder(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a holder file in place (truncate, write; no temp file, no `fsync`) and returns
+/// it open, to be emptied on release. Only the exclusive holder writes it; a reader that
+/// catches it half-written reads "holder unknown" — the lock itself is the truth, the
+/// file only says who.
+fn write_holder(path: &Path, bytes: &[u8]) -> Result<File> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -739,7 +747,9 @@ fn write_holder(path: &Path, bytes: &[u8]) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| Error::io("writing lock holder", path, e))?;
-    std::io::Write::write_all(&mut f, bytes).map_err(|e| Error::io("writing lock holder", path, e))
+    std::io::Write::write_all(&mut f, bytes)
+        .map_err(|e| Error::io("writing lock holder", path, e))?;
+    Ok(f)
 }
 
 fn read_holder(path: &Path) -> Option<Holder> {
@@ -781,7 +791,8 @@ mod tests {
         assert_eq!(c.holder.unwrap().task.as_deref(), Some("a"));
         assert!(dir.path().join("paths/src/db.rs/@holder.json").exists());
         a.release();
-        assert!(!dir.path().join("paths/src/db.rs/@holder.json").exists());
+        let sidecar = dir.path().join("paths/src/db.rs/@holder.json");
+        assert_eq!(std::fs::metadata(sidecar).unwrap().len(), 0, "emptied");
         table
             .try_acquire(&[p("src/db.rs")], &who("b"))
             .unwrap()
@@ -905,7 +916,8 @@ mod tests {
         let listing = table.list().unwrap();
         assert!(listing.held.is_empty());
         assert_eq!(listing.stale_removed, vec![p("a")]);
-        assert!(!sidecar.exists());
+        assert_eq!(std::fs::metadata(&sidecar).unwrap().len(), 0, "emptied");
+        assert!(table.list().unwrap().stale_removed.is_empty(), "only once");
     }
 
     #[test]

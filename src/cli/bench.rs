@@ -163,16 +163,23 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     result
 }
 
-fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
+/// A spool and config in `root` with `agents` fake agents (`--work-ms work_ms`), and a
+/// daemon running them (stopped on drop). Returns the spool, the config directory and
+/// the daemon.
+pub(super) fn start_fleet(
+    root: &Path,
+    agents: usize,
+    work_ms: u64,
+) -> Result<(Spool, PathBuf, Daemon)> {
     let exe = std::env::current_exe()?;
     let spool = Spool::new(root.join("spool"));
     let config = root.join("config");
     spool.init()?;
     fsio::create_dir(&config)?;
     let mut sessions = String::new();
-    for i in 0..a.agents {
+    for i in 0..agents {
         sessions.push_str(&format!(
-            "[[session]]\nname = \"agent-{i:03}\"\nprofile = \"fake-agent\"\ncommand = \"{}\"\nargs = [\"fake-agent\", \"--work-ms\", \"0\"]\n\n",
+            "[[session]]\nname = \"agent-{i:03}\"\nprofile = \"fake-agent\"\ncommand = \"{}\"\nargs = [\"fake-agent\", \"--work-ms\", \"{work_ms}\"]\n\n",
             exe.display()
         ));
     }
@@ -181,20 +188,8 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;
-    let host = architect::config::default_node_name();
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    println!(
-        "architect bench: {} fake agents, {} on {host} ({cores} cores), build profile {}",
-        a.agents,
-        Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        if cfg!(debug_assertions) {
-            "dev (opt-level 1)"
-        } else {
-            "release"
-        }
-    );
     let log = std::fs::File::create(root.join("daemon.log"))?;
-    let _daemon = Daemon(
+    let daemon = Daemon(
         Command::new(&exe)
             .arg("--spool")
             .arg(spool.root())
@@ -217,10 +212,27 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
                 .count()
         })
     };
-    let t = Instant::now();
     wait_until("every agent to be idle", Duration::from_secs(120), || {
-        idle() == a.agents
+        idle() == agents
     })?;
+    Ok((spool, config, daemon))
+}
+
+fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
+    let host = architect::config::default_node_name();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!(
+        "architect bench: {} fake agents, {} on {host} ({cores} cores), build profile {}",
+        a.agents,
+        Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if cfg!(debug_assertions) {
+            "dev (opt-level 1)"
+        } else {
+            "release"
+        }
+    );
+    let t = Instant::now();
+    let (spool, _config, _daemon) = start_fleet(root, a.agents, 0)?;
     println!(
         "  {} agents idle after {:.1} s",
         a.agents,

@@ -18,19 +18,14 @@ use chrono::Utc;
 
 use architect::locks::{verify_exclusion, HolderKind, LockTable, Requester, Resource};
 use architect::log::read_events;
-use architect::session::{SessionFile, SessionState};
-use architect::spool::{fsio, Spool};
+use architect::spool::fsio;
 
-use super::bench::{count, summary, wait_until, BenchArgs, Daemon};
+use super::bench::{count, start_fleet, summary, wait_until, BenchArgs};
 
 /// Runs the three lock measurements in `root` (created here).
 pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     let exe = std::env::current_exe()?;
-    let spool = Spool::new(root.join("spool"));
-    let config = root.join("config");
-    spool.init()?;
-    fsio::create_dir(&config)?;
-
+    fsio::create_dir(root)?;
     // 1. Round trip, in process.
     let table = LockTable::new(root.join("roundtrip-locks"));
     let who = Requester {
@@ -56,42 +51,7 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     );
 
     // 2. Contention through the daemon.
-    let mut sessions = String::new();
-    for i in 0..a.lock_agents {
-        sessions.push_str(&format!(
-            "[[session]]\nname = \"agent-{i:03}\"\nprofile = \"fake-agent\"\ncommand = \"{}\"\nargs = [\"fake-agent\", \"--work-ms\", \"2\"]\n\n",
-            exe.display()
-        ));
-    }
-    fsio::write_atomic(&config.join("sessions.toml"), sessions.as_bytes())?;
-    fsio::write_atomic(
-        &config.join("architect.toml"),
-        b"[node]\nname = \"bench\"\n",
-    )?;
-    let log = std::fs::File::create(root.join("daemon.log"))?;
-    let _daemon = Daemon(
-        Command::new(&exe)
-            .arg("--spool")
-            .arg(spool.root())
-            .arg("--config")
-            .arg(&config)
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the daemon")?,
-    );
-    let sessions_dir = spool.dir("sessions");
-    wait_until("every agent to be idle", Duration::from_secs(120), || {
-        std::fs::read_dir(&sessions_dir).map_or(0, |d| {
-            d.filter_map(std::result::Result::ok)
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .filter_map(|b| serde_json::from_slice::<SessionFile>(&b).ok())
-                .filter(|s| s.state == SessionState::Idle)
-                .count()
-        }) == a.lock_agents
-    })?;
+    let (spool, config, _daemon) = start_fleet(root, a.lock_agents, 2)?;
     let inbox = spool.inbox();
     let done = spool.dir("done");
     let paths = a.lock_paths.max(1);
