@@ -33,6 +33,18 @@ const TASKS: &[(&str, &str)] = &[
         "fails.json",
         r#"{"id": "fails", "prompt": "ls /no/such/dir", "role": "shell", "max_retries": 0}"#,
     ),
+    (
+        "locked-1.json",
+        r#"{"id": "locked-1", "prompt": "sleep 0.5; echo first holder of src/db.rs", "role": "shell", "locks": {"paths": ["src/db.rs"]}}"#,
+    ),
+    (
+        "locked-2.json",
+        r#"{"id": "locked-2", "prompt": "echo src/ was free only after locked-1", "role": "shell", "locks": {"paths": ["src/"]}}"#,
+    ),
+    (
+        "asks.json",
+        r#"{"id": "asks", "prompt": "tidy up run: touch notes.txt run: sudo rm -rf /", "session": "agent-1"}"#,
+    ),
     ("broken.json", r#"{"prompt": 42, "colour": "red"}"#),
 ];
 
@@ -193,6 +205,22 @@ fn drive(spool: &Spool) -> Result<bool> {
             .map(|l| format!("   | {l}"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+
+    let query = "SELECT task_id, type, data->>'resources' AS resources FROM events \
+                 WHERE type LIKE 'lock_%' ORDER BY ts";
+    println!("\n== locks: locked-1 (src/db.rs) and locked-2 (src/, which holds it) never run at once\n== architect sql \"{query}\"");
+    print!(
+        "{}",
+        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
+    );
+    let query = "SELECT data->>'action' AS action, data->>'decision' AS decision, \
+                 data->>'rule' AS rule, data->>'by' AS by FROM events \
+                 WHERE type = 'permission_decided' ORDER BY ts";
+    println!("\n== auto-confirm: the agent's permission questions, answered from config/policy.toml\n== architect sql \"{query}\"");
+    print!(
+        "{}",
+        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
     );
 
     let query = "SELECT task_id, state, session, attempts, run_ms FROM tasks ORDER BY received_at";
