@@ -712,8 +712,8 @@ impl Agent {
                     self.enter_idle();
                 }
             }
-            Mode::Asking(_) => match key {
-                Key::Char(answer @ ('y' | 'n')) => {
+            Mode::Asking(_) => {
+                if let Key::Char(answer @ ('y' | 'n')) = key {
                     if let Mode::Asking(mut task) = std::mem::replace(&mut self.mode, Mode::Idle) {
                         match task.commands.pop_front() {
                             // A `run:` question: record the answer, ask the next one.
@@ -736,8 +736,7 @@ impl Agent {
                         }
                     }
                 }
-                _ => {}
-            },
+            }
         }
     }
 
