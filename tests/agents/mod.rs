@@ -1,6 +1,7 @@
 //! End to end with the real agent CLIs: Claude Code, Codex and Gemini CLI (the versions
-//! pinned in `tools/agent-clis/`), each run by the daemon in a real PTY, offline against
-//! the scripted model server `tools/mock-llm/` (script `autonomy`).
+//! pinned in `tools/agent-clis/`), each run by the daemon in a real PTY, with no model
+//! provider: their model requests go to the scripted model server `tools/mock-llm/`
+//! (script `autonomy`).
 //!
 //! Each test starts the daemon with one session of the CLI's built-in profile (a private
 //! HOME and a fresh git work dir), waits for the start-up rules to get it past its
