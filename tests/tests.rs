@@ -3,6 +3,7 @@
 
 mod helper;
 
+mod agents;
 mod autonomy;
 mod cli;
 mod config_live;

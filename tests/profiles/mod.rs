@@ -383,6 +383,75 @@ fn permission_rules_answer_with_single_keys() {
     }
 }
 
+/// The label of the option a digit picks in the dialog at the bottom of `screen`: the
+/// last row (a dialog is drawn below the history) reading `<digit>. <label>` after an
+/// optional box border and selection mark.
+fn option_label(screen: &str, digit: char) -> Option<String> {
+    let re = regex::Regex::new(&format!(r"(?m)^[│ ]*[❯›●]? *{digit}\. ([^\n│]*)")).unwrap();
+    re.captures_iter(screen)
+        .last()
+        .map(|c| c[1].trim().to_string())
+}
+
+#[test]
+fn permission_keys_pick_the_option_they_mean() {
+    // The number of options varies: Gemini CLI leaves "Allow for this session" out in a
+    // folder it does not trust (fixture waiting_input__shell-untrusted-folder, seen when
+    // the daemon answered its trust dialog at once: it did not restart) and adds "Allow
+    // this command for all future sessions" where permanent approval is enabled. So a
+    // digit as the `no` key may pick nothing — or an approval. Every digit key must name
+    // the option it means on every captured question its rule reads; an Esc key needs a
+    // dialog that offers Esc. (Letter keys, Codex's y/n, are not always shown: checked
+    // by hand, see config/profiles/codex.toml.)
+    let profiles = profiles();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for f in fixtures() {
+        if f.state != "waiting_input" || !PERMISSION_PROFILES.contains(&f.profile.as_str()) {
+            continue;
+        }
+        let p = &profiles[&f.profile];
+        let Some(req) = p.permission_request(&f.screen) else {
+            continue;
+        };
+        let rule = &p.spec.permission[req.index];
+        for (answer, key) in [("yes", &rule.yes), ("no", &rule.no)] {
+            let Some(c) = key.chars().next().filter(|_| key.chars().count() == 1) else {
+                continue;
+            };
+            checked += 1;
+            if c.is_ascii_digit() {
+                let label = option_label(&f.screen, c);
+                let ok = label.as_deref().is_some_and(|l| {
+                    if answer == "yes" {
+                        l.starts_with("Yes") || l.starts_with("Allow once")
+                    } else {
+                        l.starts_with("No")
+                    }
+                });
+                if !ok {
+                    failures.push(format!(
+                        "{}: rule {}: {answer} key {key:?} picks {label:?}",
+                        f.label(),
+                        rule.name
+                    ));
+                }
+            } else if c == '\u{1b}' {
+                let lower = f.screen.to_lowercase();
+                if !(lower.contains("(esc)") || lower.contains("esc to cancel")) {
+                    failures.push(format!(
+                        "{}: rule {}: {answer} key is Esc but the dialog offers no Esc",
+                        f.label(),
+                        rule.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "no permission keys checked");
+    fail_if_any(failures);
+}
+
 /// Screens the captures do not show, made from captured ones, for what must never be
 /// read as a one-line command.
 #[test]
