@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod llm;
 pub mod locks;
 pub mod log;
 pub mod policy;

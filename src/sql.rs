@@ -73,7 +73,29 @@ WHERE task_id IS NOT NULL
 GROUP BY task_id
 ";
 
-/// Opens an in-memory DuckDB with the `events` and `tasks` views over `log_dir`.
+const LLM_CALLS_VIEW: &str = r"
+CREATE VIEW llm_calls AS
+SELECT
+  ts, node, task_id,
+  data->>'provider' AS provider,
+  data->>'model' AS model,
+  CAST(data->>'status' AS INTEGER) AS status,
+  CAST(data->>'attempt' AS INTEGER) AS attempt,
+  CAST(data->>'latency_ms' AS BIGINT) AS latency_ms,
+  CAST(data->>'input_tokens' AS BIGINT) AS input_tokens,
+  CAST(data->>'output_tokens' AS BIGINT) AS output_tokens,
+  CAST(data->>'cache_read_tokens' AS BIGINT) AS cache_read_tokens,
+  CAST(data->>'cache_write_tokens' AS BIGINT) AS cache_write_tokens,
+  CAST(data->>'reasoning_tokens' AS BIGINT) AS reasoning_tokens,
+  CAST(data->>'cost_usd' AS DOUBLE) AS cost_usd,
+  CAST(data->>'ok' AS BOOLEAN) AS ok,
+  data->>'error' AS error
+FROM events
+WHERE type = 'llm_call'
+";
+
+/// Opens an in-memory DuckDB with the `events`, `tasks` and `llm_calls` views over
+/// `log_dir`.
 ///
 /// # Errors
 /// [`Error::Sql`] when DuckDB fails, [`Error::Io`] when the directory cannot be listed.
@@ -96,6 +118,7 @@ pub fn open(log_dir: &Path) -> Result<Connection> {
     };
     conn.execute_batch(&format!("CREATE VIEW events AS {events};"))?;
     conn.execute_batch(TASKS_VIEW)?;
+    conn.execute_batch(LLM_CALLS_VIEW)?;
     Ok(conn)
 }
 

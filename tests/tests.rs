@@ -9,6 +9,7 @@ mod cli;
 mod config_live;
 mod failures;
 mod fake_agent;
+mod llm;
 mod locks;
 mod malformed;
 mod policy;

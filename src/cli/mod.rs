@@ -1,6 +1,7 @@
 //! The command line. Every verb talks to the daemon only through the spool, so each one
 //! works while the daemon is down; the daemon picks the work up when it starts.
 
+mod ask;
 mod bench;
 mod bench_locks;
 mod demo;
@@ -216,6 +217,15 @@ enum Cmd {
     },
     /// Measure dispatch latency and throughput with fake agents (prints figures).
     Bench(bench::BenchArgs),
+    /// Send one prompt through the LLM provider routing (config/providers.toml): failover,
+    /// retries, circuit breakers, cost logged.
+    Ask(ask::AskArgs),
+    /// Each LLM provider's circuit breaker, calls, latency p50/p95 and spend.
+    Providers {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the branch and path locks held now (by tasks and by `architect lock`).
     Locks {
         /// JSON output.
@@ -281,6 +291,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
         Cmd::Demo { dir } => demo::run(dir),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Ask(args) => ask::ask(&need(&spool)?, &cli.config, args),
+        Cmd::Providers { json } => ask::providers(&need(&spool)?, &cli.config, json),
         Cmd::Locks { json } => locks::list(&need(&spool)?, json),
         Cmd::Lock(cmd) => locks::run(&need(&spool)?, &cli.config, cmd),
         Cmd::Policy(cmd) => policy::run(&cli.config, cmd),

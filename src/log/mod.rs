@@ -114,6 +114,12 @@ pub enum EventType {
     /// Worktrees left by a crash or a removed session were cleaned up at start-up
     /// (`data.removed`, `data.saved`, `data.deleted_branches`, …).
     WorktreesReconciled,
+    /// One HTTP call to an LLM provider (`data.provider`, `data.model`, `data.status`,
+    /// `data.attempt`, `data.latency_ms`, `data.*_tokens`, `data.cost_usd` in USD,
+    /// `data.ok`, `data.error`).
+    LlmCall,
+    /// A provider's circuit breaker changed (`data.provider`, `data.state`, `data.reason`).
+    BreakerState,
 }
 
 impl EventType {
@@ -145,6 +151,8 @@ impl EventType {
             Self::ApprovalNeeded => "approval_needed",
             Self::WorktreePrepared => "worktree_prepared",
             Self::WorktreesReconciled => "worktrees_reconciled",
+            Self::LlmCall => "llm_call",
+            Self::BreakerState => "breaker_state",
         }
     }
 }

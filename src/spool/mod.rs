@@ -44,6 +44,7 @@ pub const DIRS: &[&str] = &[
     "control",
     "log",
     "locks",
+    "providers",
 ];
 
 /// A spool rooted at a directory.

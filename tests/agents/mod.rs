@@ -14,9 +14,8 @@
 //! missing one fails the test with a message saying how to fix it: these tests never
 //! pass or skip silently.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use architect::log::Event;
 use architect::session::SessionState;
 use architect::spool::task::TaskState;
 
-use crate::helper::{Daemon, Env};
+use crate::helper::{Daemon, Env, Mock};
 
 /// The repository root.
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -74,69 +73,6 @@ fn clis() -> &'static Path {
         );
         dest.join("node_modules/.bin")
     })
-}
-
-/// The mock model server (`tools/mock-llm/mock_llm.py`), killed on drop.
-struct Mock {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Mock {
-    fn start(log: PathBuf) -> Self {
-        let script = Path::new(ROOT).join("tools/mock-llm/mock_llm.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .args(["--port", "0", "--script", "autonomy", "--log"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the mock model server with python3 ({e}): the end-to-end \
-                     tests need python3 on PATH (e.g. `apt-get install python3`)"
-                )
-            });
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the mock server's first line");
-        let port = line
-            .trim()
-            .strip_prefix("listening on 127.0.0.1:")
-            .and_then(|p| p.parse().ok());
-        let Some(port) = port else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the mock model server did not start: first line {line:?}");
-        };
-        Self { child, port, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The model requests logged so far (one JSON object per request).
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v.get("path").is_some())
-            .collect()
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One CLI to drive.
@@ -429,7 +365,7 @@ fn drive(agent: &Agent) {
     let home = env.path("home");
     let work = env.path("work");
     git_workdir(&work);
-    let mock = Mock::start(env.path("mock.jsonl"));
+    let mock = Mock::start(env.path("mock.jsonl"), Some("autonomy"));
     let session_env = prepare_home(agent, &home, &work, &mock);
     env.write_config("sessions.toml", &sessions_toml(agent, &work, session_env));
     let name = agent.session;

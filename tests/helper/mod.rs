@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -222,6 +223,89 @@ impl Env {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
+}
+
+/// The mock model server (`tools/mock-llm/mock_llm.py`), killed on drop.
+pub struct Mock {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Mock {
+    /// Starts it on a free port, logging requests to `log`, with `script` as the default
+    /// script.
+    pub fn start(log: PathBuf, script: Option<&str>) -> Self {
+        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mock-llm/mock_llm.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&server).args(["--port", "0", "--log"]).arg(&log);
+        if let Some(s) = script {
+            cmd.args(["--script", s]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the mock model server with python3 ({e}): these tests need \
+                     python3 on PATH (e.g. `apt-get install python3`)"
+                )
+            });
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the mock server's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening on 127.0.0.1:")
+            .and_then(|p| p.parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the mock model server did not start: first line {line:?}");
+        };
+        Self { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The model requests logged so far (one JSON object per request).
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("path").is_some())
+            .collect()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `body` to the mock's control endpoint `path` with `method` (curl-free: a raw
+/// HTTP/1.1 request over TCP).
+pub fn mock_control(port: u16, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Ids of every task file in a state directory.

@@ -1,0 +1,294 @@
+//! Routing one request through a chain of providers: circuit breakers first, then up to
+//! `[retry] attempts` calls per provider with exponential backoff and jitter (a server's
+//! `Retry-After` wins, up to `max_ms`; 4xx client errors are not retried), then the next
+//! provider. When every provider's breaker is open the request waits for the first one
+//! to half-open, up to its deadline, instead of failing at once. Every HTTP attempt is
+//! an `llm_call` event with its tokens and cost; breaker changes are `breaker_state`
+//! events.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::json;
+
+use super::breaker::{Breaker, Permit};
+use super::client::{self, CallError};
+use super::{Complexity, ProvidersFile, Usage};
+use crate::log::{EventLog, EventType};
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// The prompt.
+    pub prompt: &'a str,
+    /// Only this provider.
+    pub provider: Option<&'a str>,
+    /// Route by complexity.
+    pub complexity: Option<Complexity>,
+    /// The task it serves (for the log).
+    pub task_id: Option<&'a str>,
+    /// Give up at this instant.
+    pub deadline: Instant,
+}
+
+/// A routed answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// The reply text.
+    pub reply: String,
+    /// Provider that answered.
+    pub provider: String,
+    /// Model that answered.
+    pub model: String,
+    /// Tokens of the answering call.
+    pub tokens: Usage,
+    /// Cost of every call made for this request, failed ones included (USD).
+    pub cost_usd: f64,
+    /// HTTP attempts made, all providers together.
+    pub attempts: u32,
+    /// Wall time of the whole request, in ms.
+    pub latency_ms: u64,
+}
+
+/// Why no provider answered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no provider answered: {}", .failures.iter().map(|(p, e)| format!("{p}: {e}")).collect::<Vec<_>>().join("; "))]
+pub struct RouteError {
+    /// `(provider, last error)` for each provider tried or skipped.
+    pub failures: Vec<(String, String)>,
+}
+
+/// Routes requests; cheap to build per request.
+#[derive(Debug)]
+pub struct Router<'a> {
+    /// The providers config.
+    pub config: &'a ProvidersFile,
+    /// `spool/providers/`.
+    pub breakers: PathBuf,
+    /// Where `llm_call` events go.
+    pub log: &'a EventLog,
+    /// The HTTP client (connection pool).
+    pub http: reqwest::Client,
+}
+
+/// Backoff before retry number `retry` (1-based): `base · 2^(retry-1)`, ±50% jitter,
+/// at most `max`; a server's `Retry-After` replaces it (also capped at `max`).
+fn backoff(retry: u32, base_ms: u64, max_ms: u64, retry_after: Option<Duration>) -> Duration {
+    if let Some(ra) = retry_after {
+        return ra.min(Duration::from_millis(max_ms));
+    }
+    let exp = base_ms.saturating_mul(1u64 << retry.saturating_sub(1).min(20));
+    // Jitter from the clock's low bits: spreads retries of concurrent callers; no
+    // cryptographic need.
+    let nanos = u64::from(Utc::now().timestamp_subsec_nanos());
+    let jitter = exp / 2 + nanos % (exp.max(1));
+    Duration::from_millis(jitter.min(max_ms))
+}
+
+impl Router<'_> {
+    /// Sends the request to the first provider of its chain that answers.
+    ///
+    /// # Errors
+    /// [`RouteError`] listing each provider's last error when none answered before the
+    /// deadline.
+    pub async fn ask(&self, req: &Request<'_>) -> Result<Answer, RouteError> {
+        let started = Instant::now();
+        let chain = self.config.chain(req.provider, req.complexity);
+        let mut attempts = 0u32;
+        let mut cost = 0.0;
+        loop {
+            let mut failures = Vec::new();
+            let mut earliest: Option<chrono::DateTime<Utc>> = None;
+            for name in &chain {
+                let Some(p) = self.config.get(name) else {
+                    failures.push((name.clone(), "not configured".to_string()));
+                    continue;
+                };
+                let mut breaker = Breaker::load(&self.breakers, name);
+                let probe = match breaker.permit(Utc::now(), &self.config.breaker) {
+                    Permit::Call => false,
+                    Permit::Probe => {
+                        breaker.save(&self.breakers);
+                        self.breaker_event(&breaker, req.task_id);
+                        true
+                    }
+                    Permit::WaitUntil(t) => {
+                        earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                        failures.push((
+                            name.clone(),
+                            format!(
+                                "circuit open until {} ({})",
+                                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                breaker.reason.as_deref().unwrap_or("failures")
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                let key = match p.api_key() {
+                    Ok(k) => k,
+                    Err(e) => {
+                        failures.push((name.clone(), e.to_string()));
+                        continue;
+                    }
+                };
+                let tries = if probe {
+                    1
+                } else {
+                    self.config.retry.attempts.max(1)
+                };
+                let mut last: Option<CallError> = None;
+                for attempt in 1..=tries {
+                    if Instant::now() >= req.deadline {
+                        break;
+                    }
+                    attempts += 1;
+                    let t0 = Instant::now();
+                    let result = client::call(&self.http, p, key.as_deref(), req.prompt).await;
+                    let latency_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    match result {
+                        Ok(reply) => {
+                            let c = p.price.cost(&reply.usage);
+                            cost += c;
+                            self.call_event(
+                                req.task_id,
+                                name,
+                                &reply.model,
+                                Some(reply.status),
+                                attempt,
+                                latency_ms,
+                                &reply.usage,
+                                c,
+                                None,
+                            );
+                            let was = breaker.state;
+                            breaker.success(Utc::now());
+                            breaker.save(&self.breakers);
+                            if was != breaker.state {
+                                self.breaker_event(&breaker, req.task_id);
+                            }
+                            return Ok(Answer {
+                                reply: reply.text,
+                                provider: name.clone(),
+                                model: reply.model,
+                                tokens: reply.usage,
+                                cost_usd: cost,
+                                attempts,
+                                latency_ms: u64::try_from(started.elapsed().as_millis())
+                                    .unwrap_or(u64::MAX),
+                            });
+                        }
+                        Err(e) => {
+                            self.call_event(
+                                req.task_id,
+                                name,
+                                &p.model,
+                                e.status,
+                                attempt,
+                                latency_ms,
+                                &Usage::default(),
+                                0.0,
+                                Some(&e.message),
+                            );
+                            let retry = e.retryable && attempt < tries;
+                            let wait = backoff(
+                                attempt,
+                                self.config.retry.base_ms,
+                                self.config.retry.max_ms,
+                                e.retry_after,
+                            );
+                            last = Some(e);
+                            if !retry || Instant::now() + wait >= req.deadline {
+                                break;
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+                let reason = last.map_or_else(|| "deadline passed".to_string(), |e| e.message);
+                if breaker.failure(Utc::now(), &reason, &self.config.breaker) {
+                    self.breaker_event(&breaker, req.task_id);
+                }
+                breaker.save(&self.breakers);
+                failures.push((name.clone(), reason));
+            }
+            // Every provider open: wait for the first to half-open, within the deadline.
+            let all_open = failures.len() == chain.len()
+                && earliest.is_some()
+                && failures.iter().all(|(_, e)| e.starts_with("circuit open"));
+            match earliest {
+                Some(t) if all_open => {
+                    let wait = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    if Instant::now() + wait >= req.deadline {
+                        return Err(RouteError { failures });
+                    }
+                    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+                }
+                _ => return Err(RouteError { failures }),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_event(
+        &self,
+        task: Option<&str>,
+        provider: &str,
+        model: &str,
+        status: Option<u16>,
+        attempt: u32,
+        latency_ms: u64,
+        u: &Usage,
+        cost: f64,
+        error: Option<&str>,
+    ) {
+        self.log.record(
+            EventType::LlmCall,
+            task,
+            None,
+            json!({
+                "provider": provider, "model": model, "status": status, "attempt": attempt,
+                "latency_ms": latency_ms, "input_tokens": u.input, "output_tokens": u.output,
+                "cache_read_tokens": u.cache_read, "cache_write_tokens": u.cache_write,
+                "reasoning_tokens": u.reasoning, "cost_usd": cost, "ok": error.is_none(),
+                "error": error,
+            }),
+        );
+    }
+
+    fn breaker_event(&self, b: &Breaker, task: Option<&str>) {
+        self.log.record(
+            EventType::BreakerState,
+            task,
+            None,
+            json!({"provider": b.provider, "state": b.state, "failures": b.failures,
+                   "reason": b.reason, "retry_at": b.retry_at}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_retry_after() {
+        for retry in 1..=4 {
+            let d = backoff(retry, 100, 10_000, None).as_millis();
+            let exp = 100u128 << (retry - 1);
+            assert!(d >= exp / 2 && d < exp / 2 + exp, "retry {retry}: {d}");
+        }
+        assert!(backoff(1, 100, 10_000, None) <= Duration::from_millis(150));
+        assert_eq!(
+            backoff(1, 100, 10_000, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff(1, 100, 1_000, Some(Duration::from_secs(60))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(backoff(30, 100, 5_000, None), Duration::from_millis(5_000));
+    }
+}

@@ -1,0 +1,246 @@
+//! LLM provider routing through the real binary (`architect ask`) against the mock model
+//! server with injected faults: local first, failover, the circuit breaker opening and
+//! closing on its own, `Retry-After`, no retry for 4xx, cost from the price table, and no
+//! API key in the logs or the errors.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helper::{mock_control, Env, Mock};
+
+const SECRET: &str = "sk-ant-test-DO-NOT-LOG-7f3a9c";
+
+fn providers(port: u16) -> String {
+    format!(
+        r#"
+[[provider]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+model = "local-model"
+
+[[provider]]
+name = "strong"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{port}"
+model = "strong-model"
+api_key_env = "TEST_STRONG_KEY"
+[provider.price]
+input = 3.0
+output = 15.0
+
+[routing.complexity]
+simple = ["local"]
+complex = ["strong"]
+
+[retry]
+attempts = 2
+base_ms = 20
+
+[breaker]
+failures = 2
+open_s = 1
+"#
+    )
+}
+
+struct Ask {
+    ok: bool,
+    json: Value,
+    stderr: String,
+    ms: u128,
+}
+
+fn ask(env: &Env, args: &[&str]) -> Ask {
+    let t = Instant::now();
+    let out = env
+        .cmd()
+        .env("TEST_STRONG_KEY", SECRET)
+        .arg("ask")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    Ask {
+        ok: out.status.success(),
+        json: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ms: t.elapsed().as_millis(),
+    }
+}
+
+fn calls(env: &Env, provider: &str) -> Vec<Value> {
+    env.events_of("llm_call")
+        .into_iter()
+        .filter(|e| e.data["provider"] == provider)
+        .map(|e| e.data)
+        .collect()
+}
+
+#[test]
+fn routing_failover_breaker_retries_and_cost() {
+    let env = Env::new("");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config("providers.toml", &providers(mock.port));
+
+    // Complexity routes: simple → the local model (free), complex → the strong one.
+    let a = ask(&env, &["--complexity", "simple", "hello"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert_eq!(
+        (a.json["provider"].as_str(), a.json["cost_usd"].as_f64()),
+        (Some("local"), Some(0.0))
+    );
+    let a = ask(&env, &["--complexity", "complex", "a hard question"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert_eq!(a.json["provider"], "strong");
+    let (i, o) = (
+        a.json["tokens"]["input"].as_u64().unwrap(),
+        a.json["tokens"]["output"].as_u64().unwrap(),
+    );
+    assert!(i > 0 && o > 0);
+    #[allow(clippy::cast_precision_loss)]
+    let hand = (i as f64 * 3.0 + o as f64 * 15.0) / 1e6;
+    assert!(
+        (a.json["cost_usd"].as_f64().unwrap() - hand).abs() < 1e-12,
+        "{} vs {hand}",
+        a.json
+    );
+
+    // The local model fails: each request fails over to the strong one after the
+    // retries; the second failed request opens local's breaker.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "local-model", "status": 500}]"#,
+    );
+    for _ in 0..2 {
+        let a = ask(&env, &["fail over please"]);
+        assert!(a.ok, "{}", a.stderr);
+        assert_eq!(a.json["provider"], "strong", "{}", a.json);
+    }
+    let failed = calls(&env, "local");
+    assert_eq!(
+        failed.iter().filter(|c| c["status"] == 500).count(),
+        4,
+        "2 attempts × 2 requests"
+    );
+    let opened = env.events_of("breaker_state");
+    assert!(
+        opened.iter().any(|e| e.data["provider"] == "local"
+            && e.data["state"] == "open"
+            && e.data["reason"].as_str().unwrap().contains("HTTP 500")),
+        "{opened:?}"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(env.spool.join("providers/local.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["state"], "open");
+    // Open: local is not even called.
+    let before = calls(&env, "local").len();
+    let a = ask(&env, &["while open"]);
+    assert_eq!(a.json["provider"], "strong");
+    assert_eq!(
+        calls(&env, "local").len(),
+        before,
+        "an open circuit is skipped"
+    );
+    let shown = String::from_utf8(env.cmd().args(["providers"]).output().unwrap().stdout).unwrap();
+    assert!(
+        shown.contains("open") && shown.contains("HTTP 500"),
+        "{shown}"
+    );
+
+    // The local model recovers: after open_s one probe goes through and closes it.
+    mock_control(mock.port, "DELETE", "/_mock/faults", "");
+    std::thread::sleep(Duration::from_millis(1100));
+    let a = ask(&env, &["probe"]);
+    assert_eq!(a.json["provider"], "local", "{}", a.json);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(env.spool.join("providers/local.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["state"], "closed");
+    assert!(env
+        .events_of("breaker_state")
+        .iter()
+        .any(|e| e.data["provider"] == "local" && e.data["state"] == "closed"));
+
+    // 429 with Retry-After: waited for, then retried on the same provider.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "local-model", "status": 429, "retry_after": 1, "times": 1}]"#,
+    );
+    let a = ask(&env, &["--provider", "local", "rate limited"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert!(a.ms >= 1000, "Retry-After honoured: {} ms", a.ms);
+    // A 4xx client error is not retried.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "local-model", "status": 400, "times": 1}]"#,
+    );
+    let before = calls(&env, "local").len();
+    let a = ask(&env, &["--provider", "local", "bad request"]);
+    assert!(!a.ok);
+    assert_eq!(
+        calls(&env, "local").len(),
+        before + 1,
+        "no retry after a 400"
+    );
+    assert!(a.stderr.contains("HTTP 400"), "{}", a.stderr);
+
+    // Malformed body: retryable, and then the next attempt answers.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "local-model", "malformed": true, "times": 1}]"#,
+    );
+    let a = ask(&env, &["--provider", "local", "malformed once"]);
+    assert!(a.ok, "{}", a.stderr);
+
+    // Costs in the log add up, per the SQL view, to what the calls reported.
+    let sum: f64 = env
+        .events_of("llm_call")
+        .iter()
+        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .sum();
+    let out = env
+        .cmd()
+        .args([
+            "sql",
+            "--format",
+            "json",
+            "SELECT sum(cost_usd) AS usd FROM llm_calls",
+        ])
+        .output()
+        .unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        (rows[0]["usd"].as_f64().unwrap() - sum).abs() < 1e-12,
+        "{rows}"
+    );
+
+    // The key reached the server but never the log or an error message.
+    let logs: String = std::fs::read_dir(env.spool.join("log"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!logs.contains(SECRET));
+    assert!(!a.stderr.contains(SECRET));
+    let out = env
+        .cmd()
+        .args(["ask", "--provider", "strong", "no key set"])
+        .env_remove("TEST_STRONG_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("TEST_STRONG_KEY is not set"),
+        "{err}"
+    );
+}
