@@ -265,6 +265,7 @@ mod tests {
             timeout_s: 1,
             max_tokens: 16,
             price: super::super::Price::default(),
+            budget: super::super::Budget::default(),
         }
     }
 

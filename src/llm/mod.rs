@@ -15,6 +15,7 @@
 //! file itself; they are never logged and are redacted from error messages.
 
 pub mod breaker;
+pub mod budget;
 pub mod client;
 pub mod router;
 
@@ -121,6 +122,21 @@ pub struct ProviderConfig {
     /// Prices (USD per million tokens); absent = free.
     #[serde(default)]
     pub price: Price,
+    /// This provider's own budget.
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// Spending limits in USD per UTC day and per UTC month (absent = none).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Most USD per UTC day.
+    #[serde(default)]
+    pub daily_usd: Option<f64>,
+    /// Most USD per UTC calendar month.
+    #[serde(default)]
+    pub monthly_usd: Option<f64>,
 }
 
 fn d_timeout() -> u64 {
@@ -234,6 +250,9 @@ pub struct ProvidersFile {
     /// Circuit breakers.
     #[serde(default)]
     pub breaker: BreakerSettings,
+    /// The budget of all providers together.
+    #[serde(default)]
+    pub budget: Budget,
 }
 
 impl ProvidersFile {

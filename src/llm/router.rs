@@ -98,6 +98,7 @@ impl Router<'_> {
         let chain = self.config.chain(req.provider, req.complexity);
         let mut attempts = 0u32;
         let mut cost = 0.0;
+        let mut spend = super::budget::Spend::from_log(self.log.dir(), Utc::now());
         loop {
             let mut failures = Vec::new();
             let mut earliest: Option<chrono::DateTime<Utc>> = None;
@@ -127,6 +128,23 @@ impl Router<'_> {
                         continue;
                     }
                 };
+                let estimate = super::budget::estimate(p, req.prompt);
+                if let Some((which, limit, spent)) = spend.would_break(self.config, p, estimate) {
+                    self.log.record(
+                        EventType::BudgetExceeded,
+                        req.task_id,
+                        None,
+                        json!({"provider": name, "budget": which, "limit_usd": limit,
+                               "spent_usd": spent, "estimate_usd": estimate}),
+                    );
+                    failures.push((
+                        name.clone(),
+                        format!(
+                            "{which} budget: ${spent:.4} spent of ${limit:.4}, this call could cost ${estimate:.4}"
+                        ),
+                    ));
+                    continue;
+                }
                 let key = match p.api_key() {
                     Ok(k) => k,
                     Err(e) => {
@@ -152,6 +170,7 @@ impl Router<'_> {
                         Ok(reply) => {
                             let c = p.price.cost(&reply.usage);
                             cost += c;
+                            spend.add(name, c, true);
                             self.call_event(
                                 req.task_id,
                                 name,

@@ -120,6 +120,9 @@ pub enum EventType {
     LlmCall,
     /// A provider's circuit breaker changed (`data.provider`, `data.state`, `data.reason`).
     BreakerState,
+    /// A call was not made because it could break a budget (`data.provider`,
+    /// `data.budget`, `data.limit_usd`, `data.spent_usd`, `data.estimate_usd`).
+    BudgetExceeded,
 }
 
 impl EventType {
@@ -153,6 +156,7 @@ impl EventType {
             Self::WorktreesReconciled => "worktrees_reconciled",
             Self::LlmCall => "llm_call",
             Self::BreakerState => "breaker_state",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -174,6 +178,12 @@ impl EventLog {
             node: node.into(),
             open: Mutex::new(None),
         }
+    }
+
+    /// The directory the log files are in.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The node name events are stamped with.

@@ -244,3 +244,54 @@ fn routing_failover_breaker_retries_and_cost() {
         "{err}"
     );
 }
+
+#[test]
+fn a_budget_of_a_few_cents_stops_calls_at_the_limit() {
+    let env = Env::new("");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config(
+        "providers.toml",
+        &format!(
+            r#"
+[[provider]]
+name = "pricey"
+kind = "openai"
+base_url = "http://127.0.0.1:{}/v1"
+model = "pricey-model"
+max_tokens = 10
+[provider.price]
+input = 1000.0
+output = 1000.0
+[provider.budget]
+daily_usd = 0.05
+"#,
+            mock.port
+        ),
+    );
+    let mut answered = 0;
+    let mut refused = None;
+    for i in 0..20 {
+        let a = ask(&env, &[&format!("question number {i}")]);
+        if a.ok {
+            answered += 1;
+        } else {
+            refused = Some(a.stderr);
+            break;
+        }
+    }
+    let refused = refused.expect("the budget stopped the calls");
+    assert!(answered >= 1, "calls were made before the limit");
+    assert!(refused.contains("provider daily budget"), "{refused}");
+    let spent: f64 = env
+        .events_of("llm_call")
+        .iter()
+        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .sum();
+    assert!(spent <= 0.05 + 1e-12, "spent {spent} over a 0.05 budget");
+    assert!(spent > 0.0);
+    let ev = env.events_of("budget_exceeded");
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].data["limit_usd"], 0.05);
+    // No call was made once refused.
+    assert_eq!(env.events_of("llm_call").len(), answered);
+}

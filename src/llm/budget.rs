@@ -1,0 +1,90 @@
+//! Budgets: spend so far (from the log's `llm_call` events) against the limits in
+//! `config/providers.toml`, checked before every call with a worst-case estimate of the
+//! call's cost (prompt characters / 4 input tokens, `max_tokens` output tokens), so a
+//! call that could break a budget is not made.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Datelike, Utc};
+
+use super::{Budget, ProviderConfig, ProvidersFile, Usage};
+
+/// USD spent today and this month (UTC), per provider and in total.
+#[derive(Debug, Clone, Default)]
+pub struct Spend {
+    day: HashMap<String, f64>,
+    month: HashMap<String, f64>,
+    day_total: f64,
+    month_total: f64,
+}
+
+impl Spend {
+    /// Sums the `cost_usd` of the `llm_call` events in `log_dir` for today and this month.
+    #[must_use]
+    pub fn from_log(log_dir: &Path, now: DateTime<Utc>) -> Self {
+        let mut s = Self::default();
+        for e in crate::log::read_events(log_dir).unwrap_or_default() {
+            if e.kind != "llm_call" || e.ts.year() != now.year() || e.ts.month() != now.month() {
+                continue;
+            }
+            let (Some(p), Some(c)) = (e.data["provider"].as_str(), e.data["cost_usd"].as_f64())
+            else {
+                continue;
+            };
+            s.add(p, c, e.ts.day() == now.day());
+        }
+        s
+    }
+
+    /// Counts a call made now.
+    pub fn add(&mut self, provider: &str, usd: f64, today: bool) {
+        *self.month.entry(provider.to_string()).or_default() += usd;
+        self.month_total += usd;
+        if today {
+            *self.day.entry(provider.to_string()).or_default() += usd;
+            self.day_total += usd;
+        }
+    }
+
+    /// The first budget a call to `p` estimated at `estimate` USD would break:
+    /// `(which, limit, spent)`.
+    #[must_use]
+    pub fn would_break(
+        &self,
+        file: &ProvidersFile,
+        p: &ProviderConfig,
+        estimate: f64,
+    ) -> Option<(&'static str, f64, f64)> {
+        let over = |b: &Budget, day: f64, month: f64, d: &'static str, m: &'static str| {
+            if let Some(l) = b.daily_usd.filter(|l| day + estimate > *l) {
+                return Some((d, l, day));
+            }
+            b.monthly_usd
+                .filter(|l| month + estimate > *l)
+                .map(|l| (m, l, month))
+        };
+        let pd = self.day.get(&p.name).copied().unwrap_or(0.0);
+        let pm = self.month.get(&p.name).copied().unwrap_or(0.0);
+        over(&p.budget, pd, pm, "provider daily", "provider monthly").or_else(|| {
+            over(
+                &file.budget,
+                self.day_total,
+                self.month_total,
+                "total daily",
+                "total monthly",
+            )
+        })
+    }
+}
+
+/// Worst-case cost of sending `prompt` to `p`, in USD.
+#[must_use]
+pub fn estimate(p: &ProviderConfig, prompt: &str) -> f64 {
+    let u = Usage {
+        input: u64::try_from(prompt.chars().count() / 4 + 1).unwrap_or(u64::MAX),
+        output: u64::from(p.max_tokens),
+        ..Usage::default()
+    };
+    p.price.cost(&u)
+}
