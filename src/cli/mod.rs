@@ -207,6 +207,10 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// LLM spend instead: by provider and model, per completed task, and the savings
+        /// against sending every call to the most expensive configured model.
+        #[arg(long)]
+        cost: bool,
     },
     /// Run the main job end to end in a scratch directory: shell sessions and the fake
     /// agent, example tasks dropped as plain files, their results, one SQL query.
@@ -288,7 +292,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         ),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format),
-        Cmd::Stats { json } => sql::stats(&need(&spool)?, json),
+        Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),
+        Cmd::Stats { json, cost: true } => sql::cost(&need(&spool)?, &cli.config, json),
         Cmd::Demo { dir } => demo::run(dir),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Ask(args) => ask::ask(&need(&spool)?, &cli.config, args),

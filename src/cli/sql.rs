@@ -24,3 +24,107 @@ pub fn stats(spool: &Spool, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Spend by provider and model, over the `llm_calls` view.
+const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
+    count(*) FILTER (WHERE ok) AS ok, sum(input_tokens) AS input, \
+    sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read, \
+    sum(cache_write_tokens) AS cache_write, sum(reasoning_tokens) AS reasoning, \
+    round(sum(cost_usd), 6) AS usd \
+    FROM llm_calls GROUP BY provider, model ORDER BY usd DESC, provider";
+
+/// `architect stats --cost`.
+pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    use architect::llm::{ProvidersFile, Usage};
+    let by_provider = sql::run(&spool.dir("log"), COST_SQL)?;
+    let providers = ProvidersFile::load(config_dir)?;
+    let events = architect::log::read_events(&spool.dir("log"))?;
+    let mut total = 0.0;
+    let mut most_expensive_total = 0.0;
+    let mut task_cost: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    let done: std::collections::HashSet<String> = events
+        .iter()
+        .filter(|e| e.kind == "task_completed")
+        .filter_map(|e| e.task_id.clone())
+        .collect();
+    for e in events.iter().filter(|e| e.kind == "llm_call") {
+        let usd = e.data["cost_usd"].as_f64().unwrap_or(0.0);
+        total += usd;
+        if let Some(t) = &e.task_id {
+            *task_cost.entry(t.clone()).or_default() += usd;
+        }
+        if e.data["ok"] == true {
+            let n = |k: &str| e.data[k].as_u64().unwrap_or(0);
+            let u = Usage {
+                input: n("input_tokens"),
+                output: n("output_tokens"),
+                cache_read: n("cache_read_tokens"),
+                cache_write: n("cache_write_tokens"),
+                reasoning: n("reasoning_tokens"),
+            };
+            most_expensive_total += providers
+                .provider
+                .iter()
+                .map(|p| p.price.cost(&u))
+                .fold(0.0, f64::max);
+        }
+    }
+    let done_with_calls: Vec<f64> = task_cost
+        .iter()
+        .filter(|(t, _)| done.contains(*t))
+        .map(|(_, c)| *c)
+        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let per_task = (!done_with_calls.is_empty())
+        .then(|| done_with_calls.iter().sum::<f64>() / done_with_calls.len() as f64);
+    let priciest = providers
+        .provider
+        .iter()
+        .max_by(|a, b| {
+            (a.price.input + a.price.output).total_cmp(&(b.price.input + b.price.output))
+        })
+        .map(|p| p.name.clone());
+    let savings = most_expensive_total - total;
+    if json {
+        let rows: serde_json::Value = serde_json::from_str(&by_provider.render(Format::Json)?)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "by_provider": rows,
+                "total_usd": total,
+                "completed_tasks_with_llm_calls": done_with_calls.len(),
+                "cost_per_completed_task_usd": per_task,
+                "most_expensive_provider": priciest,
+                "all_on_most_expensive_usd": most_expensive_total,
+                "savings_usd": savings,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if by_provider.rows.is_empty() {
+        println!("no LLM calls in the log yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", by_provider.render(Format::Table)?);
+    println!("total                  ${total:.6}");
+    match per_task {
+        Some(c) => println!(
+            "per completed task     ${c:.6} ({} tasks)",
+            done_with_calls.len()
+        ),
+        None => println!("per completed task     - (no completed task made LLM calls)"),
+    }
+    if let Some(p) = priciest {
+        #[allow(clippy::cast_precision_loss)]
+        let pct = if most_expensive_total > 0.0 {
+            savings / most_expensive_total * 100.0
+        } else {
+            0.0
+        };
+        println!(
+            "all on the priciest   ${most_expensive_total:.6} ({p}'s price table for every successful call)"
+        );
+        println!("saved                  ${savings:.6} ({pct:.1}%)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -225,6 +225,45 @@ fn routing_failover_breaker_retries_and_cost() {
         "{rows}"
     );
 
+    // stats --cost agrees with a hand computation from the price table: every ok call
+    // priced at the strong model's table is what "all on the priciest" must say.
+    let out = env
+        .cmd()
+        .args(["stats", "--cost", "--json"])
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut all_strong = 0.0;
+    for c in env
+        .events_of("llm_call")
+        .iter()
+        .filter(|e| e.data["ok"] == true)
+    {
+        #[allow(clippy::cast_precision_loss)]
+        let (i, o) = (
+            c.data["input_tokens"].as_u64().unwrap() as f64,
+            c.data["output_tokens"].as_u64().unwrap() as f64,
+        );
+        all_strong += (i * 3.0 + o * 15.0) / 1e6;
+    }
+    assert!(
+        (st["total_usd"].as_f64().unwrap() - sum).abs() < 1e-12,
+        "{st}"
+    );
+    assert!(
+        (st["all_on_most_expensive_usd"].as_f64().unwrap() - all_strong).abs() < 1e-12,
+        "{st}"
+    );
+    assert!(
+        (st["savings_usd"].as_f64().unwrap() - (all_strong - sum)).abs() < 1e-12,
+        "{st}"
+    );
+    assert_eq!(st["most_expensive_provider"], "strong");
+    assert!(
+        st["savings_usd"].as_f64().unwrap() > 0.0,
+        "local answers saved money: {st}"
+    );
+
     // The key reached the server but never the log or an error message.
     let logs: String = std::fs::read_dir(env.spool.join("log"))
         .unwrap()
