@@ -13,8 +13,10 @@ pub enum Target {
     Session(String),
     /// Any session with this role.
     Role(String),
-    /// Any session.
+    /// Any terminal session.
     Any,
+    /// Any LLM provider session (tasks that name a `provider` or a `complexity`).
+    Llm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +92,14 @@ impl Queue {
         heap.peek()
     }
 
-    /// Takes the best task a session named `session` with role `role` may run.
-    pub fn take_for(&mut self, session: &str, role: Option<&str>) -> Option<String> {
-        let mut targets = vec![Target::Session(session.to_string()), Target::Any];
+    /// Takes the best task a session named `session` with role `role` may run: its own
+    /// tasks, its role's, and those for any terminal session — or, for a provider
+    /// session (`llm`), those for any provider session.
+    pub fn take_for(&mut self, session: &str, role: Option<&str>, llm: bool) -> Option<String> {
+        let mut targets = vec![
+            Target::Session(session.to_string()),
+            if llm { Target::Llm } else { Target::Any },
+        ];
         if let Some(r) = role {
             targets.push(Target::Role(r.to_string()));
         }
@@ -122,7 +129,7 @@ mod tests {
         q.push(Target::Any, 9, 2, "b".into());
         q.push(Target::Any, 5, 3, "c".into());
         q.push(Target::Any, 9, 4, "d".into());
-        let order: Vec<_> = std::iter::from_fn(|| q.take_for("s", None)).collect();
+        let order: Vec<_> = std::iter::from_fn(|| q.take_for("s", None, false)).collect();
         assert_eq!(order, ["b", "d", "a", "c"]);
     }
 
@@ -132,10 +139,13 @@ mod tests {
         q.push(Target::Session("s2".into()), 10, 1, "for-s2".into());
         q.push(Target::Role("r".into()), 5, 2, "for-r".into());
         q.push(Target::Any, 5, 3, "any".into());
-        assert_eq!(q.take_for("s1", None).as_deref(), Some("any"));
-        assert_eq!(q.take_for("s1", None), None);
-        assert_eq!(q.take_for("s1", Some("r")).as_deref(), Some("for-r"));
-        assert_eq!(q.take_for("s2", Some("r")).as_deref(), Some("for-s2"));
+        assert_eq!(q.take_for("s1", None, false).as_deref(), Some("any"));
+        assert_eq!(q.take_for("s1", None, false), None);
+        assert_eq!(q.take_for("s1", Some("r"), false).as_deref(), Some("for-r"));
+        assert_eq!(
+            q.take_for("s2", Some("r"), false).as_deref(),
+            Some("for-s2")
+        );
     }
 
     #[test]
@@ -145,6 +155,6 @@ mod tests {
         q.push(Target::Any, 5, 2, "b".into());
         assert!(q.remove("a"));
         assert_eq!(q.len(), 1);
-        assert_eq!(q.take_for("s", None).as_deref(), Some("b"));
+        assert_eq!(q.take_for("s", None, false).as_deref(), Some("b"));
     }
 }

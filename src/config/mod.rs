@@ -158,7 +158,14 @@ pub struct SessionsFile {
 pub struct SessionSpec {
     /// Unique name, `^[A-Za-z0-9_-]{1,64}$`.
     pub name: String,
-    /// Profile name (`config/profiles/<profile>.toml` or built in).
+    /// `terminal` (default: a program in a PTY, read through its profile) or `provider`
+    /// (answers a task by calling an LLM API, routed through `config/providers.toml`;
+    /// takes tasks that name a `provider` or a `complexity`, and those for its role or
+    /// name).
+    #[serde(default)]
+    pub kind: SessionKind,
+    /// Profile name (`config/profiles/<profile>.toml` or built in); terminal sessions only.
+    #[serde(default)]
     pub profile: String,
     /// Program to run (default: the profile's `command`). A bare name is looked up in
     /// `PATH`, then beside the `architect` binary.
@@ -185,6 +192,17 @@ pub struct SessionSpec {
     /// config directory's parent. Only with `worktree = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<PathBuf>,
+}
+
+/// What a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A program in a pseudo-terminal.
+    #[default]
+    Terminal,
+    /// LLM HTTP calls (`config/providers.toml`).
+    Provider,
 }
 
 /// A session spec resolved against its profile: what to run, where, how.
@@ -221,6 +239,7 @@ impl ResolvedSession {
             || self.spec.worktree != other.spec.worktree
             || self.repo != other.repo
             || (self.repo.is_some() && self.git != other.git)
+            || self.spec.kind != other.spec.kind
             || self.spec.profile != other.spec.profile
             || self.profile.spec != other.profile.spec
     }
@@ -335,6 +354,33 @@ impl Config {
                         spec.name
                     )));
                 }
+            }
+            if spec.kind == SessionKind::Provider {
+                if spec.worktree || spec.command.is_some() || !spec.profile.is_empty() {
+                    return Err(bad(format!(
+                        "session {:?}: a provider session runs no program: remove profile, \
+                         command and worktree",
+                        spec.name
+                    )));
+                }
+                sessions.push(ResolvedSession {
+                    // Unused by provider sessions; every ResolvedSession carries one.
+                    profile: Profile::builtin("shell")?,
+                    command: String::new(),
+                    args: Vec::new(),
+                    cwd: base.clone(),
+                    env: spec.env.clone(),
+                    repo: None,
+                    git: arch.git.clone(),
+                    spec,
+                });
+                continue;
+            }
+            if spec.profile.is_empty() {
+                return Err(bad(format!(
+                    "session {:?}: needs a profile (or kind = \"provider\")",
+                    spec.name
+                )));
             }
             let profile = Profile::load(&dir, &spec.profile)
                 .map_err(|e| bad(format!("session {:?}: {e}", spec.name)))?;

@@ -155,6 +155,8 @@ pub(crate) struct Daemon {
     lock_poll_at: Option<Instant>,
     /// The command policy every session's auto-confirm uses.
     approvals: crate::session::approval::Approvals,
+    /// Providers config, log and breakers for provider sessions.
+    llm: std::sync::Arc<crate::session::provider::LlmContext>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -186,6 +188,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     );
     tracing::info!(node = %config.node, spool = %spool.root().display(), "daemon started");
     let spool_locks = spool.dir("locks");
+    let llm = std::sync::Arc::new(crate::session::provider::LlmContext {
+        providers: crate::llm::ProvidersFile::load(&config.dir)?,
+        log: log.clone(),
+        breakers: spool.dir("providers"),
+    });
     let approvals = crate::session::approval::Approvals {
         policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),
         protected_branches: config.git.protected_branches.clone(),
@@ -217,6 +224,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         lock_waiters: Vec::new(),
         lock_poll_at: None,
         approvals,
+        llm,
     };
     d.recover()?;
     d.reconcile_worktrees();

@@ -239,6 +239,7 @@ impl Daemon {
             generation,
             tx,
             self.approvals.clone(),
+            self.llm.clone(),
         ) {
             Ok(h) => {
                 slot.handle = Some(h);

@@ -300,9 +300,11 @@ impl Daemon {
                 return;
             }
         }
+        let llm = t.record.task.provider.is_some() || t.record.task.complexity.is_some();
         let target = match (&t.record.task.session, &t.record.task.role) {
             (Some(s), _) => Target::Session(s.clone()),
             (None, Some(r)) => Target::Role(r.clone()),
+            (None, None) if llm => Target::Llm,
             (None, None) => Target::Any,
         };
         self.queue
@@ -314,17 +316,23 @@ impl Daemon {
         if self.queue.is_empty() || self.shutting_down {
             return;
         }
-        let idle: Vec<(String, Option<String>)> = self
+        let idle: Vec<(String, Option<String>, bool)> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.is_free())
-            .map(|(n, s)| (n.clone(), s.resolved.spec.role.clone()))
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    s.resolved.spec.role.clone(),
+                    s.resolved.spec.kind == crate::config::SessionKind::Provider,
+                )
+            })
             .collect();
         let mut contended = std::collections::HashMap::new();
-        for (name, role) in idle {
+        for (name, role, llm) in idle {
             // A task whose locks are held elsewhere is parked and the next one is tried:
             // it never blocks the tasks behind it.
-            while let Some(id) = self.queue.take_for(&name, role.as_deref()) {
+            while let Some(id) = self.queue.take_for(&name, role.as_deref(), llm) {
                 match self.take_locks(&id, &name, &mut contended) {
                     LockAttempt::Held => {
                         self.assign(&id, &name);
@@ -352,6 +360,8 @@ impl Daemon {
         let assignment = Assignment {
             task_id: id.to_string(),
             branch: t.record.task.locks.as_ref().and_then(|l| l.branch.clone()),
+            provider: t.record.task.provider.clone(),
+            complexity: t.record.task.complexity,
             prompt: t.record.task.prompt.clone(),
             timeout: Duration::from_secs(t.record.task.timeout_s()),
         };

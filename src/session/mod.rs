@@ -3,6 +3,7 @@
 //! state each session publishes as `sessions/<name>.json`.
 
 pub mod approval;
+pub mod provider;
 pub mod runner;
 pub mod screen;
 

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use expectrl::process::Process as _;
@@ -69,6 +69,10 @@ pub struct Assignment {
     /// The task's branch (`locks.branch`): a worktree session switches its worktree to
     /// it before the prompt, and back to its own branch after the task.
     pub branch: Option<String>,
+    /// For a provider session: only this provider.
+    pub provider: Option<String>,
+    /// For a provider session: route by complexity.
+    pub complexity: Option<crate::llm::Complexity>,
     /// Prompt text.
     pub prompt: String,
     /// How long the attempt may run.
@@ -242,6 +246,7 @@ pub fn start(
     generation: u64,
     events: EventSink,
     approvals: Approvals,
+    llm: Arc<super::provider::LlmContext>,
 ) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
@@ -251,6 +256,10 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name(format!("session-{name}"))
         .spawn(move || {
+            if cfg.spec.kind == crate::config::SessionKind::Provider {
+                super::provider::run(&cfg.spec.name, generation, &events, &rx, &llm);
+                return;
+            }
             let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals);
             runner.run();
         })?;

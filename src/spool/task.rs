@@ -44,6 +44,12 @@ pub struct TaskSpec {
     /// Retries after a failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Run on this LLM provider (`config/providers.toml`), on a provider session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Route to a provider session by complexity (`[routing.complexity]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<crate::llm::Complexity>,
     /// Branch and path locks held while the task runs (taken all or nothing before it is
     /// handed to a session; the task waits in `waiting_lock` while they are held elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]

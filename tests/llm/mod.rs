@@ -334,3 +334,96 @@ daily_usd = 0.05
     // No call was made once refused.
     assert_eq!(env.events_of("llm_call").len(), answered);
 }
+
+#[test]
+fn provider_sessions_run_tasks_by_complexity_and_fail_over_when_local_dies() {
+    let env = Env::new(
+        "[[session]]\nname = \"llm-1\"\nkind = \"provider\"\n\
+         [[session]]\nname = \"sh-1\"\nprofile = \"shell\"\n",
+    );
+    let local = Mock::start(env.path("local.jsonl"), None);
+    let strong = Mock::start(env.path("strong.jsonl"), None);
+    env.write_config(
+        "providers.toml",
+        &format!(
+            r#"
+[[provider]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:{}/v1"
+model = "local-model"
+
+[[provider]]
+name = "strong"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{}"
+model = "strong-model"
+[provider.price]
+input = 3.0
+output = 15.0
+
+[routing.complexity]
+simple = ["local"]
+complex = ["strong"]
+
+[retry]
+attempts = 2
+base_ms = 20
+"#,
+            local.port, strong.port
+        ),
+    );
+    let _d = env.daemon();
+    env.wait_idle("llm-1", Duration::from_secs(30));
+    env.drop_task(
+        "s.json",
+        r#"{"id": "s", "prompt": "rename a variable", "complexity": "simple"}"#,
+    );
+    env.drop_task(
+        "c.json",
+        r#"{"id": "c", "prompt": "design the schema", "complexity": "complex"}"#,
+    );
+    env.drop_task("sh.json", r#"{"id": "sh", "prompt": "echo a shell task"}"#);
+    let t = Duration::from_secs(30);
+    for (id, provider) in [("s", "local"), ("c", "strong")] {
+        let (state, rec) = env.wait_final(id, t);
+        assert_eq!(state, architect::spool::task::TaskState::Done, "{rec:?}");
+        assert_eq!(rec.session.as_deref(), Some("llm-1"));
+        assert!(!rec.result.unwrap().output.is_empty());
+        let by: Vec<Value> = env
+            .events_of("llm_call")
+            .into_iter()
+            .filter(|e| e.task_id.as_deref() == Some(id))
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(by.len(), 1, "{by:?}");
+        assert_eq!(by[0]["provider"], provider);
+    }
+    // A plain task is not an LLM task: it goes to the terminal session.
+    let (_, rec) = env.wait_final("sh", t);
+    assert_eq!(rec.session.as_deref(), Some("sh-1"));
+
+    // The local server dies mid-run: the next task fails over to the strong one.
+    drop(local);
+    env.drop_task(
+        "f.json",
+        r#"{"id": "f", "prompt": "anything", "complexity": "standard"}"#,
+    );
+    let (state, rec) = env.wait_final("f", t);
+    assert_eq!(state, architect::spool::task::TaskState::Done, "{rec:?}");
+    let by: Vec<Value> = env
+        .events_of("llm_call")
+        .into_iter()
+        .filter(|e| e.task_id.as_deref() == Some("f"))
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(
+        by.iter()
+            .map(|c| c["provider"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["local", "local", "strong"],
+        "{by:?}"
+    );
+    assert_eq!(by[0]["ok"], false);
+    assert!(strong.requests().len() >= 2);
+}
