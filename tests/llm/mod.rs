@@ -427,3 +427,64 @@ base_ms = 20
     assert_eq!(by[0]["ok"], false);
     assert!(strong.requests().len() >= 2);
 }
+
+#[test]
+fn ollama_kind_and_all_breakers_open_waits_for_the_first_to_half_open() {
+    let env = Env::new("");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config(
+        "providers.toml",
+        &format!(
+            r#"
+[[provider]]
+name = "ollama"
+kind = "ollama"
+base_url = "http://127.0.0.1:{port}"
+model = "qwen2.5-coder:7b"
+
+[retry]
+attempts = 1
+
+[breaker]
+failures = 1
+open_s = 1
+"#,
+            port = mock.port
+        ),
+    );
+    let a = ask(&env, &["hello ollama"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert_eq!(a.json["provider"], "ollama");
+    assert!(a.json["tokens"]["input"].as_u64().unwrap() > 0);
+    let paths: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(paths.iter().any(|p| p == "/api/chat"), "{paths:?}");
+
+    // One failure opens the only breaker; the next request waits for it to half-open
+    // (about 1 s) and its probe succeeds, instead of failing at once.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"api": "ollama", "status": 503, "times": 1}]"#,
+    );
+    let a = ask(&env, &["fails once"]);
+    assert!(!a.ok);
+    let a = ask(&env, &["waits for the half-open probe"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert!(a.ms >= 500, "it waited for the breaker: {} ms", a.ms);
+    // With a deadline shorter than the wait it fails at once with the reason.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"api": "ollama", "status": 503, "times": 1}]"#,
+    );
+    assert!(!ask(&env, &["fails again"]).ok);
+    let a = ask(&env, &["--timeout", "0", "no time to wait"]);
+    assert!(!a.ok);
+    assert!(a.stderr.contains("circuit open"), "{}", a.stderr);
+}

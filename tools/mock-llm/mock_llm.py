@@ -8,6 +8,7 @@ APIs (all of them streaming and non-streaming where the real API has both):
   * Anthropic Messages       POST /v1/messages              (Claude Code)
                              POST /v1/messages/count_tokens
   * OpenAI Chat Completions  POST /v1/chat/completions      (aider, litellm, ...)
+  * Ollama chat              POST /api/chat                 (non-streaming)
   * OpenAI Responses         POST /v1/responses             (Codex CLI)
   * Gemini                   POST /v1beta/models/<m>:streamGenerateContent?alt=sse,
                              :generateContent, :countTokens (Gemini CLI)
@@ -681,6 +682,9 @@ class Handler(BaseHTTPRequestHandler):
             api, conv = "responses", responses_conversation(body)
         elif path.endswith("/chat/completions"):
             api, conv = "chat", chat_conversation(body)
+        elif path.endswith("/api/chat"):
+            # Ollama's native chat API: the same message list as Chat Completions.
+            api, conv = "ollama", chat_conversation(body)
         elif ":" in path and "/models/" in path:
             api = "gemini"
             conv = gemini_conversation(body, path.split("/models/")[-1].split(":")[0])
@@ -755,6 +759,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.openai_responses(body, conv, blocks, usage)
         if api == "chat":
             return self.chat(body, conv, blocks, usage)
+        if api == "ollama":
+            return self.ollama(conv, blocks, usage)
         if ":streamGenerateContent" in path or ":generateContent" in path:
             return self.gemini(conv, blocks, usage, stream=":streamGenerateContent" in path)
         return self.send_json({"error": {"message": f"mock-llm: no POST {path}"}}, 404)
@@ -1107,6 +1113,22 @@ class Handler(BaseHTTPRequestHandler):
             self.sse(resp(ps, i == len(pieces) - 1))
 
     # ---- OpenAI Chat Completions ----
+    def ollama(self, conv, blocks, usage):
+        """Ollama POST /api/chat, non-streaming: one JSON object with `message`,
+        `done`, and the token counts `prompt_eval_count` / `eval_count`."""
+        text = "".join(b["text"] for b in blocks if "text" in b)
+        return self.send_json(
+            {
+                "model": conv.model,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "message": {"role": "assistant", "content": text},
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": usage["input_tokens"],
+                "eval_count": usage["output_tokens"],
+            }
+        )
+
     def chat(self, body, conv, blocks, usage):
         cid = new_id("chatcmpl-")
         model = conv.model
