@@ -623,6 +623,15 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.events_sent += 1
 
+    def reserve(self, entry: dict, body=None):
+        """Appends `entry` to the request list now (numbered in arrival order); the
+        caller fills it in and writes it to the log when the answer is done."""
+        with STATE.lock:
+            entry.update({"n": len(STATE.requests) + 1, "t": round(time.time(), 3)})
+            STATE.requests.append(entry)
+            if body is not None:
+                STATE.bodies[entry["n"]] = body
+
     def record(self, entry: dict, body=None):
         with STATE.lock:
             entry = {"n": len(STATE.requests) + 1, "t": round(time.time(), 3), **entry}
@@ -699,6 +708,9 @@ class Handler(BaseHTTPRequestHandler):
         if hit:
             entry["fault"] = hit[0]
             self.fault = hit[1]
+        # Listed in arrival order at once (GET /_mock/requests shows it while it is
+        # answered; the entry is filled in as the answer goes); written to --log when done.
+        self.reserve(entry, body)
         try:
             self.answer(api, path, body, conv, entry)
         except Abort:
@@ -711,7 +723,7 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         except (BrokenPipeError, ConnectionResetError):
             entry["note"] = "client went away"
-        self.record(entry, body)
+        STATE.log(entry)
 
     def answer(self, api, path, body, conv, entry):
         f = self.fault or {}

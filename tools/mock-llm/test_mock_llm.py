@@ -380,7 +380,13 @@ class MockLLMTest(unittest.TestCase):
         self.c.json("POST", "/_mock/faults", {"truncate_stream_after": 2})
         events = self.c.sse("/v1/messages", anthropic([{"role": "user", "content": "hi"}]))
         self.assertEqual([e["type"] for e in events], ["message_start", "content_block_start"])
-        _, _, log = self.c.json("GET", "/_mock/requests")
+        # The server notes the truncation after closing the connection: give it a moment.
+        deadline = time.monotonic() + 2
+        while True:
+            _, _, log = self.c.json("GET", "/_mock/requests")
+            if log["requests"] and log["requests"][-1].get("note") or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         self.assertEqual(log["requests"][-1]["note"], "stream truncated")
         self.assertEqual(self.c.json("GET", "/_mock/faults")[2]["faults"][0]["hits"], 1)
         self.c.request("DELETE", "/_mock/faults")
