@@ -188,11 +188,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run SQL (DuckDB) over the event log. Views: events, tasks.
+    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls.
     #[command(
         after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
         tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
-        started_at, last_started_at, finished_at, run_ms, error)\n\nExample:\n  \
+        started_at, last_started_at, finished_at, run_ms, error)\n  \
+        llm_calls(ts, node, task_id, provider, model, status, attempt, latency_ms, input_tokens,\n        \
+        output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, ok, error)\n\nExample:\n  \
         architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\""
     )]
     Sql {
