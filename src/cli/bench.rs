@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Distinct paths those tasks contend for.
     #[arg(long, default_value_t = 10)]
     pub(super) lock_paths: usize,
+    /// LLM requests through the provider routing against tools/mock-llm, one at a time
+    /// and then all at once (0 skips the LLM measurements).
+    #[arg(long, default_value_t = 1000)]
+    pub(super) llm_calls: usize,
 }
 
 pub(super) struct Daemon(pub(super) Child);
@@ -156,6 +160,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let mut result = bench(&a, &root);
     if result.is_ok() && a.lock_tasks > 0 {
         result = super::bench_locks::run(&a, &root.join("locks-bench"));
+    }
+    if result.is_ok() && a.llm_calls > 0 {
+        result = super::bench_llm::run(&a, &root.join("llm-bench")).map(|()| ExitCode::SUCCESS);
     }
     if temp {
         let _ = std::fs::remove_dir_all(&root);

@@ -10,20 +10,27 @@ use chrono::{DateTime, Datelike, Utc};
 
 use super::{Budget, ProviderConfig, ProvidersFile, Usage};
 
-/// USD spent today and this month (UTC), per provider and in total.
+/// USD spent today and this month (UTC), per provider and in total. Read from the log
+/// once, then kept up to date call by call ([`Spend::add`]); a new UTC day or month
+/// starts its sums at zero.
 #[derive(Debug, Clone, Default)]
 pub struct Spend {
     day: HashMap<String, f64>,
     month: HashMap<String, f64>,
     day_total: f64,
     month_total: f64,
+    /// `(year, month, day)` the sums are for.
+    as_of: (i32, u32, u32),
 }
 
 impl Spend {
     /// Sums the `cost_usd` of the `llm_call` events in `log_dir` for today and this month.
     #[must_use]
     pub fn from_log(log_dir: &Path, now: DateTime<Utc>) -> Self {
-        let mut s = Self::default();
+        let mut s = Self {
+            as_of: (now.year(), now.month(), now.day()),
+            ..Self::default()
+        };
         for e in crate::log::read_events(log_dir).unwrap_or_default() {
             if e.kind != "llm_call" || e.ts.year() != now.year() || e.ts.month() != now.month() {
                 continue;
@@ -37,7 +44,22 @@ impl Spend {
         s
     }
 
-    /// Counts a call made now.
+    /// Moves the sums to `now`'s day and month (zeroing what a new day or month ends).
+    pub fn roll(&mut self, now: DateTime<Utc>) {
+        let (y, m, d) = (now.year(), now.month(), now.day());
+        if (y, m) != (self.as_of.0, self.as_of.1) {
+            *self = Self {
+                as_of: (y, m, d),
+                ..Self::default()
+            };
+        } else if d != self.as_of.2 {
+            self.day.clear();
+            self.day_total = 0.0;
+            self.as_of.2 = d;
+        }
+    }
+
+    /// Counts a call.
     pub fn add(&mut self, provider: &str, usd: f64, today: bool) {
         *self.month.entry(provider.to_string()).or_default() += usd;
         self.month_total += usd;

@@ -48,6 +48,9 @@ pub struct Answer {
     pub cost_usd: f64,
     /// HTTP attempts made, all providers together.
     pub attempts: u32,
+    /// Time spent in HTTP calls, in µs (the rest of `latency_ms` is routing, breakers,
+    /// budgets, logging and backoff).
+    pub http_us: u64,
     /// Wall time of the whole request, in ms.
     pub latency_ms: u64,
 }
@@ -71,6 +74,9 @@ pub struct Router<'a> {
     pub log: &'a EventLog,
     /// The HTTP client (connection pool).
     pub http: reqwest::Client,
+    /// Spend so far, for budgets: shared by every request of this process (read from
+    /// the log once, see [`super::budget::Spend::from_log`]).
+    pub spend: &'a std::sync::Mutex<super::budget::Spend>,
 }
 
 /// Backoff before retry number `retry` (1-based): `base · 2^(retry-1)`, ±50% jitter,
@@ -98,7 +104,7 @@ impl Router<'_> {
         let chain = self.config.chain(req.provider, req.complexity);
         let mut attempts = 0u32;
         let mut cost = 0.0;
-        let mut spend = super::budget::Spend::from_log(self.log.dir(), Utc::now());
+        let mut http_us = 0u64;
         loop {
             let mut failures = Vec::new();
             let mut earliest: Option<chrono::DateTime<Utc>> = None;
@@ -129,7 +135,15 @@ impl Router<'_> {
                     }
                 };
                 let estimate = super::budget::estimate(p, req.prompt);
-                if let Some((which, limit, spent)) = spend.would_break(self.config, p, estimate) {
+                let over = {
+                    let mut spend = self
+                        .spend
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    spend.roll(Utc::now());
+                    spend.would_break(self.config, p, estimate)
+                };
+                if let Some((which, limit, spent)) = over {
                     self.log.record(
                         EventType::BudgetExceeded,
                         req.task_id,
@@ -165,12 +179,17 @@ impl Router<'_> {
                     attempts += 1;
                     let t0 = Instant::now();
                     let result = client::call(&self.http, p, key.as_deref(), req.prompt).await;
-                    let latency_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let took = t0.elapsed();
+                    http_us += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                    let latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                     match result {
                         Ok(reply) => {
                             let c = p.price.cost(&reply.usage);
                             cost += c;
-                            spend.add(name, c, true);
+                            self.spend
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .add(name, c, true);
                             self.call_event(
                                 req.task_id,
                                 name,
@@ -182,9 +201,12 @@ impl Router<'_> {
                                 c,
                                 None,
                             );
-                            let was = breaker.state;
+                            let (was, failures) = (breaker.state, breaker.failures);
                             breaker.success(Utc::now());
-                            breaker.save(&self.breakers);
+                            // A closed breaker with no failures needs no write.
+                            if was != breaker.state || failures != 0 {
+                                breaker.save(&self.breakers);
+                            }
                             if was != breaker.state {
                                 self.breaker_event(&breaker, req.task_id);
                             }
@@ -195,6 +217,7 @@ impl Router<'_> {
                                 tokens: reply.usage,
                                 cost_usd: cost,
                                 attempts,
+                                http_us,
                                 latency_ms: u64::try_from(started.elapsed().as_millis())
                                     .unwrap_or(u64::MAX),
                             });

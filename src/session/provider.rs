@@ -26,6 +26,8 @@ pub struct LlmContext {
     pub log: Arc<EventLog>,
     /// `spool/providers/`.
     pub breakers: PathBuf,
+    /// Spend so far (budgets), read from the log at start and kept up to date.
+    pub spend: std::sync::Mutex<crate::llm::budget::Spend>,
 }
 
 /// Runs a provider session until `Stop`; called on the session's own thread.
@@ -79,6 +81,7 @@ pub(crate) fn run(
                     written_at: chrono::Utc::now(),
                 });
                 let router = Router {
+                    spend: &llm.spend,
                     config: &llm.providers,
                     breakers: llm.breakers.clone(),
                     log: &llm.log,
