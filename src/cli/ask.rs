@@ -31,9 +31,13 @@ pub struct AskArgs {
     /// Only this provider (no failover).
     #[arg(long, conflicts_with = "complexity")]
     provider: Option<String>,
-    /// Route by complexity (the chain in [routing.complexity]).
-    #[arg(long, value_enum)]
+    /// Route by complexity (the chain in [routing.complexity]); without it,
+    /// [routing.classify] decides from the prompt when configured.
+    #[arg(long, value_enum, conflicts_with = "model")]
     complexity: Option<ComplexityArg>,
+    /// Only providers serving this model (in chain order).
+    #[arg(long, conflicts_with = "provider")]
+    model: Option<String>,
     /// Give up after this many seconds (waiting for open breakers included).
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -97,7 +101,9 @@ pub fn ask(spool: &Spool, config_dir: &Path, a: AskArgs) -> Result<ExitCode> {
     let req = Request {
         prompt: &a.prompt,
         provider: a.provider.as_deref(),
+        model: a.model.as_deref(),
         complexity: a.complexity.map(Into::into),
+        role: None,
         task_id: None,
         deadline: Instant::now() + Duration::from_secs(a.timeout),
     };

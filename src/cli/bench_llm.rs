@@ -97,7 +97,9 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<()> {
         let req = Request {
             prompt: &prompt,
             provider: None,
+            model: None,
             complexity: None,
+            role: None,
             task_id: None,
             deadline: Instant::now() + Duration::from_secs(30),
         };
@@ -129,7 +131,9 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<()> {
                 let req = Request {
                     prompt: &prompt,
                     provider: None,
+                    model: None,
                     complexity: None,
+                    role: None,
                     task_id: None,
                     deadline: Instant::now() + Duration::from_secs(120),
                 };

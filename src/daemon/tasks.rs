@@ -300,7 +300,9 @@ impl Daemon {
                 return;
             }
         }
-        let llm = t.record.task.provider.is_some() || t.record.task.complexity.is_some();
+        let llm = t.record.task.provider.is_some()
+            || t.record.task.model.is_some()
+            || t.record.task.complexity.is_some();
         let target = match (&t.record.task.session, &t.record.task.role) {
             (Some(s), _) => Target::Session(s.clone()),
             (None, Some(r)) => Target::Role(r.clone()),
@@ -361,7 +363,9 @@ impl Daemon {
             task_id: id.to_string(),
             branch: t.record.task.locks.as_ref().and_then(|l| l.branch.clone()),
             provider: t.record.task.provider.clone(),
+            model: t.record.task.model.clone(),
             complexity: t.record.task.complexity,
+            role: t.record.task.role.clone(),
             prompt: t.record.task.prompt.clone(),
             timeout: Duration::from_secs(t.record.task.timeout_s()),
         };

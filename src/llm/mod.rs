@@ -221,10 +221,72 @@ pub enum Complexity {
     Complex,
 }
 
+/// `[routing.classify]`: how a request that names neither a provider nor a complexity
+/// gets one, from its prompt and its task's role. Checked in order: role, complex
+/// keywords, simple keywords, size; nothing matched → `standard`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRules {
+    /// Role → complexity (`reviewer = "complex"`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, Complexity>,
+    /// A prompt containing one of these words (case-insensitive, whole words) is complex.
+    #[serde(default)]
+    pub complex_keywords: Vec<String>,
+    /// A prompt containing one of these words is simple.
+    #[serde(default)]
+    pub simple_keywords: Vec<String>,
+    /// A prompt longer than this many characters is complex.
+    #[serde(default)]
+    pub complex_if_chars_over: Option<usize>,
+    /// A prompt shorter than this many characters is simple.
+    #[serde(default)]
+    pub simple_if_chars_under: Option<usize>,
+}
+
+impl ClassifyRules {
+    /// Whether any rule is configured.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// The complexity of `prompt` for a task with `role`.
+    #[must_use]
+    pub fn classify(&self, prompt: &str, role: Option<&str>) -> Complexity {
+        if let Some(c) = role.and_then(|r| self.roles.get(r)) {
+            return *c;
+        }
+        let words: std::collections::HashSet<String> = prompt
+            .split(|c: char| !c.is_alphanumeric() && c != '-' && c != '_')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let has = |list: &[String]| list.iter().any(|k| words.contains(&k.to_lowercase()));
+        if has(&self.complex_keywords) {
+            return Complexity::Complex;
+        }
+        if has(&self.simple_keywords) {
+            return Complexity::Simple;
+        }
+        let chars = prompt.chars().count();
+        if self.complex_if_chars_over.is_some_and(|n| chars > n) {
+            return Complexity::Complex;
+        }
+        if self.simple_if_chars_under.is_some_and(|n| chars < n) {
+            return Complexity::Simple;
+        }
+        Complexity::Standard
+    }
+}
+
 /// `[routing]`: which providers a request tries, in order.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSettings {
+    /// Rules that give a request without a complexity one.
+    #[serde(default)]
+    pub classify: ClassifyRules,
     /// The default chain (default: every provider in file order, Ollama ones first).
     #[serde(default)]
     pub chain: Vec<String>,
@@ -332,13 +394,25 @@ impl ProvidersFile {
         self.provider.iter().find(|p| p.name == name)
     }
 
-    /// The providers a request tries, in order: `provider` alone when named, else the
-    /// chain for `complexity`, else `[routing] chain`, else every provider with the Ollama
-    /// ones first (local first).
+    /// The providers a request tries, in order: `provider` alone when named, else those
+    /// serving `model` (in chain order), else the chain for `complexity`, else `[routing]
+    /// chain`, else every provider with the Ollama ones first (local first).
     #[must_use]
-    pub fn chain(&self, provider: Option<&str>, complexity: Option<Complexity>) -> Vec<String> {
+    pub fn chain(
+        &self,
+        provider: Option<&str>,
+        model: Option<&str>,
+        complexity: Option<Complexity>,
+    ) -> Vec<String> {
         if let Some(p) = provider {
             return vec![p.to_string()];
+        }
+        if let Some(m) = model {
+            return self
+                .chain(None, None, None)
+                .into_iter()
+                .filter(|n| self.get(n).is_some_and(|p| p.model == m))
+                .collect();
         }
         if let Some(c) = complexity.and_then(|c| self.routing.complexity.get(&c)) {
             return c.clone();
@@ -437,6 +511,32 @@ mod tests {
     }
 
     #[test]
+    fn classify_rules_route_by_role_keywords_and_size() {
+        let r: ClassifyRules = toml::from_str(
+            "roles = { reviewer = 'complex' }\ncomplex_keywords = ['architecture']\n\
+             simple_keywords = ['typo']\ncomplex_if_chars_over = 50\nsimple_if_chars_under = 10\n",
+        )
+        .unwrap();
+        assert_eq!(r.classify("fix it", Some("reviewer")), Complexity::Complex);
+        assert_eq!(
+            r.classify("Review the Architecture.", None),
+            Complexity::Complex
+        );
+        assert_eq!(
+            r.classify("fix the typo in the long readme text please", None),
+            Complexity::Simple
+        );
+        assert_eq!(
+            r.classify("typography", None),
+            Complexity::Standard,
+            "whole words"
+        );
+        assert_eq!(r.classify("hi", None), Complexity::Simple);
+        assert_eq!(r.classify(&"x ".repeat(40), None), Complexity::Complex);
+        assert!(ClassifyRules::default().is_empty());
+    }
+
+    #[test]
     fn default_chain_is_local_first() {
         let f = ProvidersFile::parse(
             "[[provider]]\nname='cloud'\nkind='anthropic'\nbase_url='https://x'\nmodel='m'\n\
@@ -445,9 +545,14 @@ mod tests {
             Path::new("p.toml"),
         )
         .unwrap();
-        assert_eq!(f.chain(None, None), ["local", "cloud"]);
-        assert_eq!(f.chain(None, Some(Complexity::Complex)), ["cloud"]);
-        assert_eq!(f.chain(None, Some(Complexity::Simple)), ["local", "cloud"]);
-        assert_eq!(f.chain(Some("cloud"), None), ["cloud"]);
+        assert_eq!(f.chain(None, None, None), ["local", "cloud"]);
+        assert_eq!(f.chain(None, None, Some(Complexity::Complex)), ["cloud"]);
+        assert_eq!(
+            f.chain(None, None, Some(Complexity::Simple)),
+            ["local", "cloud"]
+        );
+        assert_eq!(f.chain(None, Some("q"), None), ["local"]);
+        assert!(f.chain(None, Some("nope"), None).is_empty());
+        assert_eq!(f.chain(Some("cloud"), None, None), ["cloud"]);
     }
 }

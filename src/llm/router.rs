@@ -25,8 +25,12 @@ pub struct Request<'a> {
     pub prompt: &'a str,
     /// Only this provider.
     pub provider: Option<&'a str>,
+    /// Only providers serving this model.
+    pub model: Option<&'a str>,
     /// Route by complexity.
     pub complexity: Option<Complexity>,
+    /// The task's role, for `[routing.classify]` when there is no complexity.
+    pub role: Option<&'a str>,
     /// The task it serves (for the log).
     pub task_id: Option<&'a str>,
     /// Give up at this instant.
@@ -101,7 +105,20 @@ impl Router<'_> {
     /// deadline.
     pub async fn ask(&self, req: &Request<'_>) -> Result<Answer, RouteError> {
         let started = Instant::now();
-        let chain = self.config.chain(req.provider, req.complexity);
+        let rules = &self.config.routing.classify;
+        let complexity = req.complexity.or_else(|| {
+            (req.provider.is_none() && req.model.is_none() && !rules.is_empty())
+                .then(|| rules.classify(req.prompt, req.role))
+        });
+        let chain = self.config.chain(req.provider, req.model, complexity);
+        if chain.is_empty() {
+            return Err(RouteError {
+                failures: vec![(
+                    req.model.unwrap_or("?").to_string(),
+                    "no configured provider serves this model".to_string(),
+                )],
+            });
+        }
         let mut attempts = 0u32;
         let mut cost = 0.0;
         let mut http_us = 0u64;

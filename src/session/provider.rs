@@ -90,7 +90,9 @@ pub(crate) fn run(
                 let req = Request {
                     prompt: &a.prompt,
                     provider: a.provider.as_deref(),
+                    model: a.model.as_deref(),
                     complexity: a.complexity,
+                    role: a.role.as_deref(),
                     task_id: Some(&a.task_id),
                     deadline: Instant::now() + a.timeout,
                 };

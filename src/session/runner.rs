@@ -71,8 +71,12 @@ pub struct Assignment {
     pub branch: Option<String>,
     /// For a provider session: only this provider.
     pub provider: Option<String>,
+    /// For a provider session: only providers serving this model.
+    pub model: Option<String>,
     /// For a provider session: route by complexity.
     pub complexity: Option<crate::llm::Complexity>,
+    /// The task's role (for `[routing.classify]`).
+    pub role: Option<String>,
     /// Prompt text.
     pub prompt: String,
     /// How long the attempt may run.

@@ -47,6 +47,9 @@ pub struct TaskSpec {
     /// Run on this LLM provider (`config/providers.toml`), on a provider session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// Run on a provider session, on the providers serving this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Route to a provider session by complexity (`[routing.complexity]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complexity: Option<crate::llm::Complexity>,

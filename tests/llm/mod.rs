@@ -488,3 +488,75 @@ open_s = 1
     assert!(!a.ok);
     assert!(a.stderr.contains("circuit open"), "{}", a.stderr);
 }
+
+#[test]
+fn model_names_and_classify_rules_route_and_a_hang_times_out_into_a_retry() {
+    let env = Env::new("");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config(
+        "providers.toml",
+        &format!(
+            r#"
+[[provider]]
+name = "local"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+model = "local-model"
+timeout_s = 1
+
+[[provider]]
+name = "strong"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{port}"
+model = "strong-model"
+
+[routing.complexity]
+simple = ["local"]
+complex = ["strong"]
+
+[routing.classify]
+complex_keywords = ["architecture"]
+simple_if_chars_under = 40
+
+[retry]
+attempts = 2
+base_ms = 20
+"#,
+            port = mock.port
+        ),
+    );
+    let a = ask(&env, &["--model", "strong-model", "by model name"]);
+    assert_eq!(a.json["provider"], "strong", "{}", a.stderr);
+    let a = ask(
+        &env,
+        &["review the architecture of the whole service layer"],
+    );
+    assert_eq!(a.json["provider"], "strong", "a complex keyword");
+    let a = ask(&env, &["short one"]);
+    assert_eq!(a.json["provider"], "local", "a short prompt is simple");
+    let a = ask(&env, &["--model", "nobody-serves-this", "x"]);
+    assert!(
+        !a.ok
+            && a.stderr
+                .contains("no configured provider serves this model"),
+        "{}",
+        a.stderr
+    );
+    // A hang past timeout_s is a timed-out attempt, retried on the same provider.
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "local-model", "hang_s": 3, "times": 1}]"#,
+    );
+    let a = ask(&env, &["--provider", "local", "hangs once"]);
+    assert!(a.ok, "{}", a.stderr);
+    let local: Vec<Value> = calls(&env, "local");
+    let last_two = &local[local.len() - 2..];
+    assert_eq!(last_two[0]["ok"], false);
+    assert!(
+        last_two[0]["error"].as_str().unwrap().contains("timed out"),
+        "{last_two:?}"
+    );
+    assert_eq!(last_two[1]["ok"], true);
+}
