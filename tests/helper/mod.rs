@@ -236,9 +236,16 @@ impl Mock {
     /// Starts it on a free port, logging requests to `log`, with `script` as the default
     /// script.
     pub fn start(log: PathBuf, script: Option<&str>) -> Self {
+        Self::start_on(log, script, 0)
+    }
+
+    /// Starts it on `port` (0: a free one).
+    pub fn start_on(log: PathBuf, script: Option<&str>, port: u16) -> Self {
         let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mock-llm/mock_llm.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(&server).args(["--port", "0", "--log"]).arg(&log);
+        cmd.arg(&server)
+            .args(["--port", &port.to_string(), "--log"])
+            .arg(&log);
         if let Some(s) = script {
             cmd.args(["--script", s]);
         }

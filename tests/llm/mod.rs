@@ -369,10 +369,15 @@ complex = ["strong"]
 [retry]
 attempts = 2
 base_ms = 20
+
+[breaker]
+failures = 2
+open_s = 1
 "#,
             local.port, strong.port
         ),
     );
+    let local_port = local.port;
     let _d = env.daemon();
     env.wait_idle("llm-1", Duration::from_secs(30));
     env.drop_task(
@@ -426,6 +431,46 @@ base_ms = 20
     );
     assert_eq!(by[0]["ok"], false);
     assert!(strong.requests().len() >= 2);
+    // A second failed task opens local's breaker; the next one skips local entirely.
+    env.drop_task(
+        "g.json",
+        r#"{"id": "g", "prompt": "anything", "complexity": "standard"}"#,
+    );
+    env.wait_final("g", t);
+    let breaker = |env: &Env| -> Value {
+        serde_json::from_slice(&std::fs::read(env.spool.join("providers/local.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(breaker(&env)["state"], "open");
+    // The local server comes back on its port: after open_s the next task's probe goes
+    // to it and the breaker closes by itself.
+    let _local = Mock::start_on(env.path("local-2.jsonl"), None, local_port);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.drop_task(
+        "h.json",
+        r#"{"id": "h", "prompt": "anything", "complexity": "standard"}"#,
+    );
+    let (state, _) = env.wait_final("h", t);
+    assert_eq!(state, architect::spool::task::TaskState::Done);
+    let h: Vec<Value> = env
+        .events_of("llm_call")
+        .into_iter()
+        .filter(|e| e.task_id.as_deref() == Some("h"))
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (h[0]["provider"].as_str(), h[0]["ok"].as_bool()),
+        (Some("local"), Some(true))
+    );
+    assert_eq!(breaker(&env)["state"], "closed");
+    let states: Vec<String> = env
+        .events_of("breaker_state")
+        .iter()
+        .filter(|e| e.data["provider"] == "local")
+        .map(|e| e.data["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["open", "half_open", "closed"], "{states:?}");
 }
 
 #[test]
