@@ -132,27 +132,7 @@ pub fn list(spool: &Spool, json: bool) -> Result<ExitCode> {
 
 /// `architect lock …`.
 pub fn run(spool: &Spool, config_dir: &Path, cmd: LockCmd) -> Result<ExitCode> {
-    match cmd {
-        LockCmd::Acquire {
-            resources,
-            wait,
-            note,
-            json,
-            command,
-        } => acquire(spool, config_dir, &resources, wait, note, json, &command),
-        LockCmd::Release { resources, json } => release(spool, config_dir, &resources, json),
-    }
-}
-
-fn acquire(
-    spool: &Spool,
-    config_dir: &Path,
-    raw: &[String],
-    wait: Option<f64>,
-    note: Option<String>,
-    json: bool,
-    command: &[String],
-) -> Result<ExitCode> {
+    let (LockCmd::Acquire { resources: raw, .. } | LockCmd::Release { resources: raw, .. }) = &cmd;
     let resources = match parse_resources(raw, config_dir) {
         Ok(r) => r,
         Err(e) => {
@@ -160,6 +140,27 @@ fn acquire(
             return Ok(ExitCode::from(2));
         }
     };
+    match cmd {
+        LockCmd::Acquire {
+            wait,
+            note,
+            json,
+            command,
+            ..
+        } => acquire(spool, config_dir, resources, wait, note, json, &command),
+        LockCmd::Release { json, .. } => release(spool, config_dir, &resources, json),
+    }
+}
+
+fn acquire(
+    spool: &Spool,
+    config_dir: &Path,
+    resources: Vec<Resource>,
+    wait: Option<f64>,
+    note: Option<String>,
+    json: bool,
+    command: &[String],
+) -> Result<ExitCode> {
     let table = LockTable::new(spool.dir("locks"));
     let who = Requester {
         by: HolderKind::Cli,
@@ -241,21 +242,19 @@ fn wait_for_stop_signal() -> Result<()> {
     Ok(())
 }
 
-fn release(spool: &Spool, config_dir: &Path, raw: &[String], json: bool) -> Result<ExitCode> {
-    let resources = match parse_resources(raw, config_dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+fn release(
+    spool: &Spool,
+    config_dir: &Path,
+    resources: &[Resource],
+    json: bool,
+) -> Result<ExitCode> {
     let table = LockTable::new(spool.dir("locks"));
     let this_node = node(config_dir);
     let listing = table.list()?;
     let mut signalled = Vec::new();
     let mut report = Vec::new();
     let mut failed = false;
-    for r in &resources {
+    for r in resources {
         let Some(h) = listing.held.iter().find(|h| &h.resource == r) else {
             report.push(serde_json::json!({"resource": r, "result": "not held"}));
             continue;
