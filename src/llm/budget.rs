@@ -24,14 +24,23 @@ pub struct Spend {
 }
 
 impl Spend {
-    /// Sums the `cost_usd` of the `llm_call` events in `log_dir` for today and this month.
+    /// Sums the `cost_usd` of the `llm_call` events in `log_dir` for today and this month
+    /// (reading only this month's log files).
     #[must_use]
     pub fn from_log(log_dir: &Path, now: DateTime<Utc>) -> Self {
         let mut s = Self {
             as_of: (now.year(), now.month(), now.day()),
             ..Self::default()
         };
-        for e in crate::log::read_events(log_dir).unwrap_or_default() {
+        // Only this month's files (the date is in the name): start-up and every
+        // `architect ask` read one month of log, not all of it.
+        let month = format!("{:04}{:02}", now.year(), now.month());
+        let this_month = |name: &str| {
+            name.strip_suffix(".jsonl")
+                .and_then(|n| n.rsplit('-').next())
+                .is_some_and(|date| date.starts_with(&month))
+        };
+        for e in crate::log::read_events_in(log_dir, this_month).unwrap_or_default() {
             if e.kind != "llm_call" || e.ts.year() != now.year() || e.ts.month() != now.month() {
                 continue;
             }
@@ -109,4 +118,42 @@ pub fn estimate(p: &ProviderConfig, prompt: &str) -> f64 {
         ..Usage::default()
     };
     p.price.cost(&u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spend_reads_only_this_months_logs_and_rolls_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let now: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+        let line = |ts: &str, usd: f64| {
+            format!(
+                "{{\"ts\":\"{ts}\",\"node\":\"n\",\"type\":\"llm_call\",\"task_id\":null,\"session\":null,\"data\":{{\"provider\":\"p\",\"cost_usd\":{usd}}}}}\n"
+            )
+        };
+        std::fs::write(
+            dir.path().join("events-n-20261031.jsonl"),
+            line("2026-10-31T10:00:00.000000Z", 5.0),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("events-n-20261120.jsonl"),
+            line("2026-11-20T10:00:00.000000Z", 0.25),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("events-n-20261121.jsonl"),
+            line("2026-11-21T09:00:00.000000Z", 0.5),
+        )
+        .unwrap();
+        let mut s = Spend::from_log(dir.path(), now);
+        assert!((s.month_total - 0.75).abs() < 1e-12, "{s:?}");
+        assert!((s.day_total - 0.5).abs() < 1e-12, "{s:?}");
+        s.roll("2026-11-22T00:00:01Z".parse().unwrap());
+        assert!(s.day_total.abs() < 1e-12 && (s.month_total - 0.75).abs() < 1e-12);
+        s.roll("2026-12-01T00:00:01Z".parse().unwrap());
+        assert!(s.month_total.abs() < 1e-12);
+    }
 }

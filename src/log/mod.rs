@@ -292,8 +292,20 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// [`Error::Io`].
 pub fn read_events(dir: &Path) -> Result<Vec<Event>> {
+    read_events_in(dir, |_| true)
+}
+
+/// Reads the events of the log files in `dir` whose file name `keep` accepts (names are
+/// `events-<node>-<YYYYMMDD>.jsonl`), sorted by time.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn read_events_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<Event>> {
     let mut events = Vec::new();
-    for path in log_files(dir)? {
+    let files = log_files(dir)?
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep));
+    for path in files {
         let f = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
         for line in BufReader::new(f).split(b'\n') {
             let line = line.map_err(|e| Error::io("reading", &path, e))?;

@@ -388,20 +388,9 @@ impl Policy {
             hostport.split(':').next().unwrap_or("")
         };
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let matches =
-            |r: &&Rule| r.applies_to(profile) && r.hosts.iter().any(|g| glob::matches(g, &host));
-        if let Some(r) = self.deny.iter().find(matches) {
-            return Verdict::new(Decision::Deny, &r.name, r.reason.clone());
-        }
-        if let Some(r) = self.allow.iter().find(matches) {
-            return Verdict::new(
-                Decision::Allow,
-                &r.name,
-                format!("fetching from {host}{}", suffix(&r.reason)),
-            );
-        }
-        Verdict::new(
-            Decision::Escalate,
+        self.by_name_rules(
+            |r| r.applies_to(profile) && r.hosts.iter().any(|g| glob::matches(g, &host)),
+            &format!("fetching from {host}"),
             "escalate.fetch",
             format!("no allow rule covers fetching from {host:?}"),
         )
@@ -409,23 +398,34 @@ impl Policy {
 
     fn tool(&self, name: &str, ctx: &Context) -> Verdict {
         let profile = ctx.profile.as_deref();
-        let matches =
-            |r: &&Rule| r.applies_to(profile) && r.tools.iter().any(|g| glob::matches(g, name));
-        if let Some(r) = self.deny.iter().find(matches) {
-            return Verdict::new(Decision::Deny, &r.name, r.reason.clone());
-        }
-        if let Some(r) = self.allow.iter().find(matches) {
-            return Verdict::new(
-                Decision::Allow,
-                &r.name,
-                format!("tool {name}{}", suffix(&r.reason)),
-            );
-        }
-        Verdict::new(
-            Decision::Escalate,
+        self.by_name_rules(
+            |r| r.applies_to(profile) && r.tools.iter().any(|g| glob::matches(g, name)),
+            &format!("tool {name}"),
             "escalate.tool",
             format!("no allow rule covers the tool {name:?}"),
         )
+    }
+
+    /// For actions matched by name (fetch hosts, tools): the first deny rule that
+    /// `matches` wins, then the first allow rule, else an escalation.
+    fn by_name_rules(
+        &self,
+        matches: impl Fn(&Rule) -> bool,
+        what: &str,
+        escalate_rule: &str,
+        escalate_reason: String,
+    ) -> Verdict {
+        if let Some(r) = self.deny.iter().find(|r| matches(r)) {
+            return Verdict::new(Decision::Deny, &r.name, r.reason.clone());
+        }
+        if let Some(r) = self.allow.iter().find(|r| matches(r)) {
+            return Verdict::new(
+                Decision::Allow,
+                &r.name,
+                format!("{what}{}", suffix(&r.reason)),
+            );
+        }
+        Verdict::new(Decision::Escalate, escalate_rule, escalate_reason)
     }
 }
 

@@ -451,6 +451,16 @@ impl Runner {
         }
     }
 
+    /// Reports the end of the interrupted task (if any) with `outcome`.
+    fn end_interrupted(&mut self, outcome: RunOutcome) {
+        let task_id = self
+            .task
+            .take()
+            .map(|t| t.assignment.task_id)
+            .unwrap_or_default();
+        self.emit_finished(task_id, outcome);
+    }
+
     /// Reports a task's end; a worktree on the task's branch goes back to the session's
     /// own branch first (its work committed there), so the branch is free for the next
     /// holder of its lock.
@@ -1075,21 +1085,11 @@ impl Runner {
             }
             Phase::Interrupting { kill_at, outcome } => {
                 if classified == Some(ScreenState::Idle) && quiet {
-                    let task_id = self
-                        .task
-                        .take()
-                        .map(|t| t.assignment.task_id)
-                        .unwrap_or_default();
-                    self.emit_finished(task_id, outcome);
+                    self.end_interrupted(outcome);
                     self.set_state(SessionState::Idle);
                     Phase::Free
                 } else if now >= kill_at {
-                    let task_id = self
-                        .task
-                        .take()
-                        .map(|t| t.assignment.task_id)
-                        .unwrap_or_default();
-                    self.emit_finished(task_id, outcome);
+                    self.end_interrupted(outcome);
                     kill_group(pid);
                     return Err(format!(
                         "killed: not idle {} ms after the interrupt keys",
