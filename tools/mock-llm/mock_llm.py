@@ -13,15 +13,17 @@ APIs (all of them streaming and non-streaming where the real API has both):
   * Gemini                   POST /v1beta/models/<m>:streamGenerateContent?alt=sse,
                              :generateContent, :countTokens (Gemini CLI)
 
-What it answers: a scripted conversation (tools/mock-llm/scripts/<name>.json) chosen by a
-`[script:<name>]` tag in a user message, else --script, else the built-in default
-(hello / made-by-agent). The server keeps no conversation state: the turn it plays is the
-number of tool-call turns already in the conversation it is sent, after the user message
-that chose the script (a refused call comes back too, so a refusal advances the script).
+What it answers: the fidelity conversation when a user prompt carries `FIDELITY <kind>
+<token>` (reply / echo / touch / wipe: the answer carries the token), else a scripted
+conversation (tools/mock-llm/scripts/<name>.json) chosen by a `[script:<name>]` tag in a
+user message, else --script, else the built-in default (hello / made-by-agent). The
+server keeps no conversation state: the turn it plays is the number of tool-call turns
+already in the conversation it is sent, after the user message that chose the script (a
+refused call comes back too, so a refusal advances the script).
 
-Control endpoints (under /_mock/): health, requests (log), faults (fault injection),
-delay, scripts. `--port 0` binds a free port; the first line on stdout is always
-`listening on 127.0.0.1:PORT`.
+Control endpoints (under /_mock/): health, requests (log), faults (fault injection and
+usage-limit presets), delay (and jitter), scripts. `--port 0` binds a free port; the first
+line on stdout is always `listening on 127.0.0.1:PORT`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import re
 import sys
 import threading
@@ -51,6 +54,23 @@ SIDE_REPLY = "Mock"
 SCRIPT_TAG = re.compile(r"\[script:([A-Za-z0-9_.-]+)\]")
 SCRIPT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+# ---- the fidelity conversation ----------------------------------------------------------
+# A prompt carrying `FIDELITY <kind> <token>` gets an answer that carries the token, so a
+# benchmark can tell which task got which reply (see README "Fidelity conversation").
+FIDELITY_TAG = re.compile(r"\bFIDELITY (reply|echo|touch|wipe) (tok-[a-z0-9]{4,32})(?![A-Za-z0-9_-])")
+FIDELITY_CALLS = {
+    # kind: (command, description, escalate (Codex asks first), text once a result came back)
+    "echo": ("echo {token}", "print the token", False, "echoed {token}"),
+    "touch": ("touch {token}.txt", "create a file", True, "created {token}.txt"),
+    "wipe": ("rm -rf ~/important", "wipe", True, "refused {token}"),
+}
+FIDELITY_REPLY = "all done {token}"
+
+
+def fidelity_usage(token: str) -> dict:
+    """Fixed token counts for fidelity answers: every kind non-zero, input tied to the token."""
+    return {"input_tokens": 1000 + len(token), "output_tokens": 20, "cache_read_tokens": 300, "cache_creation_tokens": 50}
+
 # Output tokens reported for a turn when neither the turn nor the script says.
 DEFAULT_OUTPUT_TOKENS = 10
 
@@ -61,6 +81,9 @@ class State:
     def __init__(self):
         self.lock = threading.Lock()
         self.delay = 0.0
+        self.jitter = 0.0  # extra uniform 0..jitter seconds before a request's first event
+        self.seed: int | None = None
+        self.rng = random.Random()
         self.default_script: str | None = None
         self.script_dirs: list[Path] = [HERE / "scripts"]
         self.scripts: dict[str, dict] = {}  # posted at run time; win over files
@@ -74,6 +97,18 @@ class State:
         with self.lock:
             self.log_file.write(line + "\n")
             self.log_file.flush()
+
+    def set_jitter(self, jitter: float | None = None, seed: int | None = None) -> None:
+        with self.lock:
+            if jitter is not None:
+                self.jitter = max(0.0, float(jitter))
+            if seed is not None:
+                self.seed = int(seed)
+                self.rng = random.Random(self.seed)
+
+    def draw_jitter(self) -> float:
+        with self.lock:
+            return self.rng.uniform(0.0, self.jitter) if self.jitter > 0 else 0.0
 
     def script(self, name: str) -> dict | None:
         with self.lock:
@@ -159,11 +194,12 @@ def load_script(text: str, where: str = "script") -> dict:
 # ---- fault rules -----------------------------------------------------------------------
 FAULT_KEYS = {
     # match
-    "path", "method", "api", "model",
+    "path", "method", "api", "model", "side",
     # how often
     "times", "skip",
     # what
     "status", "retry_after", "body", "message", "hang_s", "malformed", "truncate_stream_after",
+    "limit", "reset_s",
 }
 
 
@@ -174,8 +210,17 @@ def check_fault(rule) -> dict:
     if unknown:
         raise ValueError(f"unknown fault keys {sorted(unknown)} (known: {sorted(FAULT_KEYS)})")
     effects = {"status", "hang_s", "malformed", "truncate_stream_after"} & set(rule)
+    if rule.get("limit"):
+        effects.add("limit")
     if not effects:
-        raise ValueError("a fault rule needs one of status, hang_s, malformed, truncate_stream_after")
+        raise ValueError("a fault rule needs one of status, hang_s, malformed, truncate_stream_after, limit")
+    if "reset_s" in rule and not rule.get("limit"):
+        raise ValueError('"reset_s" goes with "limit": true')
+    try:
+        if float(rule.get("reset_s", 0)) < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError('"reset_s" must be a number of seconds >= 0') from None
     rule = dict(rule)
     if "times" in rule:
         rule["_times_left"] = int(rule["times"])
@@ -192,6 +237,8 @@ def fault_matches(rule: dict, info: dict) -> bool:
     if "api" in rule and rule["api"] != info.get("api"):
         return False
     if "model" in rule and rule["model"] != info.get("model"):
+        return False
+    if "side" in rule and bool(rule["side"]) != info.get("side", False):
         return False
     return True
 
@@ -300,6 +347,31 @@ class Conversation:
     def results(self) -> int:
         return sum(1 for kind, _ in self.events if kind == "result")
 
+    def fidelity(self) -> tuple[int, str, str] | None:
+        """(event index, kind, token) of the latest user text carrying a FIDELITY tag (the
+        last tag in it), or None. Later user texts without a tag (Codex's environment
+        context, "go on", Claude Code's interruption note) do not hide it."""
+        for i in range(len(self.events) - 1, -1, -1):
+            kind, text = self.events[i]
+            if kind == "prompt" and text:
+                tags = FIDELITY_TAG.findall(text)
+                if tags:
+                    return i, tags[-1][0], tags[-1][1]
+        return None
+
+    def result_after(self, index: int) -> bool:
+        """Whether a tool result came back after events[index]. Gemini CLI drops a refused
+        call (and the result before it) from its history: there a prompt right after a
+        call, or right after events[index], stands for a call made and refused."""
+        prev = "prompt"
+        for kind, _ in self.events[index + 1 :]:
+            if kind == "result":
+                return True
+            if self.api == "gemini" and kind == "prompt" and prev in ("calls", "prompt"):
+                return True
+            prev = kind
+        return False
+
 
 def is_reminder(text: str) -> bool:
     """Claude Code's own notes to the model, sent as text next to tool results."""
@@ -406,12 +478,32 @@ def chat_conversation(body: dict) -> Conversation:
 class Plan:
     """What to answer: a turn (dict as in a script) plus where it came from."""
 
-    def __init__(self, turn: dict, action: str, script: str | None = None, index: int | None = None, usage: dict | None = None):
+    def __init__(self, turn: dict, action: str, script: str | None = None, index: int | None = None,
+                 usage: dict | None = None, token: str | None = None):
         self.turn = turn
         self.action = action
         self.script = script
         self.index = index
         self.usage = usage or {}
+        self.token = token
+
+
+def fidelity_plan(conv: Conversation, kind: str, token: str, index: int) -> Plan:
+    usage = fidelity_usage(token)
+    if kind == "reply":
+        return Plan({"text": FIDELITY_REPLY.format(token=token)}, "fidelity-reply-text", usage=usage, token=token)
+    command, description, escalate, done = FIDELITY_CALLS[kind]
+    if conv.result_after(index):
+        return Plan({"text": done.format(token=token)}, f"fidelity-{kind}-text", usage=usage, token=token)
+    turn = {"shell": command.format(token=token), "description": description, "escalate": escalate}
+    return Plan(turn, f"fidelity-{kind}-call", usage=usage, token=token)
+
+
+def is_side(conv: Conversation) -> bool:
+    """A request outside the conversation: Gemini's JSON checks, or no tools offered
+    (outside Chat Completions, where clients without tools, like aider, are the
+    conversation itself)."""
+    return conv.wants_json or (not conv.tools and conv.api != "chat")
 
 
 def plan(conv: Conversation) -> Plan:
@@ -435,6 +527,13 @@ def plan(conv: Conversation) -> Plan:
             if m:
                 name, start = m.group(1), i
                 break
+
+    # The fidelity conversation: wins over --script and over a [script:] tag in an
+    # older (or the same) prompt.
+    fid = conv.fidelity()
+    if fid is not None and (start is None or fid[0] >= start):
+        return fidelity_plan(conv, fid[1], fid[2], fid[0])
+
     if name is None and STATE.default_script:
         name, start = STATE.default_script, -1
     if name is not None:
@@ -707,7 +806,8 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"method": "POST", "path": self.path, "api": api, "model": conv.model, "stream": bool(body.get("stream"))}
         if api == "gemini":
             entry["stream"] = ":streamGenerateContent" in path
-        hit = STATE.take_fault({"path": path, "method": "POST", "api": api, "model": conv.model})
+        side = is_side(conv) or path.endswith("/count_tokens") or ":countTokens" in path
+        hit = STATE.take_fault({"path": path, "method": "POST", "api": api, "model": conv.model, "side": side})
         if hit:
             entry["fault"] = hit[0]
             self.fault = hit[1]
@@ -730,8 +830,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, api, path, body, conv, entry):
         f = self.fault or {}
+        jitter = STATE.draw_jitter()
+        if jitter:
+            entry["jitter_s"] = round(jitter, 4)
+            time.sleep(jitter)
         if f.get("hang_s"):
             time.sleep(float(f["hang_s"]))
+        if f.get("limit"):
+            entry["status"] = int(f.get("status", 429))
+            entry["note"] = "usage limit"
+            return self.send_limit(api, f)
         if "status" in f:
             entry["status"] = int(f["status"])
             return self.send_error_status(api, f)
@@ -765,6 +873,7 @@ class Handler(BaseHTTPRequestHandler):
             tools=len(conv.tools),
             results=conv.results,
             usage=usage,
+            token=p.token,
             calls=[b["call"] for b in blocks if "call" in b],
             last_user=conv.last_prompt[-200:],
         )
@@ -802,6 +911,40 @@ class Handler(BaseHTTPRequestHandler):
             body = {"error": {"message": message, "type": kind, "code": kind}}
         return self.send_json(body, status, headers)
 
+    def send_limit(self, api, f):
+        """HTTP 429 the way each provider reports a usage / rate limit, resetting in
+        reset_s seconds."""
+        status = int(f.get("status", 429))
+        reset = float(f.get("reset_s", 60))
+        secs = int(reset) if reset == int(reset) else reset
+        reset_at = int(time.time() + reset + 0.999)
+        headers = {"retry-after": str(f.get("retry_after", int(reset + 0.999)))}
+        if api == "anthropic":
+            message = f.get("message") or f"mock-llm: usage limit reached; resets in {secs}s"
+            headers["anthropic-ratelimit-unified-status"] = "rejected"
+            headers["anthropic-ratelimit-unified-reset"] = str(reset_at)
+            body = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
+        elif api == "responses":
+            message = f.get("message") or "You've hit your usage limit."
+            # Codex 0.169 reads resets_at (epoch seconds); older versions resets_in_seconds.
+            body = {"error": {"type": "usage_limit_reached", "message": message,
+                              "resets_in_seconds": secs, "resets_at": reset_at}}
+        elif api == "gemini":
+            message = f.get("message") or (
+                "Quota exceeded for quota metric 'Generate Content API requests per minute' (mock-llm). "
+                f"Please retry in {secs}s.")
+            body = {"error": {"code": status, "status": "RESOURCE_EXHAUSTED", "message": message,
+                              "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{secs}s"}]}}
+        elif api == "ollama":
+            body = {"error": f.get("message") or f"mock-llm: usage limit reached; retry in {secs}s"}
+        else:
+            message = f.get("message") or f"Rate limit reached (mock-llm). Please try again in {secs}s."
+            headers["x-ratelimit-reset-requests"] = f"{secs}s"
+            body = {"error": {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
+        if "body" in f:
+            body = f["body"] if isinstance(f["body"], (dict, list)) else {"error": {"message": str(f["body"])}}
+        return self.send_json(body, status, headers)
+
     # ---- control endpoints ----
     def control(self, method: str, url, raw: bytes):
         path = url.path
@@ -809,9 +952,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json({"ok": True, "port": self.server.server_address[1]})
         if path == "/_mock/delay":
             q = parse_qs(url.query)
-            if "s" in q:
-                STATE.delay = float(q["s"][0])
-            return self.send_json({"delay": STATE.delay})
+            try:
+                if "s" in q:
+                    STATE.delay = max(0.0, float(q["s"][0]))
+                STATE.set_jitter(float(q["jitter"][0]) if "jitter" in q else None,
+                                 int(q["seed"][0]) if "seed" in q else None)
+            except ValueError:
+                return self.send_json({"error": {"message": "expected ?s=SECONDS&jitter=SECONDS&seed=N"}}, 400)
+            return self.send_json({"delay": STATE.delay, "jitter": STATE.jitter, "seed": STATE.seed})
         if path == "/_mock/requests":
             if method == "DELETE":
                 with STATE.lock:
@@ -1205,9 +1353,13 @@ def main(argv=None):
     ap.add_argument("--script", help="script to play when no [script:NAME] tag is in the conversation")
     ap.add_argument("--scripts", action="append", default=[], help="another folder of <name>.json scripts (searched first)")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before each streamed event")
+    ap.add_argument("--jitter", type=float, default=0.0,
+                    help="each model request sleeps an extra uniform 0..S seconds before its first event")
+    ap.add_argument("--seed", type=int, help="seed for --jitter (repeatable sleeps)")
     ap.add_argument("--log", help="append one JSON line per request here (default stderr)")
     args = ap.parse_args(argv)
     STATE.delay = args.delay
+    STATE.set_jitter(args.jitter, args.seed)
     STATE.script_dirs = [Path(d) for d in args.scripts] + [HERE / "scripts"]
     if args.log:
         STATE.log_file = open(args.log, "a", buffering=1)
@@ -1222,7 +1374,8 @@ def main(argv=None):
     server.daemon_threads = True
     port = server.server_address[1]
     print(f"listening on 127.0.0.1:{port}", flush=True)
-    STATE.log({"note": f"listening on 127.0.0.1:{port}", "delay": args.delay, "script": args.script})
+    STATE.log({"note": f"listening on 127.0.0.1:{port}", "delay": args.delay, "jitter": args.jitter,
+               "seed": args.seed, "script": args.script})
     try:
         server.serve_forever()
     except KeyboardInterrupt:
