@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod config;
 pub mod daemon;
 pub mod error;

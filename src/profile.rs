@@ -95,6 +95,53 @@ pub struct ProfileFile {
     /// order whenever the screen reads `waiting_input`.
     #[serde(default)]
     pub permission: Vec<PermissionSpec>,
+    /// Shell integration: the shell prints OSC 133 marks, which end each task exactly.
+    #[serde(default)]
+    pub shell_integration: Option<ShellIntegration>,
+    /// Usage- or rate-limit screens: a session showing one is parked as `limited`.
+    #[serde(default)]
+    pub limit: Vec<LimitSpec>,
+    /// The CLI's hooks: installed per session, they report prompts, tool requests and
+    /// turn ends exactly ([`crate::agents`]); the screen stays the fallback.
+    #[serde(default)]
+    pub hooks: Option<HooksSpec>,
+}
+
+/// `[hooks]`: which CLI's hooks to install.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSpec {
+    /// `claude-code`, `codex` or `gemini`.
+    pub agent: String,
+}
+
+/// `[shell_integration]`: the shell prints semantic prompt marks
+/// ([`crate::session::marks`]); a task then ends only when its own command-finished mark
+/// arrives, with the exit status the mark carries.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShellIntegration {
+    /// The shell: only `bash` (4.4 or newer) for now. Its start-up file is written per
+    /// session and passed where an argument is exactly `{shell_integration}`.
+    pub shell: String,
+}
+
+/// One usage-limit screen (`[[limit]]`): when `when` matches text that appeared after
+/// the task's prompt, the task goes back to the queue without counting an attempt and
+/// the session is `limited` until the reset time the text names (`in 2h 5m`, `in 30s`,
+/// `at 3pm`, `at 15:30`), else for `backoff_s`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    /// Regex over the rendered screen.
+    pub when: String,
+    /// How long to wait when the text names no reset time, in seconds (default 300).
+    #[serde(default = "default_limit_backoff")]
+    pub backoff_s: u64,
+}
+
+fn default_limit_backoff() -> u64 {
+    300
 }
 
 /// What a permission question asks to do.
@@ -163,6 +210,10 @@ pub struct TerminalSpec {
     /// Rows (default 40).
     #[serde(default = "default_rows")]
     pub rows: u16,
+    /// Rows kept after they scroll off the top, for reading a reply taller than the
+    /// screen (default 0).
+    #[serde(default)]
+    pub scrollback: u16,
 }
 
 fn default_cols() -> u16 {
@@ -177,6 +228,7 @@ impl Default for TerminalSpec {
         Self {
             cols: default_cols(),
             rows: default_rows(),
+            scrollback: 0,
         }
     }
 }
@@ -194,6 +246,15 @@ pub struct ScreenSpec {
     /// Matches when the program asks a question that must be answered.
     #[serde(default)]
     pub waiting_input: Option<String>,
+    /// The input box, with a group named `text` holding what is typed in it (its last
+    /// match is the box). Everything above it is the transcript. Lets the session see
+    /// that a prompt was taken (the box emptied) or provably not (the text still there).
+    #[serde(default)]
+    pub input: Option<String>,
+    /// A prompt as the transcript shows it once submitted, with a group named `text`
+    /// (its first row). Anchors the reply: only what follows this task's prompt is read.
+    #[serde(default)]
+    pub prompt_line: Option<String>,
 }
 
 /// One start-up rule: when the screen matches `when`, send `send`.
@@ -258,10 +319,16 @@ pub struct SubmitSpec {
     /// What a newline inside the prompt is typed as in `typed` mode (default a space).
     #[serde(default = "default_newline")]
     pub newline: String,
-    /// If the screen has not changed this long after Enter (ms), Enter is sent once more
-    /// (default 2000).
+    /// How long after Enter the prompt must show a sign of being taken (ms, default 2000).
+    /// When the input box (`screen.input`) still holds the text then, Enter did not
+    /// register and is pressed again (at most twice more); Enter is never pressed again
+    /// without that proof.
     #[serde(default = "default_confirm")]
     pub confirm_timeout_ms: u64,
+    /// Keystrokes that empty the input box, for a prompt proven not taken (default
+    /// none: the text is left there).
+    #[serde(default)]
+    pub clear: Option<String>,
 }
 
 fn default_pause() -> u64 {
@@ -285,6 +352,7 @@ impl Default for SubmitSpec {
             enter: default_enter(),
             newline: default_newline(),
             confirm_timeout_ms: default_confirm(),
+            clear: None,
         }
     }
 }
@@ -307,6 +375,15 @@ pub struct DoneSpec {
     /// limit).
     #[serde(default)]
     pub busy_timeout_ms: Option<u64>,
+    /// With hooks that work in this session: how long after the screen says the turn is
+    /// over to wait for the turn-end hook before ending the task by the screen, in ms
+    /// (default 3000).
+    #[serde(default = "default_hook_grace")]
+    pub hook_grace_ms: u64,
+}
+
+fn default_hook_grace() -> u64 {
+    3000
 }
 
 fn default_debounce() -> u64 {
@@ -319,6 +396,7 @@ impl Default for DoneSpec {
             debounce_ms: default_debounce(),
             require_busy: false,
             busy_timeout_ms: None,
+            hook_grace_ms: default_hook_grace(),
         }
     }
 }
@@ -344,6 +422,10 @@ pub struct ResultSpec {
     /// match wins), stored as `result.reply`.
     #[serde(default)]
     pub reply: Option<String>,
+    /// Regex over a `reply` match's group: matches that are not replies (a tool call's
+    /// header drawn like a paragraph) are skipped.
+    #[serde(default)]
+    pub reply_exclude: Option<String>,
 }
 
 /// Interrupting a running task.
@@ -393,8 +475,12 @@ pub struct Profile {
     pub strip_trailing: Option<Regex>,
     /// Compiled reply regex.
     pub reply: Option<Regex>,
+    reply_exclude: Option<Regex>,
     /// Compiled permission rules `(when, action)`, parallel to `spec.permission`.
     permissions: Vec<(Regex, Regex)>,
+    input: Option<Regex>,
+    prompt_line: Option<Regex>,
+    limits: Vec<Regex>,
 }
 
 fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
@@ -471,6 +557,12 @@ impl Profile {
             .as_deref()
             .map(|p| compile(name, "result.reply", p))
             .transpose()?;
+        let reply_exclude = spec
+            .result
+            .reply_exclude
+            .as_deref()
+            .map(|p| compile(name, "result.reply_exclude", p))
+            .transpose()?;
         let permissions = spec
             .permission
             .iter()
@@ -487,6 +579,36 @@ impl Profile {
                 Ok((when, action))
             })
             .collect::<Result<Vec<_>>>()?;
+        let with_text = |field: &str, pattern: &Option<String>| -> Result<Option<Regex>> {
+            let Some(p) = pattern else { return Ok(None) };
+            let re = compile(name, field, p)?;
+            if !re.capture_names().any(|n| n == Some("text")) {
+                return Err(Error::Profile {
+                    profile: name.to_string(),
+                    message: format!("{field}: needs a group named `text`"),
+                });
+            }
+            Ok(Some(re))
+        };
+        let input = with_text("screen.input", &spec.screen.input)?;
+        let prompt_line = with_text("screen.prompt_line", &spec.screen.prompt_line)?;
+        let limits = spec
+            .limit
+            .iter()
+            .enumerate()
+            .map(|(i, l)| compile(name, &format!("limit[{i}].when"), &l.when))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(si) = &spec.shell_integration {
+            if si.shell != "bash" {
+                return Err(Error::Profile {
+                    profile: name.to_string(),
+                    message: format!(
+                        "shell_integration.shell: {:?} is not supported (only \"bash\")",
+                        si.shell
+                    ),
+                });
+            }
+        }
         if spec.terminal.cols < 20 || spec.terminal.rows < 5 {
             return Err(Error::Profile {
                 profile: name.to_string(),
@@ -503,7 +625,11 @@ impl Profile {
             exit_status,
             strip_trailing,
             reply,
+            reply_exclude,
             permissions,
+            input,
+            prompt_line,
+            limits,
         })
     }
 
@@ -564,12 +690,15 @@ impl Profile {
         None
     }
 
-    /// The agent's reply on the final screen (group 1 of the last match of `result.reply`).
+    /// The agent's reply on the final screen (group 1 of the last match of `result.reply`
+    /// that `result.reply_exclude` does not match).
     #[must_use]
     pub fn reply(&self, screen: &str) -> Option<String> {
         let re = self.reply.as_ref()?;
-        let caps = re.captures_iter(screen).last()?;
-        Some(caps.get(1)?.as_str().trim_end().to_string())
+        re.captures_iter(screen)
+            .filter_map(|c| Some(c.get(1)?.as_str().trim_end().to_string()))
+            .filter(|r| !self.reply_exclude.as_ref().is_some_and(|x| x.is_match(r)))
+            .last()
     }
 
     /// The permission question on `screen`, if one of the profile's `[[permission]]` rules
@@ -610,6 +739,96 @@ impl Profile {
         })
     }
 
+    /// Splits a screen at its input box (`screen.input`, last match): the transcript
+    /// above it, and the text typed in the box (trimmed). Without an input regex, or
+    /// when the box is not on screen, the whole screen is transcript and the text `None`.
+    #[must_use]
+    pub fn split_input<'s>(&self, screen: &'s str) -> (&'s str, Option<String>) {
+        let Some(re) = &self.input else {
+            return (screen, None);
+        };
+        let Some(caps) = re.captures_iter(screen).last() else {
+            return (screen, None);
+        };
+        let start = caps.get(0).map_or(screen.len(), |m| m.start());
+        let text = caps
+            .name("text")
+            .map(|m| m.as_str().trim().to_string())
+            .unwrap_or_default();
+        (&screen[..start], Some(text))
+    }
+
+    /// Whether this profile can read prompts in the transcript (`screen.prompt_line`).
+    #[must_use]
+    pub fn anchors_replies(&self) -> bool {
+        self.prompt_line.is_some()
+    }
+
+    /// Where `prompt` shows as a submitted prompt in `transcript`: the byte offset of the
+    /// end of each such row, in order. A row shows the prompt when its `text` (first row
+    /// of a wrapped prompt) is the start of the prompt, spaces and line breaks compared
+    /// as single spaces, and is the whole prompt, its whole first line, or at least 12
+    /// characters of it.
+    #[must_use]
+    pub fn prompt_rows(&self, transcript: &str, prompt: &str) -> Vec<usize> {
+        let Some(re) = &self.prompt_line else {
+            return Vec::new();
+        };
+        let want = squash(prompt);
+        let first_line = squash(prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or(""));
+        re.captures_iter(transcript)
+            .filter_map(|c| {
+                let row = squash(c.name("text")?.as_str());
+                let whole = c.get(0)?;
+                let shows = !row.is_empty()
+                    && want.starts_with(&row)
+                    && (row == want || row == first_line || row.chars().count() >= 12);
+                shows.then_some(whole.end())
+            })
+            .collect()
+    }
+
+    /// The reply in `text` (group 1 of the last match of `result.reply`).
+    #[must_use]
+    pub fn reply_in(&self, text: &str) -> Option<String> {
+        self.reply(text)
+    }
+
+    /// How many times each `[[limit]]` rule matches `screen`, summed (new matches after
+    /// a prompt mean a new limit message).
+    #[must_use]
+    pub fn limit_matches(&self, screen: &str) -> usize {
+        self.limits
+            .iter()
+            .map(|re| re.find_iter(screen).count())
+            .sum()
+    }
+
+    /// The text of the last `[[limit]]` match on `screen` and its rule's `backoff_s`.
+    #[must_use]
+    pub fn limit_message(&self, screen: &str) -> Option<(String, u64)> {
+        self.limits
+            .iter()
+            .zip(&self.spec.limit)
+            .filter_map(|(re, spec)| {
+                let m = re.find_iter(screen).last()?;
+                // The whole row(s) the match is on: the reset time may follow it.
+                // The paragraph the match is in (to the next blank row): a message that
+                // wraps names its reset time on a later row.
+                let start = screen[..m.start()].rfind('\n').map_or(0, |i| i + 1);
+                let end = screen[m.end()..]
+                    .find("\n\n")
+                    .map_or(screen.len(), |i| m.end() + i);
+                let text = screen[start..end]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Some((m.start(), text, spec.backoff_s))
+            })
+            .max_by_key(|(at, _, _)| *at)
+            .map(|(_, text, backoff)| (text, backoff))
+    }
+
     /// The exit status shown on the final screen, when the profile can read one.
     #[must_use]
     pub fn exit_status(&self, screen: &str) -> Option<i32> {
@@ -617,6 +836,12 @@ impl Profile {
         let caps = re.captures_iter(screen).last()?;
         caps.get(1)?.as_str().parse().ok()
     }
+}
+
+/// `s` with every run of whitespace (line breaks included) turned into one space,
+/// trimmed.
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

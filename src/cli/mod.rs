@@ -6,6 +6,7 @@ mod bench;
 mod bench_llm;
 mod bench_locks;
 mod demo;
+mod hook;
 mod init;
 mod locks;
 pub mod logging;
@@ -246,6 +247,20 @@ enum Cmd {
     /// answered with.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// The program an agent CLI's hooks run (installed by the daemon for each session of
+    /// a profile with [hooks]; not for people). Reads the CLI's JSON on stdin.
+    #[command(
+        hide = true,
+        after_help = "Sends what the hook reports to the session it runs under \
+        (ARCHITECT_HOOK_SOCKET, ARCHITECT_HOOK_TOKEN) and prints the answer in the CLI's \
+        format. A tool request that cannot reach the session is denied (fails closed)."
+    )]
+    Hook {
+        /// The CLI: claude-code, codex or gemini.
+        agent: String,
+        /// The CLI's hook event (UserPromptSubmit, PreToolUse, Stop, …).
+        event: String,
+    },
 }
 
 /// Runs the parsed command.
@@ -304,6 +319,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Locks { json } => locks::list(&need(&spool)?, json),
         Cmd::Lock(cmd) => locks::run(&need(&spool)?, &cli.config, cmd),
         Cmd::Policy(cmd) => policy::run(&cli.config, cmd),
+        Cmd::Hook { agent, event } => hook::run(&agent, &event),
     }
 }
 

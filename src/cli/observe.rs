@@ -102,11 +102,12 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
     );
     let by_state = |st: &str| sessions.iter().filter(|s| s.state.as_str() == st).count();
     println!(
-        "sessions  {} total · idle {} · busy {} · waiting_input {} · starting {} · dead {}",
+        "sessions  {} total · idle {} · busy {} · waiting_input {} · limited {} · starting {} · dead {}",
         sessions.len(),
         by_state("idle"),
         by_state("busy"),
         by_state("waiting_input"),
+        by_state("limited"),
         by_state("starting"),
         by_state("dead")
     );

@@ -261,6 +261,8 @@ pub struct Config {
     /// The repository the sessions work in: the config directory's parent. Task lock
     /// paths are relative to it.
     pub repo: PathBuf,
+    /// What agent CLIs' models cost (`prices.toml`).
+    pub prices: crate::agents::prices::Prices,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -441,6 +443,7 @@ impl Config {
                 git: arch.git.clone(),
             });
         }
+        let prices = crate::agents::prices::Prices::load(&dir)?;
         Ok(Self {
             dir,
             node,
@@ -448,6 +451,7 @@ impl Config {
             git: arch.git,
             sessions,
             repo: base,
+            prices,
         })
     }
 }

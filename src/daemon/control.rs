@@ -121,7 +121,8 @@ impl Daemon {
         let to = self.spool.task_path(TaskState::Pending, id);
         self.batch.rename(&from, &to);
         record.state = TaskState::Pending;
-        record.attempt_base = u32::try_from(record.attempts.len()).unwrap_or(u32::MAX);
+        record.attempt_base = 0;
+        record.attempt_base = record.attempts_used();
         record.finished_at = None;
         record.result = None;
         record.error = None;

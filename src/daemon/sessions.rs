@@ -40,6 +40,8 @@ pub(crate) struct SessionSlot {
     pub removed: bool,
     /// A permission question waiting for `architect approve|deny`.
     pub approval: Option<crate::session::PendingApproval>,
+    /// Parked by a usage limit until then.
+    pub limited_until: Option<DateTime<Utc>>,
 }
 
 impl SessionSlot {
@@ -60,6 +62,7 @@ impl SessionSlot {
             replace_with: None,
             removed: false,
             approval: None,
+            limited_until: None,
         }
     }
 
@@ -410,6 +413,48 @@ impl Daemon {
             SessionEvent::AnswerRefused { reason } => {
                 tracing::warn!(session = %session, "approve/deny not applied: {reason}");
             }
+            SessionEvent::PromptAccepted {
+                task_id,
+                evidence,
+                after_enter_ms,
+            } => {
+                self.log.record(
+                    EventType::PromptAccepted,
+                    Some(&task_id),
+                    Some(&session),
+                    json!({"evidence": evidence, "after_enter_ms": after_enter_ms}),
+                );
+            }
+            SessionEvent::Limited { message, reset_in } => {
+                let until = Utc::now()
+                    + chrono::Duration::from_std(reset_in).unwrap_or(chrono::Duration::MAX);
+                slot.limited_until = Some(until);
+                let task = slot.task.clone();
+                tracing::warn!(session = %session, "usage limit: {message}; parked until {until}");
+                self.log.record(
+                    EventType::SessionLimited,
+                    task.as_deref(),
+                    Some(&session),
+                    json!({
+                        "message": message,
+                        "reset_in_s": reset_in.as_secs(),
+                        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    }),
+                );
+                self.publish_session(&session);
+            }
+            SessionEvent::Hook {
+                task_id,
+                event,
+                signal,
+            } => {
+                self.log.record(
+                    EventType::HookReceived,
+                    task_id.as_deref(),
+                    Some(&session),
+                    json!({"event": event, "signal": signal}),
+                );
+            }
         }
     }
 
@@ -475,6 +520,9 @@ impl Daemon {
         if state != SessionState::WaitingInput {
             slot.approval = None;
         }
+        if state != SessionState::Limited {
+            slot.limited_until = None;
+        }
         let task = slot.task.clone();
         self.log.record(
             EventType::SessionState,
@@ -519,6 +567,7 @@ impl Daemon {
             since: slot.since,
             restarts: slot.restarts,
             last_exit: slot.last_exit.clone(),
+            limited_until: slot.limited_until,
             approval: slot.approval.clone(),
         };
         let path = self.spool.dir("sessions").join(format!("{name}.json"));

@@ -388,10 +388,12 @@ impl Daemon {
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         match outcome {
             RunOutcome::Completed(result) => {
+                self.log_agent_usage(task_id, session, &result);
                 self.end_attempt(task_id, session, AttemptOutcome::Completed, None);
                 self.finish(task_id, TaskState::Done, Some(result), None);
             }
             RunOutcome::Failed(result, error) => {
+                self.log_agent_usage(task_id, session, &result);
                 self.end_attempt(
                     task_id,
                     session,
@@ -405,8 +407,27 @@ impl Daemon {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
                 self.unclaim(task_id);
             }
-            RunOutcome::TimedOut | RunOutcome::NotTaken(_) if cancel => {
+            RunOutcome::TimedOut
+            | RunOutcome::NotTaken(_)
+            | RunOutcome::DeliveryUncertain(_)
+            | RunOutcome::Limited { .. }
+                if cancel =>
+            {
                 self.attempt_cancelled(task_id, session, None);
+            }
+            RunOutcome::DeliveryUncertain(why) => {
+                // Never retried by itself: the prompt may have run.
+                self.end_attempt(
+                    task_id,
+                    session,
+                    AttemptOutcome::DeliveryUncertain,
+                    Some(why.clone()),
+                );
+                self.finish(task_id, TaskState::Failed, None, Some(why));
+            }
+            RunOutcome::Limited { message, .. } => {
+                let why = format!("usage limit on session {session}: {message}");
+                self.attempt_failed(task_id, session, AttemptOutcome::Limited, why);
             }
             RunOutcome::NotTaken(why) => {
                 self.attempt_failed(task_id, session, AttemptOutcome::NotTaken, why);
@@ -419,6 +440,29 @@ impl Daemon {
                 let error = format!("timed out after {secs} s");
                 self.attempt_failed(task_id, session, AttemptOutcome::TimedOut, error);
             }
+        }
+    }
+
+    /// Logs an `agent_usage` event per model the agent CLI reported, priced from
+    /// `config/prices.toml`.
+    fn log_agent_usage(&self, task_id: &str, session: &str, result: &TaskResult) {
+        for u in &result.usage {
+            let cost = self.config.prices.cost(u.model.as_deref(), &u.tokens);
+            self.log.record(
+                EventType::AgentUsage,
+                Some(task_id),
+                Some(session),
+                json!({
+                    "model": u.model,
+                    "input_tokens": u.tokens.input,
+                    "output_tokens": u.tokens.output,
+                    "cache_read_tokens": u.tokens.cache_read,
+                    "cache_write_tokens": u.tokens.cache_write,
+                    "reasoning_tokens": u.tokens.reasoning,
+                    "cost_usd": cost.unwrap_or(0.0),
+                    "priced": cost.is_some(),
+                }),
+            );
         }
     }
 

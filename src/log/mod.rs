@@ -123,6 +123,18 @@ pub enum EventType {
     /// A call was not made because it could break a budget (`data.provider`,
     /// `data.budget`, `data.limit_usd`, `data.spent_usd`, `data.estimate_usd`).
     BudgetExceeded,
+    /// A prompt was taken by its session (`data.evidence`: what proved it,
+    /// `data.after_enter_ms`).
+    PromptAccepted,
+    /// An agent CLI's hook reported something (`data.event`, `data.signal`).
+    HookReceived,
+    /// A session hit a usage limit and is parked (`data.message`, `data.reset_in_s`,
+    /// `data.until`).
+    SessionLimited,
+    /// Tokens an agent CLI used for a task (`data.model`, `data.input_tokens`,
+    /// `data.output_tokens`, `data.cache_read_tokens`, `data.cache_write_tokens`,
+    /// `data.reasoning_tokens`, `data.cost_usd` in USD from `config/prices.toml`).
+    AgentUsage,
 }
 
 impl EventType {
@@ -157,6 +169,10 @@ impl EventType {
             Self::LlmCall => "llm_call",
             Self::BreakerState => "breaker_state",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::PromptAccepted => "prompt_accepted",
+            Self::HookReceived => "hook_received",
+            Self::SessionLimited => "session_limited",
+            Self::AgentUsage => "agent_usage",
         }
     }
 }

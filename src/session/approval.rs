@@ -92,6 +92,38 @@ pub fn decide(
                 .into(),
         };
     }
+    check(approvals, question, text, worktree, home, profile)
+}
+
+/// Decides a question whose action is known exactly (from a hook, not read off a
+/// screen): only an unknown action is escalated before the policy sees it; a command of
+/// several lines is parsed as the policy parses any command line.
+#[must_use]
+pub fn decide_exact(
+    approvals: &Approvals,
+    question: &Question,
+    worktree: PathBuf,
+    home: PathBuf,
+    profile: &str,
+) -> Verdict {
+    let Some(text) = question.action.as_deref() else {
+        return Verdict {
+            decision: Decision::Escalate,
+            rule: "escalate.unreadable".into(),
+            reason: "the hook did not say what the tool would do".into(),
+        };
+    };
+    check(approvals, question, text, worktree, home, profile)
+}
+
+fn check(
+    approvals: &Approvals,
+    question: &Question,
+    text: &str,
+    worktree: PathBuf,
+    home: PathBuf,
+    profile: &str,
+) -> Verdict {
     let action = match question.kind {
         ActionKind::Command => Action::Command(text.to_string()),
         ActionKind::Edit => Action::Edit(PathBuf::from(text)),

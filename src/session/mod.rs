@@ -3,9 +3,15 @@
 //! state each session publishes as `sessions/<name>.json`.
 
 pub mod approval;
+pub mod hooks;
+pub mod limit;
+pub mod machine;
+pub mod marks;
+pub mod output;
 pub mod provider;
 pub mod runner;
 pub mod screen;
+pub mod signal;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +32,7 @@ pub struct SessionFile {
     /// Role, if any.
     #[serde(default)]
     pub role: Option<String>,
-    /// `starting | idle | busy | waiting_input | dead`.
+    /// `starting | idle | busy | waiting_input | limited | dead`.
     pub state: SessionState,
     /// The task it is running.
     #[serde(default)]
@@ -41,6 +47,9 @@ pub struct SessionFile {
     /// Why it is dead, when it is.
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// Parked after a usage limit until then (state `limited`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited_until: Option<DateTime<Utc>>,
     /// The permission question waiting for `architect approve|deny`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<PendingApproval>,

@@ -100,7 +100,7 @@ pub(crate) fn run(
                     Ok(answer) => RunOutcome::Completed(TaskResult {
                         output: answer.reply.clone(),
                         reply: Some(answer.reply),
-                        exit_status: None,
+                        ..TaskResult::default()
                     }),
                     Err(e) => RunOutcome::Failed(TaskResult::default(), e.to_string()),
                 };

@@ -1,14 +1,14 @@
 //! One session: a program in a pseudo-terminal, driven by a thread.
 //!
-//! The thread owns the terminal. It spawns the program through `expectrl` (its own
-//! session and process group, a set window size), feeds everything it prints into a
-//! [`Screen`], answers terminal queries, reads the state off the rendered screen with the
-//! profile's regexes, submits prompts (type, pause, Enter, check the screen changed),
-//! recognises completion (busy → idle, unchanged for the debounce), enforces the task's
-//! timeout, and reports [`SessionEvent`]s to the scheduler. It waits in `poll(2)` on the
-//! terminal and on a wake-up socket, so a new command is picked up at once.
+//! The thread is the thin shell around the session's [`Machine`]: it spawns the program
+//! through `expectrl` (its own session and process group, a set window size, the shell
+//! integration's start-up file, the CLI's hooks), feeds everything the program prints
+//! into a [`Screen`] (answering terminal queries) and into the machine (the shell's OSC
+//! 133 marks split out by a [`MarkScanner`]), serves the session's hook socket, and
+//! carries out what the machine decides: keys to type, [`SessionEvent`]s for the
+//! scheduler, answers to hooks, a kill. It waits in `poll(2)` on the terminal, a wake-up
+//! socket and the hook socket, so new output, a command or a hook is handled at once.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -21,15 +21,14 @@ use std::time::{Duration, Instant};
 use expectrl::process::Process as _;
 use serde::{Deserialize, Serialize};
 
-use super::approval::{decide, Approvals, DecidedBy, Question};
+use super::approval::{Approvals, DecidedBy, Question};
+use super::hooks::{HookServer, Integration};
+use super::machine::{Effect, Input, Machine, Setup};
+use super::marks::{MarkScanner, Piece};
 use super::screen::Screen;
 use crate::config::ResolvedSession;
 use crate::policy::{Decision, Verdict};
-use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
 use crate::spool::task::TaskResult;
-
-/// Most transcript bytes kept for one task (the tail is kept), 1 MiB.
-const TRANSCRIPT_LIMIT: usize = 1024 * 1024;
 
 /// A session's state, as written to `sessions/<name>.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +42,8 @@ pub enum SessionState {
     Busy,
     /// Showing a question that must be answered.
     WaitingInput,
+    /// Parked after a usage or rate limit, until its reset time; takes no task.
+    Limited,
     /// The program is not running (it exited, or is waiting to be restarted).
     Dead,
 }
@@ -56,6 +57,7 @@ impl SessionState {
             Self::Idle => "idle",
             Self::Busy => "busy",
             Self::WaitingInput => "waiting_input",
+            Self::Limited => "limited",
             Self::Dead => "dead",
         }
     }
@@ -129,9 +131,19 @@ pub enum RunOutcome {
     Cancelled,
     /// The session was not ready when the task arrived; nothing was typed.
     NotStarted(String),
-    /// The prompt was typed but the program never showed its busy screen within the
-    /// profile's `done.busy_timeout_ms` (it swallowed the prompt); interrupted.
+    /// The prompt is proven not taken (it was still in the input box after every Enter);
+    /// retried.
     NotTaken(String),
+    /// Neither proof that the prompt was taken nor that it was not; the turn is over.
+    /// Failed without a retry, so that a prompt never runs twice.
+    DeliveryUncertain(String),
+    /// The agent hit a usage or rate limit: back to the queue, no attempt counted.
+    Limited {
+        /// What the agent said.
+        message: String,
+        /// How long the session waits before it takes work again.
+        reset_in: Duration,
+    },
 }
 
 /// What a session reports.
@@ -144,6 +156,33 @@ pub enum SessionEvent {
     },
     /// The state read off the screen changed.
     State(SessionState),
+    /// There is evidence that the prompt was taken (`prompt_accepted`).
+    PromptAccepted {
+        /// Task id.
+        task_id: String,
+        /// Which evidence: `mark:command_start`, `hook:UserPromptSubmit`, `busy_screen`,
+        /// `prompt_in_transcript`, `input_cleared`, `screen_changed`, …
+        evidence: String,
+        /// Time from the first Enter, in ms.
+        after_enter_ms: Option<u64>,
+    },
+    /// The session hit a usage or rate limit and is parked (`session_limited`).
+    Limited {
+        /// What the agent said.
+        message: String,
+        /// How long it is parked.
+        reset_in: Duration,
+    },
+    /// A hook signal arrived (for the event log; tool requests are logged as
+    /// permission decisions).
+    Hook {
+        /// The task running.
+        task_id: Option<String>,
+        /// The CLI's event name.
+        event: String,
+        /// The signal kind (`prompt_submitted`, `turn_end`, …).
+        signal: String,
+    },
     /// The prompt's first byte was written to the terminal.
     PromptSent {
         /// Task id.
@@ -308,84 +347,33 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// What the session is doing with the current task.
-#[derive(Debug)]
-enum Phase {
-    /// No task.
-    Free,
-    /// Text typed; Enter goes at `enter_at`.
-    Typed { enter_at: Instant },
-    /// Enter sent; waiting for the screen to change.
-    Submitted {
-        before: String,
-        at: Instant,
-        resent: bool,
-    },
-    /// Working; done when idle and unchanged for the debounce.
-    Running {
-        saw_busy: bool,
-        changed: bool,
-        before: String,
-    },
-    /// Interrupt keys sent; waiting for idle until `kill_at`.
-    Interrupting {
-        kill_at: Instant,
-        outcome: RunOutcome,
-    },
-}
-
-struct Task {
-    assignment: Assignment,
-    deadline: Instant,
-    /// When Enter was first pressed.
-    entered_at: Option<Instant>,
-    transcript: Vec<u8>,
-    recording: bool,
-}
-
+/// The session thread: the program, its terminal, its screen and its machine.
 struct Runner {
     cfg: ResolvedSession,
-    profile: Profile,
     generation: u64,
     events: EventSink,
     commands: mpsc::Receiver<Command>,
     wake: UnixStream,
     screen: Screen,
-    state: SessionState,
-    last_output: Instant,
     screen_dirty: bool,
-    screen_text: String,
-    classified: Option<ScreenState>,
-    startup_fired: Vec<u32>,
-    /// The screen when a start-up rule last fired, and when.
-    startup_fired_on: Option<(String, Instant)>,
-    started_at: Instant,
-    task: Option<Task>,
-    phase: Phase,
-    queued_sends: VecDeque<(Instant, Vec<u8>)>,
-    approvals: Approvals,
-    /// The permission question on screen, once read.
-    question: Option<OpenQuestion>,
+    machine: Machine,
+    marks: Option<MarkScanner>,
+    hooks: Option<HookServer>,
     /// For `worktree = true`: the session's git worktree.
     worktrees: Option<crate::worktree::WorktreeManager>,
     /// The worktree is on a task's branch (switch back after the task).
     on_task_branch: bool,
+    /// The task running (for the worktree and for hook events).
+    task_id: Option<String>,
 }
 
-/// A permission question that has been read off the screen.
-struct OpenQuestion {
-    question: Question,
-    /// Index of the profile's `[[permission]]` rule.
-    index: usize,
-    /// When its answer was typed, and the screen then (`None`: waiting for a person).
-    answered: Option<(Instant, String)>,
+/// How the main loop ended.
+enum End {
+    /// The program is gone (its status), or was killed on the machine's word.
+    Exited(String),
+    /// Stopped on request.
+    Stopped(String),
 }
-
-/// How long the screen must be still before a permission question is read (the dialog
-/// must be drawn in full: a half-drawn command must never be judged).
-const QUESTION_SETTLE: Duration = Duration::from_millis(150);
-/// The same question still on screen this long after its answer counts as asked again.
-const QUESTION_REASK: Duration = Duration::from_millis(1500);
 
 impl Runner {
     fn new(
@@ -397,35 +385,40 @@ impl Runner {
         approvals: Approvals,
     ) -> Self {
         let profile = cfg.profile.clone();
-        let cfg_worktrees = cfg
+        let worktrees = cfg
             .repo
             .as_ref()
             .map(|r| crate::worktree::WorktreeManager::from_settings(r, &cfg.git));
         let t = profile.spec.terminal;
-        let rules = profile.startup_rules.len();
-        Self {
-            cfg,
-            screen: Screen::new(t.rows, t.cols),
+        let home = cfg
+            .env
+            .get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let setup = Setup {
+            name: cfg.spec.name.clone(),
             profile,
+            approvals,
+            cwd: cfg.cwd.clone(),
+            home,
+            marks: false,
+            hooks: false,
+        };
+        Self {
+            screen: Screen::with_scrollback(t.rows, t.cols, usize::from(t.scrollback)),
+            screen_dirty: true,
+            machine: Machine::new(setup, Instant::now()),
+            cfg,
             generation,
             events,
             commands,
             wake,
-            state: SessionState::Starting,
-            last_output: Instant::now(),
-            screen_dirty: true,
-            screen_text: String::new(),
-            classified: None,
-            startup_fired: vec![0; rules],
-            startup_fired_on: None,
-            started_at: Instant::now(),
-            task: None,
-            phase: Phase::Free,
-            queued_sends: VecDeque::new(),
-            approvals,
-            question: None,
-            worktrees: cfg_worktrees,
+            marks: None,
+            hooks: None,
+            worktrees,
             on_task_branch: false,
+            task_id: None,
         }
     }
 
@@ -451,136 +444,20 @@ impl Runner {
         }
     }
 
-    /// Reports the end of the interrupted task (if any) with `outcome`.
-    fn end_interrupted(&mut self, outcome: RunOutcome) {
-        let task_id = self
-            .task
-            .take()
-            .map(|t| t.assignment.task_id)
-            .unwrap_or_default();
-        self.emit_finished(task_id, outcome);
-    }
-
     /// Reports a task's end; a worktree on the task's branch goes back to the session's
     /// own branch first (its work committed there), so the branch is free for the next
-    /// holder of its lock.
+    /// holder of its lock. The machine says a task is over only after its command or
+    /// turn ended, so nothing still runs on the branch.
     fn emit_finished(&mut self, task_id: String, outcome: RunOutcome) {
         if self.on_task_branch {
             if let Err(e) = self.prepare_worktree(None) {
                 tracing::error!(session = %self.cfg.spec.name, "switching back: {e}");
             }
         }
+        if self.task_id.as_deref() == Some(task_id.as_str()) {
+            self.task_id = None;
+        }
         self.emit(SessionEvent::Finished { task_id, outcome });
-    }
-
-    /// Reads and decides the permission question on screen (called while a task runs and
-    /// the screen reads `waiting_input`).
-    fn handle_question(&mut self, pty: &mut File, now: Instant) {
-        if now.duration_since(self.last_output) < QUESTION_SETTLE {
-            return;
-        }
-        let Some(req) = self.profile.permission_request(&self.screen_text) else {
-            return; // a question no rule describes: a person answers with `architect send`
-        };
-        let question = Question::from_request(&req);
-        if let Some(open) = &self.question {
-            let same = open.question == question;
-            match &open.answered {
-                // Waiting for a person: only a different question replaces it.
-                None if same => return,
-                // Answered: the program has not moved on yet, unless the screen changed and
-                // shows another question (or the same one, asked again a while later).
-                Some((at, screen)) => {
-                    let moved_on = self.screen_text != *screen
-                        && (!same || now.duration_since(*at) >= QUESTION_REASK);
-                    if !moved_on {
-                        return;
-                    }
-                }
-                None => {}
-            }
-        }
-        let home = self
-            .cfg
-            .env
-            .get("HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let verdict = decide(
-            &self.approvals,
-            &question,
-            self.cfg.cwd.clone(),
-            home,
-            &self.profile.name,
-        );
-        let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
-        let keys = &self.profile.spec.permission[req.index];
-        let answered = match verdict.decision {
-            Decision::Allow | Decision::Deny => {
-                let key = if verdict.decision == Decision::Allow {
-                    &keys.yes
-                } else {
-                    &keys.no
-                };
-                self.write(pty, key.as_bytes());
-                self.emit(SessionEvent::Permission {
-                    task_id,
-                    question: question.clone(),
-                    decision: verdict.decision,
-                    rule: verdict.rule,
-                    reason: verdict.reason,
-                    by: DecidedBy::Policy,
-                });
-                Some((now, self.screen_text.clone()))
-            }
-            Decision::Escalate => {
-                self.emit(SessionEvent::ApprovalNeeded {
-                    task_id,
-                    question: question.clone(),
-                    verdict,
-                });
-                None
-            }
-        };
-        self.question = Some(OpenQuestion {
-            question,
-            index: req.index,
-            answered,
-        });
-    }
-
-    /// `architect approve|deny`: types the waiting question's yes or no key.
-    fn answer(&mut self, pty: &mut File, approve: bool) {
-        let Some(open) = self.question.as_mut().filter(|q| q.answered.is_none()) else {
-            self.emit(SessionEvent::AnswerRefused {
-                reason: "no permission question is waiting for a person on this session".into(),
-            });
-            return;
-        };
-        let keys = &self.profile.spec.permission[open.index];
-        let key = if approve { &keys.yes } else { &keys.no };
-        let key = key.clone();
-        open.answered = Some((Instant::now(), self.screen_text.clone()));
-        let question = open.question.clone();
-        self.write(pty, key.as_bytes());
-        let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
-        self.emit(SessionEvent::Permission {
-            task_id,
-            question,
-            decision: if approve {
-                Decision::Allow
-            } else {
-                Decision::Deny
-            },
-            rule: "person".into(),
-            reason: format!(
-                "{} with architect {}",
-                if approve { "approved" } else { "denied" },
-                if approve { "approve" } else { "deny" }
-            ),
-            by: DecidedBy::Person,
-        });
     }
 
     /// The value of [`SESSION_MARKER`] for this program: session, generation, daemon pid.
@@ -601,32 +478,20 @@ impl Runner {
         });
     }
 
-    fn set_state(&mut self, state: SessionState) {
-        if self.state != state {
-            // For operators diagnosing a profile: what the screen showed at the change
-            // (tracing only; the event log never gets screen text).
-            tracing::debug!(
-                session = %self.cfg.spec.name,
-                from = self.state.as_str(),
-                to = state.as_str(),
-                "state change; last screen rows:\n{}",
-                last_rows(&self.screen_text, 4)
-            );
-            self.state = state;
-            self.emit(SessionEvent::State(state));
-        }
-    }
-
-    fn spawn(&self) -> std::io::Result<expectrl::process::unix::UnixProcess> {
+    fn spawn(
+        &self,
+        integration: &Integration,
+    ) -> std::io::Result<expectrl::process::unix::UnixProcess> {
         let program = resolve_command(&self.cfg.command);
         let mut cmd = std::process::Command::new(&program);
-        cmd.args(&self.cfg.args).current_dir(&self.cfg.cwd);
+        cmd.args(&integration.args).current_dir(&self.cfg.cwd);
         if !self.cfg.env.contains_key("TERM") {
             cmd.env("TERM", "xterm-256color");
         }
         cmd.envs(&self.cfg.env);
+        cmd.envs(&integration.env);
         cmd.env(SESSION_MARKER, self.marker());
-        let t = self.profile.spec.terminal;
+        let t = self.cfg.profile.spec.terminal;
         let size = libc::winsize {
             ws_row: t.rows,
             ws_col: t.cols,
@@ -661,34 +526,40 @@ impl Runner {
     }
 
     fn run(&mut self) {
-        // A worktree session starts in its worktree, on its own branch.
-        if let Err(e) = self.prepare_worktree(None) {
-            self.emit(SessionEvent::Exited {
+        let fail = |me: &Self, e: String| {
+            me.emit(SessionEvent::Exited {
                 status: format!("did not start: {e}"),
                 requested: false,
             });
-            return;
+        };
+        // A worktree session starts in its worktree, on its own branch.
+        if let Err(e) = self.prepare_worktree(None) {
+            return fail(self, e);
         }
-        let proc = match self.spawn() {
+        let id = format!("{}-{}", std::process::id(), self.generation);
+        let mut integration = match Integration::prepare(&self.cfg, &id) {
+            Ok(i) => i,
+            Err(e) => return fail(self, format!("preparing the session: {e}")),
+        };
+        if let Some(nonce) = &integration.nonce {
+            self.marks = Some(MarkScanner::new(nonce));
+        }
+        self.hooks = integration.hooks.take();
+        let proc = match self.spawn(&integration) {
             Ok(p) => p,
-            Err(e) => {
-                self.emit(SessionEvent::Exited {
-                    status: format!("did not start: {e}"),
-                    requested: false,
-                });
-                return;
-            }
+            Err(e) => return fail(self, e.to_string()),
+        };
+        self.machine = {
+            let mut setup = self.setup_for(integration.nonce.is_some(), self.hooks.is_some());
+            setup.name = self.cfg.spec.name.clone();
+            Machine::new(setup, Instant::now())
         };
         let pid = proc.pid().as_raw();
         let mut pty: File = match proc.get_raw_handle() {
             Ok(f) => f,
             Err(e) => {
                 kill_group(pid);
-                self.emit(SessionEvent::Exited {
-                    status: format!("did not start: opening the terminal: {e}"),
-                    requested: false,
-                });
-                return;
+                return fail(self, format!("opening the terminal: {e}"));
             }
         };
         // SAFETY: fcntl on a descriptor we own.
@@ -696,33 +567,86 @@ impl Runner {
             let flags = libc::fcntl(pty.as_raw_fd(), libc::F_GETFL);
             libc::fcntl(pty.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
-        self.started_at = Instant::now();
         self.emit(SessionEvent::Started {
             pid: u32::try_from(pid).unwrap_or(0),
         });
         self.emit(SessionEvent::State(SessionState::Starting));
-        if let Some(keys) = self.profile.spec.startup.send.clone() {
-            self.write(&mut pty, keys.as_bytes());
-        }
-        let (status, requested) = self.drive(&mut pty, pid);
+        self.step(&mut pty, Input::Started);
+        let end = self.drive(&mut pty, pid);
         drop(pty);
         kill_group(pid);
         // Processes that left the group (setsid, daemons such as `codex app-server`) still
         // carry the marker in their environment.
         kill_marked(&self.marker());
         drop(proc);
+        drop(integration);
+        self.hooks = None;
         // A task still running here is reported by the scheduler as "session died".
-        self.state = SessionState::Dead;
+        let (status, requested) = match end {
+            End::Exited(s) => (s, false),
+            End::Stopped(s) => (s, true),
+        };
         self.emit(SessionEvent::Exited { status, requested });
     }
 
-    /// The main loop. Returns the exit status text and whether the stop was requested.
-    fn drive(&mut self, pty: &mut File, pid: i32) -> (String, bool) {
+    fn setup_for(&self, marks: bool, hooks: bool) -> Setup {
+        let home = self
+            .cfg
+            .env
+            .get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Setup {
+            name: self.cfg.spec.name.clone(),
+            profile: self.cfg.profile.clone(),
+            approvals: self.machine_approvals(),
+            cwd: self.cfg.cwd.clone(),
+            home,
+            marks,
+            hooks,
+        }
+    }
+
+    fn machine_approvals(&self) -> Approvals {
+        self.machine.approvals().clone()
+    }
+
+    /// Feeds one input to the machine and carries out its effects. `Some` ends the
+    /// session (the machine asked for a kill).
+    fn step(&mut self, pty: &mut File, input: Input) -> Option<String> {
+        let effects = self.machine.step(Instant::now(), input);
+        let mut end = None;
+        for effect in effects {
+            match effect {
+                Effect::Write(bytes) => self.write(pty, &bytes),
+                Effect::Emit(event) => self.emit(event),
+                Effect::Finish { task_id, outcome } => self.emit_finished(task_id, outcome),
+                Effect::Answer { conn, answer } => {
+                    if let Some(h) = self.hooks.as_mut() {
+                        h.answer(conn, &answer);
+                    }
+                }
+                Effect::Kill(status) => end = Some(status),
+            }
+        }
+        end
+    }
+
+    /// The main loop.
+    fn drive(&mut self, pty: &mut File, pid: i32) -> End {
         let mut buf = vec![0u8; 64 * 1024];
         let mut last_reap = Instant::now();
         loop {
-            let timeout = self.next_timeout();
-            let mut fds = [
+            let now = Instant::now();
+            let timeout = self
+                .machine
+                .next_deadline()
+                .map_or(Duration::from_millis(250), |d| {
+                    d.saturating_duration_since(now)
+                })
+                .min(Duration::from_millis(250));
+            let mut fds = vec![
                 libc::pollfd {
                     fd: pty.as_raw_fd(),
                     events: libc::POLLIN,
@@ -734,64 +658,159 @@ impl Runner {
                     revents: 0,
                 },
             ];
+            if let Some(h) = &self.hooks {
+                fds.extend(h.poll_fds().into_iter().map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }));
+            }
             let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            // SAFETY: fds is a valid array of two pollfd for the duration of the call.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(2);
+            // SAFETY: fds is a valid array of nfds pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, ms) };
             if rc < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() != std::io::ErrorKind::Interrupted {
-                    return (format!("poll failed: {err}"), false);
+                    return End::Exited(format!("poll failed: {err}"));
                 }
             }
             if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 match pty.read(&mut buf) {
-                    Ok(0) => return (reap(pid), false),
-                    Ok(n) => self.on_output(pty, n, &buf),
+                    Ok(0) => return End::Exited(reap(pid)),
+                    Ok(n) => {
+                        let data = buf[..n].to_vec();
+                        if let Some(status) = self.on_output(pty, &data) {
+                            kill_group(pid);
+                            return End::Exited(status);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     // EIO: every slave descriptor is closed, the program is gone.
-                    Err(_) => return (reap(pid), false),
+                    Err(_) => return End::Exited(reap(pid)),
                 }
             }
             if fds[1].revents & libc::POLLIN != 0 {
                 let mut sink = [0u8; 64];
                 while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
             }
+            if fds.len() > 2 && fds[2..].iter().any(|f| f.revents != 0) {
+                let received = self
+                    .hooks
+                    .as_mut()
+                    .map(HookServer::receive)
+                    .unwrap_or_default();
+                for (conn, msg) in received {
+                    self.log_hook(&msg.event, &msg.signal);
+                    let input = Input::Hook {
+                        conn,
+                        event: msg.event,
+                        signal: msg.signal,
+                    };
+                    if let Some(status) = self.step(pty, input) {
+                        kill_group(pid);
+                        return End::Exited(status);
+                    }
+                }
+            }
             while let Ok(cmd) = self.commands.try_recv() {
                 if matches!(cmd, Command::Stop) {
                     kill_group(pid);
-                    return (reap(pid), true);
+                    return End::Stopped(reap(pid));
                 }
-                self.on_command(pty, cmd);
+                if let Some(status) = self.on_command(pty, cmd) {
+                    kill_group(pid);
+                    return End::Exited(status);
+                }
             }
-            if let Err(status) = self.tick(pty, pid) {
-                return (status, false);
+            if self.screen_dirty {
+                self.screen_dirty = false;
+                let visible = self.screen.text();
+                let scrollback = self
+                    .machine
+                    .wants_scrollback()
+                    .then(|| self.screen.scrollback_text());
+                if let Some(status) = self.step(
+                    pty,
+                    Input::Screen {
+                        visible,
+                        scrollback,
+                    },
+                ) {
+                    kill_group(pid);
+                    return End::Exited(status);
+                }
+            }
+            if let Some(status) = self.step(pty, Input::Tick) {
+                kill_group(pid);
+                return End::Exited(status);
             }
             if last_reap.elapsed() > Duration::from_millis(250) {
                 last_reap = Instant::now();
                 if let Some(status) = try_reap(pid) {
-                    return (status, false);
+                    return End::Exited(status);
                 }
             }
         }
     }
 
-    fn on_output(&mut self, pty: &mut File, n: usize, buf: &[u8]) {
-        let replies = self.screen.feed(&buf[..n]);
-        if !replies.is_empty() {
-            self.write(pty, &replies);
-        }
-        if let Some(task) = self.task.as_mut() {
-            if task.recording {
-                task.transcript.extend_from_slice(&buf[..n]);
-                if task.transcript.len() > TRANSCRIPT_LIMIT {
-                    let cut = task.transcript.len() - TRANSCRIPT_LIMIT;
-                    task.transcript.drain(..cut);
+    /// Logs a hook signal (tool requests show up as permission decisions instead).
+    fn log_hook(&self, event: &str, signal: &super::signal::Signal) {
+        let kind = match signal {
+            super::signal::Signal::ToolRequest { .. } => return,
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("signal").and_then(|s| s.as_str()).map(String::from))
+                .unwrap_or_default(),
+        };
+        self.emit(SessionEvent::Hook {
+            task_id: self.task_id.clone(),
+            event: event.to_string(),
+            signal: kind,
+        });
+    }
+
+    /// New output: marks split out, the rest to the screen (queries answered) and to the
+    /// machine.
+    fn on_output(&mut self, pty: &mut File, data: &[u8]) -> Option<String> {
+        let pieces = match self.marks.as_mut() {
+            Some(m) => m.scan(data),
+            None => vec![Piece::Bytes(data.to_vec())],
+        };
+        for piece in pieces {
+            let input = match piece {
+                Piece::Bytes(bytes) => {
+                    let replies = self.screen.feed(&bytes);
+                    if !replies.is_empty() {
+                        self.write(pty, &replies);
+                    }
+                    self.screen_dirty = true;
+                    Input::Output(bytes)
                 }
+                Piece::Mark(mark) => {
+                    // The screen first, so the machine sees what preceded the mark.
+                    if self.screen_dirty {
+                        self.screen_dirty = false;
+                        let visible = self.screen.text();
+                        if let Some(s) = self.step(
+                            pty,
+                            Input::Screen {
+                                visible,
+                                scrollback: None,
+                            },
+                        ) {
+                            return Some(s);
+                        }
+                    }
+                    Input::Mark(mark)
+                }
+            };
+            if let Some(s) = self.step(pty, input) {
+                return Some(s);
             }
         }
-        self.last_output = Instant::now();
-        self.screen_dirty = true;
+        None
     }
 
     fn write(&self, pty: &mut File, bytes: &[u8]) {
@@ -812,416 +831,21 @@ impl Runner {
         }
     }
 
-    fn prompt_bytes(&self, prompt: &str) -> Vec<u8> {
-        match self.profile.spec.submit.mode {
-            SubmitMode::Typed => prompt
-                .replace("\r\n", "\n")
-                .replace('\n', &self.profile.spec.submit.newline)
-                .into_bytes(),
-            SubmitMode::BracketedPaste => {
-                let mut v = b"\x1b[200~".to_vec();
-                v.extend_from_slice(prompt.as_bytes());
-                v.extend_from_slice(b"\x1b[201~");
-                v
-            }
-        }
-    }
-
-    fn on_command(&mut self, pty: &mut File, cmd: Command) {
-        match cmd {
-            Command::Run(assignment) => {
-                if self.task.is_some() || self.state != SessionState::Idle {
-                    // The scheduler only assigns to idle sessions; refuse loudly otherwise.
-                    self.emit(SessionEvent::Finished {
-                        task_id: assignment.task_id,
-                        outcome: RunOutcome::NotStarted(format!(
-                            "session was {} when the task arrived",
-                            self.state.as_str()
-                        )),
-                    });
-                    return;
-                }
-                self.question = None;
+    fn on_command(&mut self, pty: &mut File, cmd: Command) -> Option<String> {
+        if let Command::Run(assignment) = &cmd {
+            if self.machine.ready() {
                 if let Some(branch) = assignment.branch.clone() {
                     if let Err(e) = self.prepare_worktree(Some(&branch)) {
-                        self.emit_finished(
-                            assignment.task_id,
-                            RunOutcome::Failed(TaskResult::default(), e),
-                        );
-                        return;
+                        let id = assignment.task_id.clone();
+                        self.emit_finished(id, RunOutcome::Failed(TaskResult::default(), e));
+                        return None;
                     }
                 }
-                let bytes = self.prompt_bytes(&assignment.prompt);
-                let deadline = Instant::now() + assignment.timeout;
-                let task_id = assignment.task_id.clone();
-                self.task = Some(Task {
-                    assignment,
-                    deadline,
-                    transcript: Vec::new(),
-                    recording: false,
-                    entered_at: None,
-                });
-                let written_at = chrono::Utc::now();
-                self.write(pty, &bytes);
-                self.emit(SessionEvent::PromptSent {
-                    task_id,
-                    written_at,
-                });
-                self.phase = Phase::Typed {
-                    enter_at: Instant::now()
-                        + Duration::from_millis(self.profile.spec.submit.pause_ms),
-                };
-                self.set_state(SessionState::Busy);
+                self.task_id = Some(assignment.task_id.clone());
             }
-            Command::Interrupt(reason) => {
-                if self.task.is_some() {
-                    let outcome = match reason {
-                        InterruptReason::Cancelled => RunOutcome::Cancelled,
-                    };
-                    self.interrupt(pty, outcome);
-                }
-            }
-            Command::Send { text, enter } => {
-                self.write(pty, text.as_bytes());
-                if enter {
-                    let at =
-                        Instant::now() + Duration::from_millis(self.profile.spec.submit.pause_ms);
-                    self.queued_sends
-                        .push_back((at, self.profile.spec.submit.enter.clone().into_bytes()));
-                }
-            }
-            Command::Answer { approve } => self.answer(pty, approve),
-            Command::SetApprovals(a) => self.approvals = a,
-            Command::Stop => {}
         }
+        self.step(pty, Input::Command(cmd))
     }
-
-    fn interrupt(&mut self, pty: &mut File, outcome: RunOutcome) {
-        self.phase = self.interrupt_phase(pty, outcome);
-    }
-
-    /// Sends the interrupt keys; the phase that waits for idle (or kills).
-    fn interrupt_phase(&self, pty: &mut File, outcome: RunOutcome) -> Phase {
-        self.write(pty, self.profile.spec.interrupt.keys.as_bytes());
-        Phase::Interrupting {
-            kill_at: Instant::now() + Duration::from_millis(self.profile.spec.interrupt.grace_ms),
-            outcome,
-        }
-    }
-
-    /// How long `poll` may wait: until the nearest deadline still ahead (deadlines that
-    /// have passed were handled by the last `tick`; waiting on them again would spin),
-    /// at most 250 ms.
-    fn next_timeout(&self) -> Duration {
-        let now = Instant::now();
-        let debounce = Duration::from_millis(self.profile.spec.done.debounce_ms);
-        let mut candidates: Vec<Instant> = Vec::with_capacity(6);
-        match &self.phase {
-            Phase::Free => {}
-            Phase::Typed { enter_at } => candidates.push(*enter_at),
-            Phase::Submitted { at, .. } => candidates
-                .push(*at + Duration::from_millis(self.profile.spec.submit.confirm_timeout_ms)),
-            Phase::Running { .. } => {
-                candidates.push(self.last_output + debounce);
-                if self.classified == Some(ScreenState::WaitingInput) {
-                    candidates.push(self.last_output + QUESTION_SETTLE);
-                }
-                if let (Some(ms), Some(at)) = (
-                    self.profile.spec.done.busy_timeout_ms,
-                    self.task.as_ref().and_then(|t| t.entered_at),
-                ) {
-                    candidates.push(at + Duration::from_millis(ms));
-                }
-            }
-            Phase::Interrupting { kill_at, .. } => {
-                candidates.push(*kill_at);
-                candidates.push(self.last_output + debounce);
-            }
-        }
-        if let Some(task) = &self.task {
-            candidates.push(task.deadline);
-        }
-        if let Some((at, _)) = self.queued_sends.front() {
-            candidates.push(*at);
-        }
-        if self.state == SessionState::Starting {
-            candidates.push(self.last_output + Duration::from_millis(50));
-        }
-        candidates
-            .into_iter()
-            .filter(|t| *t > now)
-            .map(|t| t - now)
-            .min()
-            .unwrap_or(Duration::from_millis(250))
-            .min(Duration::from_millis(250))
-    }
-
-    /// Re-reads the screen and advances the state machine. `Err` ends the session.
-    fn tick(&mut self, pty: &mut File, pid: i32) -> Result<(), String> {
-        let now = Instant::now();
-        while self.queued_sends.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, bytes) = self.queued_sends.pop_front().expect("checked");
-            self.write(pty, &bytes);
-        }
-        if self.screen_dirty {
-            self.screen_dirty = false;
-            self.screen_text = self.screen.text();
-            self.classified = self.profile.classify(&self.screen_text);
-        }
-        if self.state == SessionState::Starting {
-            return self.tick_starting(pty);
-        }
-        if let Some(task) = &self.task {
-            if now >= task.deadline && !matches!(self.phase, Phase::Interrupting { .. }) {
-                self.interrupt(pty, RunOutcome::TimedOut);
-            }
-        }
-        let debounce = Duration::from_millis(self.profile.spec.done.debounce_ms);
-        let quiet = now.duration_since(self.last_output) >= debounce;
-        let classified = self.classified;
-        let phase = std::mem::replace(&mut self.phase, Phase::Free);
-        self.phase = match phase {
-            Phase::Free => {
-                match classified {
-                    Some(ScreenState::Idle) => self.set_state(SessionState::Idle),
-                    Some(ScreenState::WaitingInput) => self.set_state(SessionState::WaitingInput),
-                    Some(ScreenState::Busy) => self.set_state(SessionState::Busy),
-                    None => {}
-                }
-                Phase::Free
-            }
-            Phase::Typed { enter_at } if now >= enter_at => {
-                let before = self.screen_text.clone();
-                if let Some(task) = self.task.as_mut() {
-                    task.recording = true;
-                    task.entered_at = Some(now);
-                }
-                self.press_enter(pty);
-                Phase::Submitted {
-                    before,
-                    at: now,
-                    resent: false,
-                }
-            }
-            p @ Phase::Typed { .. } => p,
-            Phase::Submitted { before, at, resent } => {
-                let confirm = Duration::from_millis(self.profile.spec.submit.confirm_timeout_ms);
-                if self.screen_text != before {
-                    self.running_phase(before, false)
-                } else if now.duration_since(at) >= confirm && !resent {
-                    tracing::debug!(session = %self.cfg.spec.name, "screen unchanged after Enter; sending Enter again");
-                    self.press_enter(pty);
-                    Phase::Submitted {
-                        before,
-                        at: now,
-                        resent: true,
-                    }
-                } else if now.duration_since(at) >= confirm {
-                    self.running_phase(before, true)
-                } else {
-                    Phase::Submitted { before, at, resent }
-                }
-            }
-            Phase::Running {
-                mut saw_busy,
-                mut changed,
-                before,
-            } => {
-                changed |= self.screen_text != before;
-                if classified != Some(ScreenState::WaitingInput) {
-                    self.question = None;
-                }
-                match classified {
-                    Some(ScreenState::Busy) => {
-                        saw_busy = true;
-                        self.set_state(SessionState::Busy);
-                    }
-                    Some(ScreenState::WaitingInput) => {
-                        self.set_state(SessionState::WaitingInput);
-                        self.handle_question(pty, now);
-                    }
-                    Some(ScreenState::Idle) | None => {
-                        if self.state == SessionState::WaitingInput {
-                            self.set_state(SessionState::Busy);
-                        }
-                    }
-                }
-                let ready = if self.profile.spec.done.require_busy {
-                    saw_busy
-                } else {
-                    saw_busy || changed
-                };
-                let busy_limit = self
-                    .profile
-                    .spec
-                    .done
-                    .busy_timeout_ms
-                    .map(Duration::from_millis);
-                let entered = self.task.as_ref().and_then(|t| t.entered_at);
-                if classified == Some(ScreenState::Idle) && ready && quiet {
-                    self.finish_task();
-                    Phase::Free
-                } else if let (Some(limit), Some(at), false) = (busy_limit, entered, saw_busy) {
-                    if now.duration_since(at) >= limit && self.profile.spec.done.require_busy {
-                        let why = format!(
-                            "the prompt was not taken up: no busy screen within {} ms after Enter",
-                            limit.as_millis()
-                        );
-                        self.interrupt_phase(pty, RunOutcome::NotTaken(why))
-                    } else {
-                        Phase::Running {
-                            saw_busy,
-                            changed,
-                            before,
-                        }
-                    }
-                } else {
-                    Phase::Running {
-                        saw_busy,
-                        changed,
-                        before,
-                    }
-                }
-            }
-            Phase::Interrupting { kill_at, outcome } => {
-                if classified == Some(ScreenState::Idle) && quiet {
-                    self.end_interrupted(outcome);
-                    self.set_state(SessionState::Idle);
-                    Phase::Free
-                } else if now >= kill_at {
-                    self.end_interrupted(outcome);
-                    kill_group(pid);
-                    return Err(format!(
-                        "killed: not idle {} ms after the interrupt keys",
-                        self.profile.spec.interrupt.grace_ms
-                    ));
-                } else {
-                    Phase::Interrupting { kill_at, outcome }
-                }
-            }
-        };
-        Ok(())
-    }
-
-    fn press_enter(&self, pty: &mut File) {
-        self.write(pty, self.profile.spec.submit.enter.as_bytes());
-    }
-
-    fn running_phase(&self, before: String, changed: bool) -> Phase {
-        Phase::Running {
-            saw_busy: self.classified == Some(ScreenState::Busy),
-            changed: changed || self.screen_text != before,
-            before,
-        }
-    }
-
-    fn tick_starting(&mut self, pty: &mut File) -> Result<(), String> {
-        let quiet = self.last_output.elapsed() >= Duration::from_millis(50);
-        if !quiet {
-            return Ok(());
-        }
-        if self.classified == Some(ScreenState::Idle) {
-            self.set_state(SessionState::Idle);
-            return Ok(());
-        }
-        let text = self.screen_text.clone();
-        // After a rule fires, wait for the screen to answer (change) before matching
-        // again, or 1 s if it never does: a slow redraw must not fire a rule twice.
-        if let Some((screen, at)) = &self.startup_fired_on {
-            if *screen == text && at.elapsed() < Duration::from_secs(1) {
-                return Ok(());
-            }
-        }
-        for i in 0..self.profile.startup_rules.len() {
-            let (re, rule) = &self.profile.startup_rules[i];
-            if self.startup_fired[i] < rule.times && re.is_match(&text) {
-                let keys = rule.send.clone();
-                self.startup_fired[i] += 1;
-                tracing::debug!(session = %self.cfg.spec.name, rule = %re.as_str(), "start-up rule fired");
-                self.write(pty, keys.as_bytes());
-                self.startup_fired_on = Some((text, Instant::now()));
-                return Ok(());
-            }
-        }
-        let limit = Duration::from_millis(self.profile.spec.startup.ready_timeout_ms);
-        if self.started_at.elapsed() > limit {
-            let last = self
-                .screen_text
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Err(format!(
-                "did not reach the idle screen within {} ms (last line: {last:?})",
-                limit.as_millis()
-            ));
-        }
-        Ok(())
-    }
-
-    fn finish_task(&mut self) {
-        let Some(task) = self.task.take() else { return };
-        let result = self.build_result(&task);
-        let outcome = match result.exit_status {
-            Some(code) if code != 0 => {
-                let msg = format!("exit status {code}");
-                RunOutcome::Failed(result, msg)
-            }
-            _ => RunOutcome::Completed(result),
-        };
-        self.emit_finished(task.assignment.task_id, outcome);
-        self.set_state(SessionState::Idle);
-    }
-
-    fn build_result(&self, task: &Task) -> TaskResult {
-        let screen = &self.screen_text;
-        let output = match self.profile.spec.result.source {
-            ResultSource::Screen => screen.clone(),
-            ResultSource::Transcript => clean_transcript(&task.transcript, &self.profile),
-        };
-        TaskResult {
-            output,
-            reply: self.profile.reply(screen),
-            exit_status: self.profile.exit_status(screen),
-        }
-    }
-}
-
-/// The last `n` non-empty rows of a rendered screen.
-fn last_rows(screen: &str, n: usize) -> String {
-    let rows: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
-    rows[rows.len().saturating_sub(n)..].join("\n")
-}
-
-/// Turns raw transcript bytes into text lines: escape sequences removed, carriage-return
-/// overwrites applied, the echo line and trailing prompt lines dropped as the profile says.
-#[must_use]
-pub fn clean_transcript(raw: &[u8], profile: &Profile) -> String {
-    let stripped = strip_ansi_escapes::strip(raw);
-    let text = String::from_utf8_lossy(&stripped);
-    let mut lines: Vec<String> = text
-        .split('\n')
-        .map(|l| {
-            let l = l.strip_suffix('\r').unwrap_or(l);
-            // A bare CR returns to column 0: what follows overwrites the line.
-            l.rsplit('\r').next().unwrap_or(l).to_string()
-        })
-        .collect();
-    if profile.spec.result.strip_echo && !lines.is_empty() {
-        lines.remove(0);
-    }
-    while let Some(last) = lines.last() {
-        let trailing = profile
-            .strip_trailing
-            .as_ref()
-            .is_some_and(|re| re.is_match(last));
-        if last.trim().is_empty() || trailing {
-            lines.pop();
-        } else {
-            break;
-        }
-    }
-    lines.join("\n")
 }
 
 /// Environment variable set on every session program: `<session>:<generation>:<daemon

@@ -21,6 +21,7 @@ pub struct Screen {
     pending: Vec<u8>,
     rows: u16,
     cols: u16,
+    scrollback: usize,
 }
 
 impl std::fmt::Debug for Screen {
@@ -36,11 +37,18 @@ impl Screen {
     /// A blank screen of `rows` × `cols` cells.
     #[must_use]
     pub fn new(rows: u16, cols: u16) -> Self {
+        Self::with_scrollback(rows, cols, 0)
+    }
+
+    /// A blank screen that keeps `scrollback` rows after they scroll off the top.
+    #[must_use]
+    pub fn with_scrollback(rows: u16, cols: u16, scrollback: usize) -> Self {
         Self {
-            parser: vt100::Parser::new(rows, cols, 0),
+            parser: vt100::Parser::new(rows, cols, scrollback),
             pending: Vec::new(),
             rows,
             cols,
+            scrollback,
         }
     }
 
@@ -107,6 +115,37 @@ impl Screen {
         while lines.last().is_some_and(String::is_empty) {
             lines.pop();
         }
+        lines.join("\n")
+    }
+}
+
+impl Screen {
+    /// The rows that scrolled off the top (oldest first, trailing spaces removed),
+    /// joined with `\n`; empty without scrollback.
+    #[must_use]
+    pub fn scrollback_text(&mut self) -> String {
+        if self.scrollback == 0 {
+            return String::new();
+        }
+        let rows = usize::from(self.rows);
+        let screen = self.parser.screen_mut();
+        screen.set_scrollback(usize::MAX);
+        let total = screen.scrollback();
+        let mut lines: Vec<String> = Vec::with_capacity(total);
+        // View at offset k shows scrollback rows [total-k, total-k+rows) on top.
+        let mut offset = total;
+        while offset > 0 {
+            screen.set_scrollback(offset);
+            let take = offset.min(rows);
+            lines.extend(
+                screen
+                    .rows(0, self.cols)
+                    .take(take)
+                    .map(|r| r.trim_end().to_string()),
+            );
+            offset -= take;
+        }
+        screen.set_scrollback(0);
         lines.join("\n")
     }
 }
@@ -220,6 +259,21 @@ mod tests {
             s.feed(b"\x1b[c\x1b]11;?\x07"),
             b"\x1b[?62;22c\x1b]11;rgb:0000/0000/0000\x1b\\"
         );
+    }
+
+    #[test]
+    fn rows_scrolled_off_are_kept_in_order() {
+        let mut s = Screen::with_scrollback(3, 20, 100);
+        for i in 1..=7 {
+            s.feed(format!("line {i}\r\n").as_bytes());
+        }
+        assert_eq!(s.text(), "line 6\nline 7");
+        assert_eq!(
+            s.scrollback_text(),
+            "line 1\nline 2\nline 3\nline 4\nline 5"
+        );
+        assert_eq!(s.text(), "line 6\nline 7", "the view is back at the bottom");
+        assert_eq!(Screen::new(3, 20).scrollback_text(), "");
     }
 
     #[test]

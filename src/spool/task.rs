@@ -189,8 +189,13 @@ pub enum AttemptOutcome {
     Interrupted,
     /// The task was cancelled during the attempt.
     Cancelled,
-    /// The program never showed it was working on the prompt (it swallowed it).
+    /// The prompt was proven not taken (still in the input box after every Enter).
     NotTaken,
+    /// Neither proof that the prompt was taken nor that it was not: not retried, so it
+    /// cannot run twice (`architect retry` runs it again).
+    DeliveryUncertain,
+    /// The agent hit a usage limit; the task went back to the queue (not counted).
+    Limited,
 }
 
 /// One run of a task on a session.
@@ -227,6 +232,20 @@ pub struct TaskResult {
     /// The exit status, when the profile can read one (shell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<i32>,
+    /// How an agent's turn ended: `replied`, `refused: <action>`, `ended without a
+    /// reply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_end: Option<String>,
+    /// What told the end of the task: `hook:<event>` or `screen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// What a reader should know about `output`: cut at the size limit, invalid UTF-8
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Token usage the agent CLI reported for the task, by model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<crate::session::signal::AgentUsage>,
 }
 
 /// A task's state: the spool directory its record is in.
@@ -374,7 +393,13 @@ impl TaskRecord {
     /// Attempts that count against `max_retries`: those since the last manual retry.
     #[must_use]
     pub fn attempts_used(&self) -> u32 {
-        u32::try_from(self.attempts.len())
+        // An attempt stopped by the agent's usage limit never ran: it does not count.
+        let limited = self
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Limited)
+            .count();
+        u32::try_from(self.attempts.len() - limited)
             .unwrap_or(u32::MAX)
             .saturating_sub(self.attempt_base)
     }

@@ -208,26 +208,16 @@ fn processes_that_leave_the_process_group_die_with_the_session() {
 }
 
 #[test]
-fn a_prompt_the_program_never_takes_up_is_retried_not_waited_out() {
-    // A shell that must show a busy marker it never prints: every prompt looks swallowed.
-    let env = Env::new("[[session]]\nname = \"sh-1\"\nprofile = \"lazy\"\n");
-    let shell = architect::profile::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "shell")
-        .unwrap()
-        .1;
-    let lazy = shell
-        .replace(
-            "require_busy = false",
-            "require_busy = true\nbusy_timeout_ms = 300",
-        )
-        .replace("[screen]\n", "[screen]\nbusy = 'NEVER-SHOWN-MARKER'\n");
-    std::fs::create_dir_all(env.config.join("profiles")).unwrap();
-    std::fs::write(env.config.join("profiles/lazy.toml"), lazy).unwrap();
+fn a_prompt_proven_not_taken_is_retried_and_one_that_was_taken_never_is() {
+    // `deaf`: the fake agent ignores Enter, the prompt stays in its input box.
+    let env = Env::new(&crate::helper::fake_agent_session(
+        "agent-1",
+        &["--work-ms", "50"],
+    ));
     let _d = env.daemon();
     env.drop_task(
         "swallowed.json",
-        r#"{"id": "swallowed", "prompt": "sleep 20", "max_retries": 1, "timeout_s": 600}"#,
+        r#"{"id": "swallowed", "prompt": "deaf please", "max_retries": 1, "timeout_s": 600}"#,
     );
     let (state, rec) = env.wait_final("swallowed", T);
     assert_eq!(state, TaskState::Failed, "{rec:?}");
@@ -239,6 +229,15 @@ fn a_prompt_the_program_never_takes_up_is_retried_not_waited_out() {
         "{:?}",
         rec.attempts
     );
-    assert!(rec.error.unwrap().contains("no busy screen within 300 ms"));
-    env.wait_idle("sh-1", T);
+    assert!(rec.error.unwrap().contains("still in the input box"));
+    env.wait_idle("agent-1", T);
+    // A prompt that was taken runs once, however fast its turn.
+    env.drop_task(
+        "quick.json",
+        r#"{"id": "quick", "prompt": "sleep=0 quick"}"#,
+    );
+    let (state, rec) = env.wait_final("quick", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    assert_eq!(rec.attempts.len(), 1);
+    assert_eq!(rec.result.unwrap().reply.as_deref(), Some("done: quick"));
 }

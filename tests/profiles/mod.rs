@@ -151,7 +151,7 @@ fn every_fixture_reads_as_its_state() {
     let mut checked = 0;
     for f in fixtures() {
         let profile = &profiles[&f.profile];
-        if f.state == "startup" {
+        if f.state == "startup" || f.state == "limited" {
             continue;
         }
         let Some(want) = expected_state(&f.state) else {
@@ -177,6 +177,43 @@ fn every_fixture_reads_as_its_state() {
         "no fixtures found under {}",
         fixtures_dir().display()
     );
+    fail_if_any(failures);
+}
+
+/// `limited__*` fixtures: a usage- or rate-limit message, captured from the real CLI
+/// against the mock's limit faults. One of the profile's `[[limit]]` rules must see it,
+/// and the reset time must be read where the screen names one.
+#[test]
+fn limit_screens_match_a_limit_rule_and_name_their_reset() {
+    use chrono::TimeZone;
+    let profiles = profiles();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    // The captures ran on 2026-12-01 around 19:00 UTC.
+    let then = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 1, 18, 50, 0)
+        .unwrap();
+    for f in fixtures().into_iter().filter(|f| f.state == "limited") {
+        checked += 1;
+        let profile = &profiles[&f.profile];
+        let Some((message, _backoff)) = profile.limit_message(&f.screen) else {
+            failures.push(format!(
+                "{}: no [[limit]] rule matches; screen:\n{}",
+                f.label(),
+                f.screen
+            ));
+            continue;
+        };
+        let names_time = message.contains(" at ") || message.contains(" in ");
+        let reset = architect::session::limit::reset_in(&message, &then);
+        if names_time && reset.is_none() {
+            failures.push(format!(
+                "{}: the reset time in {message:?} was not read",
+                f.label()
+            ));
+        }
+    }
+    assert!(checked >= 5, "limited fixtures found: {checked}");
     fail_if_any(failures);
 }
 

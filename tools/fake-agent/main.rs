@@ -63,7 +63,8 @@
 //! is ordinary text. `run: <command>` (to the next `run:` or the end of the prompt, one or
 //! more times) asks `Allow fake-agent to run "<command>"? (y/n)` for each command in turn
 //! after working: `y` adds `● ran: <command>`, `n` adds `● denied: <command>`, and after
-//! the last one the task completes as usual.
+//! the last one the task completes as usual. `deaf` makes Enter do nothing: the prompt
+//! stays in the box (a prompt the agent provably did not take).
 //!
 //! # Exit statuses
 //!
@@ -134,7 +135,7 @@ A deterministic fake agent TUI for architect's tests and benchmarks.
   --no-cpr       do not query the cursor position / device attributes at start-up
   --help         show this help
 
-Prompt directives: sleep=<ms>  ask  crash  hang  lines=<n>";
+Prompt directives: sleep=<ms>  ask  crash  hang  lines=<n>  deaf  run: <command>";
 
 /// Command-line options.
 struct Options {
@@ -742,7 +743,7 @@ impl Agent {
 
     /// Enter in the prompt box: start working on the typed text.
     fn submit(&mut self) {
-        if self.typed.trim().is_empty() {
+        if self.typed.trim().is_empty() || self.typed.split_whitespace().any(|w| w == "deaf") {
             return;
         }
         let prompt = std::mem::take(&mut self.typed);
