@@ -138,6 +138,13 @@ pub struct LimitSpec {
     /// How long to wait when the text names no reset time, in seconds (default 300).
     #[serde(default = "default_limit_backoff")]
     pub backoff_s: u64,
+    /// A regex over the screen: a menu the CLI opens after the limit message, closed
+    /// with `dismiss` while the session is parked.
+    #[serde(default)]
+    pub menu: Option<String>,
+    /// Keys that close `menu` (TOML escapes as in `[startup]`).
+    #[serde(default)]
+    pub dismiss: Option<String>,
 }
 
 fn default_limit_backoff() -> u64 {
@@ -481,6 +488,7 @@ pub struct Profile {
     input: Option<Regex>,
     prompt_line: Option<Regex>,
     limits: Vec<Regex>,
+    limit_menus: Vec<Option<Regex>>,
 }
 
 fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
@@ -598,6 +606,23 @@ impl Profile {
             .enumerate()
             .map(|(i, l)| compile(name, &format!("limit[{i}].when"), &l.when))
             .collect::<Result<Vec<_>>>()?;
+        let limit_menus = spec
+            .limit
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if l.menu.is_some() != l.dismiss.is_some() {
+                    return Err(Error::Profile {
+                        profile: name.to_string(),
+                        message: format!("limit[{i}]: give both `menu` and `dismiss`, or neither"),
+                    });
+                }
+                l.menu
+                    .as_deref()
+                    .map(|m| compile(name, &format!("limit[{i}].menu"), m))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
         if let Some(si) = &spec.shell_integration {
             if si.shell != "bash" {
                 return Err(Error::Profile {
@@ -630,6 +655,7 @@ impl Profile {
             input,
             prompt_line,
             limits,
+            limit_menus,
         })
     }
 
@@ -827,6 +853,16 @@ impl Profile {
             })
             .max_by_key(|(at, _, _)| *at)
             .map(|(_, text, backoff)| (text, backoff))
+    }
+
+    /// The keys that close a limit menu shown on `screen` (`[[limit]] menu`), if one is.
+    #[must_use]
+    pub fn limit_menu(&self, screen: &str) -> Option<&str> {
+        self.limit_menus
+            .iter()
+            .zip(&self.spec.limit)
+            .find(|(re, _)| re.as_ref().is_some_and(|r| r.is_match(screen)))
+            .and_then(|(_, spec)| spec.dismiss.as_deref())
     }
 
     /// The exit status shown on the final screen, when the profile can read one.

@@ -57,6 +57,12 @@ pub fn run(agent: &str, event: &str) -> Result<ExitCode> {
         stdout.write_all(out.as_bytes())?;
         stdout.flush()?;
     }
+    // What the CLI writes after the turn (its usage) follows on a second connection.
+    if let Some(signal) = architect::agents::late(agent, event, &input) {
+        if let Err(e) = send(agent, event, signal) {
+            eprintln!("architect hook: {e}");
+        }
+    }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 

@@ -443,6 +443,9 @@ impl Daemon {
                 );
                 self.publish_session(&session);
             }
+            SessionEvent::Usage { task_id, usage } => {
+                self.log_agent_usage(&task_id, &session, &usage);
+            }
             SessionEvent::Hook {
                 task_id,
                 event,

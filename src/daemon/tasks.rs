@@ -388,12 +388,10 @@ impl Daemon {
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         match outcome {
             RunOutcome::Completed(result) => {
-                self.log_agent_usage(task_id, session, &result);
                 self.end_attempt(task_id, session, AttemptOutcome::Completed, None);
                 self.finish(task_id, TaskState::Done, Some(result), None);
             }
             RunOutcome::Failed(result, error) => {
-                self.log_agent_usage(task_id, session, &result);
                 self.end_attempt(
                     task_id,
                     session,
@@ -445,8 +443,13 @@ impl Daemon {
 
     /// Logs an `agent_usage` event per model the agent CLI reported, priced from
     /// `config/prices.toml`.
-    fn log_agent_usage(&self, task_id: &str, session: &str, result: &TaskResult) {
-        for u in &result.usage {
+    pub(super) fn log_agent_usage(
+        &self,
+        task_id: &str,
+        session: &str,
+        usage: &[crate::session::signal::AgentUsage],
+    ) {
+        for u in usage {
             let cost = self.config.prices.cost(u.model.as_deref(), &u.tokens);
             self.log.record(
                 EventType::AgentUsage,

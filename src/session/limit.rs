@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveTime, TimeZone};
+use chrono::{DateTime, Datelike, NaiveTime, TimeZone};
 use regex::Regex;
 
 /// How long until the limit that `text` describes resets, as of `now` (a wall-clock
@@ -17,11 +17,11 @@ pub fn reset_in<Tz: TimeZone>(text: &str, now: &DateTime<Tz>) -> Option<Duration
         .or_else(|| clock(text, now))
 }
 
-/// "Dec 4th, 2026 6:54 PM" (Codex for another day).
+/// "Dec 4th, 2026 6:54 PM" (Codex for another day), "Dec 4, 9:13pm" (Claude Code).
 fn dated<Tz: TimeZone>(text: &str, now: &DateTime<Tz>) -> Option<Duration> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
-        Regex::new(r"(?i)\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? (\d{1,2})(?:st|nd|rd|th)?,? (\d{4}),? (\d{1,2}):(\d{2})\s*(am|pm)?\b")
+        Regex::new(r"(?i)\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? (\d{1,2})(?:st|nd|rd|th)?,?(?: (\d{4}),?)? (\d{1,2})(?::(\d{2}))?\s*(am|pm)?\b")
             .expect("valid regex")
     });
     let c = re.captures(text)?;
@@ -31,9 +31,13 @@ fn dated<Tz: TimeZone>(text: &str, now: &DateTime<Tz>) -> Option<Duration> {
     .iter()
     .position(|m| c[1].eq_ignore_ascii_case(m))?;
     let day: u32 = c[2].parse().ok()?;
-    let year: i32 = c[3].parse().ok()?;
+    // Without a year: this year's date, or next year's when it has passed.
+    let year: i32 = match c.get(3) {
+        Some(y) => y.as_str().parse().ok()?,
+        None => now.year(),
+    };
     let hour = to_24h(c[4].parse().ok()?, c.get(6).map(|m| m.as_str()))?;
-    let minute: u32 = c[5].parse().ok()?;
+    let minute: u32 = c.get(5).map_or(Some(0), |m| m.as_str().parse().ok())?;
     let date = chrono::NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()? + 1, day)?;
     let at = now
         .timezone()
@@ -138,6 +142,10 @@ mod tests {
         assert_eq!(
             secs("You’ve hit your usage limit. Try again at Dec 4th, 2026 6:54 PM."),
             Some(3 * 86400 + 6 * 3600 + 54 * 60)
+        );
+        assert_eq!(
+            secs("You've hit your weekly limit · resets Dec 4, 9:13pm (UTC)"),
+            Some(3 * 86400 + 9 * 3600 + 13 * 60)
         );
     }
 

@@ -40,7 +40,7 @@ use super::approval::{decide, decide_exact, Approvals, DecidedBy, Question};
 use super::marks::Mark;
 use super::output::OutputBuffer;
 use super::runner::{Assignment, Command, InterruptReason, RunOutcome, SessionEvent, SessionState};
-use super::signal::{AgentUsage, HookAnswer, Signal};
+use super::signal::{HookAnswer, Signal};
 use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
 use crate::spool::task::TaskResult;
@@ -187,8 +187,6 @@ struct TaskRun {
     incomplete: bool,
     /// Permission decisions that refused an action, in order.
     refused: Vec<String>,
-    /// Usage reported by hooks.
-    usage: Vec<AgentUsage>,
     /// Since when the screen has read idle and still (for the hook grace).
     idle_since: Option<Instant>,
     /// No evidence either way in time: wait for the turn to end, then fail.
@@ -203,6 +201,8 @@ struct OpenQuestion {
     index: usize,
     /// When its answer was typed, and the screen then (`None`: waiting for a person).
     answered: Option<(Instant, String)>,
+    /// The exact question a hook left to a person (the dialog on screen is its).
+    from_hook: bool,
 }
 
 /// The session state machine (see the module docs).
@@ -231,6 +231,10 @@ pub struct Machine {
     limited_until: Option<Instant>,
     /// Idle no earlier than this (after a turn ended by a hook).
     settle_until: Option<Instant>,
+    /// The last task that ended (late usage is its).
+    last_task: Option<String>,
+    /// When a limit menu was last dismissed.
+    dismissed_at: Option<Instant>,
     out: Vec<Effect>,
 }
 
@@ -258,6 +262,8 @@ impl Machine {
             hook_asked: None,
             limited_until: None,
             settle_until: None,
+            last_task: None,
+            dismissed_at: None,
             out: Vec::new(),
         }
     }
@@ -421,6 +427,7 @@ impl Machine {
         self.question = None;
         self.hook_asked = None;
         self.phase = Phase::Free;
+        self.last_task = Some(task.assignment.task_id.clone());
         self.out.push(Effect::Finish {
             task_id: task.assignment.task_id,
             outcome,
@@ -554,18 +561,43 @@ impl Machine {
                     self.accept(now, &format!("hook:{event}"));
                 }
             }
-            Signal::ToolRequest { tool, kind, action } => {
-                answer = self.decide_tool(&tool, kind, action);
+            Signal::ToolRequest {
+                tool,
+                kind,
+                action,
+                deny_only,
+            } => {
+                answer = self.decide_tool(&tool, kind, action, deny_only);
             }
-            Signal::TurnEnd { reply, usage } => {
-                if let Some(t) = self.task.as_mut() {
-                    t.usage.extend(usage);
-                }
+            Signal::TurnEnd { reply, error } => {
                 let submitted = self.task.as_ref().is_some_and(|t| t.entered_at.is_some());
                 if submitted && !matches!(self.phase, Phase::Interrupting { .. }) {
                     self.accept(now, &format!("hook:{event}"));
-                    self.end_turn(now, reply, &format!("hook:{event}"));
+                    let by = format!("hook:{event}");
+                    match error {
+                        Some(e) => {
+                            let result = self.task.as_ref().map(|t| self.build_result(t));
+                            let mut result = result.unwrap_or_default();
+                            result.reply = None;
+                            result.ended_by = Some(by);
+                            result.turn_end = Some(format!("failed: {e}"));
+                            self.finish(RunOutcome::Failed(result, e));
+                        }
+                        None => self.end_turn(now, reply, &by),
+                    }
                     self.settle_until = Some(now + AFTER_HOOK_SETTLE);
+                }
+            }
+            Signal::TurnUsage { usage } => {
+                let task = self
+                    .task
+                    .as_ref()
+                    .map(|t| t.assignment.task_id.clone())
+                    .or_else(|| self.last_task.clone());
+                if let Some(task_id) = task {
+                    if !usage.is_empty() {
+                        self.emit(SessionEvent::Usage { task_id, usage });
+                    }
                 }
             }
             Signal::Notification { .. } => {}
@@ -586,6 +618,7 @@ impl Machine {
         tool: &str,
         kind: crate::profile::ActionKind,
         action: Option<String>,
+        deny_only: bool,
     ) -> HookAnswer {
         let question = Question {
             permission: format!("hook:{tool}"),
@@ -605,6 +638,9 @@ impl Machine {
             verdict.rule, verdict.reason
         );
         let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
+        if deny_only && verdict.decision != Decision::Deny {
+            return HookAnswer::Ok;
+        }
         match verdict.decision {
             Decision::Allow | Decision::Deny => {
                 if verdict.decision == Decision::Deny {
@@ -700,7 +736,6 @@ impl Machine {
             exit_status: None,
             incomplete: false,
             refused: Vec::new(),
-            usage: Vec::new(),
             idle_since: None,
             uncertain: false,
         });
@@ -836,6 +871,21 @@ impl Machine {
         if self.state == SessionState::Starting {
             self.advance_starting(now);
             return;
+        }
+        if self.limited_until.is_some() || self.state == SessionState::Limited {
+            // A menu the CLI opened after the limit message is closed, so the session is
+            // back at its prompt when the limit resets.
+            let still = now.saturating_duration_since(self.last_output) >= QUESTION_SETTLE;
+            if let Some(keys) = self.setup.profile.limit_menu(&self.screen) {
+                let again = self
+                    .dismissed_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= QUESTION_REASK);
+                if still && again {
+                    self.dismissed_at = Some(now);
+                    let keys = keys.as_bytes().to_vec();
+                    self.write(keys);
+                }
+            }
         }
         if let Some(until) = self.limited_until {
             if now < until {
@@ -1116,7 +1166,6 @@ impl Machine {
             (None, None) => "ended without a reply".to_string(),
         });
         result.ended_by = Some(ended_by.to_string());
-        result.usage.clone_from(&t.usage);
         let outcome = match result.exit_status {
             Some(code) if code != 0 => {
                 let msg = format!("exit status {code}");
@@ -1140,9 +1189,9 @@ impl Machine {
         if let Some(open) = &self.question {
             let same = open.question == question;
             match &open.answered {
-                // Waiting for a person: only a different question replaces it.
-                None if same => return,
-                None if self.hook_asked.is_some() => return,
+                // Waiting for a person: only a different question replaces it (the
+                // screen's reading of a question a hook asked exactly never does).
+                None if same || open.from_hook => return,
                 // Answered: the program has not moved on yet, unless the screen changed and
                 // shows another question (or the same one, asked again a while later).
                 Some((at, screen)) => {
@@ -1172,6 +1221,7 @@ impl Machine {
                 question: asked,
                 index: req.index,
                 answered: None,
+                from_hook: true,
             });
             return;
         }
@@ -1216,6 +1266,7 @@ impl Machine {
             question,
             index: req.index,
             answered,
+            from_hook: false,
         });
     }
 

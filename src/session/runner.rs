@@ -173,6 +173,13 @@ pub enum SessionEvent {
         /// How long it is parked.
         reset_in: Duration,
     },
+    /// Token usage an agent CLI reported for a task (`agent_usage`).
+    Usage {
+        /// The task.
+        task_id: String,
+        /// By model.
+        usage: Vec<super::signal::AgentUsage>,
+    },
     /// A hook signal arrived (for the event log; tool requests are logged as
     /// permission decisions).
     Hook {

@@ -38,14 +38,26 @@ pub enum Signal {
         /// The exact command line, path or URL (`None`: not known).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<String>,
+        /// The CLI can only be told to refuse here (Codex's `PreToolUse`): an allow or
+        /// an escalation is not applied, and not logged as a decision; the CLI asks again
+        /// where it can be answered (`PermissionRequest`) or runs the tool by its own
+        /// rules.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deny_only: bool,
     },
-    /// The turn ended (`Stop`, `AfterAgent`, Codex `notify` `agent-turn-complete`).
+    /// The turn ended (`Stop`, `AfterAgent`, Codex `Interrupt`).
     TurnEnd {
         /// The last reply of the turn, exactly as the agent wrote it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply: Option<String>,
-        /// Token usage of the turn by model, read from the CLI's own session files.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        /// Why the turn failed, when it did (an API error): the task fails with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Token usage of the turn that just ended, by model, read from the CLI's own
+    /// session files once they are written (after the turn-end signal).
+    TurnUsage {
+        /// Usage by model.
         usage: Vec<AgentUsage>,
     },
     /// The CLI waits for a person (`Notification`).

@@ -243,9 +243,6 @@ pub struct TaskResult {
     /// replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// Token usage the agent CLI reported for the task, by model.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub usage: Vec<crate::session::signal::AgentUsage>,
 }
 
 /// A task's state: the spool directory its record is in.

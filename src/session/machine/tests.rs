@@ -534,7 +534,20 @@ fn a_hook_arriving_before_the_screen_changes_accepts_and_ends_the_turn() {
         "Stop",
         Signal::TurnEnd {
             reply: Some("all done tok-abcd".into()),
-            usage: vec![AgentUsage {
+            error: None,
+        },
+    );
+    let done = r.finished();
+    assert_eq!(done.len(), 1);
+    let res = result_of(&done[0]);
+    assert_eq!(res.reply.as_deref(), Some("all done tok-abcd"));
+    assert_eq!(res.ended_by.as_deref(), Some("hook:Stop"));
+    // The transcript is read after the turn ended: its usage comes late, for this task.
+    r.hook(
+        800,
+        "Stop",
+        Signal::TurnUsage {
+            usage: vec![crate::session::signal::AgentUsage {
                 model: Some("claude-x".into()),
                 tokens: crate::llm::Usage {
                     input: 1000,
@@ -544,13 +557,18 @@ fn a_hook_arriving_before_the_screen_changes_accepts_and_ends_the_turn() {
             }],
         },
     );
-    let done = r.finished();
-    assert_eq!(done.len(), 1);
-    let res = result_of(&done[0]);
-    assert_eq!(res.reply.as_deref(), Some("all done tok-abcd"));
-    assert_eq!(res.ended_by.as_deref(), Some("hook:Stop"));
-    assert_eq!(res.usage.len(), 1);
-    assert_eq!(r.answers().len(), 3, "every hook gets an answer");
+    let usage: Vec<_> = r
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Emit(SessionEvent::Usage { task_id, usage }) => {
+                Some((task_id.clone(), usage.len()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(usage, [("t1".to_string(), 1)]);
+    assert_eq!(r.answers().len(), 4, "every hook gets an answer");
 }
 
 #[test]
@@ -593,6 +611,7 @@ fn a_tool_request_is_decided_by_the_policy_on_its_exact_action() {
         tool: "Bash".into(),
         kind: ActionKind::Command,
         action: Some(action.into()),
+        deny_only: false,
     };
     r.hook(700, "PreToolUse", ask("touch made-by-agent.txt"));
     r.hook(701, "PreToolUse", ask("rm -rf ~/important"));
