@@ -202,7 +202,7 @@ pub fn install_into(dir: &Path) -> std::io::Result<Installed> {
     text.push('\n');
     text.push_str(&block);
     std::fs::create_dir_all(dir).map_err(|e| annotate(e, "creating", dir))?;
-    write_replacing(&path, &text)?;
+    super::write_replacing(&path, &text)?;
     Ok(Installed {
         args: vec!["--no-daemon".into()],
         ..Installed::default()
@@ -211,26 +211,6 @@ pub fn install_into(dir: &Path) -> std::io::Result<Installed> {
 
 fn annotate(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
-/// Replaces `path` atomically, keeping its mode (0600 when new).
-fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
-    let tmp = path.with_extension(format!("toml.architect-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| annotate(e, "creating", &tmp))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| annotate(e, "writing", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path).map_err(|e| annotate(e, "replacing", path))
 }
 
 /// Codex's hook JSON as a signal.

@@ -9,6 +9,8 @@
 
 pub mod claude;
 pub mod codex;
+pub mod gemini;
+pub mod offline;
 pub mod prices;
 
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ pub fn install(agent: &str, dir: &RuntimeDir, cfg: &ResolvedSession) -> std::io:
     match agent {
         "claude-code" => claude::install(dir, cfg),
         "codex" => codex::install(cfg),
+        "gemini" => gemini::install(cfg),
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(
@@ -52,6 +55,7 @@ pub fn translate(agent: &str, event: &str, input: &serde_json::Value) -> Result<
     match agent {
         "claude-code" => claude::translate(event, input),
         "codex" => codex::translate(event, input),
+        "gemini" => gemini::translate(event, input),
         other => Err(format!(
             "unknown agent {other:?} (known: {})",
             AGENTS.join(", ")
@@ -66,12 +70,13 @@ pub fn late(agent: &str, event: &str, input: &serde_json::Value) -> Option<Signa
     match agent {
         "claude-code" => claude::late(event, input),
         "codex" => codex::late(event, input),
+        "gemini" => gemini::late(event, input),
         _ => None,
     }
 }
 
 /// The CLIs whose hooks architect installs.
-pub const AGENTS: &[&str] = &["claude-code", "codex"];
+pub const AGENTS: &[&str] = &["claude-code", "codex", "gemini"];
 
 /// What the hook prints and its exit status, for `answer` to `agent`'s `event`.
 #[must_use]
@@ -79,6 +84,7 @@ pub fn render(agent: &str, event: &str, answer: &HookAnswer) -> (String, i32) {
     match agent {
         "claude-code" => claude::render(event, answer),
         "codex" => codex::render(event, answer),
+        "gemini" => gemini::render(event, answer),
         _ => (String::new(), 0),
     }
 }
@@ -102,6 +108,37 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Replaces `path` atomically (temporary file, `fsync`, rename), keeping its mode (0600
+/// when new): for the CLI settings files architect adds its hooks to.
+///
+/// # Errors
+/// When the temporary file cannot be written or renamed.
+pub(crate) fn write_replacing(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let annotate = |e: std::io::Error, what: &str, p: &std::path::Path| {
+        std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+    };
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.architect-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| annotate(e, "creating", &tmp))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| annotate(e, "writing", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path).map_err(|e| annotate(e, "replacing", path))
 }
 
 /// A string field of a JSON object.

@@ -638,7 +638,9 @@ impl Machine {
             verdict.rule, verdict.reason
         );
         let task_id = self.task.as_ref().map(|t| t.assignment.task_id.clone());
-        if deny_only && verdict.decision != Decision::Deny {
+        // Where the CLI cannot be told "allow", the allow is given where it asks (its
+        // dialog, or a later hook) and logged there.
+        if deny_only && verdict.decision == Decision::Allow {
             return HookAnswer::Ok;
         }
         match verdict.decision {

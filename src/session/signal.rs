@@ -38,10 +38,10 @@ pub enum Signal {
         /// The exact command line, path or URL (`None`: not known).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<String>,
-        /// The CLI can only be told to refuse here (Codex's `PreToolUse`): an allow or
-        /// an escalation is not applied, and not logged as a decision; the CLI asks again
-        /// where it can be answered (`PermissionRequest`) or runs the tool by its own
-        /// rules.
+        /// The CLI cannot be told "allow" here (Codex's `PreToolUse`, Gemini's
+        /// `BeforeTool`): an allow is not answered, nor logged; the CLI asks again where
+        /// it can be answered (a `PermissionRequest` hook, its dialog) or runs the tool by
+        /// its own rules. A deny and an escalation are answered.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deny_only: bool,
     },

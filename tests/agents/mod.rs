@@ -14,11 +14,13 @@
 //! missing one fails the test with a message saying how to fix it: these tests never
 //! pass or skip silently.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use architect::agents::offline;
 use architect::log::Event;
 use architect::session::SessionState;
 use architect::spool::task::TaskState;
@@ -83,7 +85,6 @@ struct Agent {
     profile: &'static str,
     /// Binary in `node_modules/.bin`.
     binary: &'static str,
-    args: &'static [&'static str],
     /// A path the CLI's model requests go to (checked in the mock's log).
     api_path: &'static str,
 }
@@ -92,7 +93,6 @@ const CLAUDE: Agent = Agent {
     session: "claude-e2e",
     profile: "claude-code",
     binary: "claude",
-    args: &[],
     api_path: "/v1/messages",
 };
 
@@ -100,7 +100,6 @@ const CODEX: Agent = Agent {
     session: "codex-e2e",
     profile: "codex",
     binary: "codex",
-    args: &[],
     api_path: "/v1/responses",
 };
 
@@ -108,138 +107,34 @@ const GEMINI: Agent = Agent {
     session: "gemini-e2e",
     profile: "gemini",
     binary: "gemini",
-    // A fixed model: on "Auto" it first asks a small model to route the prompt.
-    args: &["-m", "gemini-2.5-flash"],
     api_path: ":streamGenerateContent",
 };
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}); is git installed?"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The offline set-up of `architect::agents::offline` for one of these agents.
+fn cli(agent: &Agent) -> offline::Cli {
+    offline::Cli::named(agent.profile).expect("a CLI with an offline set-up")
 }
 
 /// A git work dir with one commit.
 fn git_workdir(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("README.md"),
-        "A project for the end-to-end test.\n",
-    )
-    .unwrap();
-    let git = |args: &[&str]| {
-        run(Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1"));
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["config", "user.email", "e2e@example.invalid"]);
-    git(&["config", "user.name", "e2e"]);
-    git(&["add", "README.md"]);
-    git(&["commit", "-q", "-m", "initial"]);
+    offline::git_workdir(dir).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Writes the CLI's configuration into its private HOME (as tools/capture-screens does)
-/// and returns the session's environment.
-fn prepare_home(
-    agent: &Agent,
-    home: &Path,
-    work: &Path,
-    mock: &Mock,
-) -> toml::map::Map<String, toml::Value> {
-    std::fs::create_dir_all(home).unwrap();
-    let mut env = toml::map::Map::new();
-    let mut set = |k: &str, v: String| {
-        env.insert(k.to_string(), toml::Value::String(v));
-    };
-    set("HOME", home.display().to_string());
-    // Keep every per-user file of the CLIs inside the private HOME.
-    for (var, sub) in [
-        ("XDG_CONFIG_HOME", ".config"),
-        ("XDG_CACHE_HOME", ".cache"),
-        ("XDG_DATA_HOME", ".local/share"),
-        ("XDG_STATE_HOME", ".local/state"),
-    ] {
-        set(var, home.join(sub).display().to_string());
-    }
-    match agent.profile {
-        "claude-code" => {
-            // Onboarding done (else it calls api.anthropic.com) and the work dir trusted;
-            // the "use this API key?" question is left to the profile's start-up rules.
-            let mut projects = serde_json::Map::new();
-            projects.insert(
-                work.display().to_string(),
-                serde_json::json!({"hasTrustDialogAccepted": true}),
-            );
-            let cfg = serde_json::json!({"hasCompletedOnboarding": true, "projects": projects});
-            std::fs::write(home.join(".claude.json"), cfg.to_string()).unwrap();
-            set("ANTHROPIC_BASE_URL", mock.url());
-            set("ANTHROPIC_API_KEY", "sk-mock-e2e-0000".into());
-        }
-        "codex" => {
-            // The trust dialog is left to the profile's start-up rule.
-            let dir = home.join(".codex");
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = format!(
-                "model = \"mock-model\"\nmodel_provider = \"mock\"\n\n\
-                 [model_providers.mock]\nname = \"Mock\"\nbase_url = \"{}/v1\"\n\
-                 wire_api = \"responses\"\nenv_key = \"MOCK_API_KEY\"\n",
-                mock.url()
-            );
-            std::fs::write(dir.join("config.toml"), cfg).unwrap();
-            set("CODEX_HOME", dir.display().to_string());
-            set("MOCK_API_KEY", "sk-mock-e2e-0000".into());
-        }
-        "gemini" => {
-            // API-key auth; the trust dialog is left to the profile's start-up rule.
-            let dir = home.join(".gemini");
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = serde_json::json!({"security": {"auth": {"selectedType": "gemini-api-key"}}});
-            std::fs::write(dir.join("settings.json"), cfg.to_string()).unwrap();
-            set("GEMINI_API_KEY", "mock-e2e-0000".into());
-            set("GOOGLE_GEMINI_BASE_URL", mock.url());
-        }
-        other => panic!("no set-up for profile {other}"),
-    }
-    env
+/// Writes the CLI's configuration into its private HOME and returns the session's
+/// environment.
+fn prepare_home(agent: &Agent, home: &Path, work: &Path, mock: &Mock) -> BTreeMap<String, String> {
+    offline::prepare_home(&cli(agent), home, work, &mock.url()).unwrap()
 }
 
 /// `config/sessions.toml` with one session running `agent`.
-fn sessions_toml(agent: &Agent, work: &Path, env: toml::map::Map<String, toml::Value>) -> String {
+fn sessions_toml(agent: &Agent, work: &Path, env: &BTreeMap<String, String>) -> String {
     let command = clis().join(agent.binary);
     assert!(
         command.exists(),
         "{} is missing after tools/agent-clis/install",
         command.display()
     );
-    let mut session = toml::map::Map::new();
-    let mut put = |k: &str, v: toml::Value| {
-        session.insert(k.to_string(), v);
-    };
-    put("name", agent.session.into());
-    put("profile", agent.profile.into());
-    put("command", command.display().to_string().into());
-    put(
-        "args",
-        toml::Value::Array(agent.args.iter().map(|a| (*a).into()).collect()),
-    );
-    put("cwd", work.display().to_string().into());
-    put("role", "agent".into());
-    put("env", toml::Value::Table(env));
-    let mut root = toml::map::Map::new();
-    root.insert(
-        "session".into(),
-        toml::Value::Array(vec![toml::Value::Table(session)]),
-    );
-    toml::to_string(&toml::Value::Table(root)).unwrap()
+    offline::session_toml(agent.session, &cli(agent), clis(), work, env, "agent")
 }
 
 /// On a failing test: the daemon's log (it logs the last screen rows at every state
@@ -362,7 +257,7 @@ fn drive(agent: &Agent) {
     git_workdir(&work);
     let mock = Mock::start(env.path("mock.jsonl"), Some("autonomy"));
     let session_env = prepare_home(agent, &home, &work, &mock);
-    env.write_config("sessions.toml", &sessions_toml(agent, &work, session_env));
+    env.write_config("sessions.toml", &sessions_toml(agent, &work, &session_env));
     let name = agent.session;
     eprintln!(
         "{name}: {} (mock on port {}), home {}",
