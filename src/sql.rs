@@ -94,7 +94,24 @@ FROM events
 WHERE type = 'llm_call'
 ";
 
-/// Opens an in-memory DuckDB with the `events`, `tasks` and `llm_calls` views over
+const AGENT_USAGE_VIEW: &str = r"
+CREATE VIEW agent_usage AS
+SELECT
+  ts, node, task_id, session,
+  data->>'model' AS model,
+  CAST(data->>'input_tokens' AS BIGINT) AS input_tokens,
+  CAST(data->>'output_tokens' AS BIGINT) AS output_tokens,
+  CAST(data->>'cache_read_tokens' AS BIGINT) AS cache_read_tokens,
+  CAST(data->>'cache_write_tokens' AS BIGINT) AS cache_write_tokens,
+  CAST(data->>'reasoning_tokens' AS BIGINT) AS reasoning_tokens,
+  CAST(data->>'cost_usd' AS DOUBLE) AS cost_usd,
+  CAST(data->>'priced' AS BOOLEAN) AS priced
+FROM events
+WHERE type = 'agent_usage'
+";
+
+/// Opens an in-memory DuckDB with the `events`, `tasks`, `llm_calls` and `agent_usage`
+/// views over
 /// `log_dir`.
 ///
 /// # Errors
@@ -119,6 +136,7 @@ pub fn open(log_dir: &Path) -> Result<Connection> {
     conn.execute_batch(&format!("CREATE VIEW events AS {events};"))?;
     conn.execute_batch(TASKS_VIEW)?;
     conn.execute_batch(LLM_CALLS_VIEW)?;
+    conn.execute_batch(AGENT_USAGE_VIEW)?;
     Ok(conn)
 }
 

@@ -75,6 +75,16 @@ pub fn late(agent: &str, event: &str, input: &serde_json::Value) -> Option<Signa
     }
 }
 
+/// Whether `agent`'s hook `event` asks whether a tool may run (its answer must then
+/// refuse when anything goes wrong).
+#[must_use]
+pub fn is_tool_event(agent: &str, event: &str) -> bool {
+    matches!(
+        (agent, event),
+        ("claude-code" | "codex", "PreToolUse" | "PermissionRequest") | ("gemini", "BeforeTool")
+    )
+}
+
 /// The CLIs whose hooks architect installs.
 pub const AGENTS: &[&str] = &["claude-code", "codex", "gemini"];
 

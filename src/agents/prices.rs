@@ -36,6 +36,9 @@ pub struct ModelPrice {
     pub price: Price,
 }
 
+/// The `config/prices.toml` that `architect init` writes (examples, commented out).
+pub const DEFAULT_PRICES: &str = include_str!("../../config/prices.toml");
+
 /// The parsed file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +147,12 @@ cache_read = 0.1
         assert!((p.cost(Some("claude-sonnet-9"), &u).unwrap() - (3.0 + 1.5 + 3.0)).abs() < 1e-12);
         assert_eq!(p.cost(Some("gpt-x"), &u), None);
         assert_eq!(p.cost(None, &u), None);
+    }
+
+    #[test]
+    fn the_default_file_parses() {
+        let p: Prices = toml::from_str(DEFAULT_PRICES).unwrap();
+        assert!(p.model.is_empty(), "the examples are commented out");
     }
 
     #[test]

@@ -26,9 +26,17 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn run(agent: &str, event: &str) -> Result<ExitCode> {
     let mut raw = Vec::new();
     std::io::stdin().take(MAX_INPUT).read_to_end(&mut raw)?;
-    let input: serde_json::Value = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+    let tool_event = architect::agents::is_tool_event(agent, event);
+    let input: serde_json::Value = match serde_json::from_slice(&raw) {
+        Ok(v) => v,
+        Err(e) if tool_event => {
+            return refuse(agent, event, &format!("its input is not JSON ({e})"));
+        }
+        Err(_) => serde_json::Value::Null,
+    };
     let signal = match architect::agents::translate(agent, event, &input) {
         Ok(s) => s,
+        Err(e) if tool_event => return refuse(agent, event, &e),
         Err(e) => {
             eprintln!("architect hook: {e}");
             Signal::Other
@@ -63,6 +71,18 @@ pub fn run(agent: &str, event: &str) -> Result<ExitCode> {
             eprintln!("architect hook: {e}");
         }
     }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Prints a refusal of the tool request, for when the hook cannot do its job.
+fn refuse(agent: &str, event: &str, why: &str) -> Result<ExitCode> {
+    let answer = HookAnswer::Deny {
+        reason: format!("architect could not check this action ({why}); refused"),
+    };
+    let (out, code) = architect::agents::render(agent, event, &answer);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 

@@ -22,6 +22,10 @@ pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
         (config.join("sessions.toml"), DEFAULT_SESSIONS),
         (config.join("architect.toml"), DEFAULT_ARCHITECT),
         (config.join("policy.toml"), DEFAULT_POLICY),
+        (
+            config.join("prices.toml"),
+            architect::agents::prices::DEFAULT_PRICES,
+        ),
     ];
     for (name, text) in BUILTIN {
         files.push((config.join("profiles").join(format!("{name}.toml")), text));

@@ -190,13 +190,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls.
+    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage.
     #[command(
         after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
         tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
         started_at, last_started_at, finished_at, run_ms, error)\n  \
         llm_calls(ts, node, task_id, provider, model, status, attempt, latency_ms, input_tokens,\n        \
-        output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, ok, error)\n\nExample:\n  \
+        output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, ok, error)\n  \
+        agent_usage(ts, node, task_id, session, model, input_tokens, output_tokens,\n        \
+        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, priced)\n\nExample:\n  \
         architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\""
     )]
     Sql {
@@ -211,8 +213,9 @@ enum Cmd {
         /// JSON output.
         #[arg(long)]
         json: bool,
-        /// LLM spend instead: by provider and model, per completed task, and the savings
-        /// against sending every call to the most expensive configured model.
+        /// Spend instead: agent CLIs per session and task (config/prices.toml), and LLM
+        /// calls by provider and model, per completed task, and the savings against
+        /// sending every call to the most expensive configured model.
         #[arg(long)]
         cost: bool,
     },

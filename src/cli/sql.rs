@@ -33,6 +33,19 @@ const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
     round(sum(cost_usd), 6) AS usd \
     FROM llm_calls GROUP BY provider, model ORDER BY usd DESC, provider";
 
+/// Agent CLIs' spend per session and task, over the `agent_usage` view.
+const AGENT_TASKS_SQL: &str = "SELECT session, task_id, model, sum(input_tokens) AS input, \
+    sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read, \
+    sum(cache_write_tokens) AS cache_write, sum(reasoning_tokens) AS reasoning, \
+    round(sum(cost_usd), 6) AS usd, bool_and(priced) AS priced \
+    FROM agent_usage GROUP BY ALL ORDER BY session, min(ts)";
+
+/// Agent CLIs' spend per session.
+const AGENT_SESSIONS_SQL: &str = "SELECT session, count(DISTINCT task_id) AS tasks, \
+    round(sum(cost_usd), 6) AS usd, \
+    round(sum(cost_usd) / count(DISTINCT task_id), 6) AS usd_per_task \
+    FROM agent_usage GROUP BY session ORDER BY session";
+
 /// `architect stats --cost`.
 pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
     use architect::llm::{ProvidersFile, Usage};
@@ -85,21 +98,41 @@ pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<E
         })
         .map(|p| p.name.clone());
     let savings = most_expensive_total - total;
+    let agent_tasks = sql::run(&spool.dir("log"), AGENT_TASKS_SQL)?;
+    let agent_sessions = sql::run(&spool.dir("log"), AGENT_SESSIONS_SQL)?;
+    let agent_total: f64 = events
+        .iter()
+        .filter(|e| e.kind == "agent_usage")
+        .map(|e| e.data["cost_usd"].as_f64().unwrap_or(0.0))
+        .sum();
     if json {
-        let rows: serde_json::Value = serde_json::from_str(&by_provider.render(Format::Json)?)?;
+        let rows = |r: &sql::QueryResult| -> Result<serde_json::Value> {
+            Ok(serde_json::from_str(&r.render(Format::Json)?)?)
+        };
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "by_provider": rows,
+                "by_provider": rows(&by_provider)?,
                 "total_usd": total,
                 "completed_tasks_with_llm_calls": done_with_calls.len(),
                 "cost_per_completed_task_usd": per_task,
                 "most_expensive_provider": priciest,
                 "all_on_most_expensive_usd": most_expensive_total,
                 "savings_usd": savings,
+                "agents": {
+                    "by_session": rows(&agent_sessions)?,
+                    "by_task": rows(&agent_tasks)?,
+                    "total_usd": agent_total,
+                },
             }))?
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if !agent_tasks.rows.is_empty() {
+        println!("agent CLIs, per session and task (tokens from their own session files, prices from config/prices.toml):");
+        print!("{}", agent_tasks.render(Format::Table)?);
+        print!("{}", agent_sessions.render(Format::Table)?);
+        println!("agent total            ${agent_total:.6}\n");
     }
     if by_provider.rows.is_empty() {
         println!("no LLM calls in the log yet");

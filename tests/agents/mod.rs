@@ -27,6 +27,8 @@ use architect::spool::task::TaskState;
 
 use crate::helper::{Daemon, Env, Mock};
 
+mod faults;
+
 /// The repository root.
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// How long a CLI may take to start and get past its first-run screens.
@@ -39,7 +41,7 @@ const ESCALATED: &str = "npm install left-pad";
 
 /// `node_modules/.bin` of the pinned CLIs, installed (or found up to date) once per test
 /// process.
-fn clis() -> &'static Path {
+pub(super) fn clis() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let script = Path::new(ROOT).join("tools/agent-clis/install");
