@@ -105,6 +105,34 @@ pub struct ProfileFile {
     /// turn ends exactly ([`crate::agents`]); the screen stays the fallback.
     #[serde(default)]
     pub hooks: Option<HooksSpec>,
+    /// Continuing the conversation after the program died.
+    #[serde(default)]
+    pub resume: Option<ResumeSpec>,
+}
+
+/// `[resume]`: how a restarted session continues its conversation. `{conversation}` in
+/// the arguments is the conversation's id.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeSpec {
+    /// Where the id comes from: `start` (architect picks a UUID and passes it with
+    /// `first`) or `hook` (the `SessionStart` hook reports the CLI's own).
+    pub id: ResumeId,
+    /// Arguments added at a fresh start (with `id = "start"`), after the session's own.
+    #[serde(default)]
+    pub first: Vec<String>,
+    /// Arguments put before the session's own at a restart after the program died.
+    pub again: Vec<String>,
+}
+
+/// Where a conversation id comes from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeId {
+    /// architect picks it.
+    Start,
+    /// The CLI's `SessionStart` hook reports it.
+    Hook,
 }
 
 /// `[hooks]`: which CLI's hooks to install.
@@ -336,6 +364,11 @@ pub struct SubmitSpec {
     /// none: the text is left there).
     #[serde(default)]
     pub clear: Option<String>,
+    /// A task whose program died after its prompt was sent is not sent again (it may
+    /// have run): it fails, for a person to retry (default false: it is retried, as a
+    /// shell command is).
+    #[serde(default)]
+    pub at_most_once: bool,
 }
 
 fn default_pause() -> u64 {
@@ -360,6 +393,7 @@ impl Default for SubmitSpec {
             newline: default_newline(),
             confirm_timeout_ms: default_confirm(),
             clear: None,
+            at_most_once: false,
         }
     }
 }

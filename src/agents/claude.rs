@@ -90,6 +90,7 @@ pub fn translate(event: &str, input: &Value) -> Result<Signal, String> {
     Ok(match event {
         "SessionStart" => Signal::SessionStart {
             source: str_field(input, "source"),
+            conversation: str_field(input, "session_id"),
         },
         "UserPromptSubmit" => Signal::PromptSubmitted {
             prompt: str_field(input, "prompt"),

@@ -42,6 +42,10 @@ pub(crate) struct SessionSlot {
     pub approval: Option<crate::session::PendingApproval>,
     /// Parked by a usage limit until then.
     pub limited_until: Option<DateTime<Utc>>,
+    /// The conversation the program had (profiles with `[resume]`).
+    pub conversation: Option<String>,
+    /// The running program was started to resume `conversation`.
+    pub resuming: bool,
 }
 
 impl SessionSlot {
@@ -63,6 +67,8 @@ impl SessionSlot {
             removed: false,
             approval: None,
             limited_until: None,
+            conversation: None,
+            resuming: false,
         }
     }
 
@@ -81,6 +87,31 @@ impl SessionSlot {
             h.send(Command::Stop);
         }
         self.restart_at = None;
+    }
+}
+
+/// The conversation a session's next program starts with, and the slot updated for it:
+/// after a death, the one it had (unless resuming it already failed: the program died
+/// before it was ready); else a new one when architect picks the id.
+fn conversation_for(slot: &mut SessionSlot, after_death: bool) -> Option<runner::Conversation> {
+    let spec = slot.resolved.profile.spec.resume.clone()?;
+    if after_death {
+        if let Some(id) = slot.conversation.clone() {
+            slot.resuming = true;
+            return Some(runner::Conversation { id, resume: true });
+        }
+    }
+    slot.resuming = false;
+    match spec.id {
+        crate::profile::ResumeId::Start => {
+            let id = crate::session::marks::new_uuid();
+            slot.conversation = Some(id.clone());
+            Some(runner::Conversation { id, resume: false })
+        }
+        crate::profile::ResumeId::Hook => {
+            slot.conversation = None;
+            None
+        }
     }
 }
 
@@ -119,7 +150,7 @@ impl Daemon {
             match self.sessions.get_mut(&name) {
                 None => {
                     self.sessions.insert(name.clone(), SessionSlot::new(r));
-                    self.start_session(&name);
+                    self.start_session(&name, false);
                 }
                 Some(slot) => {
                     slot.removed = false;
@@ -129,7 +160,7 @@ impl Daemon {
                             slot.resolved = r;
                             slot.replace_with = None;
                             slot.consecutive_deaths = 0;
-                            self.start_session(&name);
+                            self.start_session(&name, false);
                         } else {
                             slot.replace_with = Some(r);
                             if slot.task.is_none() {
@@ -228,7 +259,9 @@ impl Daemon {
         }
     }
 
-    fn start_session(&mut self, name: &str) {
+    /// Starts a session's program. `after_death`: it died and is being restarted, so a
+    /// profile with `[resume]` continues its conversation.
+    fn start_session(&mut self, name: &str, after_death: bool) {
         self.next_generation += 1;
         let generation = self.next_generation;
         let tx = self.session_tx.clone();
@@ -237,12 +270,17 @@ impl Daemon {
         };
         slot.restart_at = None;
         slot.generation = generation;
+        let conversation = conversation_for(slot, after_death);
+        if let Some(c) = &conversation {
+            tracing::info!(session = %name, conversation = %c.id, resume = c.resume, "conversation");
+        }
         match runner::start(
             slot.resolved.clone(),
             generation,
             tx,
             self.approvals.clone(),
             self.llm.clone(),
+            conversation,
         ) {
             Ok(h) => {
                 slot.handle = Some(h);
@@ -284,7 +322,7 @@ impl Daemon {
             if let Some(slot) = self.sessions.get_mut(&name) {
                 slot.restarts += 1;
             }
-            self.start_session(&name);
+            self.start_session(&name, true);
         }
     }
 
@@ -345,9 +383,19 @@ impl Daemon {
                 self.on_task_finished(&session, &task_id, outcome);
                 self.after_task(&session);
             }
-            SessionEvent::Exited { status, requested } => {
+            SessionEvent::Exited {
+                status,
+                requested,
+                delivery,
+            } => {
                 slot.approval = None;
-                self.on_exited(&session, &status, requested);
+                self.on_exited(&session, &status, requested, delivery);
+            }
+            SessionEvent::Conversation { id } => {
+                if slot.conversation.as_deref() != Some(id.as_str()) {
+                    tracing::info!(session = %session, conversation = %id, "conversation reported");
+                    slot.conversation = Some(id);
+                }
             }
             SessionEvent::Permission {
                 task_id,
@@ -450,12 +498,13 @@ impl Daemon {
                 task_id,
                 event,
                 signal,
+                source,
             } => {
                 self.log.record(
                     EventType::HookReceived,
                     task_id.as_deref(),
                     Some(&session),
-                    json!({"event": event, "signal": signal}),
+                    json!({"event": event, "signal": signal, "source": source}),
                 );
             }
         }
@@ -471,10 +520,22 @@ impl Daemon {
         self.publish_session(name);
     }
 
-    fn on_exited(&mut self, name: &str, status: &str, requested: bool) {
+    fn on_exited(
+        &mut self,
+        name: &str,
+        status: &str,
+        requested: bool,
+        delivery: Option<crate::session::machine::Delivery>,
+    ) {
         let Some(slot) = self.sessions.get_mut(name) else {
             return;
         };
+        if slot.resuming && slot.state == SessionState::Starting {
+            // Resuming failed (the program died before it was ready): start afresh.
+            tracing::warn!(session = %name, "could not resume the conversation; the next start is a new one");
+            slot.conversation = None;
+            slot.resuming = false;
+        }
         slot.handle = None;
         slot.pid = None;
         slot.last_exit = Some(status.to_string());
@@ -488,7 +549,11 @@ impl Daemon {
         );
         self.set_session_state(name, SessionState::Dead);
         if let Some(id) = task {
-            self.on_task_session_died(name, &id, status);
+            if self.shutting_down {
+                self.on_task_daemon_stopped(name, &id, delivery);
+            } else {
+                self.on_task_session_died(name, &id, status, delivery);
+            }
         }
         if self.shutting_down {
             return;
@@ -501,7 +566,7 @@ impl Daemon {
         } else if let Some(new) = slot.replace_with.take() {
             slot.resolved = new;
             slot.consecutive_deaths = 0;
-            self.start_session(name);
+            self.start_session(name, false);
         } else {
             if slot.started_at.is_some_and(|t| t.elapsed() > HEALTHY_AFTER) {
                 slot.consecutive_deaths = 0;

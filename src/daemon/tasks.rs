@@ -506,11 +506,71 @@ impl Daemon {
     }
 
     /// The session running `task_id` died.
-    pub(super) fn on_task_session_died(&mut self, session: &str, task_id: &str, status: &str) {
+    /// The daemon is stopping and ended the session running `task_id`: not a failure of
+    /// the task. It goes back to `pending/` with no attempt counted, unless its prompt may
+    /// have run on an at-most-once session: then it fails, never sent again by itself.
+    pub(super) fn on_task_daemon_stopped(
+        &mut self,
+        session: &str,
+        task_id: &str,
+        delivery: Option<crate::session::machine::Delivery>,
+    ) {
+        use crate::session::machine::Delivery;
+        let at_most_once = self
+            .sessions
+            .get(session)
+            .is_some_and(|s| s.resolved.profile.spec.submit.at_most_once);
+        if at_most_once && matches!(delivery, Some(Delivery::Sent | Delivery::Taken)) {
+            let error = format!(
+                "the daemon stopped while session {session} ran the task, after its prompt was \
+                 sent: not sent again, so it cannot run twice (`architect retry {task_id}` runs it again)"
+            );
+            self.end_attempt(
+                task_id,
+                session,
+                AttemptOutcome::Interrupted,
+                Some(error.clone()),
+            );
+            self.finish(task_id, TaskState::Failed, None, Some(error));
+        } else {
+            self.unclaim(task_id);
+        }
+    }
+
+    pub(super) fn on_task_session_died(
+        &mut self,
+        session: &str,
+        task_id: &str,
+        status: &str,
+        delivery: Option<crate::session::machine::Delivery>,
+    ) {
+        use crate::session::machine::Delivery;
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         let error = format!("session {session} died during the task ({status})");
+        let at_most_once = self
+            .sessions
+            .get(session)
+            .is_some_and(|s| s.resolved.profile.spec.submit.at_most_once);
         if cancel {
             self.attempt_cancelled(task_id, session, Some(error));
+        } else if at_most_once && matches!(delivery, Some(Delivery::Sent | Delivery::Taken)) {
+            // The prompt may have run: never sent again by itself.
+            let how = if delivery == Some(Delivery::Taken) {
+                "was taken"
+            } else {
+                "was sent"
+            };
+            let error = format!(
+                "{error} after its prompt {how}: not sent again, so it cannot run twice \
+                 (`architect retry {task_id}` runs it again)"
+            );
+            self.end_attempt(
+                task_id,
+                session,
+                AttemptOutcome::SessionDied,
+                Some(error.clone()),
+            );
+            self.finish(task_id, TaskState::Failed, None, Some(error));
         } else {
             self.attempt_failed(task_id, session, AttemptOutcome::SessionDied, error);
         }

@@ -118,6 +118,18 @@ pub enum Effect {
     Kill(String),
 }
 
+/// How far a task's prompt got (what a session's death means for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Enter was not pressed: the prompt was provably not taken.
+    NotSent,
+    /// Enter was pressed, with no evidence either way yet.
+    Sent,
+    /// There was evidence that it was taken.
+    Taken,
+}
+
 /// What the machine needs to know about its session.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -272,6 +284,19 @@ impl Machine {
     #[must_use]
     pub fn state(&self) -> SessionState {
         self.state
+    }
+
+    /// How far the running task's prompt got (`None`: no task).
+    #[must_use]
+    pub fn delivery(&self) -> Option<Delivery> {
+        let t = self.task.as_ref()?;
+        Some(if t.accepted.is_some() {
+            Delivery::Taken
+        } else if t.entered_at.is_some() {
+            Delivery::Sent
+        } else {
+            Delivery::NotSent
+        })
     }
 
     /// Whether a task may be handed over now (idle, no task).
@@ -555,7 +580,12 @@ impl Machine {
         self.hooks_seen = true;
         let mut answer = HookAnswer::Ok;
         match signal {
-            Signal::SessionStart { .. } | Signal::Other => {}
+            Signal::SessionStart { conversation, .. } => {
+                if let Some(id) = conversation {
+                    self.emit(SessionEvent::Conversation { id });
+                }
+            }
+            Signal::Other => {}
             Signal::PromptSubmitted { .. } => {
                 if self.task.as_ref().is_some_and(|t| t.entered_at.is_some()) {
                     self.accept(now, &format!("hook:{event}"));

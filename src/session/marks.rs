@@ -166,19 +166,41 @@ fn osc_133(b: &[u8]) -> Osc<'_> {
     Osc::Incomplete
 }
 
-/// A fresh random nonce (128 bits, hex), from the kernel's random source.
-#[must_use]
-pub fn new_nonce() -> String {
+/// 16 random bytes from the kernel's random source (a ULID's when it cannot be read).
+fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     let filled = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
     if filled.is_err() {
         // No /dev/urandom: a ULID still has 80 random bits.
-        return ulid::Ulid::new().to_string().to_lowercase();
+        return ulid::Ulid::new().to_bytes();
     }
+    bytes
+}
+
+/// A fresh random nonce (128 bits, hex).
+#[must_use]
+pub fn new_nonce() -> String {
     let mut s = String::with_capacity(32);
-    for b in bytes {
+    for b in random_bytes() {
         let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A fresh random UUID (version 4, RFC 9562), lower-case with hyphens: the id a CLI
+/// is given for a new conversation.
+#[must_use]
+pub fn new_uuid() -> String {
+    let mut b = random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{byte:02x}");
     }
     s
 }
@@ -286,6 +308,15 @@ mod tests {
         let mut s = MarkScanner::new("n");
         let data = b"\x1b[31mred\x1b]0;title\x07\x1b]1337;x\x07";
         assert_eq!(bytes(&s.scan(data)), data);
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+        assert_ne!(u, new_uuid());
     }
 
     #[test]

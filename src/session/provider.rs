@@ -54,6 +54,7 @@ pub(crate) fn run(
             emit(SessionEvent::Exited {
                 status: format!("did not start: async runtime: {e}"),
                 requested: false,
+                delivery: None,
             });
             return;
         }
@@ -64,6 +65,7 @@ pub(crate) fn run(
             emit(SessionEvent::Exited {
                 status: format!("did not start: HTTP client: {e}"),
                 requested: false,
+                delivery: None,
             });
             return;
         }
@@ -121,5 +123,6 @@ pub(crate) fn run(
     emit(SessionEvent::Exited {
         status: "stopped".into(),
         requested: true,
+        delivery: None,
     });
 }

@@ -189,6 +189,8 @@ pub enum SessionEvent {
         event: String,
         /// The signal kind (`prompt_submitted`, `turn_end`, …).
         signal: String,
+        /// For `session_start`: `startup` or `resume`.
+        source: Option<String>,
     },
     /// The prompt's first byte was written to the terminal.
     PromptSent {
@@ -235,12 +237,19 @@ pub enum SessionEvent {
         /// Why.
         reason: String,
     },
+    /// The CLI reported its conversation's id (for `[resume]`).
+    Conversation {
+        /// The id.
+        id: String,
+    },
     /// The program is gone; the thread has ended.
     Exited {
         /// Exit status text ("exit 0", "signal 9", "did not start: …").
         status: String,
         /// Whether it was stopped on request (not a crash).
         requested: bool,
+        /// How far the running task's prompt got, when a task was running.
+        delivery: Option<super::machine::Delivery>,
     },
 }
 
@@ -283,6 +292,16 @@ impl Drop for SessionHandle {
     }
 }
 
+/// The conversation a session's program starts with (profiles with `[resume]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Its id.
+    pub id: String,
+    /// Continue it (the program died): the profile's `again` arguments; else start it
+    /// with this id (`first`).
+    pub resume: bool,
+}
+
 /// Where events go: a sink the scheduler drains.
 pub type EventSink = tokio::sync::mpsc::UnboundedSender<SessionMessage>;
 
@@ -297,6 +316,7 @@ pub fn start(
     events: EventSink,
     approvals: Approvals,
     llm: Arc<super::provider::LlmContext>,
+    conversation: Option<Conversation>,
 ) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
@@ -311,7 +331,7 @@ pub fn start(
                 return;
             }
             let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals);
-            runner.run();
+            runner.run(conversation.as_ref());
         })?;
     Ok(SessionHandle {
         commands: tx,
@@ -532,11 +552,12 @@ impl Runner {
         Ok(proc)
     }
 
-    fn run(&mut self) {
+    fn run(&mut self, conversation: Option<&Conversation>) {
         let fail = |me: &Self, e: String| {
             me.emit(SessionEvent::Exited {
                 status: format!("did not start: {e}"),
                 requested: false,
+                delivery: None,
             });
         };
         // A worktree session starts in its worktree, on its own branch.
@@ -550,6 +571,20 @@ impl Runner {
         };
         if let Some(nonce) = &integration.nonce {
             self.marks = Some(MarkScanner::new(nonce));
+        }
+        if let (Some(spec), Some(c)) = (&self.cfg.profile.spec.resume, conversation) {
+            let fill = |args: &[String]| -> Vec<String> {
+                args.iter()
+                    .map(|a| a.replace("{conversation}", &c.id))
+                    .collect()
+            };
+            if c.resume {
+                let mut args = fill(&spec.again);
+                args.append(&mut integration.args);
+                integration.args = args;
+            } else {
+                integration.args.extend(fill(&spec.first));
+            }
         }
         self.hooks = integration.hooks.take();
         let proc = match self.spawn(&integration) {
@@ -593,7 +628,12 @@ impl Runner {
             End::Exited(s) => (s, false),
             End::Stopped(s) => (s, true),
         };
-        self.emit(SessionEvent::Exited { status, requested });
+        let delivery = self.machine.delivery();
+        self.emit(SessionEvent::Exited {
+            status,
+            requested,
+            delivery,
+        });
     }
 
     fn setup_for(&self, marks: bool, hooks: bool) -> Setup {
@@ -771,10 +811,15 @@ impl Runner {
                 .and_then(|v| v.get("signal").and_then(|s| s.as_str()).map(String::from))
                 .unwrap_or_default(),
         };
+        let source = match signal {
+            super::signal::Signal::SessionStart { source, .. } => source.clone(),
+            _ => None,
+        };
         self.emit(SessionEvent::Hook {
             task_id: self.task_id.clone(),
             event: event.to_string(),
             signal: kind,
+            source,
         });
     }
 

@@ -20,6 +20,9 @@ pub enum Signal {
         /// `startup`, `resume`, … as the CLI says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
+        /// The CLI's id of the conversation (to resume it after a crash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
     },
     /// The CLI took a prompt (Claude Code and Codex `UserPromptSubmit`, Gemini
     /// `BeforeAgent`): proof that the prompt was taken.

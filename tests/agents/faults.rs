@@ -14,7 +14,7 @@ use architect::agents::offline::{self, Cli};
 use architect::spool::task::{TaskRecord, TaskState};
 
 use super::clis;
-use crate::helper::{wait_for, Daemon, Env, Mock, BIN};
+use crate::helper::{mock_control, wait_for, Daemon, Env, Mock, BIN};
 
 /// How long a CLI may take to start; how long a task may take.
 const STARTUP: Duration = Duration::from_secs(90);
@@ -392,4 +392,88 @@ fn agent_usage_is_priced_per_task_and_matches_the_mock() {
         text.contains("tok-usea") && text.contains("claude-1"),
         "{text}"
     );
+}
+
+/// A session killed in the middle of a turn: the task is not sent again (its prompt was
+/// taken: it may have run), and the restarted session continues the conversation, as the
+/// next model request shows.
+fn killed_mid_conversation_resumes_it(cli: Cli) {
+    let f = Fleet::start(cli, 1, true);
+    let session = f.session(&cli, 1);
+    f.submit("reply", "tok-resa", None);
+    assert_eq!(f.done("tok-resa").0, TaskState::Done);
+    // A slow turn, killed once the prompt was taken.
+    mock_control(f.mock.port, "GET", "/_mock/delay?s=3", "");
+    f.submit("reply", "tok-resb", None);
+    wait_for("tok-resb to be taken", TASK, || {
+        f.env
+            .events_of("prompt_accepted")
+            .iter()
+            .any(|e| e.task_id.as_deref() == Some("tok-resb"))
+    });
+    let pid = f.env.session(&session).and_then(|s| s.pid).unwrap();
+    // SAFETY: signalling the CLI's process group, which this test's daemon started.
+    unsafe { libc::kill(-i32::try_from(pid).unwrap(), libc::SIGKILL) };
+    let (state, rec) = f.done("tok-resb");
+    assert_eq!(state, TaskState::Failed, "{rec:?}");
+    assert_eq!(
+        rec.attempts.len(),
+        1,
+        "never sent again: {:?}",
+        rec.attempts
+    );
+    assert!(
+        rec.error.as_deref().unwrap().contains("not sent again"),
+        "{rec:?}"
+    );
+    mock_control(f.mock.port, "GET", "/_mock/delay?s=0", "");
+    wait_for("the session to come back", STARTUP, || {
+        f.env
+            .session(&session)
+            .is_some_and(|s| s.restarts == 1 && s.state == architect::session::SessionState::Idle)
+    });
+    f.submit("reply", "tok-resc", None);
+    let (state, rec) = f.done("tok-resc");
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    assert_eq!(
+        rec.result.unwrap().reply.as_deref(),
+        Some("all done tok-resc")
+    );
+    // The CLI said it resumed, and its request for the new prompt carries the old ones.
+    let resumed = f
+        .env
+        .events_of("hook_received")
+        .into_iter()
+        .any(|e| e.data["signal"] == "session_start" && e.data["source"] == "resume");
+    assert!(resumed, "no SessionStart with source resume");
+    let body = mock_control(f.mock.port, "GET", "/_mock/requests?bodies=1", "");
+    let json_start = body.find('{').unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body[json_start..]).unwrap();
+    let last = v["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["token"] == "tok-resc")
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("FIDELITY reply tok-resa"),
+        "the conversation was not continued"
+    );
+}
+
+#[test]
+fn claude_code_killed_mid_conversation_resumes_it() {
+    killed_mid_conversation_resumes_it(offline::CLAUDE);
+}
+
+#[test]
+fn codex_killed_mid_conversation_resumes_it() {
+    killed_mid_conversation_resumes_it(offline::CODEX);
+}
+
+#[test]
+fn gemini_killed_mid_conversation_resumes_it() {
+    killed_mid_conversation_resumes_it(offline::GEMINI);
 }

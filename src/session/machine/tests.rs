@@ -510,7 +510,14 @@ fn with_no_proof_either_way_the_task_is_not_retried_blindly() {
 
 fn claude_with_hooks() -> Rig {
     let mut r = Rig::new(setup("claude-code", false, true));
-    r.hook(5, "SessionStart", Signal::SessionStart { source: None });
+    r.hook(
+        5,
+        "SessionStart",
+        Signal::SessionStart {
+            source: None,
+            conversation: Some("c-1".into()),
+        },
+    );
     r.screen(10, &fixture("claude-code", "idle__fresh-start"))
         .tick(100);
     assert_eq!(r.m.state(), SessionState::Idle);
