@@ -58,6 +58,11 @@ fn disable_hooks(cli: &Cli, home: &Path, env: &BTreeMap<String, String>) {
 
 impl Fleet {
     fn start(cli: Cli, n: usize, hooks: bool) -> Self {
+        Self::start_with(cli, n, hooks, &[])
+    }
+
+    /// [`Fleet::start`] with extra environment variables for every session.
+    fn start_with(cli: Cli, n: usize, hooks: bool, extra: &[(&str, &str)]) -> Self {
         let bin = clis();
         let env = Env::new("");
         let mock = Mock::start(env.path("mock.jsonl"), None);
@@ -67,7 +72,10 @@ impl Fleet {
             let home = env.path(&format!("home-{i}"));
             let work = env.path(&format!("work-{i}"));
             offline::git_workdir(&work).unwrap();
-            let senv = offline::prepare_home(&cli, &home, &work, &mock.url()).unwrap();
+            let mut senv = offline::prepare_home(&cli, &home, &work, &mock.url()).unwrap();
+            for (k, v) in extra {
+                senv.insert((*k).to_string(), (*v).to_string());
+            }
             if !hooks {
                 disable_hooks(&cli, &home, &senv);
             }
@@ -476,4 +484,48 @@ fn codex_killed_mid_conversation_resumes_it() {
 #[test]
 fn gemini_killed_mid_conversation_resumes_it() {
     killed_mid_conversation_resumes_it(offline::GEMINI);
+}
+
+/// Claude Code hits a usage limit (the API answers 429 with the mock's limit preset): its
+/// StopFailure hook parks the session, the task goes back to the queue without counting
+/// an attempt, and the session comes back by itself at the reset time and runs it.
+#[test]
+fn a_usage_limit_hook_parks_the_session_until_it_resets() {
+    let cli = offline::CLAUDE;
+    // No retries inside Claude Code: the 429 ends the turn at once.
+    let f = Fleet::start_with(cli, 1, true, &[("CLAUDE_CODE_MAX_RETRIES", "0")]);
+    let session = f.session(&cli, 1);
+    mock_control(
+        f.mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"{"limit": true, "reset_s": 4, "times": 1, "side": false}"#,
+    );
+    f.env.drop_task(
+        "lim.json",
+        r#"{"id": "tok-lima", "prompt": "FIDELITY reply tok-lima", "max_retries": 0}"#,
+    );
+    wait_for("the session to be limited", TASK, || {
+        f.env
+            .session(&session)
+            .is_some_and(|s| s.state == architect::session::SessionState::Limited)
+    });
+    let limited = f.env.events_of("session_limited");
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    let reset = limited[0].data["reset_in_s"].as_u64().unwrap();
+    assert!((1..=5).contains(&reset), "{limited:?}");
+    let (state, rec) = f.done("tok-lima");
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let outcomes: Vec<_> = rec.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            architect::spool::task::AttemptOutcome::Limited,
+            architect::spool::task::AttemptOutcome::Completed
+        ]
+    );
+    assert_eq!(
+        rec.result.unwrap().reply.as_deref(),
+        Some("all done tok-lima")
+    );
 }

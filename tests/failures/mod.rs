@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use architect::session::SessionState;
 use architect::spool::task::{AttemptOutcome, TaskState};
 
 use crate::helper::{ids_in, wait_for, Env, ONE_SHELL};
@@ -240,4 +241,43 @@ fn a_prompt_proven_not_taken_is_retried_and_one_that_was_taken_never_is() {
     assert_eq!(state, TaskState::Done, "{rec:?}");
     assert_eq!(rec.attempts.len(), 1);
     assert_eq!(rec.result.unwrap().reply.as_deref(), Some("done: quick"));
+}
+
+#[test]
+fn a_usage_limit_screen_parks_the_session_and_it_comes_back_by_itself() {
+    // For its first 2.5 s the fake agent answers every prompt with
+    // "✗ usage limit reached, try again in Ns".
+    let env = Env::new(&crate::helper::fake_agent_session(
+        "agent-1",
+        &["--work-ms", "50", "--limited-for-ms", "2500"],
+    ));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    env.drop_task(
+        "lim.json",
+        r#"{"id": "lim", "prompt": "work after the limit", "max_retries": 0}"#,
+    );
+    wait_for("the session to be limited", T, || {
+        env.session("agent-1")
+            .is_some_and(|s| s.state == SessionState::Limited && s.limited_until.is_some())
+    });
+    let (state, rec) = env.wait_final("lim", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let outcomes: Vec<_> = rec.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Limited, AttemptOutcome::Completed]
+    );
+    assert_eq!(
+        rec.result.unwrap().reply.as_deref(),
+        Some("done: work after the limit")
+    );
+    let limited = env.events_of("session_limited");
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert!(limited[0].data["message"]
+        .as_str()
+        .unwrap()
+        .contains("usage limit reached"));
+    let status = env.ok(&["status"]);
+    assert!(status.contains("limited 0"), "{status}");
 }

@@ -11,6 +11,8 @@
 //! * `--need-cols N` minimum terminal width (default 0 = any).
 //! * `--ask-every N` every Nth prompt asks the permission question (default 0 = never).
 //! * `--no-cpr`      skip the start-up terminal queries (`ESC[6n` and `ESC[c`).
+//! * `--limited-for-ms N` for N ms after start, every prompt ends at once with
+//!   `✗ usage limit reached, try again in <s>s` (the seconds left) instead of a reply.
 //! * `--help`        print the usage and exit.
 //!
 //! # Screen contract
@@ -125,7 +127,7 @@ const STYLE_QUESTION: &str = "\x1b[1;33m";
 const STYLE_HINT: &str = "\x1b[2m";
 
 const USAGE: &str = "\
-usage: fake-agent [--work-ms N] [--need-cols N] [--ask-every N] [--no-cpr] [--help]
+usage: fake-agent [--work-ms N] [--need-cols N] [--ask-every N] [--no-cpr] [--limited-for-ms N] [--help]
 
 A deterministic fake agent TUI for architect's tests and benchmarks.
 
@@ -133,6 +135,7 @@ A deterministic fake agent TUI for architect's tests and benchmarks.
   --need-cols N  wait until the terminal is at least N columns wide (default 0)
   --ask-every N  every Nth prompt asks a permission question (default 0 = never)
   --no-cpr       do not query the cursor position / device attributes at start-up
+  --limited-for-ms N  for N ms after start every prompt hits a usage limit
   --help         show this help
 
 Prompt directives: sleep=<ms>  ask  crash  hang  lines=<n>  deaf  run: <command>";
@@ -143,6 +146,7 @@ struct Options {
     need_cols: u16,
     ask_every: u64,
     query_terminal: bool,
+    limited_for_ms: u64,
 }
 
 /// Parses the flags; `Ok(None)` means `--help` was asked for.
@@ -152,6 +156,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         need_cols: 0,
         ask_every: 0,
         query_terminal: true,
+        limited_for_ms: 0,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -164,7 +169,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--no-cpr" => options.query_terminal = false,
-            "--work-ms" | "--need-cols" | "--ask-every" => {
+            "--work-ms" | "--need-cols" | "--ask-every" | "--limited-for-ms" => {
                 let value = inline_value
                     .or_else(|| args.next())
                     .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -173,6 +178,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     .map_err(|_| format!("{flag}: not a number: {value:?}"))?;
                 match flag.as_str() {
                     "--work-ms" => options.work_ms = number,
+                    "--limited-for-ms" => options.limited_for_ms = number,
                     "--need-cols" => {
                         options.need_cols = u16::try_from(number)
                             .map_err(|_| format!("{flag}: too large: {number}"))?;
@@ -567,6 +573,8 @@ struct Agent {
     dirty: bool,
     /// How many screen rows the last full frame used.
     frame_rows: usize,
+    /// When the program started (for `--limited-for-ms`).
+    born: Instant,
 }
 
 impl Agent {
@@ -748,6 +756,16 @@ impl Agent {
         }
         let prompt = std::mem::take(&mut self.typed);
         self.prompts_submitted += 1;
+        let limit = Duration::from_millis(self.options.limited_for_ms);
+        if let Some(left) = limit.checked_sub(self.born.elapsed()) {
+            self.history.push(HistoryLine::Prompt(prompt));
+            self.history.push(HistoryLine::Plain(format!(
+                "✗ usage limit reached, try again in {}s",
+                left.as_secs() + 1
+            )));
+            self.enter_idle();
+            return;
+        }
         let mut task = Task::from_prompt(&prompt, self.options.work_ms);
         if self.options.ask_every > 0
             && self
@@ -1041,6 +1059,7 @@ pub fn run(args: impl IntoIterator<Item = String>) {
         prompts_submitted: 0,
         dirty: true,
         frame_rows: 0,
+        born: Instant::now(),
     };
     let typed_meanwhile = agent.start();
     agent.run(typed_meanwhile);
