@@ -878,6 +878,11 @@ impl Machine {
     /// Parks the session after a usage limit: the task goes back to the queue.
     fn park(&mut self, now: Instant, message: String, reset: Option<Duration>, backoff_s: u64) {
         let wait = reset.unwrap_or(Duration::from_secs(backoff_s));
+        if self.task.is_none() && self.limited_until.is_some_and(|u| u > now) {
+            // Already parked (the screen and a hook both told): keep the later reset.
+            self.limited_until = self.limited_until.max(Some(now + wait));
+            return;
+        }
         self.limited_until = Some(now + wait);
         if self.task.is_some() {
             self.finish(RunOutcome::Limited {
