@@ -15,7 +15,8 @@
 //!   settings file, and system settings must be owned by root): architect adds its own
 //!   entries, each named `architect`, and replaces them at every start; the user's other
 //!   settings and hooks stay as they are. Gemini CLI runs no hook in a folder it does not
-//!   trust (the profile's start-up rule answers its trust dialog).
+//!   trust, and after answering its trust dialog it restarts without them, so the session
+//!   runs with `GEMINI_CLI_TRUST_WORKSPACE=true` (the profile would answer "trust").
 //! - `BeforeTool` can deny (`{"decision": "deny", "reason"}`) or force the dialog
 //!   (`"ask"`); an "allow" only means "not blocked", and Gemini CLI still asks where it
 //!   would: the screen rules answer that dialog from the policy. So allows are not
@@ -134,7 +135,14 @@ pub fn install(cfg: &ResolvedSession) -> std::io::Result<Installed> {
     std::fs::create_dir_all(&dir)?;
     let text = serde_json::to_string_pretty(&with_hooks(old)).unwrap_or_default();
     super::write_replacing(&path, &text)?;
-    Ok(Installed::default())
+    // Gemini CLI runs no hook in a folder it does not trust, and after its trust dialog it
+    // restarts without them: the session's folder is trusted for this process (the
+    // profile answered that dialog "trust" anyway).
+    let mut installed = Installed::default();
+    installed
+        .env
+        .insert("GEMINI_CLI_TRUST_WORKSPACE".into(), "true".into());
+    Ok(installed)
 }
 
 /// Gemini CLI's hook JSON as a signal.

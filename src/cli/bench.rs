@@ -29,9 +29,24 @@ pub struct BenchArgs {
     /// Fake agents (sessions).
     #[arg(long, default_value_t = 50)]
     pub(super) agents: usize,
-    /// Tasks for the throughput run.
-    #[arg(long, default_value_t = 10_000)]
-    tasks: usize,
+    /// Tasks for the throughput run (default 10,000); with --fidelity, tasks per CLI
+    /// (default 30).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Measure delivery fidelity with the real agent CLIs instead (comma-separated:
+    /// claude, codex, gemini): each prompt carries a unique token its reply must echo;
+    /// prints delivered-once, right replies, duplicates, lost and the overhead from the
+    /// agent's turn end to the record in done/ (p50/p99). Exits 1 unless every task got
+    /// its right reply exactly once.
+    #[arg(long, value_name = "CLIS")]
+    fidelity: Option<String>,
+    /// With --fidelity: sessions per CLI.
+    #[arg(long, default_value_t = 2)]
+    sessions: usize,
+    /// With --fidelity: a slow model (0.05 s before each streamed event, up to 1 s more
+    /// per request), so busy screens stay up; default: it answers at once.
+    #[arg(long)]
+    slow: bool,
     /// Latency samples (one task at a time; also the kill -9 probes of the lock run).
     #[arg(long, default_value_t = 200)]
     pub(super) samples: usize,
@@ -157,6 +172,20 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let root = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new()))
     });
+    if let Some(list) = &a.fidelity {
+        let r = super::bench_fidelity::run(
+            list,
+            a.tasks.unwrap_or(30),
+            a.sessions,
+            a.slow,
+            &root,
+            a.json,
+        );
+        if temp {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        return r;
+    }
     let mut result = bench(&a, &root);
     if result.is_ok() && a.lock_tasks > 0 {
         result = super::bench_locks::run(&a, &root.join("locks-bench"));
@@ -279,7 +308,8 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     // 2. Throughput.
     let before = count(&done_dir);
     let start = Instant::now();
-    for i in 0..a.tasks {
+    let tasks = a.tasks.unwrap_or(10_000);
+    for i in 0..tasks {
         let id = format!("tp-{i:06}");
         std::fs::write(
             inbox.join(format!("{id}.json")),
@@ -290,14 +320,14 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     wait_until(
         "the throughput tasks to finish",
         Duration::from_secs(1800),
-        || count(&done_dir) >= before + a.tasks,
+        || count(&done_dir) >= before + tasks,
     )?;
     let elapsed = start.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
-    let rate = a.tasks as f64 / elapsed;
+    let rate = tasks as f64 / elapsed;
     println!(
         "  throughput: {} tasks through {} agents in {elapsed:.2} s = {rate:.0} tasks/s (writing the files took {:.2} s; target ≥ 1000/s)",
-        a.tasks,
+        tasks,
         a.agents,
         written.as_secs_f64()
     );
@@ -367,7 +397,7 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
             serde_json::json!({
                 "agents": a.agents, "host": host, "cores": cores,
                 "latency_ms": {"p50": lat50, "p99": lat99, "samples": a.samples},
-                "throughput": {"tasks": a.tasks, "seconds": elapsed, "tasks_per_s": rate},
+                "throughput": {"tasks": tasks, "seconds": elapsed, "tasks_per_s": rate},
                 "queue_add_ms": depth_figures.map(|(s, b)| serde_json::json!({
                     "depth_100": {"p50": s.0, "p99": s.1},
                     "depth": a.queue_depth, "depth_n": {"p50": b.0, "p99": b.1}})),

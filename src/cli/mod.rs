@@ -3,6 +3,7 @@
 
 mod ask;
 mod bench;
+mod bench_fidelity;
 mod bench_llm;
 mod bench_locks;
 mod demo;

@@ -253,6 +253,9 @@ fn refused_turn(cli: Cli, hooks: bool) {
         ),
     }
     assert!(f.homes[0].join("important").is_dir(), "rm -rf ran");
+    // The hooks really were the ones that spoke (or, switched off, never did).
+    let hooks_heard = f.env.events_of("hook_received").len();
+    assert_eq!(hooks_heard > 0, hooks, "{hooks_heard} hook events");
     let denied: Vec<_> = f
         .env
         .events_of("permission_decided")

@@ -826,6 +826,8 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         except (BrokenPipeError, ConnectionResetError):
             entry["note"] = "client went away"
+        # When the last byte of the answer was written (`t` is when the request came in).
+        entry["t_done"] = round(time.time(), 4)
         STATE.log(entry)
 
     def answer(self, api, path, body, conv, entry):
