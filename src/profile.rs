@@ -730,6 +730,25 @@ impl Profile {
         Self::parse(name, text)
     }
 
+    /// When this profile has a built-in namesake with structured signals it lacks (a
+    /// `config/profiles/<name>.toml` written by an older `architect init`): what it
+    /// misses, for a warning.
+    #[must_use]
+    pub fn missing_signals(&self) -> Option<String> {
+        let builtin = Self::builtin(&self.name).ok()?;
+        let mut missing = Vec::new();
+        if builtin.spec.shell_integration.is_some() && self.spec.shell_integration.is_none() {
+            missing.push("[shell_integration] (tasks end by the screen, not by the shell's marks)");
+        }
+        if builtin.spec.hooks.is_some() && self.spec.hooks.is_none() {
+            missing.push("[hooks] (the CLI's hooks are not installed; the screen alone decides)");
+        }
+        if builtin.spec.resume.is_some() && self.spec.resume.is_none() {
+            missing.push("[resume]");
+        }
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }
+
     /// Reads the state off a rendered screen: `waiting_input`, then `busy`, then `idle`.
     /// `None` when no regex matches (a screen in transition).
     #[must_use]
@@ -973,6 +992,21 @@ no = "n"
         )
         .unwrap_err();
         assert!(err.to_string().contains("named `action`"), "{err}");
+    }
+
+    #[test]
+    fn an_old_copy_of_a_builtin_profile_says_what_it_lacks() {
+        let shell = BUILTIN.iter().find(|(n, _)| *n == "shell").unwrap().1;
+        let old = shell
+            .replace("[shell_integration]\nshell = \"bash\"\n", "")
+            .replace("\"{shell_integration}\", ", "");
+        let p = Profile::parse("shell", &old).unwrap();
+        assert!(p.missing_signals().unwrap().contains("[shell_integration]"));
+        assert_eq!(Profile::builtin("shell").unwrap().missing_signals(), None);
+        assert_eq!(
+            Profile::builtin("fake-agent").unwrap().missing_signals(),
+            None
+        );
     }
 
     #[test]

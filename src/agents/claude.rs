@@ -175,6 +175,8 @@ pub fn late(event: &str, input: &Value) -> Option<Signal> {
 /// the text of its last assistant text block.
 #[must_use]
 pub fn turn_usage(transcript: &str, prompt_id: &str) -> (Vec<AgentUsage>, Option<String>) {
+    // The turn starts at the prompt's first line: parse from there, not from the start.
+    let transcript = super::tail_from_first(transcript, &format!("\"promptId\":\"{prompt_id}\""));
     let mut seen = std::collections::HashSet::new();
     let mut by_model: BTreeMap<String, Usage> = BTreeMap::new();
     let mut last_text = None;
@@ -262,17 +264,13 @@ pub fn render(event: &str, answer: &HookAnswer) -> (String, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn fixture(path: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/hooks/claude-code")
-            .join(path);
-        std::fs::read_to_string(p).unwrap()
+        crate::agents::fixture("claude-code", path)
     }
 
     fn json(path: &str) -> Value {
-        serde_json::from_str(fixture(path).trim()).unwrap()
+        crate::agents::fixture_json("claude-code", path)
     }
 
     #[test]

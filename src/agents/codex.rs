@@ -62,16 +62,10 @@ const EVENTS: &[(&str, u64)] = &[
 
 /// The session's `CODEX_HOME`: its `CODEX_HOME`, else `<its HOME>/.codex`.
 fn codex_home(cfg: &ResolvedSession) -> PathBuf {
-    if let Some(h) = cfg.env.get("CODEX_HOME") {
-        return cfg.cwd.join(h);
+    match cfg.env.get("CODEX_HOME") {
+        Some(h) => cfg.cwd.join(h),
+        None => cfg.home().join(".codex"),
     }
-    let home = cfg
-        .env
-        .get("HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"));
-    home.join(".codex")
 }
 
 /// `PreToolUse` → `pre_tool_use`.
@@ -290,11 +284,13 @@ pub fn late(event: &str, input: &Value) -> Option<Signal> {
 /// cached tokens, output without reasoning tokens).
 #[must_use]
 pub fn usage_of_turn(rollout: &str, turn: &str, model: Option<String>) -> Vec<AgentUsage> {
+    // The turn starts at its first line: parse from there, not from the start.
+    let rollout = super::tail_from_first(rollout, &format!("\"turn_id\":\"{turn}\""));
     let last = rollout
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["type"] == "token_usage_record" && v["payload"]["turn_id"] == turn)
-        .last();
+        .find(|v| v["type"] == "token_usage_record" && v["payload"]["turn_id"] == turn);
     let Some(rec) = last else {
         return Vec::new();
     };
@@ -347,10 +343,7 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> Value {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/hooks/codex")
-            .join(path);
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        crate::agents::fixture_json("codex", path)
     }
 
     #[test]
@@ -411,9 +404,7 @@ mod tests {
 
     #[test]
     fn usage_is_the_last_record_of_the_turn_without_double_counting() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/hooks/codex/b-tool-auto/rollout.jsonl");
-        let rollout = std::fs::read_to_string(p).unwrap();
+        let rollout = crate::agents::fixture("codex", "b-tool-auto/rollout.jsonl");
         let u = usage_of_turn(
             &rollout,
             "01a232e8-e308-70a3-8c54-f9774aeecabd",

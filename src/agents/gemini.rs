@@ -54,10 +54,7 @@ const NAME: &str = "architect";
 fn gemini_home(cfg: &ResolvedSession) -> std::path::PathBuf {
     cfg.env
         .get("GEMINI_CLI_HOME")
-        .or_else(|| cfg.env.get("HOME"))
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(std::path::PathBuf::from))
-        .unwrap_or_else(|| std::path::PathBuf::from("/"))
+        .map_or_else(|| cfg.home(), std::path::PathBuf::from)
 }
 
 /// `settings` with architect's hook entries (re)placed.
@@ -246,7 +243,15 @@ fn messages(session: &str) -> Vec<Value> {
 /// The reply and usage of the turn whose prompt is `prompt` (its last occurrence).
 #[must_use]
 pub fn turn(session: &str, prompt: &str) -> (Option<String>, Vec<AgentUsage>) {
-    let list = messages(session);
+    // Parse from the prompt's last record on (records after it are the turn's), unless a
+    // `$set` of the whole list comes later: then the list must be rebuilt from the start.
+    let quoted = serde_json::to_string(prompt.trim()).unwrap_or_default();
+    let tail = super::tail_from_last(session, &quoted);
+    let list = if tail.len() < session.len() && !tail.contains("\"$set\":{\"messages\"") {
+        messages(tail)
+    } else {
+        messages(session)
+    };
     let is_prompt = |m: &Value| {
         m["type"] == "user"
             && m["content"].as_array().is_some_and(|c| {
@@ -307,17 +312,13 @@ pub fn render(event: &str, answer: &HookAnswer) -> (String, i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn fixture(path: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/hooks/gemini")
-            .join(path);
-        std::fs::read_to_string(p).unwrap()
+        crate::agents::fixture("gemini", path)
     }
 
     fn transcript(dir: &str) -> String {
-        let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/hooks/gemini")
             .join(dir);
         let f = std::fs::read_dir(&d)

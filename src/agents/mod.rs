@@ -151,6 +151,41 @@ pub(crate) fn write_replacing(path: &std::path::Path, text: &str) -> std::io::Re
     std::fs::rename(&tmp, path).map_err(|e| annotate(e, "replacing", path))
 }
 
+/// A captured hook fixture, `tests/fixtures/hooks/<agent>/<path>`.
+#[cfg(test)]
+fn fixture(agent: &str, path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hooks")
+        .join(agent)
+        .join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A captured hook payload as JSON.
+#[cfg(test)]
+fn fixture_json(agent: &str, path: &str) -> serde_json::Value {
+    serde_json::from_str(fixture(agent, path).trim()).unwrap()
+}
+
+/// The tail of a JSON-lines file from the line holding the last occurrence of `needle`
+/// (the whole text when it is not there): a long session file is parsed from its last
+/// turn, not from its start.
+fn tail_from_last<'a>(text: &'a str, needle: &str) -> &'a str {
+    match text.rfind(needle) {
+        Some(i) => &text[text[..i].rfind('\n').map_or(0, |n| n + 1)..],
+        None => text,
+    }
+}
+
+/// The tail of a JSON-lines file from the line holding the first occurrence of `needle`
+/// (the whole text when it is not there).
+fn tail_from_first<'a>(text: &'a str, needle: &str) -> &'a str {
+    match text.find(needle) {
+        Some(i) => &text[text[..i].rfind('\n').map_or(0, |n| n + 1)..],
+        None => text,
+    }
+}
+
 /// A string field of a JSON object.
 fn str_field(v: &serde_json::Value, key: &str) -> Option<String> {
     v.get(key)?.as_str().map(str::to_string)

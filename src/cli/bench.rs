@@ -86,6 +86,80 @@ impl Drop for Daemon {
     }
 }
 
+/// `tools/mock-llm` on a free loopback port (killed on drop).
+pub(super) struct MockServer {
+    child: Child,
+    /// Its port.
+    pub(super) port: u16,
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The mock model server's script in this checkout, if there is one.
+pub(super) fn mock_script() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mock-llm/mock_llm.py");
+    p.exists().then_some(p)
+}
+
+/// Starts the mock model server with `args` (after `--port 0`).
+pub(super) fn start_mock(server: &Path, args: &[&std::ffi::OsStr]) -> Result<MockServer> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("python3")
+        .arg(server)
+        .args(["--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the mock model server (python3)")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("mock stdout")?).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|p| p.parse().ok());
+    let Some(port) = port else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the mock model server did not start: {line:?}");
+    };
+    Ok(MockServer { child, port })
+}
+
+/// `architect daemon` (this executable) on `spool` and `config`, its tracing (`-v`) in
+/// `log`, output discarded.
+pub(super) fn spawn_daemon(spool: &Spool, config: &Path, log: &Path) -> Result<Child> {
+    let exe = std::env::current_exe()?;
+    Command::new(&exe)
+        .arg("--spool")
+        .arg(spool.root())
+        .arg("--config")
+        .arg(config)
+        .args(["daemon", "-v"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting `architect daemon`")
+}
+
+/// How many sessions of a spool are idle (their `sessions/*.json`).
+pub(super) fn idle_sessions(spool: &Spool) -> usize {
+    std::fs::read_dir(spool.dir("sessions")).map_or(0, |d| {
+        d.filter_map(std::result::Result::ok)
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<SessionFile>(&b).ok())
+            .filter(|s| s.state == architect::session::SessionState::Idle)
+            .count()
+    })
+}
+
 pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -224,32 +298,9 @@ pub(super) fn start_fleet(
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;
-    let log = std::fs::File::create(root.join("daemon.log"))?;
-    let daemon = Daemon(
-        Command::new(&exe)
-            .arg("--spool")
-            .arg(spool.root())
-            .arg("--config")
-            .arg(&config)
-            .arg("daemon")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the daemon")?,
-    );
-    let sessions_dir = spool.dir("sessions");
-    let idle = || {
-        std::fs::read_dir(&sessions_dir).map_or(0, |d| {
-            d.filter_map(std::result::Result::ok)
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .filter_map(|b| serde_json::from_slice::<SessionFile>(&b).ok())
-                .filter(|s| s.state == architect::session::SessionState::Idle)
-                .count()
-        })
-    };
+    let daemon = Daemon(spawn_daemon(&spool, &config, &root.join("daemon.log"))?);
     wait_until("every agent to be idle", Duration::from_secs(120), || {
-        idle() == agents
+        idle_sessions(&spool) == agents
     })?;
     Ok((spool, config, daemon))
 }

@@ -22,19 +22,21 @@
 //!   p50/p99.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use architect::agents::offline::{self, Cli};
-use architect::session::{SessionFile, SessionState};
 use architect::spool::task::TaskState;
 use architect::spool::{fsio, Spool};
 
-use super::bench::{summary, Daemon};
+use super::bench::{
+    idle_sessions, mock_script, spawn_daemon, start_mock as start_mock_server, summary, Daemon,
+    MockServer,
+};
 
 /// What one CLI's run measured.
 #[derive(Debug, serde::Serialize)]
@@ -55,47 +57,23 @@ struct Figures {
     problems: Vec<String>,
 }
 
+/// The mock model server and its request log.
 struct Mock {
-    child: Child,
-    port: u16,
+    server: MockServer,
     log: PathBuf,
 }
 
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_mock(dir: &Path, slow: bool) -> Result<Mock> {
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mock-llm/mock_llm.py");
-    if !server.exists() {
-        bail!(
-            "{} not found (run the benchmark from a checkout)",
-            server.display()
-        );
-    }
+    let Some(script) = mock_script() else {
+        bail!("tools/mock-llm/mock_llm.py not found (run the benchmark from a checkout)");
+    };
     let log = dir.join("mock.jsonl");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&server).args(["--port", "0", "--log"]).arg(&log);
+    let mut args: Vec<&OsStr> = vec!["--log".as_ref(), log.as_os_str()];
     if slow {
-        cmd.args(["--delay", "0.05", "--jitter", "1.0", "--seed", "1"]);
+        args.extend(["--delay", "0.05", "--jitter", "1.0", "--seed", "1"].map(OsStr::new));
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the mock model server (python3)")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("mock stdout")?).read_line(&mut line)?;
-    let port = line
-        .trim()
-        .strip_prefix("listening on 127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("the mock did not start: {line:?}"))?;
-    Ok(Mock { child, port, log })
+    let server = start_mock_server(&script, &args)?;
+    Ok(Mock { server, log })
 }
 
 /// The task kind for task number `i` (the mix in the module docs).
@@ -180,7 +158,7 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let mock = start_mock(dir, slow)?;
-    let url = format!("http://127.0.0.1:{}", mock.port);
+    let url = format!("http://127.0.0.1:{}", mock.server.port);
     let spool = Spool::new(dir.join("spool"));
     spool.init()?;
     let config = dir.join("config");
@@ -206,32 +184,9 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;
-    let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(dir.join("daemon.log"))?;
-    let _daemon = Daemon(
-        Command::new(&exe)
-            .arg("--spool")
-            .arg(spool.root())
-            .arg("--config")
-            .arg(&config)
-            .args(["daemon", "-v"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the daemon")?,
-    );
-    let idle = || {
-        std::fs::read_dir(spool.dir("sessions")).map_or(0, |d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .filter_map(|b| serde_json::from_slice::<SessionFile>(&b).ok())
-                .filter(|s| s.state == SessionState::Idle)
-                .count()
-        })
-    };
+    let _daemon = Daemon(spawn_daemon(&spool, &config, &dir.join("daemon.log"))?);
     super::bench::wait_until("every session to be idle", Duration::from_secs(180), || {
-        idle() == sessions
+        idle_sessions(&spool) == sessions
     })?;
     let short = &cli.binary[..2];
     let tokens: Vec<(String, &str)> = (0..tasks)

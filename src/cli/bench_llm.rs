@@ -6,13 +6,11 @@
 //! 2. concurrency: the same number of requests all at once, with this process's peak
 //!    resident memory (`VmHWM`) before and after.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use architect::llm::budget::Spend;
 use architect::llm::router::{Request, Router};
@@ -33,39 +31,14 @@ fn peak_rss_kib() -> Option<u64> {
         .ok()
 }
 
-struct Mock(std::process::Child);
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<()> {
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mock-llm/mock_llm.py");
-    if !server.exists() {
-        println!("  LLM routing: skipped ({} not found)", server.display());
+    let Some(server) = super::bench::mock_script() else {
+        println!("  LLM routing: skipped (tools/mock-llm/mock_llm.py not found)");
         return Ok(());
-    }
-    std::fs::create_dir_all(root.join("log"))?;
-    let mut child = Command::new("python3")
-        .arg(&server)
-        .args(["--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the mock model server (python3)")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("mock stdout")?).read_line(&mut line)?;
-    let _mock = Mock(child);
-    let Some(port) = line
-        .trim()
-        .strip_prefix("listening on 127.0.0.1:")
-        .and_then(|p| p.parse::<u16>().ok())
-    else {
-        bail!("the mock model server did not start: {line:?}");
     };
+    std::fs::create_dir_all(root.join("log"))?;
+    let mock = super::bench::start_mock(&server, &[])?;
+    let port = mock.port;
     let providers = ProvidersFile::parse(
         &format!(
             "[[provider]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"bench\"\n[provider.price]\ninput = 0.15\noutput = 0.6\n[provider.budget]\ndaily_usd = 1000.0\n"

@@ -3,7 +3,7 @@
 //! tasks dropped into the inbox as plain file writes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -88,18 +88,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     fsio::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"demo\"\n")?;
     println!("   config: 2 shell sessions (bash in a PTY) and 1 fake agent TUI (tools/fake-agent)");
 
-    let log = std::fs::File::create(root.join("daemon.log"))?;
-    let mut daemon = Command::new(&exe)
-        .arg("--spool")
-        .arg(spool.root())
-        .arg("--config")
-        .arg(&config)
-        .args(["daemon", "-v"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting `architect daemon`")?;
+    let mut daemon = super::bench::spawn_daemon(&spool, &config, &root.join("daemon.log"))?;
     println!(
         "   daemon started (pid {}), tracing in {}",
         daemon.id(),

@@ -227,6 +227,16 @@ pub struct ResolvedSession {
 }
 
 impl ResolvedSession {
+    /// The program's `HOME`: the session's `env.HOME`, else the daemon's, else `/`.
+    #[must_use]
+    pub fn home(&self) -> PathBuf {
+        self.env
+            .get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
     /// Whether switching from `self` to `other` needs the program restarted (anything but
     /// the role changed, `worktree` and `repo` included: the program moves to another
     /// directory).

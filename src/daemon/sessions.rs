@@ -121,6 +121,20 @@ impl Daemon {
     /// `sessions/*.json` files of sessions no longer configured.
     pub(super) fn apply_sessions(&mut self, initial: bool) {
         let wanted: Vec<ResolvedSession> = self.config.sessions.clone();
+        if initial {
+            let mut warned = std::collections::HashSet::new();
+            for r in &wanted {
+                if let Some(missing) = r.profile.missing_signals() {
+                    if warned.insert(r.profile.name.clone()) {
+                        tracing::warn!(
+                            "profile {0} (config/profiles/{0}.toml) lacks what the built-in one has: {missing}; \
+                             `architect init --force` rewrites the built-in profiles",
+                            r.profile.name
+                        );
+                    }
+                }
+            }
+        }
         let names: std::collections::HashSet<String> =
             wanted.iter().map(|s| s.spec.name.clone()).collect();
         for (name, slot) in &mut self.sessions {

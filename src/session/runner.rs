@@ -417,18 +417,12 @@ impl Runner {
             .as_ref()
             .map(|r| crate::worktree::WorktreeManager::from_settings(r, &cfg.git));
         let t = profile.spec.terminal;
-        let home = cfg
-            .env
-            .get("HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/"));
         let setup = Setup {
             name: cfg.spec.name.clone(),
             profile,
             approvals,
             cwd: cfg.cwd.clone(),
-            home,
+            home: cfg.home(),
             marks: false,
             hooks: false,
         };
@@ -637,19 +631,12 @@ impl Runner {
     }
 
     fn setup_for(&self, marks: bool, hooks: bool) -> Setup {
-        let home = self
-            .cfg
-            .env
-            .get("HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/"));
         Setup {
             name: self.cfg.spec.name.clone(),
             profile: self.cfg.profile.clone(),
             approvals: self.machine_approvals(),
             cwd: self.cfg.cwd.clone(),
-            home,
+            home: self.cfg.home(),
             marks,
             hooks,
         }
