@@ -181,6 +181,11 @@ pub struct SessionSpec {
     /// Extra environment (wins over the profile's `[env]`). Values never reach the logs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables of the daemon's own environment this session gets too (say
+    /// `ANTHROPIC_API_KEY`). Sessions start with a minimal environment
+    /// ([`BASE_ENV`]): nothing else of the daemon's reaches them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
     /// Role, for tasks that ask for a role instead of a session.
     #[serde(default)]
     pub role: Option<String>,
@@ -226,7 +231,50 @@ pub struct ResolvedSession {
     pub git: GitSettings,
 }
 
+/// The daemon's environment variables every session program gets (when set): what a
+/// terminal program needs to run, nothing that holds a secret. Everything else of the
+/// daemon's environment (provider keys above all) reaches a session only through its
+/// `env` or `env_passthrough` in `sessions.toml`.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "TMPDIR",
+];
+
 impl ResolvedSession {
+    /// The program's whole environment: [`BASE_ENV`] and `env_passthrough` from the
+    /// daemon's own (`daemon_env`), then the profile's `[env]` and the session's `env`.
+    #[must_use]
+    pub fn environment(
+        &self,
+        daemon_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+        let mut out = BTreeMap::new();
+        for (k, v) in daemon_env {
+            let name = k.to_string_lossy();
+            if BASE_ENV.contains(&name.as_ref())
+                || self.spec.env_passthrough.iter().any(|p| *p == name)
+            {
+                out.insert(k, v);
+            }
+        }
+        for (k, v) in &self.env {
+            out.insert(k.into(), v.into());
+        }
+        out
+    }
+
     /// The program's `HOME`: the session's `env.HOME`, else the daemon's, else `/`.
     #[must_use]
     pub fn home(&self) -> PathBuf {
@@ -246,6 +294,7 @@ impl ResolvedSession {
             || self.args != other.args
             || self.cwd != other.cwd
             || self.env != other.env
+            || self.spec.env_passthrough != other.spec.env_passthrough
             || self.spec.worktree != other.spec.worktree
             || self.repo != other.repo
             || (self.repo.is_some() && self.git != other.git)

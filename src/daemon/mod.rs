@@ -77,7 +77,8 @@ impl DaemonLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            // A symlink planted at the lock file is refused, never followed (and truncated).
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io("opening daemon lock", &path, e))?;
         if FileExt::try_lock_exclusive(&file).is_err() {

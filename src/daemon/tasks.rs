@@ -145,7 +145,14 @@ impl Daemon {
             EventType::TaskReceived,
             Some(&id),
             None,
-            json!({"file": name, "bytes": bytes.len(), "prompt": record.task.prompt}),
+            json!({
+                "file": name,
+                "bytes": bytes.len(),
+                // Never the whole prompt (it may be megabytes): its start, size and hash.
+                "prompt": record.task.prompt.chars().take(200).collect::<String>(),
+                "prompt_chars": record.task.prompt.chars().count(),
+                "prompt_sha256": prompt_sha256(&record.task.prompt),
+            }),
         );
         self.track(record);
     }
@@ -428,10 +435,12 @@ impl Daemon {
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         match outcome {
             RunOutcome::Completed(result) => {
+                let result = redact_result(result);
                 self.end_attempt(task_id, session, AttemptOutcome::Completed, None);
                 self.finish(task_id, TaskState::Done, Some(result), None);
             }
             RunOutcome::Failed(result, error) => {
+                let result = redact_result(result);
                 self.end_attempt(
                     task_id,
                     session,
@@ -962,4 +971,24 @@ fn derived_id(name: &str, meta: &std::fs::Metadata) -> String {
     let ms = u64::try_from(meta.mtime()).unwrap_or(0) * 1000
         + u64::try_from(meta.mtime_nsec()).unwrap_or(0) / 1_000_000;
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+}
+
+/// The SHA-256 of a prompt, hex.
+fn prompt_sha256(prompt: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(64);
+    for b in Sha256::digest(prompt.as_bytes()) {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A task result with secrets redacted from what the agent printed or replied (a
+/// command's output can hold a key it read from a file).
+fn redact_result(mut r: TaskResult) -> TaskResult {
+    use crate::log::redact::redact;
+    r.output = redact(&r.output);
+    r.reply = r.reply.map(|t| redact(&t));
+    r
 }

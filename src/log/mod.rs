@@ -258,11 +258,13 @@ impl EventLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if guard.as_ref().is_none_or(|(d, _)| *d != day) {
             let path = self.dir.join(format!("events-{}-{day}.jsonl", self.node));
+            // O_NOFOLLOW: a symlink planted at the day's log file is refused, never
+            // followed (appending to its target).
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|e| Error::io("opening event log", &path, e))?;
             *guard = Some((day, f));

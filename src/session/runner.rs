@@ -506,10 +506,11 @@ impl Runner {
         let program = resolve_command(&self.cfg.command);
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&integration.args).current_dir(&self.cfg.cwd);
-        if !self.cfg.env.contains_key("TERM") {
-            cmd.env("TERM", "xterm-256color");
-        }
-        cmd.envs(&self.cfg.env);
+        // A minimal environment: nothing of the daemon's reaches the program unless the
+        // config names it (provider keys above all).
+        cmd.env_clear();
+        cmd.env("TERM", "xterm-256color");
+        cmd.envs(self.cfg.environment(std::env::vars_os()));
         cmd.envs(&integration.env);
         cmd.env(SESSION_MARKER, self.marker());
         let t = self.cfg.profile.spec.terminal;
