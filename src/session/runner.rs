@@ -111,6 +111,8 @@ pub enum Command {
     Answer {
         /// Yes (approve) or no (deny).
         approve: bool,
+        /// The id of the question the person read; any other is not answered.
+        question: String,
     },
     /// Use this policy from now on (config/policy.toml changed).
     SetApprovals(Approvals),
@@ -223,6 +225,8 @@ pub enum SessionEvent {
     },
     /// A permission question waits for `architect approve|deny`.
     ApprovalNeeded {
+        /// Its id (answers name it).
+        id: String,
         /// The task running.
         task_id: Option<String>,
         /// The question.

@@ -124,6 +124,9 @@ pub enum ControlRequest {
         session: String,
         /// Approve (yes) or deny (no).
         approve: bool,
+        /// The question's id, as `architect sessions` shows it: a question that changed
+        /// since is not answered.
+        question: String,
     },
 }
 

@@ -48,8 +48,15 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
     assert_eq!(needed[0].data["action"], "npm install left-pad");
     let listed = env.ok(&["sessions"]);
     assert!(listed.contains("approve? npm install left-pad"), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "architect approve agent-1 --question {}",
+            pending.id
+        )),
+        "{listed}"
+    );
 
-    let out = env.ok(&["deny", "agent-1"]);
+    let out = env.ok(&["deny", "agent-1", "--question", &pending.id]);
     assert!(out.contains("deny: npm install left-pad"), "{out}");
     let (state, rec) = env.wait_final("t1", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
@@ -100,7 +107,8 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
     wait_for("the second approval", T, || {
         env.session("agent-1").is_some_and(|s| s.approval.is_some())
     });
-    env.ok(&["approve", "agent-1"]);
+    let id = env.session("agent-1").unwrap().approval.unwrap().id;
+    env.ok(&["approve", "agent-1", "--question", &id]);
     let (state, rec) = env.wait_final("t2", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
     assert!(rec
@@ -140,5 +148,63 @@ fn a_policy_edit_applies_live() {
     assert_eq!(
         (d[0].1.as_str(), d[0].2.as_str()),
         ("allow", "allow.npm-install")
+    );
+}
+
+#[test]
+fn an_approval_answers_only_the_question_the_person_read() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    env.drop_task(
+        "two.json",
+        r#"{"id": "two", "prompt": "deps run: npm install left-pad run: npm install evil-pkg"}"#,
+    );
+    let open = |env: &Env| env.session("agent-1").and_then(|s| s.approval);
+    wait_for("the first question", T, || open(&env).is_some());
+    let first = open(&env).unwrap();
+    assert_eq!(
+        first.question.action.as_deref(),
+        Some("npm install left-pad")
+    );
+    // Without the id nothing is answered, and the error says what is open.
+    let out = env.cli(&["approve", "agent-1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&first.id) && err.contains("npm install left-pad"),
+        "{err}"
+    );
+    env.ok(&["approve", "agent-1", "--question", &first.id]);
+    wait_for("the second question", T, || {
+        open(&env).is_some_and(|q| q.id != first.id)
+    });
+    let second = open(&env).unwrap();
+    assert_eq!(
+        second.question.action.as_deref(),
+        Some("npm install evil-pkg")
+    );
+    // A second approve of what the person read (the first question) approves nothing.
+    let out = env.cli(&["approve", "agent-1", "--question", &first.id]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no longer open") && err.contains("npm install evil-pkg"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        open(&env).map(|q| q.id),
+        Some(second.id.clone()),
+        "still waiting"
+    );
+    env.ok(&["deny", "agent-1", "--question", &second.id]);
+    let (state, rec) = env.wait_final("two", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let output = rec.result.unwrap().output;
+    assert!(output.contains("● ran: npm install left-pad"), "{output}");
+    assert!(
+        output.contains("● denied: npm install evil-pkg"),
+        "{output}"
     );
 }
