@@ -358,20 +358,29 @@ impl Policy {
         }
     }
 
+    /// A URL is parsed the way browsers and Node do (WHATWG rules, the `url` crate), and
+    /// the host matched is the one a client would contact: `https://evil.com\@docs.rs/`
+    /// goes to evil.com (a backslash ends the authority), `https://docs.rs@evil.com/` too.
     fn fetch(&self, ev: &eval::Eval<'_>, url: &str, ctx: &Context) -> Verdict {
         let profile = ctx.profile.as_deref();
-        let url = url.trim();
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let text = url.trim();
+        let Ok(parsed) = url::Url::parse(text) else {
             return Verdict::new(
                 Decision::Escalate,
                 "escalate.fetch",
-                format!("{url:?} is not a URL"),
+                format!("{text:?} is not a URL"),
             );
         };
-        let scheme = scheme.to_ascii_lowercase();
+        let scheme = parsed.scheme();
         if scheme == "file" {
-            let path = rest.find('/').map_or("/", |i| &rest[i..]);
-            return ev.read(path);
+            return match parsed.to_file_path() {
+                Ok(path) => ev.read(&path.to_string_lossy()),
+                Err(()) => Verdict::new(
+                    Decision::Escalate,
+                    "escalate.fetch",
+                    format!("{text:?} names a file on another host"),
+                ),
+            };
         }
         if scheme != "http" && scheme != "https" {
             return Verdict::new(
@@ -380,14 +389,18 @@ impl Policy {
                 format!("fetching a {scheme}: URL"),
             );
         }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let hostport = authority.rsplit('@').next().unwrap_or("");
-        let host = if let Some(v6) = hostport.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            hostport.split(':').next().unwrap_or("")
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => {
+                return Verdict::new(
+                    Decision::Escalate,
+                    "escalate.fetch",
+                    format!("{text:?} names no host"),
+                )
+            }
         };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.by_name_rules(
             |r| r.applies_to(profile) && r.hosts.iter().any(|g| glob::matches(g, &host)),
             &format!("fetching from {host}"),

@@ -202,6 +202,52 @@ fn file_actions() {
     );
 }
 
+/// The host matched is the one a client contacts, by WHATWG rules (browsers, Node, curl's
+/// URL parser for the special schemes agree on these).
+#[test]
+fn fetches_are_matched_on_the_host_a_client_contacts() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    let fetch = |u: &str| p.check(&Action::Fetch(u.into()), &c);
+    for u in [
+        // A backslash ends the authority in http(s) URLs: this goes to evil.com.
+        r"https://evil.com\@docs.rs/",
+        r"https:\\evil.com\docs.rs",
+        "https://docs.rs@evil.example/",
+        "https://docs.rs:443@evil.example/",
+        "https://docs.rs.evil.example/",
+        "ftp://docs.rs/x",
+        "docs.rs/regex",
+        "https:///x",
+    ] {
+        is(&fetch(u), Decision::Escalate, "escalate.fetch");
+    }
+    for u in [
+        "https://docs.rs/regex",
+        "HTTPS://DOCS.RS./regex",
+        "https://user:secret@docs.rs/x",
+        "https://docs%2Ers/x",
+        // The host ends at the backslash: the client contacts docs.rs.
+        r"https://docs.rs\.evil.example/",
+        "http://doc.rust-lang.org:80/std",
+    ] {
+        is(&fetch(u), Decision::Allow, "allow.docs");
+    }
+    let key = format!("file://{}/%2Essh/id_rsa", f.home.display());
+    is(&fetch(&key), Decision::Deny, "deny.credential-read");
+    is(
+        &fetch("file://localhost/etc/shadow"),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+    is(
+        &fetch("file://server/share/x"),
+        Decision::Escalate,
+        "escalate.fetch",
+    );
+}
+
 #[test]
 fn profiles_limit_rules() {
     let f = fx();
