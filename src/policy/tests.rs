@@ -248,6 +248,45 @@ fn fetches_are_matched_on_the_host_a_client_contacts() {
     );
 }
 
+/// File edits (not commands): any git directory is refused, nested or bare; tool configs
+/// that run programs go to a person.
+#[test]
+fn edits_of_git_directories_and_tool_configs() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    for d in ["bare/objects", "bare/refs", "sub/.git"] {
+        std::fs::create_dir_all(f.wt.join(d)).unwrap();
+    }
+    std::fs::write(f.wt.join("bare/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::os::unix::fs::symlink(f.wt.join("sub/.git"), f.wt.join("gitlink")).unwrap();
+    let edit = |path: &str| p.check(&Action::Edit(path.into()), &c);
+    for path in [
+        "sub/.git/config",
+        "x/y/.git/hooks/pre-commit",
+        "sub/.Git/config",
+        "bare/config",
+        "bare/hooks/post-checkout",
+        "gitlink/config",
+    ] {
+        is(&edit(path), Decision::Deny, "deny.write-git-dir");
+    }
+    for path in [
+        ".cargo/config.toml",
+        ".cargo/config",
+        "src/.cargo/config.toml",
+        ".npmrc",
+        ".envrc",
+        "tools/.gitconfig",
+        "rust-toolchain.toml",
+    ] {
+        is(&edit(path), Decision::Escalate, "escalate.code-config");
+    }
+    for path in ["bare.rs", "src/config", "src/HEAD", "cargo/config.toml", "npmrc.md"] {
+        is(&edit(path), Decision::Allow, "allow.edit-inside-worktree");
+    }
+}
+
 #[test]
 fn profiles_limit_rules() {
     let f = fx();

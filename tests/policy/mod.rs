@@ -75,6 +75,19 @@ fn scratch() -> Scratch {
         std::fs::write(home.join(f), "secret\n").unwrap();
     }
     std::os::unix::fs::symlink(home.join(".ssh"), worktree.join("keys")).unwrap();
+    // A nested repository, and a bare repository the agent could have written itself:
+    // git run in either reads its config (core.fsmonitor runs a program).
+    for d in ["sub/.git/hooks", "sub/src", "evil/objects", "evil/refs/heads"] {
+        std::fs::create_dir_all(worktree.join(d)).unwrap();
+    }
+    for (f, text) in [
+        ("sub/.git/HEAD", "ref: refs/heads/main\n"),
+        ("sub/.git/config", "[core]\n"),
+        ("evil/HEAD", "ref: refs/heads/main\n"),
+        ("evil/config", "[core]\n\tfsmonitor = touch pwned\n"),
+    ] {
+        std::fs::write(worktree.join(f), text).unwrap();
+    }
     Scratch {
         _dir: dir,
         home,
