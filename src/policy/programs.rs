@@ -250,6 +250,95 @@ pub(crate) fn is_env_name(s: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Why `date` with these arguments does more than print a date: it sets the clock (`-s`,
+/// `--set`, an operand without a leading `+`) or reads dates from a file (`-f`, `--file`:
+/// its lines end up in error messages). Read as GNU getopt does: clusters (`-us`),
+/// attached values (`-s2030`), abbreviated long options (`--se`), options after
+/// operands. An option it does not know, or an argument only known at run time, is a
+/// reason too.
+pub(crate) fn date_changes(args: &[Arg]) -> Option<String> {
+    // (long name, takes a value; `iso-8601` takes one only attached)
+    const LONG: &[(&str, bool)] = &[
+        ("date", true),
+        ("debug", false),
+        ("file", true),
+        ("iso-8601", false),
+        ("reference", true),
+        ("resolution", false),
+        ("rfc-3339", true),
+        ("rfc-email", false),
+        ("rfc-822", false),
+        ("rfc-2822", false),
+        ("set", true),
+        ("universal", false),
+        ("utc", false),
+        ("help", false),
+        ("version", false),
+    ];
+    let mut i = 0;
+    let mut dashdash = false;
+    while i < args.len() {
+        let Some(v) = args[i].value.as_deref() else {
+            return Some(format!("{} is only known at run time", args[i].shown));
+        };
+        i += 1;
+        if dashdash || !v.starts_with('-') || v == "-" {
+            if !v.starts_with('+') {
+                return Some(format!("the operand {v} would set the clock"));
+            }
+            continue;
+        }
+        if v == "--" {
+            dashdash = true;
+            continue;
+        }
+        if let Some(long) = v.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, val)) => (n, Some(val)),
+                None => (long, None),
+            };
+            let hits: Vec<&(&str, bool)> =
+                LONG.iter().filter(|(n, _)| n.starts_with(name)).collect();
+            let hit = LONG
+                .iter()
+                .find(|(n, _)| *n == name)
+                .or(match hits.as_slice() {
+                    [one] => Some(*one),
+                    _ => None,
+                });
+            let Some((n, takes)) = hit else {
+                return Some(format!("{v} is not a date option the policy knows"));
+            };
+            match *n {
+                "set" => return Some(format!("{v} sets the clock")),
+                "file" => return Some(format!("{v} reads dates from a file")),
+                _ => {}
+            }
+            if *takes && inline.is_none() {
+                i += 1;
+            }
+            continue;
+        }
+        let cs: Vec<char> = v[1..].chars().collect();
+        for (k, c) in cs.iter().enumerate() {
+            match c {
+                's' => return Some(format!("{v}: -s sets the clock")),
+                'f' => return Some(format!("{v}: -f reads dates from a file")),
+                'd' | 'r' => {
+                    if k + 1 == cs.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+                'I' => break,
+                'R' | 'u' => {}
+                _ => return Some(format!("{v}: -{c} is not a date option the policy knows")),
+            }
+        }
+    }
+    None
+}
+
 /// git's global options, read up to the subcommand.
 #[derive(Debug, Default)]
 pub(crate) struct GitSplit {

@@ -427,6 +427,11 @@ impl<'a> Eval<'a> {
                 self.git_push(&cmd_args[1..], &label, &mut j);
             }
         }
+        if base == "date" {
+            if let Some(why) = programs::date_changes(cmd_args) {
+                j.escalate("escalate.not-allowed", format!("{label}: {why}"));
+            }
+        }
         if matches!(
             base.as_str(),
             "export" | "declare" | "typeset" | "local" | "readonly"
