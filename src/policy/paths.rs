@@ -237,6 +237,26 @@ impl Roots {
         false
     }
 
+    /// The directories between the worktree (excluded) and `dir` (included), through
+    /// symbolic links, that are or hold another repository (`.git`, or a `HEAD` of their
+    /// own); `Err(())` when `dir` is not an existing directory inside the worktree.
+    pub(crate) fn other_repo(&self, dir: &Path) -> Result<Option<PathBuf>, ()> {
+        let phys = physical(dir).ok_or(())?;
+        if !phys.is_dir() {
+            return Err(());
+        }
+        let rest = phys.strip_prefix(&self.root_phys).map_err(|_| ())?;
+        let mut d = self.root_phys.clone();
+        for c in rest.components() {
+            d.push(c);
+            let has = |n: &str| std::fs::symlink_metadata(d.join(n)).is_ok();
+            if has(".git") || has("HEAD") || has("commondir") {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
     /// The lexical and physical forms of `r`, as text.
     pub(crate) fn forms(r: &Resolved) -> Vec<String> {
         let mut v = vec![r.lexical.to_string_lossy().into_owned()];

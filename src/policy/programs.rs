@@ -346,6 +346,14 @@ pub(crate) struct GitSplit {
     pub sub: usize,
     /// Directories named by `-C`, `--git-dir`, `--work-tree`.
     pub paths: Vec<Arg>,
+    /// `-C` directories, in order (each relative to the one before).
+    pub chdirs: Vec<Arg>,
+    /// `--git-dir` (the last one).
+    pub git_dir: Option<Arg>,
+    /// `--work-tree` (the last one).
+    pub work_tree: Option<Arg>,
+    /// `--bare`: the current directory is the git directory.
+    pub bare: bool,
     /// `-c`, `--config-env` or `--exec-path=` as written.
     pub config_override: Option<String>,
     /// A global option we do not know.
@@ -370,22 +378,24 @@ pub(crate) fn git_split(args: &[Arg]) -> GitSplit {
         match key {
             "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--super-prefix"
             | "--attr-source" => {
-                let is_path = matches!(key, "-C" | "--git-dir" | "--work-tree");
-                match inline {
+                let val = match inline {
                     Some(val) => {
-                        if is_path {
-                            g.paths.push(Arg::known(val));
-                        }
                         i += 1;
+                        Some(args[i - 1].with_value(val))
                     }
                     None => {
-                        if is_path {
-                            if let Some(a) = args.get(i + 1) {
-                                g.paths.push(a.clone());
-                            }
-                        }
                         i += 2;
+                        args.get(i - 1).cloned()
                     }
+                };
+                if let Some(val) = val {
+                    match key {
+                        "-C" => g.chdirs.push(val.clone()),
+                        "--git-dir" => g.git_dir = Some(val.clone()),
+                        "--work-tree" => g.work_tree = Some(val.clone()),
+                        _ => continue,
+                    }
+                    g.paths.push(val);
                 }
             }
             "-c" | "--config-env" => {
@@ -396,11 +406,14 @@ pub(crate) fn git_split(args: &[Arg]) -> GitSplit {
                 g.config_override = Some(v.to_string());
                 i += 1;
             }
+            "--bare" => {
+                g.bare = true;
+                i += 1;
+            }
             "--no-pager"
             | "-P"
             | "-p"
             | "--paginate"
-            | "--bare"
             | "--no-replace-objects"
             | "--literal-pathspecs"
             | "--glob-pathspecs"

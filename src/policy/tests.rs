@@ -287,6 +287,51 @@ fn edits_of_git_directories_and_tool_configs() {
     }
 }
 
+/// git runs in the session's repository only: another one's config runs programs.
+#[test]
+fn git_runs_only_in_the_sessions_repository() {
+    let f = fx();
+    for d in ["sub/src", "vendor/lib", ".git"] {
+        std::fs::create_dir_all(f.wt.join(d)).unwrap();
+    }
+    // A submodule-style checkout: `.git` is a file naming a git directory elsewhere.
+    std::fs::write(f.wt.join("vendor/lib/.git"), "gitdir: /tmp/x\n").unwrap();
+    std::fs::write(f.wt.join("sub/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::os::unix::fs::symlink(f.wt.join("vendor/lib"), f.wt.join("lib-link")).unwrap();
+    std::os::unix::fs::symlink(f.wt.join("src"), f.wt.join("src-link")).unwrap();
+    let other = "escalate.git-other-repo";
+    for line in [
+        "git -C vendor/lib status",
+        "git -C lib-link status",
+        "cd lib-link && git log",
+        "git -C sub/src status",
+        "git -C $D status",
+        "cd .. && git status",
+        "git -C .. status",
+        "git --git-dir=vendor/lib/.git log",
+        "git --work-tree=/tmp status",
+        "touch src-link/HEAD && git -C src status",
+        "git stash pop && git -C src status",
+    ] {
+        let v = f.cmd(line);
+        assert_eq!(v.decision, Decision::Escalate, "{line}: {v:?}");
+        if !line.contains("..") && !line.contains("$D") {
+            assert_eq!(v.rule, other, "{line}: {v:?}");
+        }
+    }
+    let abs = format!("git --git-dir={}/.git status", f.wt.display());
+    for line in [
+        "git -C src-link status",
+        "cd src && git log && cd .. && git status",
+        abs.as_str(),
+        "touch notes.txt && git -C src status",
+        "git commit -m x && cd src && git status",
+    ] {
+        let v = f.cmd(line);
+        assert_eq!(v.decision, Decision::Allow, "{line}: {v:?}");
+    }
+}
+
 #[test]
 fn profiles_limit_rules() {
     let f = fx();

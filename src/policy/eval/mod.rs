@@ -1,15 +1,17 @@
 //! Evaluation of a parsed command line: every simple command gets a verdict, and the
 //! verdicts are combined (any deny wins; all allowed allows; otherwise escalate).
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use super::glob;
-use super::paths::{basename, Roots};
+use super::paths::{basename, Resolved, Roots};
 use super::programs::{self, listed, positionals};
 use super::shell::{self, Command, Compound, Connector, Script, Simple, Word};
 use super::{Context, Decision, Policy, Verdict};
 
 mod allow;
+mod git;
 mod runners;
 mod targets;
 mod words;
@@ -157,10 +159,22 @@ fn calls(c: &Command, name: &str) -> bool {
     }
 }
 
+/// What the walk of one command line learns beyond verdicts, for checks across its parts.
+#[derive(Default)]
+struct Facts {
+    /// Paths written (inside the worktree or not).
+    written: Vec<Resolved>,
+    /// A git command that may rewrite any file of the worktree ran (checkout, merge, …).
+    wrote_anywhere: bool,
+    /// Subdirectories git was allowed to run in, with the command's label.
+    git_dirs: Vec<(Resolved, String)>,
+}
+
 pub(crate) struct Eval<'a> {
     p: &'a Policy,
     ctx: &'a Context,
     roots: Roots,
+    facts: RefCell<Facts>,
 }
 
 impl<'a> Eval<'a> {
@@ -169,6 +183,7 @@ impl<'a> Eval<'a> {
             p,
             ctx,
             roots: Roots::new(&ctx.worktree, &ctx.home),
+            facts: RefCell::default(),
         }
     }
 
@@ -187,7 +202,13 @@ impl<'a> Eval<'a> {
             depth: 0,
             stdin_piped: false,
         };
-        self.text(line, st, &mut Vec::new())
+        let v = self.text(line, st, &mut Vec::new());
+        if v.decision == Decision::Allow {
+            if let Some(race) = self.git_dir_race() {
+                return race;
+            }
+        }
+        v
     }
 
     /// Parses and evaluates a command line, a `bash -c` string or eval's words.
@@ -420,6 +441,8 @@ impl<'a> Eval<'a> {
                 );
             }
             cmd_args = &args[g.sub..];
+            let sub = cmd_args.first().and_then(|a| a.value.as_deref());
+            self.git_repo(&g, sub, st, &label, &mut j);
             extra_paths.extend(g.paths);
             if cmd_args.first().and_then(|a| a.value.as_deref()) == Some("push")
                 && self.p.git.push_protected

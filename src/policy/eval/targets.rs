@@ -269,6 +269,7 @@ impl Eval<'_> {
             if self.outside_allowed(&r) {
                 continue;
             }
+            self.facts.borrow_mut().written.push(r.clone());
             if !self.roots.inside(&r) {
                 refuse(
                     j,
