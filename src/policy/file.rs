@@ -223,6 +223,16 @@ pub struct GitSection {
     /// `deny.git-config-override`: `git -c`, `--config-env`, `--exec-path=` before
     /// the subcommand.
     pub config_override: bool,
+    /// `deny.git-destructive` / `escalate.git-destructive`: local git that deletes or
+    /// forces branches (`branch -D`, `branch -f`, `checkout -f`, `switch -C`, …), expires
+    /// reflogs, clears stashes or prunes objects: denied when a protected branch is
+    /// concerned, escalated otherwise. On when the file leaves it out.
+    #[serde(default = "yes")]
+    pub destructive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[shell]`.

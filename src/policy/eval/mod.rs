@@ -443,6 +443,9 @@ impl<'a> Eval<'a> {
             cmd_args = &args[g.sub..];
             let sub = cmd_args.first().and_then(|a| a.value.as_deref());
             self.git_repo(&g, sub, st, &label, &mut j);
+            if self.p.git.destructive {
+                self.git_destructive(cmd_args, &label, &mut j);
+            }
             extra_paths.extend(g.paths);
             if cmd_args.first().and_then(|a| a.value.as_deref()) == Some("push")
                 && self.p.git.push_protected
