@@ -11,6 +11,7 @@ use super::shell::{self, Command, Compound, Connector, Script, Simple, Word};
 use super::{Context, Decision, Policy, Verdict};
 
 mod allow;
+mod code;
 mod git;
 mod runners;
 mod targets;
@@ -337,6 +338,7 @@ impl<'a> Eval<'a> {
                             format!("a loop over ${var} is not approved automatically"),
                         ));
                         let mut j = Judge::default();
+                        self.env_var(var, &format!("the loop over ${var}"), false, &mut j);
                         for w in words {
                             for a in self.expand(w, st, true, &mut j, out) {
                                 self.credential_arg(&a, st, "the for loop", &mut j);
@@ -383,6 +385,15 @@ impl<'a> Eval<'a> {
             // Alone (`FOO=1`), an assignment sets a shell variable: only the deny list
             // matters (PATH and friends are exported already).
             self.env_var(&a.name, &label, !cmd.words.is_empty(), &mut j);
+            if let Some(sub) = &a.subscript {
+                // `a[i]=x`: the subscript is arithmetic (or, for an associative array, a
+                // word); either way it is evaluated.
+                for v in self.expand(sub, st, false, &mut j, out) {
+                    if !v.value.as_deref().is_some_and(code::plain_subscript) {
+                        self.code(&format!("{}[{}]", a.name, v.shown), &label, &mut j);
+                    }
+                }
+            }
         }
         let mut code_in = Vec::new();
         for r in &cmd.redirects {
@@ -471,6 +482,7 @@ impl<'a> Eval<'a> {
                 }
             }
         }
+        self.code_builtins(&base, cmd_args, &label, &mut j);
         self.writes(&base, cmd_args, xargs, st, &label, &mut j);
 
         let is_shell = listed(&self.p.shell.shells, &base);

@@ -118,11 +118,14 @@ pub struct Simple {
     pub redirects: Vec<Redirect>,
 }
 
-/// `NAME=value` or `NAME+=value`.
+/// `NAME=value`, `NAME+=value`, or with an array subscript, `NAME[SUBSCRIPT]=value`.
 #[derive(Debug, Clone)]
 pub struct Assign {
     /// The variable.
     pub name: String,
+    /// The subscript between `[` and `]`, as written (bash evaluates it: arithmetic for
+    /// indexed arrays, a word for associative ones).
+    pub subscript: Option<Word>,
     /// The value.
     pub value: Word,
 }
