@@ -20,17 +20,21 @@
 //! - built-in checks, switched and tuned in the file: `deny.credential-read`,
 //!   `deny.write-outside-worktree`, `deny.delete-worktree`, `deny.write-git-dir`,
 //!   `deny.delete-unknown`, `deny.pipe-to-shell`, `deny.env-exec`,
-//!   `deny.git-push-protected`, `deny.git-config-override`, `deny.fork-bomb`,
-//!   `allow.read-inside-worktree`, `allow.edit-inside-worktree`, `allow.no-command`;
+//!   `deny.git-push-protected`, `deny.git-config-override`, `deny.git-destructive`,
+//!   `deny.fork-bomb`, `allow.read-inside-worktree`, `allow.edit-inside-worktree`,
+//!   `allow.no-command`;
 //! - escalations: `escalate.not-allowed` (no rule covers it), `escalate.outside-worktree`,
 //!   `escalate.unknown-path`, `escalate.unknown-program`, `escalate.substitution`,
+//!   `escalate.arithmetic` (arithmetic and array subscripts, which bash evaluates),
+//!   `escalate.git-other-repo`, `escalate.git-destructive`, `escalate.code-config`,
 //!   `escalate.heredoc`, `escalate.eval`, `escalate.script`, `escalate.env`,
 //!   `escalate.loop`, `escalate.function`, `escalate.xargs`, `escalate.unparsed`,
 //!   `escalate.fetch`, `escalate.tool`, `escalate.empty`.
 //!
 //! `check` spawns nothing and uses no network; it touches the filesystem only to resolve
 //! symbolic links in paths (so a link inside the worktree that points at `~/.ssh` is
-//! treated as `~/.ssh`).
+//! treated as `~/.ssh`) and to tell git directories and other repositories inside the
+//! worktree (a `.git`, a `HEAD`, `objects/` and `refs/`).
 
 mod eval;
 pub mod file;

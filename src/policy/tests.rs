@@ -282,7 +282,13 @@ fn edits_of_git_directories_and_tool_configs() {
     ] {
         is(&edit(path), Decision::Escalate, "escalate.code-config");
     }
-    for path in ["bare.rs", "src/config", "src/HEAD", "cargo/config.toml", "npmrc.md"] {
+    for path in [
+        "bare.rs",
+        "src/config",
+        "src/HEAD",
+        "cargo/config.toml",
+        "npmrc.md",
+    ] {
         is(&edit(path), Decision::Allow, "allow.edit-inside-worktree");
     }
 }

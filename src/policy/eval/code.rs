@@ -30,8 +30,8 @@ fn split_subscript(v: &str) -> (&str, Option<&str>) {
 
 /// The `${…}` operators after a name that evaluate nothing beyond the words they carry.
 const PARAM_OPS: &[&str] = &[
-    ":-", ":=", ":?", ":+", "-", "=", "?", "+", "##", "#", "%%", "%", "//", "/#", "/%", "/",
-    "^^", "^", ",,", ",", "@Q", "@E", "@A", "@K", "@a", "@u", "@U", "@L", "@k",
+    ":-", ":=", ":?", ":+", "-", "=", "?", "+", "##", "#", "%%", "%", "//", "/#", "/%", "/", "^^",
+    "^", ",,", ",", "@Q", "@E", "@A", "@K", "@a", "@u", "@U", "@L", "@k",
 ];
 
 /// Whether an expansion we do not compute (`$((…))`, `$[…]`, `${…}`) evaluates code:
@@ -52,7 +52,10 @@ pub(super) fn opaque_code(t: &str) -> (bool, Option<&str>) {
     let Some(body) = t.strip_prefix("${").and_then(|b| b.strip_suffix('}')) else {
         return (true, None);
     };
-    let body = body.strip_prefix('#').filter(|b| !b.is_empty()).unwrap_or(body);
+    let body = body
+        .strip_prefix('#')
+        .filter(|b| !b.is_empty())
+        .unwrap_or(body);
     let name_len = if body.starts_with(|c: char| "@*#?$!-".contains(c) || c.is_ascii_digit()) {
         1
     } else {
@@ -225,9 +228,10 @@ impl Eval<'_> {
             }
             "declare" | "typeset" | "local" | "readonly" | "export" | "unset" => {
                 let nameref = base != "export"
-                    && args.iter().filter_map(|a| a.value.as_deref()).any(|v| {
-                        v.starts_with('-') && !v.starts_with("--") && v.contains('n')
-                    });
+                    && args
+                        .iter()
+                        .filter_map(|a| a.value.as_deref())
+                        .any(|v| v.starts_with('-') && !v.starts_with("--") && v.contains('n'));
                 for a in args {
                     let p = a.pattern.as_str();
                     if p.starts_with(['-', '+']) {

@@ -104,7 +104,9 @@ impl Eval<'_> {
             if g.git_dir.is_some() {
                 continue;
             }
-            let r = self.roots.resolve(&dir.to_string_lossy(), &self.roots.root, false);
+            let r = self
+                .roots
+                .resolve(&dir.to_string_lossy(), &self.roots.root, false);
             if self.roots.is_root(&r) {
                 continue;
             }
@@ -119,7 +121,10 @@ impl Eval<'_> {
                 Ok(Some(repo)) => {
                     return other(
                         j,
-                        format!("runs in {shown}, in the repository {}", self.roots.show(&repo)),
+                        format!(
+                            "runs in {shown}, in the repository {}",
+                            self.roots.show(&repo)
+                        ),
                     )
                 }
                 Ok(None) => self
@@ -207,8 +212,7 @@ impl GitOpts {
                     if let Some(x) = inline {
                         o.words.push(Some(x));
                     } else if long_values.iter().any(|l| l.starts_with(name)) {
-                        o.words
-                            .push(args.get(i).and_then(|a| a.value.clone()));
+                        o.words.push(args.get(i).and_then(|a| a.value.clone()));
                         i += 1;
                     }
                 }
@@ -218,8 +222,7 @@ impl GitOpts {
                         if short_values.contains(c) {
                             let rest = &v[1 + k + c.len_utf8()..];
                             if rest.is_empty() {
-                                o.words
-                                    .push(args.get(i).and_then(|a| a.value.clone()));
+                                o.words.push(args.get(i).and_then(|a| a.value.clone()));
                                 i += 1;
                             } else {
                                 o.words.push(Some(rest.to_string()));
@@ -244,7 +247,9 @@ impl GitOpts {
             let mut cs = f.chars();
             match (cs.next(), cs.next()) {
                 (Some(c), None) => short.contains(&c),
-                _ => long.iter().any(|l| f.len() >= 2 && l.starts_with(f.as_str())),
+                _ => long
+                    .iter()
+                    .any(|l| f.len() >= 2 && l.starts_with(f.as_str())),
             }
         })
     }
@@ -274,7 +279,12 @@ impl Eval<'_> {
     /// Local git that deletes or forces branches or destroys recovery data: denied when
     /// a protected branch is concerned, escalated otherwise. `args` start at the
     /// subcommand.
-    pub(super) fn git_destructive(&self, args: &[crate::policy::eval::Arg], label: &str, j: &mut Judge) {
+    pub(super) fn git_destructive(
+        &self,
+        args: &[crate::policy::eval::Arg],
+        label: &str,
+        j: &mut Judge,
+    ) {
         let Some(sub) = args.first().and_then(|a| a.value.as_deref()) else {
             return;
         };
@@ -337,7 +347,12 @@ impl Eval<'_> {
                 };
                 (what, o, false, true)
             }
-            "reflog" if matches!(rest.first().and_then(|a| a.value.as_deref()), Some("expire" | "delete")) => {
+            "reflog"
+                if matches!(
+                    rest.first().and_then(|a| a.value.as_deref()),
+                    Some("expire" | "delete")
+                ) =>
+            {
                 let o = GitOpts::read(&rest[1..], "", &[]);
                 if o.has(&[], &["all"]) {
                     return j.deny(
@@ -352,7 +367,12 @@ impl Eval<'_> {
                 let always = o.has(&['d'], &["stdin"]);
                 ("moves or deletes", o, false, always)
             }
-            "stash" if matches!(rest.first().and_then(|a| a.value.as_deref()), Some("clear" | "drop")) => {
+            "stash"
+                if matches!(
+                    rest.first().and_then(|a| a.value.as_deref()),
+                    Some("clear" | "drop")
+                ) =>
+            {
                 return j.escalate(
                     "escalate.git-destructive",
                     format!("{label} deletes stashed changes for good"),
