@@ -482,6 +482,29 @@ impl<'a> Eval<'a> {
                 }
             }
         }
+        if base == "export" {
+            let flags: String = args
+                .iter()
+                .filter_map(|a| a.value.as_deref())
+                .filter(|v| v.starts_with('-') && v.len() > 1)
+                .flat_map(|v| v[1..].chars())
+                .collect();
+            if flags.contains('f') {
+                j.escalate(
+                    "escalate.function",
+                    format!("{label} exports shell functions, which child shells run in place of commands"),
+                );
+            }
+            if !flags.contains('n') {
+                // `FOO=x` alone sets a shell variable; `export FOO` then puts it in the
+                // environment of every command after: the same as `export FOO=x`.
+                for a in args.iter().filter_map(|a| a.value.as_deref()) {
+                    if programs::is_env_name(a) {
+                        self.env_var(a, &label, true, &mut j);
+                    }
+                }
+            }
+        }
         self.code_builtins(&base, cmd_args, &label, &mut j);
         self.writes(&base, cmd_args, xargs, st, &label, &mut j);
 
