@@ -1,7 +1,5 @@
 //! git's own checks: which repository a git command works in.
 
-use std::path::Path;
-
 use super::{esc, Eval, Judge, State};
 use crate::policy::paths::Resolved;
 use crate::policy::programs::GitSplit;
@@ -136,39 +134,45 @@ impl Eval<'_> {
         }
     }
 
-    /// A git command allowed to run in a subdirectory, on a command line that also writes
-    /// there (or runs git that may rewrite any file): the directory could become another
-    /// repository (`HEAD`, `objects/`, `refs/`, `config`) before git reads it.
+    /// A git command allowed to run in a subdirectory, on a command line that also makes
+    /// a repository on its way (writes a `HEAD`, `objects`, `refs`, `config`, `.git`,
+    /// `commondir` in it or in a directory above it, or writes over one of those
+    /// directories: `mv evil src`), or that runs git that may rewrite any file
+    /// (checkout, merge, stash): the directory could become another repository before git
+    /// reads it. Other writes there (`cargo test > src/test.log`) change nothing.
     pub(super) fn git_dir_race(&self) -> Option<Verdict> {
+        const MAKES_A_REPO: &[&str] = &[".git", "head", "objects", "refs", "config", "commondir"];
         let f = self.facts.borrow();
         for (d, label) in &f.git_dirs {
-            let top = |p: &Path, root: &Path| {
-                p.strip_prefix(root)
-                    .ok()
-                    .and_then(|rest| rest.components().next())
-                    .map(|c| root.join(c))
-            };
-            let tops: Vec<_> = [
-                top(&d.lexical, &self.roots.root),
-                d.physical
-                    .as_deref()
-                    .and_then(|p| top(p, &self.roots.root_phys)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let pairs = [
+                (Some(&d.lexical), &self.roots.root, false),
+                (d.physical.as_ref(), &self.roots.root_phys, true),
+            ];
             let hit = f.wrote_anywhere
                 || f.written.iter().any(|w| {
-                    tops.iter().any(|t| {
-                        w.lexical.starts_with(t)
-                            || w.physical.as_deref().is_some_and(|p| p.starts_with(t))
+                    pairs.iter().any(|(dp, root, phys)| {
+                        let Some(dp) = dp else { return false };
+                        let wp = if *phys {
+                            w.physical.as_ref()
+                        } else {
+                            Some(&w.lexical)
+                        };
+                        let Some(wp) = wp else { return false };
+                        let special = wp.file_name().is_some_and(|n| {
+                            MAKES_A_REPO
+                                .contains(&n.to_string_lossy().to_ascii_lowercase().as_str())
+                        });
+                        let on_the_way = wp
+                            .parent()
+                            .is_some_and(|p| p != root.as_path() && dp.starts_with(p));
+                        dp.starts_with(wp) || (special && on_the_way)
                     })
                 });
             if hit {
                 return Some(esc(
                     "escalate.git-other-repo",
                     format!(
-                        "{label} runs git in {}, which this command line also changes: it could become another repository (HEAD, config) before git reads it",
+                        "{label} runs git in {}, which this command line could turn into another repository (HEAD, config) before git reads it",
                         self.roots.show(&d.lexical)
                     ),
                 ));
