@@ -24,6 +24,40 @@ pub struct ArchitectFile {
     /// `[git]`.
     #[serde(default)]
     pub git: GitSettings,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// `[log]` in `config/architect.toml`: how big the event log files grow and how long
+/// they are kept (see [`crate::log::EventLog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A day's log file is continued in a new part (`events-<node>-<YYYYMMDD>.<n>.jsonl`)
+    /// once it holds this many bytes (default 67108864, 64 MiB; at least 4096).
+    #[serde(default = "d_log_max_bytes")]
+    pub max_bytes: u64,
+    /// This node's log files older than this many days are deleted, except the current
+    /// month's (budgets sum the month's spend from them); 0 keeps every file (default 90).
+    #[serde(default = "d_keep_days")]
+    pub keep_days: u32,
+}
+
+fn d_log_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn d_keep_days() -> u32 {
+    90
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: d_log_max_bytes(),
+            keep_days: d_keep_days(),
+        }
+    }
 }
 
 /// `[node]` in `config/architect.toml`.
@@ -315,6 +349,8 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// Branches and worktrees.
     pub git: GitSettings,
+    /// Event log size and retention.
+    pub log: LogSettings,
     /// Sessions, in file order.
     pub sessions: Vec<ResolvedSession>,
     /// The repository the sessions work in: the config directory's parent. Task lock
@@ -385,6 +421,15 @@ impl Config {
             }
             None => default_node_name(),
         };
+        if arch.log.max_bytes < 4096 {
+            return Err(Error::Config {
+                path: arch_path,
+                message: format!(
+                    "log.max_bytes = {} is too small: a log file must hold at least 4096 bytes",
+                    arch.log.max_bytes
+                ),
+            });
+        }
         arch.git.validate().map_err(|message| Error::Config {
             path: arch_path.clone(),
             message,
@@ -508,6 +553,7 @@ impl Config {
             node,
             daemon: arch.daemon,
             git: arch.git,
+            log: arch.log,
             sessions,
             repo: base,
             prices,
