@@ -143,6 +143,12 @@ pub(crate) struct Daemon {
     conflicts: HashSet<String>,
     /// Writes and renames of this pass, carried out together at its end (group commit).
     batch: fsio::WriteBatch,
+    /// Live tasks whose prompt is longer than [`tasks::PROMPT_IN_MEMORY_MAX`], waiting for
+    /// their file to be durable so the prompt can leave memory.
+    prompts_to_drop: Vec<String>,
+    /// Live tasks whose prompt is not held in memory (`record.task.prompt` is empty): it
+    /// is read from the task's file when needed (dispatch, a record rewrite).
+    prompts_on_disk: HashSet<String>,
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
@@ -170,7 +176,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let spool = Spool::new(&opts.spool);
     spool.init()?;
     let _lock = DaemonLock::acquire(&spool, &config.node)?;
-    let log = Arc::new(EventLog::new(spool.dir("log"), config.node.clone()));
+    let log =
+        Arc::new(EventLog::new(spool.dir("log"), config.node.clone()).with_settings(config.log));
     // ARCHITECT_WATCH_CHANNEL shrinks the channel so tests can force the overflow path.
     let capacity = std::env::var("ARCHITECT_WATCH_CHANNEL")
         .ok()
@@ -222,6 +229,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         sessions_flush_at: None,
         conflicts: HashSet::new(),
         batch: fsio::WriteBatch::default(),
+        prompts_to_drop: Vec::new(),
+        prompts_on_disk: HashSet::new(),
         config_reload_at: None,
         shutting_down: false,
         lock_table: crate::locks::LockTable::new(spool_locks),
@@ -318,6 +327,7 @@ impl Daemon {
         for e in self.batch.flush() {
             tracing::error!("{e}");
         }
+        self.drop_durable_prompts();
     }
 
     fn on_hints(&mut self, hints: Vec<Hint>) {

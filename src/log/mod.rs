@@ -407,7 +407,7 @@ impl EventLog {
     }
 }
 
-/// The event log files in `dir`, oldest first (by name: node, then date).
+/// The event log files in `dir`, oldest first (by name: node, then date, then part).
 ///
 /// # Errors
 /// [`Error::Io`] when the directory cannot be listed.
@@ -422,7 +422,20 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 .is_some_and(|n| n.starts_with("events-") && n.ends_with(".jsonl"))
         })
         .collect();
-    files.sort();
+    // By node and day, then part: `…-20261201.jsonl` before `…-20261201.1.jsonl`
+    // (plain name order would put the part first).
+    files.sort_by_cached_key(|p| {
+        let name = p
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+        match stem.rsplit_once('.') {
+            Some((base, part)) if part.bytes().all(|b| b.is_ascii_digit()) => {
+                (base.to_string(), part.parse::<u64>().unwrap_or(u64::MAX))
+            }
+            _ => (stem.to_string(), 0),
+        }
+    });
     Ok(files)
 }
 
@@ -501,7 +514,10 @@ mod tests {
         let files = names(dir.path());
         assert!(files.len() >= 3, "{files:?}");
         assert_eq!(files[0], "events-n1-20261201.jsonl");
-        assert!(files.contains(&"events-n1-20261201.1.jsonl".to_string()), "{files:?}");
+        assert!(
+            files.contains(&"events-n1-20261201.1.jsonl".to_string()),
+            "{files:?}"
+        );
         for f in log_files(dir.path()).unwrap() {
             let len = std::fs::metadata(&f).unwrap().len();
             assert!(len <= 4096, "{} holds {len} bytes", f.display());
