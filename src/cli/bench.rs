@@ -47,6 +47,14 @@ pub struct BenchArgs {
     /// per request), so busy screens stay up; default: it answers at once.
     #[arg(long)]
     slow: bool,
+    /// Measure the daemon's memory instead: --tasks (default 150) task files of
+    /// --task-mib MiB queued with no session, then recovered after a restart; prints
+    /// resident memory and its peak at each step.
+    #[arg(long)]
+    memory: bool,
+    /// With --memory: the size of each task file, MiB (at most the 4 MiB the inbox takes).
+    #[arg(long, default_value_t = 4)]
+    task_mib: usize,
     /// Latency samples (one task at a time; also the kill -9 probes of the lock run).
     #[arg(long, default_value_t = 200)]
     pub(super) samples: usize,
@@ -246,6 +254,13 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let root = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new()))
     });
+    if a.memory {
+        let r = super::bench_memory::run(a.tasks.unwrap_or(150), a.task_mib, &root, a.json);
+        if temp {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        return r;
+    }
     if let Some(list) = &a.fidelity {
         let r = super::bench_fidelity::run(
             list,

@@ -6,6 +6,7 @@ mod bench;
 mod bench_fidelity;
 mod bench_llm;
 mod bench_locks;
+mod bench_memory;
 mod demo;
 mod hook;
 mod init;

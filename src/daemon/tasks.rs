@@ -41,6 +41,17 @@ pub(crate) struct LiveTask {
     pub resources: Vec<crate::locks::Resource>,
 }
 
+/// Prompts longer than this (bytes) are not kept in memory while their task waits: once
+/// the task's file is durable, the prompt is dropped and read back from the file when the
+/// task is dispatched or its record rewritten. 150 queued tasks of 4 MiB then hold no
+/// prompt bytes in the daemon; short prompts (most) stay in memory, so dispatching them
+/// reads nothing.
+pub(crate) const PROMPT_IN_MEMORY_MAX: usize = 4096;
+
+/// Pending writes (bytes) past which intake carries out the batch before reading more
+/// files, so a burst of large task files is not held in memory all at once.
+const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 fn whole(message: impl Into<String>) -> Vec<Violation> {
     vec![Violation {
         path: String::new(),
@@ -155,12 +166,17 @@ impl Daemon {
             }),
         );
         self.track(record);
+        if self.batch.bytes_queued() > BATCH_BYTES_MAX {
+            self.sync_dirs();
+        }
     }
 
     /// The task spec stored for `id` in `state` (in memory, or read from its file).
     fn stored_task(&self, state: TaskState, id: &str) -> Option<crate::spool::task::TaskSpec> {
         if let Some(t) = self.live.get(id) {
-            return Some(t.record.task.clone());
+            if !self.prompts_on_disk.contains(id) {
+                return Some(t.record.task.clone());
+            }
         }
         self.spool
             .read_record(&self.spool.task_path(state, id))
@@ -224,8 +240,14 @@ impl Daemon {
         dir: TaskState,
         record: &TaskRecord,
     ) -> crate::error::Result<()> {
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|e| crate::error::Error::json("task record", e))?;
+        let bytes = if record.task.prompt.is_empty() && self.prompts_on_disk.contains(&record.id) {
+            let mut whole = record.clone();
+            whole.task.prompt = self.prompt_from_disk(&record.id)?;
+            serde_json::to_vec_pretty(&whole)
+        } else {
+            serde_json::to_vec_pretty(record)
+        }
+        .map_err(|e| crate::error::Error::json("task record", e))?;
         let path = self.spool.task_path(dir, &record.id);
         self.batch.write(&path, bytes);
         Ok(())
@@ -256,6 +278,9 @@ impl Daemon {
             if let Err(e) = self.write_record(TaskState::Pending, &record) {
                 tracing::error!("{e}");
             }
+        }
+        if record.task.prompt.len() > PROMPT_IN_MEMORY_MAX {
+            self.prompts_to_drop.push(id.clone());
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -397,6 +422,21 @@ impl Daemon {
         if !self.live.contains_key(id) {
             return;
         }
+        let prompt = match self.prompt_of(id) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("task {id}: {e}");
+                self.finish(
+                    id,
+                    TaskState::Failed,
+                    None,
+                    Some(format!(
+                        "its prompt could not be read back from its file: {e}"
+                    )),
+                );
+                return;
+            }
+        };
         self.move_task(id, TaskState::Pending, TaskState::Active);
         let Some(t) = self.live.get_mut(id) else {
             return;
@@ -413,7 +453,7 @@ impl Daemon {
             model: t.record.task.model.clone(),
             complexity: t.record.task.complexity,
             role: t.record.task.role.clone(),
-            prompt: t.record.task.prompt.clone(),
+            prompt,
             timeout: Duration::from_secs(t.record.task.timeout_s()),
         };
         self.log.record(
@@ -728,6 +768,7 @@ impl Daemon {
         if let Err(e) = self.write_record(from_dir, &t.record) {
             tracing::error!("{e}");
         }
+        self.prompts_on_disk.remove(task_id);
         self.move_task(task_id, from_dir, state);
         let session = t.record.session.clone();
         let started = t.record.attempts.last().map(|a| a.started_at);
@@ -877,7 +918,14 @@ impl Daemon {
                         tracing::error!("completing the move of {id}: {e}");
                     }
                 }
-                Some(r) => records.push(r),
+                Some(mut r) => {
+                    // Durable already: a long prompt stays in its file until dispatch.
+                    if r.task.prompt.len() > PROMPT_IN_MEMORY_MAX {
+                        r.task.prompt = String::new();
+                        self.prompts_on_disk.insert(id.clone());
+                    }
+                    records.push(r);
+                }
                 None => {}
             }
         }
@@ -971,6 +1019,44 @@ fn derived_id(name: &str, meta: &std::fs::Metadata) -> String {
     let ms = u64::try_from(meta.mtime()).unwrap_or(0) * 1000
         + u64::try_from(meta.mtime_nsec()).unwrap_or(0) / 1_000_000;
     ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+}
+
+impl Daemon {
+    /// Drops from memory the prompts of the tasks whose file is now durable (called after
+    /// each batch is carried out). A task whose file did not make it to disk keeps its
+    /// prompt in memory.
+    pub(super) fn drop_durable_prompts(&mut self) {
+        for id in std::mem::take(&mut self.prompts_to_drop) {
+            let Some(t) = self.live.get_mut(&id) else {
+                continue;
+            };
+            if t.record.task.prompt.is_empty() || !self.spool.task_path(t.state, &id).is_file() {
+                continue;
+            }
+            t.record.task.prompt = String::new();
+            self.prompts_on_disk.insert(id);
+        }
+    }
+
+    /// Task `id`'s prompt: from memory, or read back from its file.
+    fn prompt_of(&self, id: &str) -> crate::error::Result<String> {
+        match self.live.get(id) {
+            Some(t) if !t.record.task.prompt.is_empty() || !self.prompts_on_disk.contains(id) => {
+                Ok(t.record.task.prompt.clone())
+            }
+            _ => self.prompt_from_disk(id),
+        }
+    }
+
+    /// Reads task `id`'s prompt from its file, wherever it is on disk now.
+    fn prompt_from_disk(&self, id: &str) -> crate::error::Result<String> {
+        let state = self
+            .spool
+            .locate(id)
+            .ok_or_else(|| crate::error::Error::TaskNotFound(id.to_string()))?;
+        let record = self.spool.read_record(&self.spool.task_path(state, id))?;
+        Ok(record.task.prompt)
+    }
 }
 
 /// The SHA-256 of a prompt, hex.

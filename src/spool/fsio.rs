@@ -21,6 +21,48 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("creating directory", dir, e))
 }
 
+/// Checks that `dir` is a directory this process can trust to hold its files: a real
+/// directory (not a symlink), owned by the effective user, and not writable by others.
+/// Otherwise someone else could plant a symlink or swap a file there between our checks
+/// and our writes (the log, the daemon lock, task records).
+///
+/// # Errors
+/// [`Error::Io`] (kind `PermissionDenied`) naming what is wrong and the fix.
+pub fn check_own_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io("checking", dir, e))?;
+    let refuse = |why: String| {
+        Err(Error::io(
+            "checking",
+            dir,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("it is a symlink; the spool's directories must be real directories".into());
+    }
+    if !meta.is_dir() {
+        return refuse("it is not a directory".into());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return refuse(format!(
+            "it is owned by uid {}, not by this process (uid {euid}); run architect as its \
+             owner, or `chown` it",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return refuse(format!(
+            "anyone can write to it (mode {:o}); run `chmod o-w {}`",
+            meta.mode() & 0o7777,
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// `fsync`s a directory so that renames and unlinks in it are durable.
 ///
 /// # Errors
@@ -170,6 +212,8 @@ pub struct WriteBatch {
     removals: Vec<std::path::PathBuf>,
     /// Recycled temp files, by directory.
     pool: std::collections::HashMap<std::path::PathBuf, Vec<std::path::PathBuf>>,
+    /// Bytes of the queued writes.
+    queued_bytes: usize,
 }
 
 /// Most recycled temp files kept per directory.
@@ -185,6 +229,7 @@ impl WriteBatch {
     /// Queues an atomic, durable write of `bytes` to `path`.
     pub fn write(&mut self, path: &Path, bytes: Vec<u8>) {
         self.dirs.insert(parent(path).to_path_buf());
+        self.queued_bytes += bytes.len();
         self.ops.push(BatchOp::Write(path.to_path_buf(), bytes));
     }
 
@@ -208,6 +253,13 @@ impl WriteBatch {
         self.dirs.insert(dir.to_path_buf());
     }
 
+    /// The bytes queued for writing (so a caller can carry the batch out before it holds
+    /// too much).
+    #[must_use]
+    pub fn bytes_queued(&self) -> usize {
+        self.queued_bytes
+    }
+
     /// Whether nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -220,6 +272,7 @@ impl WriteBatch {
     pub fn flush(&mut self) -> Vec<Error> {
         let mut errors = Vec::new();
         let ops = std::mem::take(&mut self.ops);
+        self.queued_bytes = 0;
         let mut temps: Vec<Option<std::path::PathBuf>> = Vec::with_capacity(ops.len());
         let mut files = Vec::new();
         for op in &ops {
@@ -411,6 +464,32 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn own_dir_refuses_symlinks_files_and_dirs_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        create_dir(&d).unwrap();
+        check_own_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).unwrap();
+        check_own_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_own_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("anyone can write") && e.contains("777"), "{e}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(check_own_dir(&link)
+            .unwrap_err()
+            .to_string()
+            .contains("symlink"));
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(check_own_dir(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+        assert!(check_own_dir(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -141,13 +141,20 @@ impl Spool {
         Self { root: root.into() }
     }
 
-    /// Creates every spool directory (mode 0700) that does not exist yet.
+    /// Creates every spool directory (mode 0700) that does not exist yet, then checks
+    /// that the root and every directory the daemon writes in (all but `inbox/` and
+    /// `control/`, which may be shared with other users) are real directories owned by
+    /// this user that nobody else can write to ([`fsio::check_own_dir`]).
     ///
     /// # Errors
-    /// [`Error::Io`] when a directory cannot be created.
+    /// [`Error::Io`] when a directory cannot be created or is not ours.
     pub fn init(&self) -> Result<()> {
         for d in DIRS {
             fsio::create_dir(&self.root.join(d))?;
+        }
+        fsio::check_own_dir(&self.root)?;
+        for d in DIRS.iter().filter(|d| !matches!(**d, "inbox" | "control")) {
+            fsio::check_own_dir(&self.root.join(d))?;
         }
         Ok(())
     }

@@ -110,6 +110,42 @@ fn a_symlink_planted_at_the_event_log_or_the_daemon_lock_is_refused() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
 }
 
+/// A spool directory someone else can write to (or swap for a symlink) could redirect the
+/// daemon's writes: the daemon refuses to start and says what to fix.
+#[test]
+fn the_daemon_refuses_spool_directories_others_can_write_or_replace() {
+    let env = Env::new(ONE_SHELL);
+    let log = env.spool.join("log");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.cli(&["daemon"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("anyone can write to it") && err.contains("chmod o-w"),
+        "{err}"
+    );
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A symlinked directory is refused too, even one of ours.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let locks = env.spool.join("locks");
+    std::fs::remove_dir_all(&locks).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &locks).unwrap();
+    let out = env.cli(&["daemon"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // A shared inbox is fine: intake copies what it reads into files of its own.
+    std::fs::remove_file(&locks).unwrap();
+    let inbox = env.spool.join("inbox");
+    std::fs::set_permissions(&inbox, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let _d = env.daemon();
+    env.drop_task("t.json", r#"{"id": "t", "prompt": "echo shared"}"#);
+    let (state, rec) = env.wait_final("t", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+}
+
 #[test]
 fn events_carry_a_prompts_start_size_and_hash_not_the_whole_prompt() {
     let env = Env::new("");
@@ -131,4 +167,41 @@ fn events_carry_a_prompts_start_size_and_hash_not_the_whole_prompt() {
         .map(|f| f.unwrap().metadata().unwrap().len())
         .sum();
     assert!(log_bytes < 10_000, "the log holds {log_bytes} bytes");
+}
+
+/// A long prompt is not held in memory while its task waits: it is read back from the
+/// task's file at dispatch, after a daemon restart too, and the final record still
+/// carries it whole.
+#[test]
+fn a_long_prompt_waits_in_its_file_and_runs_whole() {
+    let env = Env::new(ONE_SHELL);
+    // ~6 KB, past the 4 KiB kept in memory; its last word is the one the output shows.
+    let filler = "ab".repeat(3000);
+    let prompt = format!("echo {filler} >/dev/null; echo the-long-prompt-ran");
+    let task = serde_json::json!({"id": "long", "prompt": prompt, "depends_on": ["gate"]});
+    {
+        let _d = env.daemon();
+        env.drop_task("long.json", &task.to_string());
+        // One daemon life: a long task waits behind a busy session, then runs.
+        env.drop_task("busy.json", r#"{"id": "busy", "prompt": "sleep 1"}"#);
+        let now = serde_json::json!({"id": "now", "prompt": prompt});
+        env.drop_task("now.json", &now.to_string());
+        let (state, rec) = env.wait_final("now", T);
+        assert_eq!(state, TaskState::Done, "{rec:?}");
+        assert_eq!(rec.task.prompt, prompt);
+        assert!(rec.result.unwrap().output.contains("the-long-prompt-ran"));
+        // "long" waits for "gate", which does not exist yet; the daemon stops meanwhile.
+        assert_eq!(env.state_of("long"), Some(TaskState::Pending));
+    }
+    let _d = env.daemon();
+    env.drop_task("gate.json", r#"{"id": "gate", "prompt": "true"}"#);
+    let (state, rec) = env.wait_final("long", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    assert_eq!(rec.task.prompt, prompt, "the record keeps the whole prompt");
+    let out = rec.result.unwrap().output;
+    assert!(out.contains("the-long-prompt-ran"), "{out}");
+    // Read once more, from a second daemon life: the same task file in done/.
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.spool.join("done/long.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["task"]["prompt"], prompt.as_str());
 }
