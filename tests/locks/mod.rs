@@ -203,7 +203,12 @@ fn bad_lock_paths_and_branches_are_rejected_with_the_reason() {
             "refs/",
         ),
         ("badref", r#"{"branch": "a..b"}"#, "/locks/branch", "'..'"),
-        ("extra", r#"{"files": ["x"]}"#, "/locks", "files"),
+        (
+            "extra",
+            r#"{"files": ["x"]}"#,
+            "/locks/files",
+            "unknown field",
+        ),
     ];
     for (name, locks, _, _) in &cases {
         env.drop_task(
