@@ -25,7 +25,13 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let _guard = cli::logging::init(cli.verbose, cli.quiet, cli.log_file());
+    let _guard = match cli::logging::init(cli.verbose, cli.quiet, cli.log_file()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -10,6 +10,8 @@ mod config_live;
 mod delivery;
 mod failures;
 mod fake_agent;
+mod hostile;
+mod intake;
 mod llm;
 mod locks;
 mod malformed;

@@ -63,8 +63,13 @@ impl From<ComplexityArg> for Complexity {
     }
 }
 
-fn node(config_dir: &Path) -> String {
-    Config::load(config_dir).map_or_else(|_| architect::config::default_node_name(), |c| c.node)
+/// The event log `ask` appends to: the node's, with its `[log]` settings (the defaults when
+/// the config does not load).
+fn event_log(spool: &Spool, config_dir: &Path) -> EventLog {
+    match Config::load(config_dir) {
+        Ok(c) => EventLog::new(spool.dir("log"), c.node).with_settings(c.log),
+        Err(_) => EventLog::new(spool.dir("log"), architect::config::default_node_name()),
+    }
 }
 
 /// `architect ask`.
@@ -84,7 +89,7 @@ pub fn ask(spool: &Spool, config_dir: &Path, a: AskArgs) -> Result<ExitCode> {
             );
         }
     }
-    let log = EventLog::new(spool.dir("log"), node(config_dir));
+    let log = event_log(spool, config_dir);
     let budget = architect::llm::budget::Ledger::new(spool.dir("providers"), spool.dir("log"));
     let router = Router {
         budget: &budget,

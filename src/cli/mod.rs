@@ -154,13 +154,18 @@ enum Cmd {
     #[command(
         after_help = "A question the policy (config/policy.toml) does not clearly allow \
         or deny is escalated: the session waits in waiting_input, an approval_needed event is \
-        logged, and `architect sessions` shows what it asks.\n\nExample:\n  \
-        architect sessions            # claude-1  waiting_input — approve? npm install left-pad\n  \
-        architect approve claude-1"
+        logged, and `architect sessions` shows what it asks, with the question's id. The \
+        answer names that id: if the session has moved on to another question, nothing is \
+        answered.\n\nExample:\n  \
+        architect sessions            # claude-1  waiting_input — q-3fa9c21b approve? npm install left-pad\n  \
+        architect approve claude-1 --question q-3fa9c21b"
     )]
     Approve {
         /// Session name.
         session: String,
+        /// The id of the question you read (`architect sessions` prints it).
+        #[arg(long, value_name = "ID")]
+        question: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -169,6 +174,9 @@ enum Cmd {
     Deny {
         /// Session name.
         session: String,
+        /// The id of the question you read (`architect sessions` prints it).
+        #[arg(long, value_name = "ID")]
+        question: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -297,8 +305,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             text,
             no_enter,
         } => observe::send(&need(&spool)?, &cli.config, &session, &text, !no_enter),
-        Cmd::Approve { session, json } => observe::answer(&need(&spool)?, &session, true, json),
-        Cmd::Deny { session, json } => observe::answer(&need(&spool)?, &session, false, json),
+        Cmd::Approve {
+            session,
+            question,
+            json,
+        } => observe::answer(&need(&spool)?, &session, question.as_deref(), true, json),
+        Cmd::Deny {
+            session,
+            question,
+            json,
+        } => observe::answer(&need(&spool)?, &session, question.as_deref(), false, json),
         Cmd::Logs {
             follow,
             task,

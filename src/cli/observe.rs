@@ -133,17 +133,28 @@ pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
         "restarts",
         "last exit",
     ]);
+    let mut questions = Vec::new();
     for s in sessions {
         let state = match &s.approval {
-            Some(a) => format!(
-                "{} — approve? {}",
-                s.state.as_str(),
-                a.question
+            Some(a) => {
+                let action = a
+                    .question
                     .action
                     .as_deref()
-                    .unwrap_or("(action unreadable)")
-            ),
-            None => s.state.as_str().to_string(),
+                    .unwrap_or("(action unreadable)");
+                questions.push(format!(
+                    "{}: {} {action}\n  architect approve {} --question {}   (or deny)",
+                    s.name, a.id, s.name, a.id
+                ));
+                format!("{} — {} approve? {action}", s.state.as_str(), a.id)
+            }
+            None => {
+                let mut st = s.state.as_str().to_string();
+                if let Some(until) = s.limited_until {
+                    st.push_str(&format!(" until {}", until.format("%H:%M:%S")));
+                }
+                st
+            }
         };
         t.add_row([
             s.name,
@@ -158,6 +169,12 @@ pub fn sessions(spool: &Spool, json: bool) -> Result<ExitCode> {
         ]);
     }
     println!("{t}");
+    if !questions.is_empty() {
+        println!("\nquestions waiting for a person:");
+        for q in questions {
+            println!("{q}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -186,7 +203,13 @@ pub fn send(
 
 /// `architect approve|deny <session>`: answers the permission question the session is
 /// waiting on (its profile's yes or no key).
-pub fn answer(spool: &Spool, session: &str, approve: bool, json: bool) -> Result<ExitCode> {
+pub fn answer(
+    spool: &Spool,
+    session: &str,
+    question: Option<&str>,
+    approve: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let file = read_sessions(spool)?
         .into_iter()
         .find(|s| s.name == session)
@@ -198,11 +221,33 @@ pub fn answer(spool: &Spool, session: &str, approve: bool, json: bool) -> Result
             file.state.as_str()
         );
     };
+    let verb = if approve { "approve" } else { "deny" };
+    let action = pending
+        .question
+        .action
+        .as_deref()
+        .unwrap_or("(action unreadable)");
+    let Some(question) = question else {
+        bail!(
+            "name the question you read: {session} is waiting on {} ({action}); \
+             run `architect {verb} {session} --question {}` if that is the one",
+            pending.id,
+            pending.id
+        );
+    };
+    if question != pending.id {
+        bail!(
+            "question {question} is no longer open on {session}; open now: {} ({action}). \
+             Nothing was answered: read it, then `architect {verb} {session} --question {}`",
+            pending.id,
+            pending.id
+        );
+    }
     spool.write_control(&ControlRequest::Answer {
         session: session.to_string(),
         approve,
+        question: question.to_string(),
     })?;
-    let verb = if approve { "approve" } else { "deny" };
     if json {
         println!(
             "{}",

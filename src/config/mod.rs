@@ -24,6 +24,40 @@ pub struct ArchitectFile {
     /// `[git]`.
     #[serde(default)]
     pub git: GitSettings,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// `[log]` in `config/architect.toml`: how big the event log files grow and how long
+/// they are kept (see [`crate::log::EventLog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A day's log file is continued in a new part (`events-<node>-<YYYYMMDD>.<n>.jsonl`)
+    /// once it holds this many bytes (default 67108864, 64 MiB; at least 4096).
+    #[serde(default = "d_log_max_bytes")]
+    pub max_bytes: u64,
+    /// This node's log files older than this many days are deleted, except the current
+    /// month's (budgets sum the month's spend from them); 0 keeps every file (default 90).
+    #[serde(default = "d_keep_days")]
+    pub keep_days: u32,
+}
+
+fn d_log_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn d_keep_days() -> u32 {
+    90
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: d_log_max_bytes(),
+            keep_days: d_keep_days(),
+        }
+    }
 }
 
 /// `[node]` in `config/architect.toml`.
@@ -181,6 +215,11 @@ pub struct SessionSpec {
     /// Extra environment (wins over the profile's `[env]`). Values never reach the logs.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables of the daemon's own environment this session gets too (say
+    /// `ANTHROPIC_API_KEY`). Sessions start with a minimal environment
+    /// ([`BASE_ENV`]): nothing else of the daemon's reaches them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_passthrough: Vec<String>,
     /// Role, for tasks that ask for a role instead of a session.
     #[serde(default)]
     pub role: Option<String>,
@@ -226,7 +265,50 @@ pub struct ResolvedSession {
     pub git: GitSettings,
 }
 
+/// The daemon's environment variables every session program gets (when set): what a
+/// terminal program needs to run, nothing that holds a secret. Everything else of the
+/// daemon's environment (provider keys above all) reaches a session only through its
+/// `env` or `env_passthrough` in `sessions.toml`.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "TMPDIR",
+];
+
 impl ResolvedSession {
+    /// The program's whole environment: [`BASE_ENV`] and `env_passthrough` from the
+    /// daemon's own (`daemon_env`), then the profile's `[env]` and the session's `env`.
+    #[must_use]
+    pub fn environment(
+        &self,
+        daemon_env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+        let mut out = BTreeMap::new();
+        for (k, v) in daemon_env {
+            let name = k.to_string_lossy();
+            if BASE_ENV.contains(&name.as_ref())
+                || self.spec.env_passthrough.iter().any(|p| *p == name)
+            {
+                out.insert(k, v);
+            }
+        }
+        for (k, v) in &self.env {
+            out.insert(k.into(), v.into());
+        }
+        out
+    }
+
     /// The program's `HOME`: the session's `env.HOME`, else the daemon's, else `/`.
     #[must_use]
     pub fn home(&self) -> PathBuf {
@@ -246,6 +328,7 @@ impl ResolvedSession {
             || self.args != other.args
             || self.cwd != other.cwd
             || self.env != other.env
+            || self.spec.env_passthrough != other.spec.env_passthrough
             || self.spec.worktree != other.spec.worktree
             || self.repo != other.repo
             || (self.repo.is_some() && self.git != other.git)
@@ -266,6 +349,8 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// Branches and worktrees.
     pub git: GitSettings,
+    /// Event log size and retention.
+    pub log: LogSettings,
     /// Sessions, in file order.
     pub sessions: Vec<ResolvedSession>,
     /// The repository the sessions work in: the config directory's parent. Task lock
@@ -336,6 +421,15 @@ impl Config {
             }
             None => default_node_name(),
         };
+        if arch.log.max_bytes < 4096 {
+            return Err(Error::Config {
+                path: arch_path,
+                message: format!(
+                    "log.max_bytes = {} is too small: a log file must hold at least 4096 bytes",
+                    arch.log.max_bytes
+                ),
+            });
+        }
         arch.git.validate().map_err(|message| Error::Config {
             path: arch_path.clone(),
             message,
@@ -459,6 +553,7 @@ impl Config {
             node,
             daemon: arch.daemon,
             git: arch.git,
+            log: arch.log,
             sessions,
             repo: base,
             prices,

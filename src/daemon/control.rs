@@ -44,12 +44,14 @@ impl Daemon {
         match req {
             ControlRequest::Cancel { task_id } => self.cancel(&task_id),
             ControlRequest::Retry { task_id } => self.manual_retry(&task_id),
-            ControlRequest::Answer { session, approve } => {
-                match self.sessions.get(&session).and_then(|s| s.handle.as_ref()) {
-                    Some(h) => h.send(Command::Answer { approve }),
-                    None => tracing::warn!("approve/deny: no running session {session:?}"),
-                }
-            }
+            ControlRequest::Answer {
+                session,
+                approve,
+                question,
+            } => match self.sessions.get(&session).and_then(|s| s.handle.as_ref()) {
+                Some(h) => h.send(Command::Answer { approve, question }),
+                None => tracing::warn!("approve/deny: no running session {session:?}"),
+            },
             ControlRequest::Send {
                 session,
                 text,

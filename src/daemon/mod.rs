@@ -77,7 +77,8 @@ impl DaemonLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            // A symlink planted at the lock file is refused, never followed (and truncated).
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io("opening daemon lock", &path, e))?;
         if FileExt::try_lock_exclusive(&file).is_err() {
@@ -306,10 +307,6 @@ impl Daemon {
         &self.config.node
     }
 
-    fn mark_dirty(&mut self, dir: &std::path::Path) {
-        self.batch.sync_dir_later(dir);
-    }
-
     /// Carries out this pass's writes and renames (one round of `fsync`s for all).
     fn sync_dirs(&mut self) {
         if self.batch.is_empty() {
@@ -414,15 +411,50 @@ impl Daemon {
                 return;
             }
         };
-        let mut names: Vec<String> = entries
-            .filter_map(std::result::Result::ok)
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for e in entries.filter_map(std::result::Result::ok) {
+            match e.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(raw) => self.reject_unnamed(&raw),
+            }
+        }
         names.sort();
         for name in names {
             self.settling.entry(name).or_insert_with(Instant::now);
         }
         self.check_settling();
+    }
+
+    /// An inbox file whose name is not UTF-8 cannot be named in events, records or JSON:
+    /// it goes to `rejected/` under a safe name, with the reason.
+    fn reject_unnamed(&mut self, raw: &std::ffi::OsStr) {
+        let shown = raw.to_string_lossy().into_owned();
+        if crate::spool::classify_inbox_name(&shown) == crate::spool::InboxName::Ignored {
+            return;
+        }
+        let safe = format!("{}.name-not-utf8", ulid::Ulid::new());
+        let errors = vec![crate::spool::task::Violation {
+            path: String::new(),
+            message: format!(
+                "the file name is not UTF-8 ({shown:?} with the invalid bytes replaced); \
+                 task file names must be UTF-8"
+            ),
+        }];
+        match self
+            .spool
+            .reject_raw(raw, &safe, self.node(), errors.clone())
+        {
+            Ok(()) => {
+                tracing::warn!("rejected an inbox file whose name is not UTF-8 as {safe}");
+                self.log.record(
+                    EventType::TaskRejected,
+                    None,
+                    None,
+                    json!({"file": shown, "rejected_as": safe, "errors": errors}),
+                );
+            }
+            Err(e) => tracing::error!("rejecting {shown:?}: {e}"),
+        }
     }
 
     /// Ingests settling files whose mtime is older than `inbox_settle_ms`.

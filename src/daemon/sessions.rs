@@ -434,6 +434,7 @@ impl Daemon {
                 self.publish_session(&session);
             }
             SessionEvent::ApprovalNeeded {
+                id,
                 task_id,
                 question,
                 verdict,
@@ -445,11 +446,13 @@ impl Daemon {
                     verdict.rule
                 );
                 let data = json!({
+                    "question": id,
                     "permission": question.permission, "kind": question.kind,
                     "action": question.action, "tool": question.tool,
                     "rule": verdict.rule, "reason": verdict.reason,
                 });
                 slot.approval = Some(crate::session::PendingApproval {
+                    id,
                     question,
                     rule: verdict.rule,
                     reason: verdict.reason,

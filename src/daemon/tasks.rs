@@ -68,7 +68,7 @@ impl Daemon {
             InboxName::Task => {}
         }
         let path = self.spool.inbox().join(name);
-        let bytes = match fsio::read_regular(&path, MAX_TASK_BYTES) {
+        let (bytes, meta) = match fsio::read_regular_meta(&path, MAX_TASK_BYTES) {
             Ok(b) => b,
             Err(ReadRefusal::Gone) => return,
             Err(refusal) => {
@@ -85,7 +85,7 @@ impl Daemon {
         let spec = match parse_task(&bytes) {
             Ok(s) => s,
             Err(v) => {
-                self.reject(name, v);
+                self.reject_copy(name, &bytes, v);
                 return;
             }
         };
@@ -94,16 +94,26 @@ impl Daemon {
             &self.config.repo,
             &self.config.git.protected_branches,
         ) {
-            self.reject(name, v);
+            self.reject_copy(name, &bytes, v);
             return;
         }
-        let id = spec
-            .id
-            .clone()
-            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let id = spec.id.clone().unwrap_or_else(|| derived_id(name, &meta));
+        let mut spec = spec;
+        spec.id = Some(id.clone());
         if let Some(state) = self.known_state(&id) {
-            self.reject(
+            if self.stored_task(state, &id).as_ref() == Some(&spec) {
+                // This very file was taken in before a crash, between its copy and its
+                // removal: the copy is the task.
+                tracing::info!(
+                    "{name}: already taken in as task {id} ({}/); removed",
+                    state.dir()
+                );
+                self.batch.remove_after(&path);
+                return;
+            }
+            self.reject_copy(
                 name,
+                &bytes,
                 vec![Violation {
                     path: "/id".into(),
                     // Not the id itself: a report never repeats a value from the file.
@@ -115,19 +125,16 @@ impl Daemon {
             );
             return;
         }
+        // Intake never adopts the producer's inode: the bytes that were read and
+        // validated are written to a new file of the daemon's own (0600) in pending/, and
+        // the inbox file is removed once that copy is durable. A file hard-linked into the
+        // inbox, or rewritten through a descriptor its producer kept open, can then
+        // change nothing. (A crash between the two leaves the inbox file behind; read
+        // again, it has the same id — given, or derived from the file — and is recognised
+        // above.)
         let pending = self.spool.task_path(TaskState::Pending, &id);
-        // Intake is one rename: the inbox file itself becomes pending/<id>.json, as
-        // submitted (the id is its name). It is rewritten as a full record only when
-        // something happens to it (a retry, the final state). One rename, no new file:
-        // a crash at any point leaves the task in exactly one place.
-        if let Err(e) = fsio::rename_noreplace_nosync(&path, &pending) {
-            tracing::error!("{e}");
-            return;
-        }
-        self.mark_dirty(&self.spool.inbox());
-        self.mark_dirty(&self.spool.state_dir(TaskState::Pending));
-        let mut spec = spec;
-        spec.id = Some(id.clone());
+        self.batch.write(&pending, bytes.clone());
+        self.batch.remove_after(&path);
         let record = TaskRecord::new(
             id.clone(),
             spec,
@@ -139,9 +146,49 @@ impl Daemon {
             EventType::TaskReceived,
             Some(&id),
             None,
-            json!({"file": name, "bytes": bytes.len(), "prompt": record.task.prompt}),
+            json!({
+                "file": name,
+                "bytes": bytes.len(),
+                // Never the whole prompt (it may be megabytes): its start, size and hash.
+                "prompt": record.task.prompt.chars().take(200).collect::<String>(),
+                "prompt_chars": record.task.prompt.chars().count(),
+                "prompt_sha256": prompt_sha256(&record.task.prompt),
+            }),
         );
         self.track(record);
+    }
+
+    /// The task spec stored for `id` in `state` (in memory, or read from its file).
+    fn stored_task(&self, state: TaskState, id: &str) -> Option<crate::spool::task::TaskSpec> {
+        if let Some(t) = self.live.get(id) {
+            return Some(t.record.task.clone());
+        }
+        self.spool
+            .read_record(&self.spool.task_path(state, id))
+            .ok()
+            .map(|r| r.task)
+    }
+
+    /// Rejects an inbox file that was read: `rejected/` gets a copy of the bytes read
+    /// (0600, the daemon's own file) and the inbox file is removed, so no producer's
+    /// inode (or mode) is kept.
+    fn reject_copy(&mut self, name: &str, bytes: &[u8], errors: Vec<Violation>) {
+        let summary = crate::spool::format_violations(&errors);
+        match self
+            .spool
+            .reject_bytes(name, bytes, self.node(), errors.clone())
+        {
+            Ok(as_name) => {
+                tracing::warn!("rejected {name}: {summary}");
+                self.log.record(
+                    EventType::TaskRejected,
+                    None,
+                    None,
+                    json!({"file": name, "rejected_as": as_name, "errors": errors}),
+                );
+            }
+            Err(e) => tracing::error!("rejecting {name}: {e}"),
+        }
     }
 
     fn reject(&mut self, name: &str, errors: Vec<Violation>) {
@@ -389,10 +436,12 @@ impl Daemon {
         let cancel = self.live.get(task_id).is_some_and(|t| t.cancel_requested);
         match outcome {
             RunOutcome::Completed(result) => {
+                let result = redact_result(result);
                 self.end_attempt(task_id, session, AttemptOutcome::Completed, None);
                 self.finish(task_id, TaskState::Done, Some(result), None);
             }
             RunOutcome::Failed(result, error) => {
+                let result = redact_result(result);
                 self.end_attempt(
                     task_id,
                     session,
@@ -897,4 +946,50 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The id of an inbox file that names none: a ULID whose time is the file's mtime and
+/// whose random part is a hash of its name, device, inode, size and mtime, so the same
+/// file read again (after a crash between its copy into `pending/` and its removal) gets
+/// the same id and is recognised, while two files practically never share one.
+fn derived_id(name: &str, meta: &std::fs::Metadata) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    for n in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        u64::try_from(meta.mtime()).unwrap_or(0),
+        u64::try_from(meta.mtime_nsec()).unwrap_or(0),
+    ] {
+        h.update(n.to_le_bytes());
+    }
+    let digest = h.finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let ms = u64::try_from(meta.mtime()).unwrap_or(0) * 1000
+        + u64::try_from(meta.mtime_nsec()).unwrap_or(0) / 1_000_000;
+    ulid::Ulid::from_parts(ms, u128::from_be_bytes(random)).to_string()
+}
+
+/// The SHA-256 of a prompt, hex.
+fn prompt_sha256(prompt: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(64);
+    for b in Sha256::digest(prompt.as_bytes()) {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A task result with secrets redacted from what the agent printed or replied (a
+/// command's output can hold a key it read from a file).
+fn redact_result(mut r: TaskResult) -> TaskResult {
+    use crate::log::redact::redact;
+    r.output = redact(&r.output);
+    r.reply = r.reply.map(|t| redact(&t));
+    r
 }

@@ -93,11 +93,14 @@ pub fn start(inbox: &Path, control: &Path, config: &Path, tx: mpsc::Sender<Hint>
             let Some(dir) = path.parent() else { continue };
             if dir == inbox_dir {
                 if relevant {
-                    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                        send(Hint::Inbox {
+                    match path.file_name().map(|n| n.to_str()) {
+                        Some(Some(name)) => send(Hint::Inbox {
                             name: name.to_string(),
                             complete,
-                        });
+                        }),
+                        // A name that is not UTF-8: the listing rejects it.
+                        Some(None) => send(Hint::Rescan),
+                        None => {}
                     }
                 }
             } else if dir == control_dir {

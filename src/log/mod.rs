@@ -1,7 +1,8 @@
 //! The event log: the product's record of what happened, as JSON Lines.
 //!
-//! Each event is one line of `log/events-<node>-<YYYYMMDD>.jsonl` (UTC date), appended
-//! with a single `write(2)` on a file opened `O_APPEND`, so concurrent writers never
+//! Each event is one line of `log/events-<node>-<YYYYMMDD>.jsonl` (UTC date; a day past
+//! `[log] max_bytes` continues in `events-<node>-<YYYYMMDD>.<n>.jsonl`, n = 1, 2, …),
+//! appended with a single `write(2)` on a file opened `O_APPEND`, so concurrent writers never
 //! interleave inside a line and a crash can tear only the last line. Readers (DuckDB's
 //! `read_json(…, ignore_errors=true)`, [`read_events`]) skip a torn line.
 //! Every string in `data` passes through [`redact()`] first: nothing that looks like a
@@ -15,10 +16,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::LogSettings;
 use crate::error::{Error, Result};
 pub use redact::redact;
 
@@ -177,23 +180,44 @@ impl EventType {
     }
 }
 
-/// Appends events to `log/events-<node>-<YYYYMMDD>.jsonl`, switching files at UTC midnight.
+/// Appends events to `log/events-<node>-<YYYYMMDD>.jsonl`, switching files at UTC midnight
+/// and, within a day, to a new part `events-<node>-<YYYYMMDD>.<n>.jsonl` once a file holds
+/// `max_bytes`. Opening a day's file deletes this node's files older than `keep_days`
+/// (never the current month's).
 #[derive(Debug)]
 pub struct EventLog {
     dir: PathBuf,
     node: String,
-    open: Mutex<Option<(String, File)>>,
+    settings: LogSettings,
+    open: Mutex<Option<OpenPart>>,
+}
+
+/// The file being appended to: its UTC day (`YYYYMMDD`) and part number (0 = no suffix).
+#[derive(Debug)]
+struct OpenPart {
+    day: String,
+    part: u32,
+    file: File,
 }
 
 impl EventLog {
-    /// A log writing into `dir` for `node`.
+    /// A log writing into `dir` for `node`, with the default `[log]` settings.
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>, node: impl Into<String>) -> Self {
         Self {
             dir: dir.into(),
             node: node.into(),
+            settings: LogSettings::default(),
             open: Mutex::new(None),
         }
+    }
+
+    /// The same log with `settings` (`[log]` in `architect.toml`): size per file and
+    /// retention.
+    #[must_use]
+    pub fn with_settings(mut self, settings: LogSettings) -> Self {
+        self.settings = settings;
+        self
     }
 
     /// The directory the log files are in.
@@ -256,18 +280,24 @@ impl EventLog {
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.as_ref().is_none_or(|(d, _)| *d != day) {
-            let path = self.dir.join(format!("events-{}-{day}.jsonl", self.node));
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| Error::io("opening event log", &path, e))?;
-            *guard = Some((day, f));
+        if guard.as_ref().is_none_or(|o| o.day != day) {
+            self.prune(event.ts);
+            let part = self.last_part(&day);
+            *guard = Some(self.open_part(&day, part)?);
         }
-        let (_, f) = guard.as_mut().expect("opened above");
+        // A full file continues in the next part. Another process appending to the same
+        // day (`architect ask`) may have moved on already: its part is taken up, and
+        // filled only while it has room.
+        loop {
+            let open = guard.as_ref().expect("opened above");
+            let len = open.file.metadata().map_or(0, |m| m.len());
+            if len == 0 || len + line.len() as u64 <= self.settings.max_bytes {
+                break;
+            }
+            let next = open.part + 1;
+            *guard = Some(self.open_part(&day, next)?);
+        }
+        let f = &mut guard.as_mut().expect("opened above").file;
         // One write call for the whole line: O_APPEND makes it land at the end in one piece.
         let n = f
             .write(&line)
@@ -280,6 +310,100 @@ impl EventLog {
             ));
         }
         Ok(())
+    }
+
+    /// The file name of `day`'s part `part`.
+    fn part_name(&self, day: &str, part: u32) -> String {
+        if part == 0 {
+            format!("events-{}-{day}.jsonl", self.node)
+        } else {
+            format!("events-{}-{day}.{part}.jsonl", self.node)
+        }
+    }
+
+    fn open_part(&self, day: &str, part: u32) -> Result<OpenPart> {
+        let path = self.dir.join(self.part_name(day, part));
+        // O_NOFOLLOW: a symlink planted at the day's log file is refused, never
+        // followed (appending to its target).
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io("opening event log", &path, e))?;
+        Ok(OpenPart {
+            day: day.to_string(),
+            part,
+            file,
+        })
+    }
+
+    /// The highest part of `day` already written by this node (0 when none is).
+    fn last_part(&self, day: &str) -> u32 {
+        log_files(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| self.own_file(p.file_name()?.to_str()?))
+            .filter(|(d, _)| d.format("%Y%m%d").to_string() == day)
+            .map(|(_, part)| part)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The day and part of one of this node's log file names; `None` for any other name
+    /// (another node's files are that node's to keep).
+    fn own_file(&self, name: &str) -> Option<(NaiveDate, u32)> {
+        let rest = name
+            .strip_prefix("events-")?
+            .strip_prefix(self.node.as_str())?
+            .strip_prefix('-')?
+            .strip_suffix(".jsonl")?;
+        let (day, part) = match rest.split_once('.') {
+            Some((day, part)) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => {
+                (day, part.parse().ok()?)
+            }
+            Some(_) => return None,
+            None => (rest, 0),
+        };
+        if day.len() != 8 || !day.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some((NaiveDate::parse_from_str(day, "%Y%m%d").ok()?, part))
+    }
+
+    /// Deletes this node's log files older than `keep_days` days before `now`, except the
+    /// current month's. Failures are reported through tracing: retention never stops the log.
+    fn prune(&self, now: DateTime<Utc>) {
+        let keep = self.settings.keep_days;
+        if keep == 0 {
+            return;
+        }
+        let today = now.date_naive();
+        let Some(oldest_kept) = today.checked_sub_days(chrono::Days::new(u64::from(keep))) else {
+            return;
+        };
+        let mut deleted = 0usize;
+        for path in log_files(&self.dir).unwrap_or_default() {
+            let Some((day, _)) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| self.own_file(n))
+            else {
+                continue;
+            };
+            let this_month = day.year() == today.year() && day.month() == today.month();
+            if day >= oldest_kept || this_month {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(e) => tracing::warn!("event log retention: removing {}: {e}", path.display()),
+            }
+        }
+        if deleted > 0 {
+            tracing::info!("event log retention: deleted {deleted} file(s) older than {keep} days");
+        }
     }
 }
 
@@ -312,7 +436,7 @@ pub fn read_events(dir: &Path) -> Result<Vec<Event>> {
 }
 
 /// Reads the events of the log files in `dir` whose file name `keep` accepts (names are
-/// `events-<node>-<YYYYMMDD>.jsonl`), sorted by time.
+/// `events-<node>-<YYYYMMDD>.jsonl` or `events-<node>-<YYYYMMDD>.<n>.jsonl`), sorted by time.
 ///
 /// # Errors
 /// [`Error::Io`].
@@ -332,4 +456,129 @@ pub fn read_events_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<Eve
     }
     events.sort_by_key(|e| e.ts);
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn event(node: &str, ts: DateTime<Utc>, n: usize) -> Event {
+        Event {
+            ts,
+            node: node.into(),
+            kind: "llm_call".into(),
+            task_id: Some(format!("t{n}")),
+            session: None,
+            data: serde_json::json!({"provider": "p", "cost_usd": 0.5, "pad": "x".repeat(100)}),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        log_files(dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn small(max_bytes: u64, keep_days: u32) -> LogSettings {
+        LogSettings {
+            max_bytes,
+            keep_days,
+        }
+    }
+
+    #[test]
+    fn a_full_file_continues_in_numbered_parts_and_every_part_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 90));
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        for i in 0..100 {
+            log.append(&event("n1", now + chrono::Duration::milliseconds(i), 0))
+                .unwrap();
+        }
+        let files = names(dir.path());
+        assert!(files.len() >= 3, "{files:?}");
+        assert_eq!(files[0], "events-n1-20261201.jsonl");
+        assert!(files.contains(&"events-n1-20261201.1.jsonl".to_string()), "{files:?}");
+        for f in log_files(dir.path()).unwrap() {
+            let len = std::fs::metadata(&f).unwrap().len();
+            assert!(len <= 4096, "{} holds {len} bytes", f.display());
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.ends_with('\n') && text.lines().all(|l| l.starts_with('{')));
+        }
+        assert_eq!(read_events(dir.path()).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn a_reopened_log_continues_in_the_last_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        {
+            let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 90));
+            for _ in 0..60 {
+                log.append(&event("n1", now, 0)).unwrap();
+            }
+        }
+        let before = names(dir.path());
+        let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 90));
+        log.append(&event("n1", now, 1)).unwrap();
+        let after = names(dir.path());
+        assert!(after.len() - before.len() <= 1, "{before:?} → {after:?}");
+        let last = log_files(dir.path()).unwrap().pop().unwrap();
+        assert!(std::fs::read_to_string(last).unwrap().contains("\"t1\""));
+    }
+
+    #[test]
+    fn retention_deletes_only_this_nodes_old_files_and_never_this_month() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "events-n1-20260801.jsonl",   // old: deleted
+            "events-n1-20260801.2.jsonl", // old part: deleted
+            "events-n1-20261115.jsonl",   // within 20 days: kept
+            "events-n1-20261102.jsonl",   // older than 20 days, but a November day… deleted
+            "events-n2-20260801.jsonl",   // another node's: kept
+            "events-n1-x-20260801.jsonl", // node "n1-x": not ours
+            "notes.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        // On the 1st, this month holds only today: the 20-day rule decides the rest.
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap();
+        let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 20));
+        log.append(&event("n1", now, 0)).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "events-n1-20261115.jsonl",
+                "events-n1-20261201.jsonl",
+                "events-n1-x-20260801.jsonl",
+                "events-n2-20260801.jsonl",
+                "notes.jsonl",
+            ]
+        );
+        // Mid-month with keep_days = 1, the month's earlier days stay (budgets need them).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events-n1-20261201.jsonl"), "").unwrap();
+        std::fs::write(dir.path().join("events-n1-20261130.jsonl"), "").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 1).unwrap();
+        let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 1));
+        log.append(&event("n1", now, 0)).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["events-n1-20261201.jsonl", "events-n1-20261220.jsonl"]
+        );
+        // keep_days = 0 keeps everything.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events-n1-20200101.jsonl"), "").unwrap();
+        let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 0));
+        log.append(&event("n1", now, 0)).unwrap();
+        assert_eq!(names(dir.path()).len(), 2);
+    }
 }

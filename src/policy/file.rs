@@ -26,7 +26,7 @@ pub struct PolicyFile {
     /// `[credentials]`: `deny.credential-read`.
     pub credentials: Option<CredentialsSection>,
     /// `[writes]`: `deny.write-outside-worktree`, `deny.delete-worktree`,
-    /// `deny.write-git-dir`, `deny.delete-unknown`.
+    /// `deny.write-git-dir`, `deny.delete-unknown`, `escalate.code-config`.
     pub writes: Option<WritesSection>,
     /// `[pipe_to_shell]`: `deny.pipe-to-shell`.
     pub pipe_to_shell: Option<PipeToShellSection>,
@@ -179,6 +179,11 @@ pub struct WritesSection {
     /// only known at run time are denied (`deny.delete-unknown`).
     #[serde(default)]
     pub delete: Vec<String>,
+    /// Path globs relative to the worktree (`**/.cargo/**`): tool configs that can make a
+    /// program run another one. Writing one (by a command or a file edit) is escalated
+    /// (`escalate.code-config`).
+    #[serde(default)]
+    pub code_configs: Vec<String>,
 }
 
 /// `[pipe_to_shell]`.
@@ -218,6 +223,16 @@ pub struct GitSection {
     /// `deny.git-config-override`: `git -c`, `--config-env`, `--exec-path=` before
     /// the subcommand.
     pub config_override: bool,
+    /// `deny.git-destructive` / `escalate.git-destructive`: local git that deletes or
+    /// forces branches (`branch -D`, `branch -f`, `checkout -f`, `switch -C`, …), expires
+    /// reflogs, clears stashes or prunes objects: denied when a protected branch is
+    /// concerned, escalated otherwise. On when the file leaves it out.
+    #[serde(default = "yes")]
+    pub destructive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[shell]`.
@@ -304,6 +319,15 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<PolicyFile> {
         }
     }
     if let Some(w) = &file.writes {
+        if let Some(p) = w
+            .code_configs
+            .iter()
+            .find(|p| p.starts_with('/') || p.starts_with('~'))
+        {
+            return Err(bad(format!(
+                "[writes] code_configs entry {p:?} must be relative to the worktree (e.g. \"**/.npmrc\")"
+            )));
+        }
         for (key, list) in [("options", &w.options), ("in_place", &w.in_place)] {
             for e in list {
                 if e.split_whitespace().count() != 2 {

@@ -20,17 +20,21 @@
 //! - built-in checks, switched and tuned in the file: `deny.credential-read`,
 //!   `deny.write-outside-worktree`, `deny.delete-worktree`, `deny.write-git-dir`,
 //!   `deny.delete-unknown`, `deny.pipe-to-shell`, `deny.env-exec`,
-//!   `deny.git-push-protected`, `deny.git-config-override`, `deny.fork-bomb`,
-//!   `allow.read-inside-worktree`, `allow.edit-inside-worktree`, `allow.no-command`;
+//!   `deny.git-push-protected`, `deny.git-config-override`, `deny.git-destructive`,
+//!   `deny.fork-bomb`, `allow.read-inside-worktree`, `allow.edit-inside-worktree`,
+//!   `allow.no-command`;
 //! - escalations: `escalate.not-allowed` (no rule covers it), `escalate.outside-worktree`,
 //!   `escalate.unknown-path`, `escalate.unknown-program`, `escalate.substitution`,
+//!   `escalate.arithmetic` (arithmetic and array subscripts, which bash evaluates),
+//!   `escalate.git-other-repo`, `escalate.git-destructive`, `escalate.code-config`,
 //!   `escalate.heredoc`, `escalate.eval`, `escalate.script`, `escalate.env`,
 //!   `escalate.loop`, `escalate.function`, `escalate.xargs`, `escalate.unparsed`,
 //!   `escalate.fetch`, `escalate.tool`, `escalate.empty`.
 //!
 //! `check` spawns nothing and uses no network; it touches the filesystem only to resolve
 //! symbolic links in paths (so a link inside the worktree that points at `~/.ssh` is
-//! treated as `~/.ssh`).
+//! treated as `~/.ssh`) and to tell git directories and other repositories inside the
+//! worktree (a `.git`, a `HEAD`, `objects/` and `refs/`).
 
 mod eval;
 pub mod file;
@@ -358,20 +362,29 @@ impl Policy {
         }
     }
 
+    /// A URL is parsed the way browsers and Node do (WHATWG rules, the `url` crate), and
+    /// the host matched is the one a client would contact: `https://evil.com\@docs.rs/`
+    /// goes to evil.com (a backslash ends the authority), `https://docs.rs@evil.com/` too.
     fn fetch(&self, ev: &eval::Eval<'_>, url: &str, ctx: &Context) -> Verdict {
         let profile = ctx.profile.as_deref();
-        let url = url.trim();
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let text = url.trim();
+        let Ok(parsed) = url::Url::parse(text) else {
             return Verdict::new(
                 Decision::Escalate,
                 "escalate.fetch",
-                format!("{url:?} is not a URL"),
+                format!("{text:?} is not a URL"),
             );
         };
-        let scheme = scheme.to_ascii_lowercase();
+        let scheme = parsed.scheme();
         if scheme == "file" {
-            let path = rest.find('/').map_or("/", |i| &rest[i..]);
-            return ev.read(path);
+            return match parsed.to_file_path() {
+                Ok(path) => ev.read(&path.to_string_lossy()),
+                Err(()) => Verdict::new(
+                    Decision::Escalate,
+                    "escalate.fetch",
+                    format!("{text:?} names a file on another host"),
+                ),
+            };
         }
         if scheme != "http" && scheme != "https" {
             return Verdict::new(
@@ -380,14 +393,18 @@ impl Policy {
                 format!("fetching a {scheme}: URL"),
             );
         }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let hostport = authority.rsplit('@').next().unwrap_or("");
-        let host = if let Some(v6) = hostport.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            hostport.split(':').next().unwrap_or("")
+        let host = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => {
+                return Verdict::new(
+                    Decision::Escalate,
+                    "escalate.fetch",
+                    format!("{text:?} names no host"),
+                )
+            }
         };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.by_name_rules(
             |r| r.applies_to(profile) && r.hosts.iter().any(|g| glob::matches(g, &host)),
             &format!("fetching from {host}"),

@@ -198,19 +198,63 @@ impl Roots {
         r.lexical == self.root || r.physical.as_ref().is_some_and(|p| *p == self.root_phys)
     }
 
-    /// Whether `r` is in the worktree's `.git`.
+    /// Whether `r` is in a git directory inside the worktree: under a component named
+    /// `.git` at any depth (`sub/.git/config`; in any case, since `.GIT` is `.git` on
+    /// case-insensitive file systems; a glob that could expand to it counts), or under a
+    /// directory that git itself would take for a git directory (`HEAD` with `objects/`
+    /// and `refs/`, or with `commondir`: a bare repository). Their config and hooks run
+    /// programs.
     pub(crate) fn in_git_dir(&self, r: &Resolved) -> bool {
-        let first = |p: &Path, root: &Path| {
-            p.strip_prefix(root)
-                .ok()
-                .and_then(|rest| rest.components().next())
-                .is_some_and(|c| c.as_os_str() == ".git")
+        let dotgit = |p: &Path, root: &Path| {
+            p.strip_prefix(root).ok().is_some_and(|rest| {
+                rest.components()
+                    .any(|c| is_dot_git(&c.as_os_str().to_string_lossy(), r.globs))
+            })
         };
-        first(&r.lexical, &self.root)
-            || first(&r.lexical, &self.root_phys)
+        if dotgit(&r.lexical, &self.root)
+            || dotgit(&r.lexical, &self.root_phys)
             || r.physical
                 .as_ref()
-                .is_some_and(|p| first(p, &self.root_phys))
+                .is_some_and(|p| dotgit(p, &self.root_phys))
+        {
+            return true;
+        }
+        let Some(rest) = r
+            .physical
+            .as_ref()
+            .and_then(|p| p.strip_prefix(&self.root_phys).ok())
+        else {
+            return false;
+        };
+        let comps: Vec<_> = rest.components().collect();
+        let mut dir = self.root_phys.clone();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            dir.push(c);
+            if is_git_dir(&dir) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The directories between the worktree (excluded) and `dir` (included), through
+    /// symbolic links, that are or hold another repository (`.git`, or a `HEAD` of their
+    /// own); `Err(())` when `dir` is not an existing directory inside the worktree.
+    pub(crate) fn other_repo(&self, dir: &Path) -> Result<Option<PathBuf>, ()> {
+        let phys = physical(dir).ok_or(())?;
+        if !phys.is_dir() {
+            return Err(());
+        }
+        let rest = phys.strip_prefix(&self.root_phys).map_err(|_| ())?;
+        let mut d = self.root_phys.clone();
+        for c in rest.components() {
+            d.push(c);
+            let has = |n: &str| std::fs::symlink_metadata(d.join(n)).is_ok();
+            if has(".git") || has("HEAD") || has("commondir") {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
     }
 
     /// The lexical and physical forms of `r`, as text.
@@ -259,6 +303,21 @@ impl Roots {
         }
         p.display().to_string()
     }
+}
+
+/// Whether a path component is `.git`, in any case, or a glob that could expand to it.
+fn is_dot_git(name: &str, globs: bool) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == ".git" || (globs && glob::has_magic(&lower) && glob::shell_matches(&lower, ".git"))
+}
+
+/// git's own test for a git directory: `HEAD`, and `objects/` and `refs/` (or a
+/// `commondir` file, for a linked worktree's directory).
+pub(crate) fn is_git_dir(d: &Path) -> bool {
+    let is_dir = |n: &str| d.join(n).is_dir();
+    std::fs::symlink_metadata(d.join("HEAD")).is_ok()
+        && ((is_dir("objects") && is_dir("refs"))
+            || std::fs::symlink_metadata(d.join("commondir")).is_ok())
 }
 
 /// Whether a program path may be trusted as the program its base name says: a bare

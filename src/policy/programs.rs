@@ -250,6 +250,95 @@ pub(crate) fn is_env_name(s: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Why `date` with these arguments does more than print a date: it sets the clock (`-s`,
+/// `--set`, an operand without a leading `+`) or reads dates from a file (`-f`, `--file`:
+/// its lines end up in error messages). Read as GNU getopt does: clusters (`-us`),
+/// attached values (`-s2030`), abbreviated long options (`--se`), options after
+/// operands. An option it does not know, or an argument only known at run time, is a
+/// reason too.
+pub(crate) fn date_changes(args: &[Arg]) -> Option<String> {
+    // (long name, takes a value; `iso-8601` takes one only attached)
+    const LONG: &[(&str, bool)] = &[
+        ("date", true),
+        ("debug", false),
+        ("file", true),
+        ("iso-8601", false),
+        ("reference", true),
+        ("resolution", false),
+        ("rfc-3339", true),
+        ("rfc-email", false),
+        ("rfc-822", false),
+        ("rfc-2822", false),
+        ("set", true),
+        ("universal", false),
+        ("utc", false),
+        ("help", false),
+        ("version", false),
+    ];
+    let mut i = 0;
+    let mut dashdash = false;
+    while i < args.len() {
+        let Some(v) = args[i].value.as_deref() else {
+            return Some(format!("{} is only known at run time", args[i].shown));
+        };
+        i += 1;
+        if dashdash || !v.starts_with('-') || v == "-" {
+            if !v.starts_with('+') {
+                return Some(format!("the operand {v} would set the clock"));
+            }
+            continue;
+        }
+        if v == "--" {
+            dashdash = true;
+            continue;
+        }
+        if let Some(long) = v.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, val)) => (n, Some(val)),
+                None => (long, None),
+            };
+            let hits: Vec<&(&str, bool)> =
+                LONG.iter().filter(|(n, _)| n.starts_with(name)).collect();
+            let hit = LONG
+                .iter()
+                .find(|(n, _)| *n == name)
+                .or(match hits.as_slice() {
+                    [one] => Some(*one),
+                    _ => None,
+                });
+            let Some((n, takes)) = hit else {
+                return Some(format!("{v} is not a date option the policy knows"));
+            };
+            match *n {
+                "set" => return Some(format!("{v} sets the clock")),
+                "file" => return Some(format!("{v} reads dates from a file")),
+                _ => {}
+            }
+            if *takes && inline.is_none() {
+                i += 1;
+            }
+            continue;
+        }
+        let cs: Vec<char> = v[1..].chars().collect();
+        for (k, c) in cs.iter().enumerate() {
+            match c {
+                's' => return Some(format!("{v}: -s sets the clock")),
+                'f' => return Some(format!("{v}: -f reads dates from a file")),
+                'd' | 'r' => {
+                    if k + 1 == cs.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+                'I' => break,
+                'R' | 'u' => {}
+                _ => return Some(format!("{v}: -{c} is not a date option the policy knows")),
+            }
+        }
+    }
+    None
+}
+
 /// git's global options, read up to the subcommand.
 #[derive(Debug, Default)]
 pub(crate) struct GitSplit {
@@ -257,6 +346,14 @@ pub(crate) struct GitSplit {
     pub sub: usize,
     /// Directories named by `-C`, `--git-dir`, `--work-tree`.
     pub paths: Vec<Arg>,
+    /// `-C` directories, in order (each relative to the one before).
+    pub chdirs: Vec<Arg>,
+    /// `--git-dir` (the last one).
+    pub git_dir: Option<Arg>,
+    /// `--work-tree` (the last one).
+    pub work_tree: Option<Arg>,
+    /// `--bare`: the current directory is the git directory.
+    pub bare: bool,
     /// `-c`, `--config-env` or `--exec-path=` as written.
     pub config_override: Option<String>,
     /// A global option we do not know.
@@ -281,22 +378,24 @@ pub(crate) fn git_split(args: &[Arg]) -> GitSplit {
         match key {
             "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--super-prefix"
             | "--attr-source" => {
-                let is_path = matches!(key, "-C" | "--git-dir" | "--work-tree");
-                match inline {
+                let val = match inline {
                     Some(val) => {
-                        if is_path {
-                            g.paths.push(Arg::known(val));
-                        }
                         i += 1;
+                        Some(args[i - 1].with_value(val))
                     }
                     None => {
-                        if is_path {
-                            if let Some(a) = args.get(i + 1) {
-                                g.paths.push(a.clone());
-                            }
-                        }
                         i += 2;
+                        args.get(i - 1).cloned()
                     }
+                };
+                if let Some(val) = val {
+                    match key {
+                        "-C" => g.chdirs.push(val.clone()),
+                        "--git-dir" => g.git_dir = Some(val.clone()),
+                        "--work-tree" => g.work_tree = Some(val.clone()),
+                        _ => continue,
+                    }
+                    g.paths.push(val);
                 }
             }
             "-c" | "--config-env" => {
@@ -307,11 +406,14 @@ pub(crate) fn git_split(args: &[Arg]) -> GitSplit {
                 g.config_override = Some(v.to_string());
                 i += 1;
             }
+            "--bare" => {
+                g.bare = true;
+                i += 1;
+            }
             "--no-pager"
             | "-P"
             | "-p"
             | "--paginate"
-            | "--bare"
             | "--no-replace-objects"
             | "--literal-pathspecs"
             | "--glob-pathspecs"

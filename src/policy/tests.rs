@@ -202,6 +202,142 @@ fn file_actions() {
     );
 }
 
+/// The host matched is the one a client contacts, by WHATWG rules (browsers, Node, curl's
+/// URL parser for the special schemes agree on these).
+#[test]
+fn fetches_are_matched_on_the_host_a_client_contacts() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    let fetch = |u: &str| p.check(&Action::Fetch(u.into()), &c);
+    for u in [
+        // A backslash ends the authority in http(s) URLs: this goes to evil.com.
+        r"https://evil.com\@docs.rs/",
+        r"https:\\evil.com\docs.rs",
+        "https://docs.rs@evil.example/",
+        "https://docs.rs:443@evil.example/",
+        "https://docs.rs.evil.example/",
+        "ftp://docs.rs/x",
+        "docs.rs/regex",
+        "https:///x",
+    ] {
+        is(&fetch(u), Decision::Escalate, "escalate.fetch");
+    }
+    for u in [
+        "https://docs.rs/regex",
+        "HTTPS://DOCS.RS./regex",
+        "https://user:secret@docs.rs/x",
+        "https://docs%2Ers/x",
+        // The host ends at the backslash: the client contacts docs.rs.
+        r"https://docs.rs\.evil.example/",
+        "http://doc.rust-lang.org:80/std",
+    ] {
+        is(&fetch(u), Decision::Allow, "allow.docs");
+    }
+    let key = format!("file://{}/%2Essh/id_rsa", f.home.display());
+    is(&fetch(&key), Decision::Deny, "deny.credential-read");
+    is(
+        &fetch("file://localhost/etc/shadow"),
+        Decision::Deny,
+        "deny.credential-read",
+    );
+    is(
+        &fetch("file://server/share/x"),
+        Decision::Escalate,
+        "escalate.fetch",
+    );
+}
+
+/// File edits (not commands): any git directory is refused, nested or bare; tool configs
+/// that run programs go to a person.
+#[test]
+fn edits_of_git_directories_and_tool_configs() {
+    let f = fx();
+    let p = Policy::builtin();
+    let c = f.ctx();
+    for d in ["bare/objects", "bare/refs", "sub/.git"] {
+        std::fs::create_dir_all(f.wt.join(d)).unwrap();
+    }
+    std::fs::write(f.wt.join("bare/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::os::unix::fs::symlink(f.wt.join("sub/.git"), f.wt.join("gitlink")).unwrap();
+    let edit = |path: &str| p.check(&Action::Edit(path.into()), &c);
+    for path in [
+        "sub/.git/config",
+        "x/y/.git/hooks/pre-commit",
+        "sub/.Git/config",
+        "bare/config",
+        "bare/hooks/post-checkout",
+        "gitlink/config",
+    ] {
+        is(&edit(path), Decision::Deny, "deny.write-git-dir");
+    }
+    for path in [
+        ".cargo/config.toml",
+        ".cargo/config",
+        "src/.cargo/config.toml",
+        ".npmrc",
+        ".envrc",
+        "tools/.gitconfig",
+        "rust-toolchain.toml",
+    ] {
+        is(&edit(path), Decision::Escalate, "escalate.code-config");
+    }
+    for path in [
+        "bare.rs",
+        "src/config",
+        "src/HEAD",
+        "cargo/config.toml",
+        "npmrc.md",
+    ] {
+        is(&edit(path), Decision::Allow, "allow.edit-inside-worktree");
+    }
+}
+
+/// git runs in the session's repository only: another one's config runs programs.
+#[test]
+fn git_runs_only_in_the_sessions_repository() {
+    let f = fx();
+    for d in ["sub/src", "vendor/lib", ".git"] {
+        std::fs::create_dir_all(f.wt.join(d)).unwrap();
+    }
+    // A submodule-style checkout: `.git` is a file naming a git directory elsewhere.
+    std::fs::write(f.wt.join("vendor/lib/.git"), "gitdir: /tmp/x\n").unwrap();
+    std::fs::write(f.wt.join("sub/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::os::unix::fs::symlink(f.wt.join("vendor/lib"), f.wt.join("lib-link")).unwrap();
+    std::os::unix::fs::symlink(f.wt.join("src"), f.wt.join("src-link")).unwrap();
+    let other = "escalate.git-other-repo";
+    for line in [
+        "git -C vendor/lib status",
+        "git -C lib-link status",
+        "cd lib-link && git log",
+        "git -C sub/src status",
+        "git -C $D status",
+        "cd .. && git status",
+        "git -C .. status",
+        "git --git-dir=vendor/lib/.git log",
+        "git --work-tree=/tmp status",
+        "touch src-link/HEAD && git -C src status",
+        "git stash pop && git -C src status",
+    ] {
+        let v = f.cmd(line);
+        assert_eq!(v.decision, Decision::Escalate, "{line}: {v:?}");
+        if !line.contains("..") && !line.contains("$D") {
+            assert_eq!(v.rule, other, "{line}: {v:?}");
+        }
+    }
+    let abs = format!("git --git-dir={}/.git status", f.wt.display());
+    for line in [
+        "git -C src-link status",
+        "cd src && git log && cd .. && git status",
+        abs.as_str(),
+        "touch notes.txt && git -C src status",
+        "git commit -m x && cd src && git status",
+    ] {
+        let v = f.cmd(line);
+        assert_eq!(v.decision, Decision::Allow, "{line}: {v:?}");
+    }
+}
+
 #[test]
 fn profiles_limit_rules() {
     let f = fx();

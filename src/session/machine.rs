@@ -208,6 +208,8 @@ struct TaskRun {
 /// A permission question that has been read off the screen.
 #[derive(Debug, Clone)]
 struct OpenQuestion {
+    /// Its id, for a person's answer (`None`: decided by the policy).
+    id: Option<String>,
     question: Question,
     /// Index of the profile's `[[permission]]` rule.
     index: usize,
@@ -720,7 +722,7 @@ impl Machine {
                     self.queued.push_back((at, key));
                 }
             }
-            Command::Answer { approve } => self.answer(now, approve),
+            Command::Answer { approve, question } => self.answer(now, approve, &question),
             Command::SetApprovals(a) => self.setup.approvals = a,
             Command::Stop => {}
         }
@@ -841,14 +843,33 @@ impl Machine {
     }
 
     /// `architect approve|deny`: types the waiting question's yes or no key.
-    fn answer(&mut self, now: Instant, approve: bool) {
+    fn answer(&mut self, now: Instant, approve: bool, question_id: &str) {
         let screen = self.screen.clone();
         let Some(open) = self.question.as_mut().filter(|q| q.answered.is_none()) else {
             self.emit(SessionEvent::AnswerRefused {
-                reason: "no permission question is waiting for a person on this session".into(),
+                reason: format!(
+                    "question {question_id} is not open: no permission question is waiting for a person on this session"
+                ),
             });
             return;
         };
+        if open.id.as_deref() != Some(question_id) {
+            // The person read another question than the one open now: answer nothing.
+            let now_open = format!(
+                "{} ({})",
+                open.id.as_deref().unwrap_or("?"),
+                open.question
+                    .action
+                    .as_deref()
+                    .unwrap_or("action unreadable")
+            );
+            self.emit(SessionEvent::AnswerRefused {
+                reason: format!(
+                    "question {question_id} is no longer open; open now: {now_open}; not answered"
+                ),
+            });
+            return;
+        }
         let keys = &self.setup.profile.spec.permission[open.index];
         let key = if approve { &keys.yes } else { &keys.no }.clone();
         open.answered = Some((now, screen));
@@ -1249,12 +1270,15 @@ impl Machine {
                 rule: "escalate.hook".into(),
                 reason: "the policy left this exact action to a person".into(),
             };
+            let id = question_id();
             self.emit(SessionEvent::ApprovalNeeded {
+                id: id.clone(),
                 task_id,
                 question: asked.clone(),
                 verdict,
             });
             self.question = Some(OpenQuestion {
+                id: Some(id),
                 question: asked,
                 index: req.index,
                 answered: None,
@@ -1270,6 +1294,7 @@ impl Machine {
             &self.setup.profile.name,
         );
         let keys = self.setup.profile.spec.permission[req.index].clone();
+        let mut id = None;
         let answered = match verdict.decision {
             Decision::Allow | Decision::Deny => {
                 let allow = verdict.decision == Decision::Allow;
@@ -1291,15 +1316,19 @@ impl Machine {
                 Some((now, self.screen.clone()))
             }
             Decision::Escalate => {
+                let new_id = question_id();
                 self.emit(SessionEvent::ApprovalNeeded {
+                    id: new_id.clone(),
                     task_id,
                     question: question.clone(),
                     verdict,
                 });
+                id = Some(new_id);
                 None
             }
         };
         self.question = Some(OpenQuestion {
+            id,
             question,
             index: req.index,
             answered,
@@ -1360,6 +1389,11 @@ impl Machine {
         }
         None
     }
+}
+
+/// A fresh id for a question left to a person (`q-` and 8 hex digits).
+fn question_id() -> String {
+    format!("q-{}", &super::marks::new_nonce()[..8])
 }
 
 /// A finished command's outcome from its exit status.

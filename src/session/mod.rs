@@ -59,6 +59,9 @@ pub struct SessionFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PendingApproval {
+    /// Its id: `architect approve|deny SESSION --question ID` answers this question and
+    /// no other.
+    pub id: String,
     /// The question.
     #[serde(flatten)]
     pub question: approval::Question,

@@ -111,6 +111,8 @@ pub enum Command {
     Answer {
         /// Yes (approve) or no (deny).
         approve: bool,
+        /// The id of the question the person read; any other is not answered.
+        question: String,
     },
     /// Use this policy from now on (config/policy.toml changed).
     SetApprovals(Approvals),
@@ -223,6 +225,8 @@ pub enum SessionEvent {
     },
     /// A permission question waits for `architect approve|deny`.
     ApprovalNeeded {
+        /// Its id (answers name it).
+        id: String,
         /// The task running.
         task_id: Option<String>,
         /// The question.
@@ -506,10 +510,11 @@ impl Runner {
         let program = resolve_command(&self.cfg.command);
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&integration.args).current_dir(&self.cfg.cwd);
-        if !self.cfg.env.contains_key("TERM") {
-            cmd.env("TERM", "xterm-256color");
-        }
-        cmd.envs(&self.cfg.env);
+        // A minimal environment: nothing of the daemon's reaches the program unless the
+        // config names it (provider keys above all).
+        cmd.env_clear();
+        cmd.env("TERM", "xterm-256color");
+        cmd.envs(self.cfg.environment(std::env::vars_os()));
         cmd.envs(&integration.env);
         cmd.env(SESSION_MARKER, self.marker());
         let t = self.cfg.profile.spec.terminal;

@@ -166,6 +166,8 @@ fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()>
 pub struct WriteBatch {
     ops: Vec<BatchOp>,
     dirs: std::collections::BTreeSet<std::path::PathBuf>,
+    /// Files removed once everything else is durable.
+    removals: Vec<std::path::PathBuf>,
     /// Recycled temp files, by directory.
     pool: std::collections::HashMap<std::path::PathBuf, Vec<std::path::PathBuf>>,
 }
@@ -194,6 +196,13 @@ impl WriteBatch {
             .push(BatchOp::Rename(from.to_path_buf(), to.to_path_buf()));
     }
 
+    /// Queues the removal of `path` after the batch's writes and renames are durable (an
+    /// inbox file, once its copy is in `pending/`). Removing it is not made durable: a
+    /// crash can bring it back, and intake recognises it then.
+    pub fn remove_after(&mut self, path: &Path) {
+        self.removals.push(path.to_path_buf());
+    }
+
     /// Queues a directory `fsync` (for a rename already done by the caller).
     pub fn sync_dir_later(&mut self, dir: &Path) {
         self.dirs.insert(dir.to_path_buf());
@@ -202,7 +211,7 @@ impl WriteBatch {
     /// Whether nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.dirs.is_empty()
+        self.ops.is_empty() && self.dirs.is_empty() && self.removals.is_empty()
     }
 
     /// Carries out the batch: every write goes to a temp file, all temp files are
@@ -250,6 +259,13 @@ impl WriteBatch {
         for dir in std::mem::take(&mut self.dirs) {
             if let Err(e) = sync_dir(&dir) {
                 errors.push(e);
+            }
+        }
+        for path in std::mem::take(&mut self.removals) {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(Error::io("removing", &path, e)),
             }
         }
         errors
@@ -334,6 +350,18 @@ impl std::fmt::Display for ReadRefusal {
 /// # Errors
 /// A [`ReadRefusal`] saying why the file was not read.
 pub fn read_regular(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, ReadRefusal> {
+    read_regular_meta(path, limit).map(|(bytes, _)| bytes)
+}
+
+/// [`read_regular`], with the metadata of the file that was read (from the open file,
+/// not the path: what was read is what was described).
+///
+/// # Errors
+/// As [`read_regular`].
+pub fn read_regular_meta(
+    path: &Path,
+    limit: u64,
+) -> std::result::Result<(Vec<u8>, fs::Metadata), ReadRefusal> {
     let mut f = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
@@ -359,7 +387,7 @@ pub fn read_regular(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, Rea
     if buf.len() as u64 > limit {
         return Err(ReadRefusal::TooLarge(buf.len() as u64));
     }
-    Ok(buf)
+    Ok((buf, meta))
 }
 
 /// The directory holding `path` (`.` for a bare name).

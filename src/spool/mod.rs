@@ -124,6 +124,9 @@ pub enum ControlRequest {
         session: String,
         /// Approve (yes) or deny (no).
         approve: bool,
+        /// The question's id, as `architect sessions` shows it: a question that changed
+        /// since is not answered.
+        question: String,
     },
 }
 
@@ -297,16 +300,76 @@ impl Spool {
             as_name = format!("{}.{}", ulid::Ulid::new(), name);
         }
         fsio::rename_noreplace(&from, &rejected.join(&as_name))?;
+        self.write_rejection(name, &as_name, node, errors)?;
+        Ok(as_name)
+    }
+
+    /// Rejects inbox file `name` whose `bytes` were read: a copy of them goes to
+    /// `rejected/` (a new file, 0600: the producer's inode, and its mode, are never kept),
+    /// with `<name>.error.json` beside it, and the inbox file is removed. Returns the name
+    /// it was filed under.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when `rejected/` cannot be written (the inbox file is then kept).
+    pub fn reject_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        node: &str,
+        errors: Vec<Violation>,
+    ) -> Result<String> {
+        let rejected = self.dir("rejected");
+        let mut as_name = name.to_string();
+        if rejected.join(&as_name).symlink_metadata().is_ok() {
+            as_name = format!("{}.{}", ulid::Ulid::new(), name);
+        }
+        fsio::write_atomic(&rejected.join(&as_name), bytes)?;
+        self.write_rejection(name, &as_name, node, errors)?;
+        let from = self.inbox().join(name);
+        match std::fs::remove_file(&from) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("removing", &from, e)),
+        }
+        Ok(as_name)
+    }
+
+    /// Rejects an inbox file by its raw (not UTF-8) name: moved to `rejected/<as_name>`
+    /// untouched, with `<as_name>.error.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the rename or the report fails.
+    pub fn reject_raw(
+        &self,
+        raw: &std::ffi::OsStr,
+        as_name: &str,
+        node: &str,
+        errors: Vec<Violation>,
+    ) -> Result<()> {
+        let from = self.inbox().join(raw);
+        fsio::rename_noreplace(&from, &self.dir("rejected").join(as_name))?;
+        self.write_rejection(&raw.to_string_lossy(), as_name, node, errors)
+    }
+
+    fn write_rejection(
+        &self,
+        name: &str,
+        as_name: &str,
+        node: &str,
+        errors: Vec<Violation>,
+    ) -> Result<()> {
         let report = RejectionReport {
             file: name.to_string(),
-            rejected_as: as_name.clone(),
+            rejected_as: as_name.to_string(),
             rejected_at: Utc::now(),
             node: node.to_string(),
             errors,
         };
         let bytes = serde_json::to_vec_pretty(&report).map_err(|e| Error::json("rejection", e))?;
-        fsio::write_atomic(&rejected.join(format!("{as_name}.error.json")), &bytes)?;
-        Ok(as_name)
+        fsio::write_atomic(
+            &self.dir("rejected").join(format!("{as_name}.error.json")),
+            &bytes,
+        )
     }
 
     /// Writes a control request for the daemon into `control/`.

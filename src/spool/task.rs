@@ -130,6 +130,8 @@ fn validator() -> &'static jsonschema::Validator {
 /// The list of violations: invalid UTF-8 or JSON (path `""`, with line and column), or
 /// each schema violation with its JSON Pointer.
 pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
+    // A UTF-8 byte order mark (some Windows editors write one) is not part of the JSON.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let whole = |message: String| {
         vec![Violation {
             path: String::new(),

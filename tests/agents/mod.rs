@@ -340,7 +340,7 @@ fn drive(agent: &Agent) {
     assert_eq!(needed.len(), 1, "{needed:?}");
     assert_eq!(needed[0].data["action"], ESCALATED);
     assert_eq!(needed[0].task_id.as_deref(), Some(task.as_str()));
-    let out = env.ok(&["deny", name]);
+    let out = env.ok(&["deny", name, "--question", &pending.id]);
     assert!(out.contains(&format!("deny: {ESCALATED}")), "{out}");
 
     // 3. The CLI ends its turn after the refusal: the task is done.

@@ -48,8 +48,15 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
     assert_eq!(needed[0].data["action"], "npm install left-pad");
     let listed = env.ok(&["sessions"]);
     assert!(listed.contains("approve? npm install left-pad"), "{listed}");
+    assert!(
+        listed.contains(&format!(
+            "architect approve agent-1 --question {}",
+            pending.id
+        )),
+        "{listed}"
+    );
 
-    let out = env.ok(&["deny", "agent-1"]);
+    let out = env.ok(&["deny", "agent-1", "--question", &pending.id]);
     assert!(out.contains("deny: npm install left-pad"), "{out}");
     let (state, rec) = env.wait_final("t1", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
@@ -100,7 +107,8 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
     wait_for("the second approval", T, || {
         env.session("agent-1").is_some_and(|s| s.approval.is_some())
     });
-    env.ok(&["approve", "agent-1"]);
+    let id = env.session("agent-1").unwrap().approval.unwrap().id;
+    env.ok(&["approve", "agent-1", "--question", &id]);
     let (state, rec) = env.wait_final("t2", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
     assert!(rec
@@ -141,4 +149,138 @@ fn a_policy_edit_applies_live() {
         (d[0].1.as_str(), d[0].2.as_str()),
         ("allow", "allow.npm-install")
     );
+}
+
+#[test]
+fn an_approval_answers_only_the_question_the_person_read() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    env.drop_task(
+        "two.json",
+        r#"{"id": "two", "prompt": "deps run: npm install left-pad run: npm install evil-pkg"}"#,
+    );
+    let open = |env: &Env| env.session("agent-1").and_then(|s| s.approval);
+    wait_for("the first question", T, || open(&env).is_some());
+    let first = open(&env).unwrap();
+    assert_eq!(
+        first.question.action.as_deref(),
+        Some("npm install left-pad")
+    );
+    // Without the id nothing is answered, and the error says what is open.
+    let out = env.cli(&["approve", "agent-1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&first.id) && err.contains("npm install left-pad"),
+        "{err}"
+    );
+    env.ok(&["approve", "agent-1", "--question", &first.id]);
+    wait_for("the second question", T, || {
+        open(&env).is_some_and(|q| q.id != first.id)
+    });
+    let second = open(&env).unwrap();
+    assert_eq!(
+        second.question.action.as_deref(),
+        Some("npm install evil-pkg")
+    );
+    // A second approve of what the person read (the first question) approves nothing.
+    let out = env.cli(&["approve", "agent-1", "--question", &first.id]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no longer open") && err.contains("npm install evil-pkg"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        open(&env).map(|q| q.id),
+        Some(second.id.clone()),
+        "still waiting"
+    );
+    env.ok(&["deny", "agent-1", "--question", &second.id]);
+    let (state, rec) = env.wait_final("two", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let output = rec.result.unwrap().output;
+    assert!(output.contains("● ran: npm install left-pad"), "{output}");
+    assert!(
+        output.contains("● denied: npm install evil-pkg"),
+        "{output}"
+    );
+}
+
+/// Code-running forms through the fake agent's permission dialog: the policy denies the
+/// ones it must, escalates the others to a person, and nothing runs.
+#[test]
+fn code_running_forms_are_refused_through_the_dialog() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
+    // The session works in the config directory's parent: give it a nested repository
+    // and an agent-written bare one whose config would run a program.
+    let wt = env.config.parent().unwrap();
+    for d in ["sub/.git", "evil/objects", "evil/refs"] {
+        std::fs::create_dir_all(wt.join(d)).unwrap();
+    }
+    std::fs::write(wt.join("sub/.git/config"), "[core]\n").unwrap();
+    std::fs::write(wt.join("evil/HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(
+        wt.join("evil/config"),
+        "[core]\n\tfsmonitor = touch pwned\n",
+    )
+    .unwrap();
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    let denied = [
+        ("printf -v PATH /tmp/evil", "deny.env-exec"),
+        ("git branch -D main", "deny.git-destructive"),
+        ("echo x > sub/.git/config", "deny.write-git-dir"),
+        ("[[ 'a[$(sudo x)]' -eq 0 ]]", "deny.sudo"),
+    ];
+    let escalated = [
+        ("git -C evil log", "escalate.git-other-repo"),
+        ("test -v 'a[$(id)]'", "escalate.arithmetic"),
+        ("date -s 2030-01-01", "escalate.not-allowed"),
+    ];
+    let prompt: String = denied
+        .iter()
+        .chain(&escalated)
+        .map(|(c, _)| format!(" run: {c}"))
+        .collect();
+    let task = serde_json::json!({"id": "forms", "prompt": format!("audit{prompt}")});
+    env.drop_task("forms.json", &task.to_string());
+    // The policy answers the first four; each of the others waits for a person.
+    for (cmd, rule) in escalated {
+        wait_for(cmd, T, || {
+            env.session("agent-1")
+                .and_then(|s| s.approval)
+                .is_some_and(|a| a.question.action.as_deref() == Some(cmd))
+        });
+        let pending = env.session("agent-1").unwrap().approval.unwrap();
+        assert_eq!(pending.rule, rule, "{cmd}: {pending:?}");
+        env.ok(&["deny", "agent-1", "--question", &pending.id]);
+    }
+    let (state, rec) = env.wait_final("forms", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let output = rec.result.unwrap().output;
+    assert!(!output.contains("● ran:"), "something ran:\n{output}");
+    for (cmd, _) in denied.iter().chain(&escalated) {
+        assert!(
+            output.contains(&format!("● denied: {cmd}")),
+            "{cmd:?} not denied in:\n{output}"
+        );
+    }
+    let d = decisions(&env, "forms");
+    let want: Vec<(String, String, String, String)> = denied
+        .iter()
+        .map(|(c, r)| (c.to_string(), "deny".into(), r.to_string(), "policy".into()))
+        .chain(escalated.iter().map(|(c, _)| {
+            (
+                c.to_string(),
+                "deny".into(),
+                "person".into(),
+                "person".into(),
+            )
+        }))
+        .collect();
+    assert_eq!(d, want);
+    assert!(!wt.join("pwned").exists());
 }

@@ -171,6 +171,13 @@ fn bad_lock_paths_and_branches_are_rejected_with_the_reason() {
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), env.dir.path().join("escape")).unwrap();
     let _d = env.daemon();
+    let many = format!(
+        r#"{{"paths": [{}]}}"#,
+        (0..480)
+            .map(|i| format!("\"src/f{i}.rs\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let cases = [
         (
             "dotdot",
@@ -209,6 +216,8 @@ fn bad_lock_paths_and_branches_are_rejected_with_the_reason() {
             "/locks/files",
             "unknown field",
         ),
+        // Too many paths for the open files they would hold.
+        ("many", many.as_str(), "/locks/paths", "at most 64"),
     ];
     for (name, locks, _, _) in &cases {
         env.drop_task(

@@ -75,6 +75,24 @@ fn scratch() -> Scratch {
         std::fs::write(home.join(f), "secret\n").unwrap();
     }
     std::os::unix::fs::symlink(home.join(".ssh"), worktree.join("keys")).unwrap();
+    // A nested repository, and a bare repository the agent could have written itself:
+    // git run in either reads its config (core.fsmonitor runs a program).
+    for d in [
+        "sub/.git/hooks",
+        "sub/src",
+        "evil/objects",
+        "evil/refs/heads",
+    ] {
+        std::fs::create_dir_all(worktree.join(d)).unwrap();
+    }
+    for (f, text) in [
+        ("sub/.git/HEAD", "ref: refs/heads/main\n"),
+        ("sub/.git/config", "[core]\n"),
+        ("evil/HEAD", "ref: refs/heads/main\n"),
+        ("evil/config", "[core]\n\tfsmonitor = touch pwned\n"),
+    ] {
+        std::fs::write(worktree.join(f), text).unwrap();
+    }
     Scratch {
         _dir: dir,
         home,
@@ -261,6 +279,150 @@ fn the_binary_prints_decisions_and_exits_zero_for_all_three() {
         String::from_utf8_lossy(&out.stdout),
         "deny  (rule deny.sudo: sudo runs commands as root)\n"
     );
+}
+
+/// The forms an audit found allowed (each ran an injected command on bash 5.2.15 / git),
+/// through the real binary: none is allowed now.
+#[test]
+fn the_binary_refuses_the_audited_code_running_forms() {
+    let env = Env::new(ONE_SHELL);
+    let s = scratch();
+    let wt = &s.worktree;
+    let cases: &[(&[&str], Decision, &str)] = &[
+        // Another repository's config (core.fsmonitor in the agent-written evil/config).
+        (
+            &["--", "git --git-dir=evil status"],
+            Decision::Escalate,
+            "escalate.git-other-repo",
+        ),
+        (
+            &["--", "git --git-dir=./evil --work-tree=. status"],
+            Decision::Escalate,
+            "escalate.git-other-repo",
+        ),
+        (
+            &["--", "git -C evil log"],
+            Decision::Escalate,
+            "escalate.git-other-repo",
+        ),
+        (
+            &["--", "cd evil && git status"],
+            Decision::Escalate,
+            "escalate.git-other-repo",
+        ),
+        (
+            &["--", "echo '[core]' > sub/.git/config"],
+            Decision::Deny,
+            "deny.write-git-dir",
+        ),
+        (
+            &["--kind", "edit", "--", "sub/.git/config"],
+            Decision::Deny,
+            "deny.write-git-dir",
+        ),
+        (
+            &["--kind", "edit", "--", "evil/config"],
+            Decision::Deny,
+            "deny.write-git-dir",
+        ),
+        // Array subscripts are evaluated.
+        (
+            &["--", "[[ 'a[$(cmd)]' -eq 0 ]]"],
+            Decision::Escalate,
+            "escalate.arithmetic",
+        ),
+        (
+            &["--", "test -v 'a[$(cmd)]'"],
+            Decision::Escalate,
+            "escalate.arithmetic",
+        ),
+        (
+            &["--", "[ -v 'a[$(cmd)]' ]"],
+            Decision::Escalate,
+            "escalate.arithmetic",
+        ),
+        (
+            &["--", "printf -v 'a[$(cmd)]' x"],
+            Decision::Escalate,
+            "escalate.arithmetic",
+        ),
+        // Protected variables, by printf -v.
+        (
+            &["--", "printf -v PATH /tmp/evil"],
+            Decision::Deny,
+            "deny.env-exec",
+        ),
+        (
+            &["--", "printf -v PROMPT_COMMAND 'touch pwned'"],
+            Decision::Deny,
+            "deny.env-exec",
+        ),
+        // The host a client contacts.
+        (
+            &["--kind", "fetch", "--", r"https://evil.com\@docs.rs/"],
+            Decision::Escalate,
+            "escalate.fetch",
+        ),
+        // date that sets the clock or reads a file.
+        (
+            &["--", "date -s 2030-01-01"],
+            Decision::Escalate,
+            "escalate.not-allowed",
+        ),
+        (
+            &["--", "date -f /etc/passwd"],
+            Decision::Escalate,
+            "escalate.not-allowed",
+        ),
+        // Destroying protected branches or recovery data locally.
+        (
+            &["--", "git branch -D main"],
+            Decision::Deny,
+            "deny.git-destructive",
+        ),
+        (
+            &["--", "git branch -f main HEAD~3"],
+            Decision::Deny,
+            "deny.git-destructive",
+        ),
+        (
+            &["--", "git checkout -f main"],
+            Decision::Deny,
+            "deny.git-destructive",
+        ),
+        (
+            &["--", "git reflog expire --expire=now --all"],
+            Decision::Deny,
+            "deny.git-destructive",
+        ),
+        (
+            &["--", "git stash clear"],
+            Decision::Escalate,
+            "escalate.git-destructive",
+        ),
+        // Tool configs that run programs.
+        (
+            &["--kind", "edit", "--", ".cargo/config.toml"],
+            Decision::Escalate,
+            "escalate.code-config",
+        ),
+        (
+            &["--", "echo x > .npmrc"],
+            Decision::Escalate,
+            "escalate.code-config",
+        ),
+    ];
+    for (args, decision, rule) in cases {
+        let (v, _) = check(&env, wt, args);
+        assert_eq!(
+            (v.decision, v.rule.as_str()),
+            (*decision, *rule),
+            "{args:?}: {v:?}"
+        );
+    }
+    // The session's own repository still works from a subdirectory.
+    let (v, _) = check(&env, wt, &["--", "cd src && git status"]);
+    assert_eq!(v.decision, Decision::Allow, "{v:?}");
 }
 
 #[test]

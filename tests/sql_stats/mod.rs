@@ -100,9 +100,12 @@ fn secrets_in_prompts_and_session_env_never_reach_the_log() {
     );
     let (state, rec) = env.wait_final("s", T);
     assert_eq!(state, TaskState::Done);
-    // The agent really saw them (the result is the user's own data, kept in done/) …
-    assert!(rec.result.unwrap().output.contains("SESSIONENVSECRET"));
-    // … but the log has none of them.
+    // The agent really saw the key (its session env names it), and the result says so
+    // without the key itself: results are redacted too …
+    let output = rec.result.unwrap().output;
+    assert!(!output.contains("SESSIONENVSECRET"), "{output}");
+    assert!(output.contains("[REDACTED]"), "{output}");
+    // … and the log has none of them.
     let mut log = String::new();
     for f in std::fs::read_dir(env.spool.join("log")).unwrap() {
         log.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());

@@ -1,15 +1,18 @@
 //! Evaluation of a parsed command line: every simple command gets a verdict, and the
 //! verdicts are combined (any deny wins; all allowed allows; otherwise escalate).
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use super::glob;
-use super::paths::{basename, Roots};
+use super::paths::{basename, Resolved, Roots};
 use super::programs::{self, listed, positionals};
 use super::shell::{self, Command, Compound, Connector, Script, Simple, Word};
 use super::{Context, Decision, Policy, Verdict};
 
 mod allow;
+mod code;
+mod git;
 mod runners;
 mod targets;
 mod words;
@@ -157,10 +160,22 @@ fn calls(c: &Command, name: &str) -> bool {
     }
 }
 
+/// What the walk of one command line learns beyond verdicts, for checks across its parts.
+#[derive(Default)]
+struct Facts {
+    /// Paths written (inside the worktree or not).
+    written: Vec<Resolved>,
+    /// A git command that may rewrite any file of the worktree ran (checkout, merge, …).
+    wrote_anywhere: bool,
+    /// Subdirectories git was allowed to run in, with the command's label.
+    git_dirs: Vec<(Resolved, String)>,
+}
+
 pub(crate) struct Eval<'a> {
     p: &'a Policy,
     ctx: &'a Context,
     roots: Roots,
+    facts: RefCell<Facts>,
 }
 
 impl<'a> Eval<'a> {
@@ -169,6 +184,7 @@ impl<'a> Eval<'a> {
             p,
             ctx,
             roots: Roots::new(&ctx.worktree, &ctx.home),
+            facts: RefCell::default(),
         }
     }
 
@@ -187,7 +203,13 @@ impl<'a> Eval<'a> {
             depth: 0,
             stdin_piped: false,
         };
-        self.text(line, st, &mut Vec::new())
+        let v = self.text(line, st, &mut Vec::new());
+        if v.decision == Decision::Allow {
+            if let Some(race) = self.git_dir_race() {
+                return race;
+            }
+        }
+        v
     }
 
     /// Parses and evaluates a command line, a `bash -c` string or eval's words.
@@ -316,6 +338,7 @@ impl<'a> Eval<'a> {
                             format!("a loop over ${var} is not approved automatically"),
                         ));
                         let mut j = Judge::default();
+                        self.env_var(var, &format!("the loop over ${var}"), false, &mut j);
                         for w in words {
                             for a in self.expand(w, st, true, &mut j, out) {
                                 self.credential_arg(&a, st, "the for loop", &mut j);
@@ -362,6 +385,15 @@ impl<'a> Eval<'a> {
             // Alone (`FOO=1`), an assignment sets a shell variable: only the deny list
             // matters (PATH and friends are exported already).
             self.env_var(&a.name, &label, !cmd.words.is_empty(), &mut j);
+            if let Some(sub) = &a.subscript {
+                // `a[i]=x`: the subscript is arithmetic (or, for an associative array, a
+                // word); either way it is evaluated.
+                for v in self.expand(sub, st, false, &mut j, out) {
+                    if !v.value.as_deref().is_some_and(code::plain_subscript) {
+                        self.code(&format!("{}[{}]", a.name, v.shown), &label, &mut j);
+                    }
+                }
+            }
         }
         let mut code_in = Vec::new();
         for r in &cmd.redirects {
@@ -420,11 +452,21 @@ impl<'a> Eval<'a> {
                 );
             }
             cmd_args = &args[g.sub..];
+            let sub = cmd_args.first().and_then(|a| a.value.as_deref());
+            self.git_repo(&g, sub, st, &label, &mut j);
+            if self.p.git.destructive {
+                self.git_destructive(cmd_args, &label, &mut j);
+            }
             extra_paths.extend(g.paths);
             if cmd_args.first().and_then(|a| a.value.as_deref()) == Some("push")
                 && self.p.git.push_protected
             {
                 self.git_push(&cmd_args[1..], &label, &mut j);
+            }
+        }
+        if base == "date" {
+            if let Some(why) = programs::date_changes(cmd_args) {
+                j.escalate("escalate.not-allowed", format!("{label}: {why}"));
             }
         }
         if matches!(
@@ -440,6 +482,30 @@ impl<'a> Eval<'a> {
                 }
             }
         }
+        if base == "export" {
+            let flags: String = args
+                .iter()
+                .filter_map(|a| a.value.as_deref())
+                .filter(|v| v.starts_with('-') && v.len() > 1)
+                .flat_map(|v| v[1..].chars())
+                .collect();
+            if flags.contains('f') {
+                j.escalate(
+                    "escalate.function",
+                    format!("{label} exports shell functions, which child shells run in place of commands"),
+                );
+            }
+            if !flags.contains('n') {
+                // `FOO=x` alone sets a shell variable; `export FOO` then puts it in the
+                // environment of every command after: the same as `export FOO=x`.
+                for a in args.iter().filter_map(|a| a.value.as_deref()) {
+                    if programs::is_env_name(a) {
+                        self.env_var(a, &label, true, &mut j);
+                    }
+                }
+            }
+        }
+        self.code_builtins(&base, cmd_args, &label, &mut j);
         self.writes(&base, cmd_args, xargs, st, &label, &mut j);
 
         let is_shell = listed(&self.p.shell.shells, &base);

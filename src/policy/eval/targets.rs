@@ -24,7 +24,13 @@ impl Eval<'_> {
             return Verdict::new(
                 Decision::Deny,
                 "deny.write-git-dir",
-                format!("editing {shown}: files in .git (hooks, config) run outside the agent's control"),
+                format!("editing {shown}: files in a git directory (hooks, config) run outside the agent's control"),
+            );
+        }
+        if let Some(pat) = self.code_config(&r) {
+            return esc(
+                "escalate.code-config",
+                format!("editing {shown}, a tool config that can run programs ({pat})"),
             );
         }
         if self.roots.is_root(&r) || !self.p.worktree.edit_inside {
@@ -86,6 +92,26 @@ impl Eval<'_> {
             .outside_allowed
             .iter()
             .any(|g| glob::path_matches(g, &p, false))
+    }
+
+    /// The `[writes] code_configs` glob this path (inside the worktree) matches, if any.
+    pub(super) fn code_config(&self, r: &Resolved) -> Option<&str> {
+        let mut rels = Vec::new();
+        for (p, root) in [
+            (Some(&r.lexical), &self.roots.root),
+            (Some(&r.lexical), &self.roots.root_phys),
+            (r.physical.as_ref(), &self.roots.root_phys),
+        ] {
+            if let Some(rest) = p.and_then(|p| p.strip_prefix(root).ok()) {
+                rels.push(rest.to_string_lossy().into_owned());
+            }
+        }
+        self.p
+            .writes
+            .code_configs
+            .iter()
+            .find(|g| rels.iter().any(|rel| glob::path_matches(g, rel, r.globs)))
+            .map(String::as_str)
     }
 
     /// A credential this path is, if any.
@@ -243,6 +269,7 @@ impl Eval<'_> {
             if self.outside_allowed(&r) {
                 continue;
             }
+            self.facts.borrow_mut().written.push(r.clone());
             if !self.roots.inside(&r) {
                 refuse(
                     j,
@@ -262,7 +289,13 @@ impl Eval<'_> {
                 refuse(
                     j,
                     "deny.write-git-dir",
-                    format!("{label} writes {shown}: files in .git (hooks, config) run outside the agent's control"),
+                    format!("{label} writes {shown}: files in a git directory (hooks, config) run outside the agent's control"),
+                );
+            } else if let Some(pat) = self.code_config(&r).filter(|_| !delete) {
+                // (Deleting one runs nothing: `rm -rf ./*` stays allowed.)
+                j.escalate(
+                    "escalate.code-config",
+                    format!("{label} writes {shown}, a tool config that can run programs ({pat})"),
                 );
             }
         }

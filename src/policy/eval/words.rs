@@ -137,6 +137,15 @@ impl Eval<'_> {
                         format!("`{}` hides a command", short(t)),
                     ),
                 },
+                Part::Opaque(t) => {
+                    let (code, assigns) = super::code::opaque_code(t);
+                    if code {
+                        self.code(t, "the expansion", j);
+                    }
+                    if let Some(name) = assigns {
+                        self.env_var(name, &format!("`{}`", short(t)), false, j);
+                    }
+                }
                 _ => {}
             }
         }

@@ -369,7 +369,8 @@ impl Parser {
     }
 }
 
-/// `NAME=value` / `NAME+=value` with an unquoted name.
+/// `NAME=value` / `NAME+=value` with an unquoted name, or `NAME[SUBSCRIPT]=value` /
+/// `NAME[SUBSCRIPT]+=value` (the subscript may hold quotes and expansions).
 fn assignment(w: &Word) -> Option<Assign> {
     let Some(Part::Lit {
         text,
@@ -378,7 +379,11 @@ fn assignment(w: &Word) -> Option<Assign> {
     else {
         return None;
     };
-    let eq = text.find('=')?;
+    let eq = text.find('=');
+    if let Some(open) = text.find('[').filter(|b| eq.is_none_or(|e| *b < e)) {
+        return subscripted(w, &text[..open], open);
+    }
+    let eq = eq?;
     let name = text[..eq].strip_suffix('+').unwrap_or(&text[..eq]);
     if !is_name(name) {
         return None;
@@ -394,6 +399,62 @@ fn assignment(w: &Word) -> Option<Assign> {
     value.parts.extend(w.parts[1..].iter().cloned());
     Some(Assign {
         name: name.to_string(),
+        subscript: None,
         value,
     })
+}
+
+/// `NAME[…]=value`: the first part's unquoted text has `NAME[` at its start (`open` is the
+/// `[`); the subscript runs to the matching unquoted `]`, which `=` or `+=` must follow.
+fn subscripted(w: &Word, name: &str, open: usize) -> Option<Assign> {
+    if !is_name(name) {
+        return None;
+    }
+    enum U<'a> {
+        C(char, bool),
+        P(&'a Part),
+    }
+    let mut units = Vec::new();
+    for (k, p) in w.parts.iter().enumerate() {
+        match p {
+            Part::Lit { text, quoted } => {
+                let text = if k == 0 { &text[open + 1..] } else { text };
+                units.extend(text.chars().map(|c| U::C(c, *quoted)));
+            }
+            other => units.push(U::P(other)),
+        }
+    }
+    let word = |us: &[U<'_>]| {
+        let mut out = Word::default();
+        for u in us {
+            match u {
+                U::C(c, q) => out.push_char(*c, *q),
+                U::P(p) => out.parts.push((*p).clone()),
+            }
+        }
+        out
+    };
+    let mut depth = 1;
+    for (i, u) in units.iter().enumerate() {
+        match u {
+            U::C('[', false) => depth += 1,
+            U::C(']', false) => {
+                depth -= 1;
+                if depth == 0 {
+                    let after = match (units.get(i + 1), units.get(i + 2)) {
+                        (Some(U::C('=', false)), _) => i + 2,
+                        (Some(U::C('+', false)), Some(U::C('=', false))) => i + 3,
+                        _ => return None,
+                    };
+                    return Some(Assign {
+                        name: name.to_string(),
+                        subscript: Some(word(&units[..i])),
+                        value: word(&units[after..]),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }

@@ -8,8 +8,9 @@
 //! are parsed recursively, so the policy sees the commands hidden inside them.
 //!
 //! What it does not understand it refuses with a [`ParseError`] instead of guessing:
-//! `case`, `select`, `coproc`, arithmetic commands `(( … ))`, arrays, extended globs,
-//! unterminated quotes. The policy never allows what fails to parse.
+//! `case`, `select`, `coproc`, arithmetic commands `(( … ))`, array literals `a=(…)`,
+//! extended globs, unterminated quotes. The policy never allows what fails to parse.
+//! (Array element assignments `a[i]=x` are parsed, their subscript kept as a word.)
 //!
 //! Why our own parser: `yash-syntax` is GPL-3.0, `conch-parser` is unmaintained, and
 //! `brush-parser` (MIT, maintained) brings about 75 crates (two `darling`s, `bon`,
@@ -118,11 +119,14 @@ pub struct Simple {
     pub redirects: Vec<Redirect>,
 }
 
-/// `NAME=value` or `NAME+=value`.
+/// `NAME=value`, `NAME+=value`, or with an array subscript, `NAME[SUBSCRIPT]=value`.
 #[derive(Debug, Clone)]
 pub struct Assign {
     /// The variable.
     pub name: String,
+    /// The subscript between `[` and `]`, as written (bash evaluates it: arithmetic for
+    /// indexed arrays, a word for associative ones).
+    pub subscript: Option<Word>,
     /// The value.
     pub value: Word,
 }

@@ -150,3 +150,43 @@ fn assignments_only_before_the_program() {
     assert_eq!(c.assigns.len(), 2);
     assert_eq!(c.words.len(), 3);
 }
+
+#[test]
+fn array_element_assignments_keep_their_subscript() {
+    let one = |src: &str| {
+        let s = parse(src).unwrap();
+        let Command::Simple(c) = &s[0].first.commands[0] else {
+            panic!()
+        };
+        c.clone()
+    };
+    let c = one("a[0]=x b[i+1]+='y z' cmd");
+    assert_eq!(c.words.len(), 1);
+    let got: Vec<_> = c
+        .assigns
+        .iter()
+        .map(|a| {
+            (
+                a.name.clone(),
+                a.subscript.as_ref().and_then(Word::literal),
+                a.value.literal(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a".into(), Some("0".into()), Some("x".into())),
+            ("b".into(), Some("i+1".into()), Some("y z".into())),
+        ]
+    );
+    // A substitution in the subscript is kept for the policy to look into.
+    let c = one("a[$(id)]=1");
+    let sub = c.assigns[0].subscript.as_ref().unwrap();
+    assert!(sub.parts.iter().any(|p| matches!(p, Part::CommandSub(_))));
+    // Nested brackets; and words that only look like it are commands.
+    assert_eq!(one("a[b[1]]=2").assigns.len(), 1);
+    for src in ["a[0]x=1", "a[0", "1a[0]=x", "'a'[0]=x"] {
+        assert!(one(src).assigns.is_empty(), "{src}");
+    }
+}
