@@ -180,6 +180,26 @@ pub enum LockNameError {
     },
 }
 
+impl LockNameError {
+    /// The rule broken, without the path as given: what a rejection report says (the path
+    /// came from a task file, and a report never repeats a value from one).
+    #[must_use]
+    pub fn rule(&self) -> String {
+        match self {
+            Self::Empty => "empty path".into(),
+            Self::Control(_) => "control characters are not allowed in a lock path".into(),
+            Self::ParentDir(_) => {
+                "`..` is not allowed in a lock path (name the path from the repository root)".into()
+            }
+            Self::Outside { .. } => "is outside the repository".into(),
+            Self::SymlinkEscapes { .. } => {
+                "goes through a symlink that leads outside the repository".into()
+            }
+            Self::Repo { .. } => self.to_string(),
+        }
+    }
+}
+
 /// Normalises a lock path against the repository root `repo`.
 ///
 /// `raw` is relative to `base` (the repository root for task files; the current
@@ -305,7 +325,17 @@ pub fn resources_for(
             Ok(()) => out.push(Resource::Branch(b.clone())),
             Err(e) => errors.push(Violation {
                 path: "/locks/branch".into(),
-                message: e.to_string(),
+                // The rule, not the name (a report never repeats a value).
+                message: match e {
+                    Error::InvalidBranch { reason, .. } => {
+                        format!("not a branch name git or architect accepts: it {reason}")
+                    }
+                    Error::ProtectedBranch(_) => "is a protected branch \
+                        (git.protected_branches in config/architect.toml): give the task a \
+                        branch of its own"
+                        .into(),
+                    other => other.to_string(),
+                },
             }),
         }
     }
@@ -314,7 +344,7 @@ pub fn resources_for(
             Ok(n) => out.push(Resource::Path(n)),
             Err(e) => errors.push(Violation {
                 path: format!("/locks/paths/{i}"),
-                message: e.to_string(),
+                message: e.rule(),
             }),
         }
     }
@@ -788,6 +818,51 @@ mod tests {
 
     fn p(s: &str) -> Resource {
         Resource::Path(s.into())
+    }
+
+    /// Issue 9: what intake rejects names the rule, never the branch or path given.
+    #[test]
+    fn bad_lock_entries_are_reported_without_their_value() {
+        let repo = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), repo.path().join("escape")).unwrap();
+        let s = "SECRET123";
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "prompt": "x",
+            "locks": {
+                "branch": format!("a..{s}"),
+                "paths": [
+                    format!("../{s}"),
+                    format!("/etc/{s}"),
+                    format!("escape/{s}"),
+                    format!("a\u{7}{s}"),
+                ],
+            },
+        }))
+        .unwrap();
+        let errors = resources_for(&spec, repo.path(), &["main".into()]).unwrap_err();
+        let shown = format!("{errors:?}");
+        assert!(!shown.contains(s), "{shown}");
+        assert_eq!(errors.len(), 5, "{shown}");
+        for (e, says) in errors.iter().zip([
+            "contains '..'",
+            "`..` is not allowed",
+            "outside the repository",
+            "symlink",
+            "control characters",
+        ]) {
+            assert!(e.message.contains(says), "{e:?}");
+        }
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "prompt": "x", "locks": {"branch": "Main"},
+        }))
+        .unwrap();
+        let errors = resources_for(&spec, repo.path(), &["main".into()]).unwrap_err();
+        assert!(
+            errors[0].message.starts_with("is a protected branch"),
+            "{errors:?}"
+        );
+        assert!(!errors[0].message.contains("Main"), "{errors:?}");
     }
 
     #[test]

@@ -90,12 +90,9 @@ pub fn ask(spool: &Spool, config_dir: &Path, a: AskArgs) -> Result<ExitCode> {
         }
     }
     let log = event_log(spool, config_dir);
-    let spend = std::sync::Mutex::new(architect::llm::budget::Spend::from_log(
-        &spool.dir("log"),
-        chrono::Utc::now(),
-    ));
+    let budget = architect::llm::budget::Ledger::new(spool.dir("providers"), spool.dir("log"));
     let router = Router {
-        spend: &spend,
+        budget: &budget,
         config: &providers,
         breakers: spool.dir("providers"),
         log: &log,

@@ -7,12 +7,12 @@
 //!    resident memory (`VmHWM`) before and after.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use architect::llm::budget::Spend;
+use architect::llm::budget::Ledger;
 use architect::llm::router::{Request, Router};
 use architect::llm::ProvidersFile;
 use architect::log::EventLog;
@@ -48,13 +48,16 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<()> {
     // Leaked: the concurrent run needs 'static references; this process ends soon.
     let providers: &'static ProvidersFile = Box::leak(Box::new(providers));
     let log: &'static EventLog = Box::leak(Box::new(EventLog::new(root.join("log"), "bench")));
-    let spend: &'static Mutex<Spend> = Box::leak(Box::new(Mutex::new(Spend::default())));
+    let budget: &'static Ledger = Box::leak(Box::new(Ledger::new(
+        root.join("providers"),
+        root.join("log"),
+    )));
     let router = Arc::new(Router {
         config: providers,
         breakers: root.join("providers"),
         log,
         http: reqwest::Client::builder().build()?,
-        spend,
+        budget,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

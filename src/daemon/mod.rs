@@ -200,10 +200,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         providers: crate::llm::ProvidersFile::load(&config.dir)?,
         log: log.clone(),
         breakers: spool.dir("providers"),
-        spend: std::sync::Mutex::new(crate::llm::budget::Spend::from_log(
-            &spool.dir("log"),
-            chrono::Utc::now(),
-        )),
+        budget: crate::llm::budget::Ledger::new(spool.dir("providers"), spool.dir("log")),
     });
     let approvals = crate::session::approval::Approvals {
         policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),

@@ -127,8 +127,9 @@ impl Daemon {
                 &bytes,
                 vec![Violation {
                     path: "/id".into(),
+                    // Not the id itself: a report never repeats a value from the file.
                     message: format!(
-                        "duplicate id {id:?}: a task with this id is already in {}/",
+                        "duplicate id: a task with this id is already in {}/",
                         state.dir()
                     ),
                 }],

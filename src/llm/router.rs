@@ -2,9 +2,11 @@
 //! `[retry] attempts` calls per provider with exponential backoff and jitter (a server's
 //! `Retry-After` wins, up to `max_ms`; 4xx client errors are not retried), then the next
 //! provider. When every provider's breaker is open the request waits for the first one
-//! to half-open, up to its deadline, instead of failing at once. Every HTTP attempt is
-//! an `llm_call` event with its tokens and cost; breaker changes are `breaker_state`
-//! events.
+//! to half-open, up to its deadline, instead of failing at once. Before a provider is
+//! called, its worst-case cost is reserved in the node's budget ledger
+//! ([`super::budget::Ledger`]); the reservation is settled with the `llm_call` event of
+//! the answer, or released when the provider fails. Every HTTP attempt is an `llm_call`
+//! event with its tokens and cost; breaker changes are `breaker_state` events.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::breaker::{Breaker, Permit};
+use super::budget::{Ledger, Refusal};
 use super::client::{self, CallError};
 use super::{Complexity, ProvidersFile, Usage};
 use crate::log::{EventLog, EventType};
@@ -78,9 +81,9 @@ pub struct Router<'a> {
     pub log: &'a EventLog,
     /// The HTTP client (connection pool).
     pub http: reqwest::Client,
-    /// Spend so far, for budgets: shared by every request of this process (read from
-    /// the log once, see [`super::budget::Spend::from_log`]).
-    pub spend: &'a std::sync::Mutex<super::budget::Spend>,
+    /// The budget ledger (spend from the log, reservations shared by every process on
+    /// the node; see [`super::budget`]).
+    pub budget: &'a Ledger,
 }
 
 /// Backoff before retry number `retry` (1-based): `base · 2^(retry-1)`, ±50% jitter,
@@ -152,30 +155,40 @@ impl Router<'_> {
                     }
                 };
                 let estimate = super::budget::estimate(p, req.prompt);
-                let over = {
-                    let mut spend = self
-                        .spend
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    spend.roll(Utc::now());
-                    spend.would_break(self.config, p, estimate)
+                // Held until the call is logged (settled) or has failed (dropped); by
+                // `until` every attempt has surely ended (a backstop: a dead process's
+                // reservations are dropped at once).
+                let span = req
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_add(Duration::from_secs(p.timeout_s.saturating_add(10)))
+                    .min(Duration::from_secs(366 * 86_400));
+                let until = Utc::now()
+                    + chrono::Duration::from_std(span).unwrap_or(chrono::Duration::days(366));
+                let mut reservation = match self.budget.reserve(self.config, p, estimate, until) {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        if let Refusal::Over {
+                            which,
+                            limit,
+                            spent,
+                            reserved,
+                            estimate,
+                        } = &refusal
+                        {
+                            self.log.record(
+                                EventType::BudgetExceeded,
+                                req.task_id,
+                                None,
+                                json!({"provider": name, "budget": which, "limit_usd": limit,
+                                       "spent_usd": spent, "reserved_usd": reserved,
+                                       "estimate_usd": estimate}),
+                            );
+                        }
+                        failures.push((name.clone(), refusal.to_string()));
+                        continue;
+                    }
                 };
-                if let Some((which, limit, spent)) = over {
-                    self.log.record(
-                        EventType::BudgetExceeded,
-                        req.task_id,
-                        None,
-                        json!({"provider": name, "budget": which, "limit_usd": limit,
-                               "spent_usd": spent, "estimate_usd": estimate}),
-                    );
-                    failures.push((
-                        name.clone(),
-                        format!(
-                            "{which} budget: ${spent:.4} spent of ${limit:.4}, this call could cost ${estimate:.4}"
-                        ),
-                    ));
-                    continue;
-                }
                 let key = match p.api_key() {
                     Ok(k) => k,
                     Err(e) => {
@@ -203,21 +216,25 @@ impl Router<'_> {
                         Ok(reply) => {
                             let c = p.price.cost(&reply.usage);
                             cost += c;
-                            self.spend
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .add(name, c, true);
-                            self.call_event(
-                                req.task_id,
-                                name,
-                                &reply.model,
-                                Some(reply.status),
-                                attempt,
-                                latency_ms,
-                                &reply.usage,
-                                c,
-                                None,
-                            );
+                            let record = || {
+                                self.call_event(
+                                    req.task_id,
+                                    name,
+                                    &reply.model,
+                                    Some(reply.status),
+                                    attempt,
+                                    latency_ms,
+                                    &reply.usage,
+                                    c,
+                                    None,
+                                );
+                            };
+                            // The actual cost goes into the log and the reservation is
+                            // given back in one step, under the budget lock.
+                            match reservation.take() {
+                                Some(r) => r.settle(record),
+                                None => record(),
+                            }
                             let (was, failures) = (breaker.state, breaker.failures);
                             breaker.success(Utc::now());
                             // A closed breaker with no failures needs no write.
@@ -266,6 +283,8 @@ impl Router<'_> {
                         }
                     }
                 }
+                // The call failed: nothing was spent, the reservation is given back.
+                drop(reservation);
                 let reason = last.map_or_else(|| "deadline passed".to_string(), |e| e.message);
                 if breaker.failure(Utc::now(), &reason, &self.config.breaker) {
                     self.breaker_event(&breaker, req.task_id);

@@ -26,8 +26,9 @@ pub struct LlmContext {
     pub log: Arc<EventLog>,
     /// `spool/providers/`.
     pub breakers: PathBuf,
-    /// Spend so far (budgets), read from the log at start and kept up to date.
-    pub spend: std::sync::Mutex<crate::llm::budget::Spend>,
+    /// The budget ledger (spend from the log; reservations shared with every process
+    /// on the node).
+    pub budget: crate::llm::budget::Ledger,
 }
 
 /// Runs a provider session until `Stop`; called on the session's own thread.
@@ -83,7 +84,7 @@ pub(crate) fn run(
                     written_at: chrono::Utc::now(),
                 });
                 let router = Router {
-                    spend: &llm.spend,
+                    budget: &llm.budget,
                     config: &llm.providers,
                     breakers: llm.breakers.clone(),
                     log: &llm.log,

@@ -149,20 +149,105 @@ pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
         serde_json::from_str(text).map_err(|e| whole(format!("invalid JSON: {e}")))?;
     let errors: Vec<Violation> = validator()
         .iter_errors(&value)
-        .map(|e| Violation {
-            path: e.instance_path.to_string(),
-            // The schema's only `not` is "session and role together".
-            message: if matches!(e.kind, jsonschema::error::ValidationErrorKind::Not { .. }) {
-                "give either \"session\" or \"role\", not both".to_string()
-            } else {
-                e.to_string()
-            },
-        })
+        .flat_map(|e| schema_violations(&e))
         .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
-    serde_json::from_value(value).map_err(|e| whole(e.to_string()))
+    serde_json::from_value(value).map_err(|e| whole(struct_mismatch(&e)))
+}
+
+/// Longest field name a rejection report repeats; a longer one is cut.
+const MAX_FIELD_NAME: usize = 64;
+
+/// A field name a producer chose, as a rejection report may show it: redacted, control
+/// characters replaced, cut to [`MAX_FIELD_NAME`] characters.
+fn field_name(name: &str) -> String {
+    let clean: String = crate::log::redact(name)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.chars().count() > MAX_FIELD_NAME {
+        let cut: String = clean.chars().take(MAX_FIELD_NAME).collect();
+        format!("{cut}…")
+    } else {
+        clean
+    }
+}
+
+/// One schema error as violations that name the field (the JSON Pointer) and the rule
+/// (the schema keyword, in parentheses), never the value: a rejected file may hold a
+/// secret, and reports and events are read by more people than its producer. (The
+/// `jsonschema` crate's own messages quote the value.)
+fn schema_violations(e: &jsonschema::ValidationError<'_>) -> Vec<Violation> {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as K};
+    let at = e.instance_path.to_string();
+    let schema_path = e.schema_path.to_string();
+    let keyword = schema_path.rsplit('/').next().unwrap_or_default();
+    let one = |path: String, rule: String| {
+        vec![Violation {
+            path,
+            message: format!("{rule} ({keyword})"),
+        }]
+    };
+    let child = |name: &str| {
+        format!(
+            "{at}/{}",
+            field_name(name).replace('~', "~0").replace('/', "~1")
+        )
+    };
+    match &e.kind {
+        K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
+            unexpected
+                .iter()
+                .map(|name| Violation {
+                    path: child(name),
+                    message: format!("unknown field: not in the task format ({keyword})"),
+                })
+                .collect()
+        }
+        K::Required { property } => one(
+            child(property.as_str().unwrap_or_default()),
+            "is required".into(),
+        ),
+        K::Type {
+            kind: TypeKind::Single(t),
+        } => one(at, format!("must be of type {t}")),
+        K::Type {
+            kind: TypeKind::Multiple(ts),
+        } => {
+            let ts: Vec<String> = ts.iter().map(|t| t.to_string()).collect();
+            one(at, format!("must be of type {}", ts.join(" or ")))
+        }
+        K::Minimum { limit } => one(at, format!("must be at least {limit}")),
+        K::Maximum { limit } => one(at, format!("must be at most {limit}")),
+        K::ExclusiveMinimum { limit } => one(at, format!("must be more than {limit}")),
+        K::ExclusiveMaximum { limit } => one(at, format!("must be less than {limit}")),
+        K::MinLength { limit } => one(at, format!("must be at least {limit} characters long")),
+        K::MaxLength { limit } => one(at, format!("must be at most {limit} characters long")),
+        K::MinItems { limit } => one(at, format!("must have at least {limit} items")),
+        K::MaxItems { limit } => one(at, format!("must have at most {limit} items")),
+        K::UniqueItems => one(at, "must not repeat an item".into()),
+        K::Pattern { pattern } => one(at, format!("does not match the pattern {pattern}")),
+        K::Enum { options } => one(at, format!("must be one of {options}")),
+        K::Constant { expected_value } => one(at, format!("must be {expected_value}")),
+        // The schema's only `not` is "session and role together".
+        K::Not { .. } => one(at, "give either \"session\" or \"role\", not both".into()),
+        // Anything else: the crate's message with the value masked.
+        _ => one(at, e.masked_with("the value").to_string()),
+    }
+}
+
+/// Why a document the schema accepted still does not fit [`TaskSpec`] (the two disagree:
+/// a bug), without serde's quote of the value.
+fn struct_mismatch(e: &serde_json::Error) -> String {
+    let what = e.to_string();
+    let kind = what
+        .split([':', '`', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    format!("does not fit the task format ({kind}); the schema and the parser disagree, please report it")
 }
 
 /// Checks a task id or session name against `^[A-Za-z0-9_-]{1,64}$`.
@@ -431,8 +516,13 @@ mod tests {
     fn violations_carry_json_paths() {
         let e = parse_task(br#"{"prompt":"x","priority":11}"#).unwrap_err();
         assert_eq!(e[0].path, "/priority");
+        assert_eq!(e[0].message, "must be at most 10 (maximum)");
         let e = parse_task(br#"{"prompt":"x","colour":"red"}"#).unwrap_err();
-        assert!(e[0].message.contains("colour"), "{e:?}");
+        assert_eq!(e[0].path, "/colour");
+        assert!(e[0].message.contains("unknown field"), "{e:?}");
+        let e = parse_task(br#"{"priority":1}"#).unwrap_err();
+        assert_eq!(e[0].path, "/prompt");
+        assert_eq!(e[0].message, "is required (required)");
         let e = parse_task(br#"{"prompt":"x","id":"../etc"}"#).unwrap_err();
         assert_eq!(e[0].path, "/id");
         let e = parse_task(br#"{"prompt":"x","session":"a","role":"b"}"#).unwrap_err();
@@ -443,6 +533,93 @@ mod tests {
         assert!(e[0].message.contains("UTF-8"));
         let e = parse_task(b"{\"prompt\": ").unwrap_err();
         assert!(e[0].message.contains("invalid JSON"));
+    }
+
+    /// Issue 9: a rejection names the field and the rule, never the value, which may be
+    /// a secret pasted into the wrong field.
+    #[test]
+    fn rejections_name_the_field_and_the_rule_never_the_value() {
+        const S: &str = "sk-test-SECRET123";
+        for (doc, path, rule) in [
+            (
+                format!(r#"{{"prompt":"x","priority":"{S}"}}"#),
+                "/priority",
+                "(type)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","colour":"{S}"}}"#),
+                "/colour",
+                "(additionalProperties)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","id":"{S}!"}}"#),
+                "/id",
+                "(pattern)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","complexity":"{S}"}}"#),
+                "/complexity",
+                "(enum)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","depends_on":["a","{S}!"]}}"#),
+                "/depends_on/1",
+                "(pattern)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","depends_on":["{S}","{S}"]}}"#),
+                "/depends_on",
+                "(uniqueItems)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","model":"{S}{}"}}"#, "x".repeat(200)),
+                "/model",
+                "(maxLength)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","locks":{{"branch":"b","key":"{S}"}}}}"#),
+                "/locks/key",
+                "(additionalProperties)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","locks":{{"paths":"{S}"}}}}"#),
+                "/locks/paths",
+                "(type)",
+            ),
+            (
+                format!(r#"{{"prompt":"x","metadata":1,"{S}":1}}"#),
+                "/[REDACTED]",
+                "(additionalProperties)",
+            ),
+            (
+                format!(r#"{{"prompt":{{"OPENAI_API_KEY":"{S}"}}}}"#),
+                "/prompt",
+                "(type)",
+            ),
+            (format!(r#"["{S}"]"#), "", "(type)"),
+        ] {
+            let errors = parse_task(doc.as_bytes()).unwrap_err();
+            let shown = format!("{errors:?}");
+            assert!(!shown.contains("SECRET123"), "{doc} → {shown}");
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.path == path && e.message.ends_with(rule)),
+                "{doc}: expected {rule} at {path:?}, got {shown}"
+            );
+        }
+        // A long unknown field name is cut.
+        let long = "f".repeat(5000);
+        let e = parse_task(format!(r#"{{"prompt":"x","{long}":1}}"#).as_bytes()).unwrap_err();
+        assert!(e[0].path.len() < 100, "{e:?}");
+    }
+
+    #[test]
+    fn a_struct_mismatch_does_not_quote_serde_s_value() {
+        let e = serde_json::from_str::<u8>(r#""sk-test-SECRET123""#).unwrap_err();
+        let m = struct_mismatch(&e);
+        assert!(!m.contains("SECRET123"), "{m}");
+        assert!(m.contains("(invalid type)"), "{m}");
     }
 
     #[test]

@@ -335,6 +335,155 @@ daily_usd = 0.05
     assert_eq!(env.events_of("llm_call").len(), answered);
 }
 
+/// Calls that cost exactly $1.00 each (10 output tokens at $100,000 per million, input
+/// free; `max_tokens = 10`, so the worst case is the actual cost) under `daily_usd`.
+fn dollar_calls(port: u16, daily_usd: f64) -> String {
+    format!(
+        r#"
+[[provider]]
+name = "pricey"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+model = "pricey-model"
+max_tokens = 10
+timeout_s = 60
+[provider.price]
+input = 0.0
+output = 100000.0
+[provider.budget]
+daily_usd = {daily_usd}
+
+[retry]
+attempts = 1
+"#
+    )
+}
+
+/// The holders of budget reservations in `spool/providers/`.
+fn holders(env: &Env) -> Vec<Value> {
+    std::fs::read(env.spool.join("providers/budget.ledger.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["holders"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn concurrent_calls_from_every_process_never_pass_the_budget() {
+    // A $3.50 day at $1.00 a call allows exactly 3 calls. 6 `architect ask` processes
+    // and 2 tasks on the daemon's provider session ask at once; every answer takes 2 s,
+    // so all of them are in flight together.
+    let env = Env::new("[[session]]\nname = \"llm-1\"\nkind = \"provider\"\n");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config("providers.toml", &dollar_calls(mock.port, 3.5));
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "pricey-model", "hang_s": 2}]"#,
+    );
+    let _d = env.daemon();
+    env.wait_idle("llm-1", Duration::from_secs(30));
+    env.drop_task(
+        "t1.json",
+        r#"{"id": "t1", "prompt": "task one", "provider": "pricey"}"#,
+    );
+    env.drop_task(
+        "t2.json",
+        r#"{"id": "t2", "prompt": "task two", "provider": "pricey"}"#,
+    );
+    let asks: Vec<std::process::Child> = (0..6)
+        .map(|i| {
+            env.cmd()
+                .args(["ask", "--json", &format!("question {i}")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut answered = 0;
+    let mut refusals = Vec::new();
+    for child in asks {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            answered += 1;
+        } else {
+            refusals.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    let t = Duration::from_secs(30);
+    for id in ["t1", "t2"] {
+        let (state, rec) = env.wait_final(id, t);
+        if state == architect::spool::task::TaskState::Done {
+            answered += 1;
+        } else {
+            refusals.push(rec.error.unwrap_or_default());
+        }
+    }
+    let requests = mock.requests().len();
+    let spent: f64 = env
+        .events_of("llm_call")
+        .iter()
+        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .sum();
+    assert_eq!(
+        (requests, answered),
+        (3, 3),
+        "exactly 3 calls made and answered; spent ${spent}; refusals: {refusals:#?}"
+    );
+    assert!(spent <= 3.5 && (spent - 3.0).abs() < 1e-9, "spent ${spent}");
+    assert_eq!(refusals.len(), 5);
+    for r in &refusals {
+        assert!(
+            r.contains("provider daily budget") && r.contains("of $3.5000"),
+            "{r}"
+        );
+    }
+    assert_eq!(env.events_of("budget_exceeded").len(), 5);
+    assert!(holders(&env).is_empty(), "{:?}", holders(&env));
+}
+
+#[test]
+fn a_crashed_callers_reservation_does_not_block_the_budget() {
+    // $1.50 a day at $1.00 a call: one call at a time. The first caller is killed while
+    // its call is in flight; the next caller is not blocked by what it held.
+    let env = Env::new("");
+    let mock = Mock::start(env.path("mock.jsonl"), None);
+    env.write_config("providers.toml", &dollar_calls(mock.port, 1.5));
+    mock_control(
+        mock.port,
+        "POST",
+        "/_mock/faults",
+        r#"[{"model": "pricey-model", "hang_s": 30, "times": 1}]"#,
+    );
+    let mut first = env
+        .cmd()
+        .args(["ask", "hangs, then dies"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::helper::wait_for(
+        "the first call's reservation",
+        Duration::from_secs(30),
+        || holders(&env).len() == 1,
+    );
+    assert_eq!(holders(&env)[0]["pid"], first.id());
+    // While it is in flight, nobody else gets the budget.
+    let a = ask(&env, &["while the first is in flight"]);
+    assert!(
+        !a.ok && a.stderr.contains("$1.0000 reserved"),
+        "{}",
+        a.stderr
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let a = ask(&env, &["after the crash"]);
+    assert!(a.ok, "{}", a.stderr);
+    assert!(holders(&env).is_empty(), "{:?}", holders(&env));
+}
+
 #[test]
 fn provider_sessions_run_tasks_by_complexity_and_fail_over_when_local_dies() {
     let env = Env::new(

@@ -210,7 +210,12 @@ fn bad_lock_paths_and_branches_are_rejected_with_the_reason() {
             "refs/",
         ),
         ("badref", r#"{"branch": "a..b"}"#, "/locks/branch", "'..'"),
-        ("extra", r#"{"files": ["x"]}"#, "/locks", "files"),
+        (
+            "extra",
+            r#"{"files": ["x"]}"#,
+            "/locks/files",
+            "unknown field",
+        ),
         // Too many paths for the open files they would hold.
         ("many", many.as_str(), "/locks/paths", "at most 64"),
     ];
