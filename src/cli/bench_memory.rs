@@ -87,14 +87,18 @@ pub(super) fn run(tasks: usize, task_mib: usize, root: &Path, json: bool) -> Res
     let idle = rss_kib(pid)?;
     let log_before = dir_bytes(&spool.dir("log"));
 
-    // Each file: {"id": "big-NNNN", "prompt": "<filler>"} of exactly `bytes` bytes.
+    // Each file: {"id": "big-NNNN", "prompt": "<filler>"} of up to `bytes` bytes. A
+    // prompt may hold 1 Mi characters (the task schema's maxLength): 4-byte characters
+    // make a 4 MiB file, and a 4 MiB string in memory.
     let t = Instant::now();
     for i in 0..tasks {
         let head = format!("{{\"id\": \"big-{i:04}\", \"prompt\": \"");
-        let filler = bytes.saturating_sub(head.len() + 2);
+        let chars = (bytes.saturating_sub(head.len() + 2) / 4).min(1024 * 1024);
         let mut body = Vec::with_capacity(bytes);
         body.extend_from_slice(head.as_bytes());
-        body.extend(std::iter::repeat_n(b'x', filler));
+        for _ in 0..chars {
+            body.extend_from_slice("\u{1D465}".as_bytes());
+        }
         body.extend_from_slice(b"\"}");
         let tmp = spool.inbox().join(format!(".big-{i:04}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
@@ -107,7 +111,14 @@ pub(super) fn run(tasks: usize, task_mib: usize, root: &Path, json: bool) -> Res
     }
     wait_until("every task to be queued", Duration::from_secs(600), || {
         count(&spool.dir("pending")) >= tasks && count(&spool.inbox()) == 0
+            || count(&spool.dir("rejected")) > 0
     })?;
+    if count(&spool.dir("rejected")) > 0 {
+        anyhow::bail!(
+            "the daemon rejected a task file; see {}",
+            spool.dir("rejected").display()
+        );
+    }
     eprintln!();
     // The last batch is carried out after the last file is queued.
     std::thread::sleep(Duration::from_millis(500));

@@ -50,7 +50,7 @@ pub(crate) const PROMPT_IN_MEMORY_MAX: usize = 4096;
 
 /// Pending writes (bytes) past which intake carries out the batch before reading more
 /// files, so a burst of large task files is not held in memory all at once.
-const BATCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 fn whole(message: impl Into<String>) -> Vec<Violation> {
     vec![Violation {
@@ -144,7 +144,8 @@ impl Daemon {
         // again, it has the same id — given, or derived from the file — and is recognised
         // above.)
         let pending = self.spool.task_path(TaskState::Pending, &id);
-        self.batch.write(&pending, bytes.clone());
+        let file_bytes = bytes.len();
+        self.batch.write(&pending, bytes);
         self.batch.remove_after(&path);
         let record = TaskRecord::new(
             id.clone(),
@@ -159,7 +160,7 @@ impl Daemon {
             None,
             json!({
                 "file": name,
-                "bytes": bytes.len(),
+                "bytes": file_bytes,
                 // Never the whole prompt (it may be megabytes): its start, size and hash.
                 "prompt": record.task.prompt.chars().take(200).collect::<String>(),
                 "prompt_chars": record.task.prompt.chars().count(),
@@ -1027,6 +1028,7 @@ impl Daemon {
     /// each batch is carried out). A task whose file did not make it to disk keeps its
     /// prompt in memory.
     pub(super) fn drop_durable_prompts(&mut self) {
+        let mut dropped = false;
         for id in std::mem::take(&mut self.prompts_to_drop) {
             let Some(t) = self.live.get_mut(&id) else {
                 continue;
@@ -1036,6 +1038,16 @@ impl Daemon {
             }
             t.record.task.prompt = String::new();
             self.prompts_on_disk.insert(id);
+            dropped = true;
+        }
+        // Hand the freed pages back to the system: glibc keeps large freed blocks for
+        // reuse, so without this the daemon's resident size stays at its intake peak.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if dropped {
+            // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
