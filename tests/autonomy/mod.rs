@@ -229,16 +229,31 @@ fn code_running_forms_are_refused_through_the_dialog() {
     .unwrap();
     let _d = env.daemon();
     env.wait_idle("agent-1", T);
+    // Every command form of the audit (edits and fetches, which the fake agent does not
+    // ask about, go through `architect policy check` in tests/policy).
     let denied = [
         ("printf -v PATH /tmp/evil", "deny.env-exec"),
+        ("printf -v PROMPT_COMMAND 'touch pwned'", "deny.env-exec"),
         ("git branch -D main", "deny.git-destructive"),
+        ("git branch -f main HEAD~3", "deny.git-destructive"),
+        ("git checkout -f main", "deny.git-destructive"),
+        ("git reflog expire --expire=now --all", "deny.git-destructive"),
         ("echo x > sub/.git/config", "deny.write-git-dir"),
         ("[[ 'a[$(sudo x)]' -eq 0 ]]", "deny.sudo"),
     ];
     let escalated = [
+        ("git --git-dir=evil status", "escalate.git-other-repo"),
+        ("git --git-dir=./evil --work-tree=. status", "escalate.git-other-repo"),
         ("git -C evil log", "escalate.git-other-repo"),
+        ("cd evil && git status", "escalate.git-other-repo"),
+        ("[[ 'a[$(id)]' -eq 0 ]]", "escalate.arithmetic"),
         ("test -v 'a[$(id)]'", "escalate.arithmetic"),
+        ("[ -v 'a[$(id)]' ]", "escalate.arithmetic"),
+        ("printf -v 'a[$(id)]' x", "escalate.arithmetic"),
         ("date -s 2030-01-01", "escalate.not-allowed"),
+        ("date -f /etc/passwd", "escalate.not-allowed"),
+        ("git stash clear", "escalate.git-destructive"),
+        ("echo x > .npmrc", "escalate.code-config"),
     ];
     let prompt: String = denied
         .iter()
@@ -247,7 +262,7 @@ fn code_running_forms_are_refused_through_the_dialog() {
         .collect();
     let task = serde_json::json!({"id": "forms", "prompt": format!("audit{prompt}")});
     env.drop_task("forms.json", &task.to_string());
-    // The policy answers the first four; each of the others waits for a person.
+    // The policy answers the denied ones; each of the others waits for a person.
     for (cmd, rule) in escalated {
         wait_for(cmd, T, || {
             env.session("agent-1")
