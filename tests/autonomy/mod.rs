@@ -237,13 +237,19 @@ fn code_running_forms_are_refused_through_the_dialog() {
         ("git branch -D main", "deny.git-destructive"),
         ("git branch -f main HEAD~3", "deny.git-destructive"),
         ("git checkout -f main", "deny.git-destructive"),
-        ("git reflog expire --expire=now --all", "deny.git-destructive"),
+        (
+            "git reflog expire --expire=now --all",
+            "deny.git-destructive",
+        ),
         ("echo x > sub/.git/config", "deny.write-git-dir"),
         ("[[ 'a[$(sudo x)]' -eq 0 ]]", "deny.sudo"),
     ];
     let escalated = [
         ("git --git-dir=evil status", "escalate.git-other-repo"),
-        ("git --git-dir=./evil --work-tree=. status", "escalate.git-other-repo"),
+        (
+            "git --git-dir=./evil --work-tree=. status",
+            "escalate.git-other-repo",
+        ),
         ("git -C evil log", "escalate.git-other-repo"),
         ("cd evil && git status", "escalate.git-other-repo"),
         ("[[ 'a[$(id)]' -eq 0 ]]", "escalate.arithmetic"),
