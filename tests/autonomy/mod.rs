@@ -229,47 +229,61 @@ fn code_running_forms_are_refused_through_the_dialog() {
     .unwrap();
     let _d = env.daemon();
     env.wait_idle("agent-1", T);
-    // Every command form of the audit (edits and fetches, which the fake agent does not
-    // ask about, go through `architect policy check` in tests/policy).
+    // Every form of the audit, as the fake agent asks about it: commands (`run:`), file
+    // edits (`edit:`) and fetches (`fetch:`).
     let denied = [
-        ("printf -v PATH /tmp/evil", "deny.env-exec"),
-        ("printf -v PROMPT_COMMAND 'touch pwned'", "deny.env-exec"),
-        ("git branch -D main", "deny.git-destructive"),
-        ("git branch -f main HEAD~3", "deny.git-destructive"),
-        ("git checkout -f main", "deny.git-destructive"),
+        ("run", "printf -v PATH /tmp/evil", "deny.env-exec"),
         (
+            "run",
+            "printf -v PROMPT_COMMAND 'touch pwned'",
+            "deny.env-exec",
+        ),
+        ("run", "git branch -D main", "deny.git-destructive"),
+        ("run", "git branch -f main HEAD~3", "deny.git-destructive"),
+        ("run", "git checkout -f main", "deny.git-destructive"),
+        (
+            "run",
             "git reflog expire --expire=now --all",
             "deny.git-destructive",
         ),
-        ("echo x > sub/.git/config", "deny.write-git-dir"),
-        ("[[ 'a[$(sudo x)]' -eq 0 ]]", "deny.sudo"),
+        ("run", "echo x > sub/.git/config", "deny.write-git-dir"),
+        ("run", "[[ 'a[$(sudo x)]' -eq 0 ]]", "deny.sudo"),
+        ("edit", "sub/.git/config", "deny.write-git-dir"),
+        ("edit", "evil/config", "deny.write-git-dir"),
     ];
     let escalated = [
-        ("git --git-dir=evil status", "escalate.git-other-repo"),
         (
+            "run",
+            "git --git-dir=evil status",
+            "escalate.git-other-repo",
+        ),
+        (
+            "run",
             "git --git-dir=./evil --work-tree=. status",
             "escalate.git-other-repo",
         ),
-        ("git -C evil log", "escalate.git-other-repo"),
-        ("cd evil && git status", "escalate.git-other-repo"),
-        ("[[ 'a[$(id)]' -eq 0 ]]", "escalate.arithmetic"),
-        ("test -v 'a[$(id)]'", "escalate.arithmetic"),
-        ("[ -v 'a[$(id)]' ]", "escalate.arithmetic"),
-        ("printf -v 'a[$(id)]' x", "escalate.arithmetic"),
-        ("date -s 2030-01-01", "escalate.not-allowed"),
-        ("date -f /etc/passwd", "escalate.not-allowed"),
-        ("git stash clear", "escalate.git-destructive"),
-        ("echo x > .npmrc", "escalate.code-config"),
+        ("run", "git -C evil log", "escalate.git-other-repo"),
+        ("run", "cd evil && git status", "escalate.git-other-repo"),
+        ("run", "[[ 'a[$(id)]' -eq 0 ]]", "escalate.arithmetic"),
+        ("run", "test -v 'a[$(id)]'", "escalate.arithmetic"),
+        ("run", "[ -v 'a[$(id)]' ]", "escalate.arithmetic"),
+        ("run", "printf -v 'a[$(id)]' x", "escalate.arithmetic"),
+        ("run", "date -s 2030-01-01", "escalate.not-allowed"),
+        ("run", "date -f /etc/passwd", "escalate.not-allowed"),
+        ("run", "git stash clear", "escalate.git-destructive"),
+        ("run", "echo x > .npmrc", "escalate.code-config"),
+        ("edit", ".cargo/config.toml", "escalate.code-config"),
+        ("fetch", r"https://evil.com\@docs.rs/", "escalate.fetch"),
     ];
     let prompt: String = denied
         .iter()
         .chain(&escalated)
-        .map(|(c, _)| format!(" run: {c}"))
+        .map(|(verb, c, _)| format!(" {verb}: {c}"))
         .collect();
     let task = serde_json::json!({"id": "forms", "prompt": format!("audit{prompt}")});
     env.drop_task("forms.json", &task.to_string());
     // The policy answers the denied ones; each of the others waits for a person.
-    for (cmd, rule) in escalated {
+    for (_, cmd, rule) in escalated {
         wait_for(cmd, T, || {
             env.session("agent-1")
                 .and_then(|s| s.approval)
@@ -282,8 +296,10 @@ fn code_running_forms_are_refused_through_the_dialog() {
     let (state, rec) = env.wait_final("forms", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
     let output = rec.result.unwrap().output;
-    assert!(!output.contains("● ran:"), "something ran:\n{output}");
-    for (cmd, _) in denied.iter().chain(&escalated) {
+    for done in ["● ran:", "● edited:", "● fetched:"] {
+        assert!(!output.contains(done), "something ran:\n{output}");
+    }
+    for (_, cmd, _) in denied.iter().chain(&escalated) {
         assert!(
             output.contains(&format!("● denied: {cmd}")),
             "{cmd:?} not denied in:\n{output}"
@@ -292,8 +308,8 @@ fn code_running_forms_are_refused_through_the_dialog() {
     let d = decisions(&env, "forms");
     let want: Vec<(String, String, String, String)> = denied
         .iter()
-        .map(|(c, r)| (c.to_string(), "deny".into(), r.to_string(), "policy".into()))
-        .chain(escalated.iter().map(|(c, _)| {
+        .map(|(_, c, r)| (c.to_string(), "deny".into(), r.to_string(), "policy".into()))
+        .chain(escalated.iter().map(|(_, c, _)| {
             (
                 c.to_string(),
                 "deny".into(),

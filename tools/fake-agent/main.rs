@@ -62,10 +62,12 @@
 //! working, `crash` prints `fatal: crashed on purpose` after working (and after
 //! the question, if any) and exits 42, `hang` works until interrupted,
 //! `lines=<n>` adds n lines after the reply (at most 1,000,000). A malformed `sleep=`/`lines=` word
-//! is ordinary text. `run: <command>` (to the next `run:` or the end of the prompt, one or
-//! more times) asks `Allow fake-agent to run "<command>"? (y/n)` for each command in turn
-//! after working: `y` adds `● ran: <command>`, `n` adds `● denied: <command>`, and after
-//! the last one the task completes as usual. `deaf` makes Enter do nothing: the prompt
+//! is ordinary text. `run: <command>` (to the next `run:`, `fetch:` or `edit:`, or the end
+//! of the prompt, one or more times) asks `Allow fake-agent to run "<command>"? (y/n)` for
+//! each command in turn after working: `y` adds `● ran: <command>`, `n` adds
+//! `● denied: <command>`, and after the last one the task completes as usual. `fetch: <url>`
+//! and `edit: <path>` ask `Allow fake-agent to fetch "<url>"? (y/n)` and
+//! `… to edit "<path>"? …` the same way (`y` adds `● fetched: …` / `● edited: …`). `deaf` makes Enter do nothing: the prompt
 //! stays in the box (a prompt the agent provably did not take).
 //!
 //! # Exit statuses
@@ -477,6 +479,39 @@ enum HistoryLine {
     Plain(String),
 }
 
+/// Splits the `run:`, `fetch:` and `edit:` segments off a prompt: the text before the
+/// first one, and each action (verb, whitespace-normalised text) in order.
+fn split_actions(prompt: &str) -> (&str, std::collections::VecDeque<(&'static str, String)>) {
+    const MARKERS: [(&str, &str); 3] = [("run:", "run"), ("fetch:", "fetch"), ("edit:", "edit")];
+    let next = |from: usize| {
+        MARKERS
+            .iter()
+            .filter_map(|(m, verb)| prompt[from..].find(m).map(|i| (from + i, m.len(), *verb)))
+            .min_by_key(|(at, _, _)| *at)
+    };
+    let mut actions = std::collections::VecDeque::new();
+    let Some(mut at) = next(0) else {
+        return (prompt, actions);
+    };
+    let head = &prompt[..at.0];
+    loop {
+        let start = at.0 + at.1;
+        let following = next(start);
+        let end = following.map_or(prompt.len(), |f| f.0);
+        let text = prompt[start..end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !text.is_empty() {
+            actions.push_back((at.2, text));
+        }
+        match following {
+            Some(f) => at = f,
+            None => return (head, actions),
+        }
+    }
+}
+
 /// What a submitted prompt asks for, from its directives.
 struct Task {
     /// The prompt with directives removed, or `ok`.
@@ -486,19 +521,16 @@ struct Task {
     ask: bool,
     crash: bool,
     extra_lines: u64,
-    /// Commands to ask permission for, one question each (`run:` directive).
-    commands: std::collections::VecDeque<String>,
+    /// Actions to ask permission for, one question each (`run:`, `fetch:`, `edit:`
+    /// directives): the verb (`run`, `fetch` or `edit`) and what it acts on.
+    commands: std::collections::VecDeque<(&'static str, String)>,
 }
 
 impl Task {
     fn from_prompt(prompt: &str, default_work_ms: u64) -> Task {
-        // `run: <command>` segments (to the next `run:` or the end) are commands to ask for.
-        let mut segments = prompt.split("run:");
-        let prompt = segments.next().unwrap_or_default();
-        let commands: std::collections::VecDeque<String> = segments
-            .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
-            .filter(|c| !c.is_empty())
-            .collect();
+        // `run: <command>`, `fetch: <url>` and `edit: <path>` segments (to the next
+        // directive of the three or the end) are actions to ask for.
+        let (prompt, commands) = split_actions(prompt);
         let mut words = Vec::new();
         let mut work_ms = default_work_ms;
         let (mut ask, mut crash, mut hang) = (false, false, false);
@@ -726,8 +758,13 @@ impl Agent {
                     if let Mode::Asking(mut task) = std::mem::replace(&mut self.mode, Mode::Idle) {
                         match task.commands.pop_front() {
                             // A `run:` question: record the answer, ask the next one.
-                            Some(command) => {
-                                let verb = if answer == 'y' { "ran" } else { "denied" };
+                            Some((kind, command)) => {
+                                let verb = match (answer, kind) {
+                                    ('y', "fetch") => "fetched",
+                                    ('y', "edit") => "edited",
+                                    ('y', _) => "ran",
+                                    _ => "denied",
+                                };
                                 self.history
                                     .push(HistoryLine::Reply(format!("{verb}: {command}")));
                                 if task.commands.is_empty() {
@@ -899,7 +936,9 @@ impl Agent {
             }
             Mode::Asking(task) => {
                 let question = match task.commands.front() {
-                    Some(command) => format!("Allow fake-agent to run \"{command}\"? (y/n)"),
+                    Some((kind, command)) => {
+                        format!("Allow fake-agent to {kind} \"{command}\"? (y/n)")
+                    }
                     None => QUESTION.to_string(),
                 };
                 let question_rows = question
