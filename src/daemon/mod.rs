@@ -62,11 +62,16 @@ pub fn lock_path(spool: &Spool, node: &str) -> PathBuf {
     spool.dir("locks").join(format!("daemon-{node}.lock"))
 }
 
+/// How long a starting daemon waits for the daemon lock before it reports another daemon
+/// running: long enough for a `kill -9`ed predecessor to finish exiting.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
 impl DaemonLock {
-    /// Takes the lock and writes our pid into the file.
+    /// Takes the lock and writes our pid into the file, waiting up to 5 s (`LOCK_WAIT`)
+    /// for a holder to exit.
     ///
     /// # Errors
-    /// [`Error::DaemonRunning`] with the holder's pid when it is taken.
+    /// [`Error::DaemonRunning`] with the holder's pid when it is still held after that.
     pub fn acquire(spool: &Spool, node: &str) -> Result<Self> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
@@ -81,14 +86,32 @@ impl DaemonLock {
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io("opening daemon lock", &path, e))?;
-        if FileExt::try_lock_exclusive(&file).is_err() {
+        // A predecessor that was just killed may still be exiting (its descriptors, the
+        // lock among them, close late in its exit): wait a little before giving up.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut told = false;
+        while FileExt::try_lock_exclusive(&file).is_err() {
             let mut holder = String::new();
+            let _ = file.rewind();
             let _ = file.read_to_string(&mut holder);
-            return Err(Error::DaemonRunning(format!(
-                "lock {} held by pid {}",
-                path.display(),
-                holder.trim()
-            )));
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::DaemonRunning(format!(
+                    "lock {} held by pid {} for {} s",
+                    path.display(),
+                    holder.trim(),
+                    LOCK_WAIT.as_secs()
+                )));
+            }
+            if !told {
+                told = true;
+                tracing::warn!(
+                    "the daemon lock {} is held by pid {}; waiting up to {} s for it to exit",
+                    path.display(),
+                    holder.trim(),
+                    LOCK_WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = file.set_len(0);
         let _ = file.rewind();

@@ -157,3 +157,27 @@ fn errors_are_clear_and_non_zero() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 }
+
+/// A daemon started while its `kill -9`ed predecessor is still exiting (its lock not yet
+/// released) waits for the lock instead of giving up, then runs tasks.
+#[test]
+fn a_daemon_started_while_the_last_one_exits_waits_for_its_lock() {
+    use fs2::FileExt;
+    let env = Env::new(ONE_SHELL);
+    // Stand in for the exiting predecessor: hold the lock for a second.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(env.spool.join("locks/daemon-test.lock"))
+        .unwrap();
+    lock.lock_exclusive().unwrap();
+    let d = env.daemon();
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(lock);
+    env.drop_task("t.json", r#"{"id": "t", "prompt": "echo after the wait"}"#);
+    let (state, rec) = env.wait_final("t", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}\n{}", d.stderr());
+    assert!(d.stderr().contains("waiting up to 5 s"), "{}", d.stderr());
+}
