@@ -288,6 +288,8 @@ impl Daemon {
         self.next_seq += 1;
         let mut waiting_for = 0;
         let mut failed_dep = None;
+        let cycle = self.dependency_cycle(&id, &record.task.depends_on);
+        let mut unknown = Vec::new();
         for dep in &record.task.depends_on {
             match self.known_state(dep) {
                 Some(TaskState::Done) => {}
@@ -295,7 +297,10 @@ impl Daemon {
                     failed_dep = Some((dep.clone(), s));
                     break;
                 }
-                _ => {
+                state => {
+                    if state.is_none() {
+                        unknown.push(dep.clone());
+                    }
                     waiting_for += 1;
                     self.dependents
                         .entry(dep.clone())
@@ -314,9 +319,16 @@ impl Daemon {
                 "role": record.task.role,
                 "depends_on": record.task.depends_on,
                 "waiting_for": waiting_for,
+                "unknown_dependencies": unknown,
                 "attempts": record.attempts.len(),
             }),
         );
+        if !unknown.is_empty() && cycle.is_none() {
+            tracing::warn!(
+                "task {id} waits for {}, not known (yet): it runs once they are done",
+                unknown.join(", ")
+            );
+        }
         self.live.insert(
             id.clone(),
             LiveTask {
@@ -331,7 +343,15 @@ impl Daemon {
                 resources,
             },
         );
-        if let Some(error) = lock_error {
+        if let Some(cycle) = cycle {
+            // Failing it fails the tasks of the cycle that wait for it, in turn.
+            self.finish(
+                &id,
+                TaskState::Failed,
+                None,
+                Some(format!("dependency cycle: {}", cycle.join(" → "))),
+            );
+        } else if let Some(error) = lock_error {
             self.finish(
                 &id,
                 TaskState::Failed,
@@ -1024,6 +1044,34 @@ fn derived_id(name: &str, meta: &std::fs::Metadata) -> String {
 }
 
 impl Daemon {
+    /// A chain of dependencies from `id` back to itself, through `deps` and the live
+    /// tasks' own `depends_on` (`[id, a, b, id]`), if there is one: such tasks could
+    /// never run.
+    fn dependency_cycle(&self, id: &str, deps: &[String]) -> Option<Vec<String>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<Vec<String>> = deps
+            .iter()
+            .map(|d| vec![id.to_string(), d.clone()])
+            .collect();
+        while let Some(path) = stack.pop() {
+            let last = path.last().expect("paths are never empty");
+            if last == id {
+                return Some(path);
+            }
+            if !seen.insert(last.clone()) {
+                continue;
+            }
+            if let Some(t) = self.live.get(last) {
+                for d in &t.record.task.depends_on {
+                    let mut next = path.clone();
+                    next.push(d.clone());
+                    stack.push(next);
+                }
+            }
+        }
+        None
+    }
+
     /// Drops from memory the prompts of the tasks whose file is now durable (called after
     /// each batch is carried out). A task whose file did not make it to disk keeps its
     /// prompt in memory.

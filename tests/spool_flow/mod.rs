@@ -143,6 +143,63 @@ fn higher_priority_first_and_fifo_within_a_priority() {
     assert_eq!(order, ["block", "b", "d", "a", "c", "f", "e"]);
 }
 
+/// Dependencies that can never be met are said at once: a task depending on itself or
+/// closing a cycle fails naming the cycle (and the cycle's other tasks fail with it); one
+/// waiting for an unknown id says so in its `task_queued` event.
+#[test]
+fn impossible_dependencies_fail_with_the_cycle_and_unknown_ones_are_named() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.drop_task(
+        "me.json",
+        r#"{"id": "me", "prompt": "echo me", "depends_on": ["me"]}"#,
+    );
+    let (state, rec) = env.wait_final("me", T);
+    assert_eq!(state, TaskState::Failed);
+    assert_eq!(rec.error.as_deref(), Some("dependency cycle: me → me"));
+    env.drop_task(
+        "x.json",
+        r#"{"id": "x", "prompt": "echo x", "depends_on": ["y"]}"#,
+    );
+    wait_for("x queued", T, || {
+        env.events_of("task_queued")
+            .iter()
+            .any(|e| e.task_id.as_deref() == Some("x"))
+    });
+    let queued = env.events_of("task_queued");
+    let x = queued
+        .iter()
+        .find(|e| e.task_id.as_deref() == Some("x"))
+        .unwrap();
+    assert_eq!(x.data["unknown_dependencies"], serde_json::json!(["y"]));
+    env.drop_task(
+        "y.json",
+        r#"{"id": "y", "prompt": "echo y", "depends_on": ["z"]}"#,
+    );
+    // z closes the cycle: it arrives last.
+    wait_for("y queued", T, || {
+        env.events_of("task_queued")
+            .iter()
+            .any(|e| e.task_id.as_deref() == Some("y"))
+    });
+    env.drop_task(
+        "z.json",
+        r#"{"id": "z", "prompt": "echo z", "depends_on": ["x"]}"#,
+    );
+    let (state, rec) = env.wait_final("z", T);
+    assert_eq!(state, TaskState::Failed);
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("dependency cycle: z → x → y → z")
+    );
+    for (id, after) in [("y", "z"), ("x", "y")] {
+        let (state, rec) = env.wait_final(id, T);
+        assert_eq!(state, TaskState::Failed, "{id}");
+        assert_eq!(rec.error, Some(format!("dependency {after} failed")));
+        assert!(rec.attempts.is_empty(), "{id} never ran");
+    }
+}
+
 #[test]
 fn depends_on_waits_and_a_failed_dependency_fails_the_dependent() {
     let env = Env::new("[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\n\n[[session]]\nname = \"sh-2\"\nprofile = \"shell\"\n");
