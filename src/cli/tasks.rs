@@ -62,9 +62,9 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(_, r)| {
+            .map(|(s, r)| {
                 serde_json::json!({
-                    "id": r.id, "state": r.display_state(), "priority": r.task.priority(),
+                    "id": r.id, "state": r.display_state(*s), "priority": r.task.priority(),
                     "session": r.session, "attempts": r.attempts.len(),
                     "received_at": r.received_at, "finished_at": r.finished_at,
                     "prompt": r.task.prompt, "error": r.error,
@@ -100,7 +100,7 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
         };
         t.add_row([
             r.id.clone(),
-            r.display_state().to_string(),
+            r.display_state(*s).to_string(),
             r.task.priority().to_string(),
             r.session.clone().unwrap_or_default(),
             r.attempts.len().to_string(),
@@ -117,7 +117,7 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     if json {
         let mut v = serde_json::to_value(&rec)?;
         v["state"] = state.dir().into();
-        v["display_state"] = rec.display_state().into();
+        v["display_state"] = rec.display_state(state).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -463,14 +463,16 @@ impl TaskRecord {
         }
     }
 
-    /// The state to show a person: the directory state, or `waiting_lock` for a pending
-    /// task waiting for its locks.
+    /// The state to show a person, given the directory the record is in (`dir`, which is
+    /// the task's state: the record's own `state` field lags behind a claim, so a running
+    /// task's record in `active/` may still say pending): `dir`'s name, or `waiting_lock`
+    /// for a pending task waiting for its locks.
     #[must_use]
-    pub fn display_state(&self) -> &'static str {
-        if self.state == TaskState::Pending && self.waiting_lock.is_some() {
+    pub fn display_state(&self, dir: TaskState) -> &'static str {
+        if dir == TaskState::Pending && self.waiting_lock.is_some() {
             "waiting_lock"
         } else {
-            self.state.dir()
+            dir.dir()
         }
     }
 

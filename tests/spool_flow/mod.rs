@@ -238,3 +238,27 @@ fn depends_on_waits_and_a_failed_dependency_fails_the_dependent() {
     );
     assert_eq!(env.wait_final("d", T).0, TaskState::Failed);
 }
+
+/// `tasks` shows a running task as active, as `status` and `sessions` do: the directory is
+/// the state, whatever the record's own field still says.
+#[test]
+fn tasks_shows_a_running_task_as_active() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.drop_task("run.json", r#"{"id": "run", "prompt": "sleep 3"}"#);
+    wait_for("the task to run", T, || {
+        env.state_of("run") == Some(TaskState::Active)
+    });
+    let out = env.ok(&["tasks", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "run")
+        .unwrap();
+    assert_eq!(row["state"], "active", "{out}");
+    let table = env.ok(&["tasks"]);
+    let line = table.lines().find(|l| l.contains(" run ")).unwrap();
+    assert!(line.contains("active"), "{table}");
+}
