@@ -262,3 +262,35 @@ fn tasks_shows_a_running_task_as_active() {
     let line = table.lines().find(|l| l.contains(" run ")).unwrap();
     assert!(line.contains("active"), "{table}");
 }
+
+/// Stopping the daemon (SIGTERM) while a task runs is not the task's failure: it goes back
+/// to `pending/` with no attempt counted — even with `max_retries: 0` — and runs once the
+/// daemon is back.
+#[test]
+fn a_graceful_stop_returns_a_running_task_without_using_a_retry() {
+    let env = Env::new(ONE_SHELL);
+    {
+        let _d = env.daemon();
+        env.drop_task(
+            "long.json",
+            r#"{"id": "long", "prompt": "sleep 5; echo finally", "max_retries": 0}"#,
+        );
+        wait_for("the task to run", T, || {
+            env.state_of("long") == Some(TaskState::Active)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // Dropping the daemon sends SIGTERM and waits for it to exit.
+    }
+    assert_eq!(env.state_of("long"), Some(TaskState::Pending));
+    let _d = env.daemon();
+    let (state, rec) = env.wait_final("long", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    assert!(rec.result.unwrap().output.contains("finally"));
+    assert!(
+        rec.attempts
+            .iter()
+            .all(|a| a.outcome != AttemptOutcome::Failed),
+        "{:?}",
+        rec.attempts
+    );
+}
