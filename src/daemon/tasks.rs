@@ -190,28 +190,28 @@ impl Daemon {
     /// (0600, the daemon's own file) and the inbox file is removed, so no producer's
     /// inode (or mode) is kept.
     fn reject_copy(&mut self, name: &str, bytes: &[u8], errors: Vec<Violation>) {
-        let summary = crate::spool::format_violations(&errors);
-        match self
+        let result = self
             .spool
-            .reject_bytes(name, bytes, self.node(), errors.clone())
-        {
-            Ok(as_name) => {
-                tracing::warn!("rejected {name}: {summary}");
-                self.log.record(
-                    EventType::TaskRejected,
-                    None,
-                    None,
-                    json!({"file": name, "rejected_as": as_name, "errors": errors}),
-                );
-            }
-            Err(e) => tracing::error!("rejecting {name}: {e}"),
-        }
+            .reject_bytes(name, bytes, self.node(), errors.clone());
+        self.report_rejection(name, errors, result);
     }
 
+    /// Rejects an inbox file that was not read (moved as it is).
     fn reject(&mut self, name: &str, errors: Vec<Violation>) {
-        let summary = crate::spool::format_violations(&errors);
-        match self.spool.reject(name, self.node(), errors.clone()) {
+        let result = self.spool.reject(name, self.node(), errors.clone());
+        self.report_rejection(name, errors, result);
+    }
+
+    /// Logs a rejection (`task_rejected`, with the name it was filed under) or its failure.
+    fn report_rejection(
+        &mut self,
+        name: &str,
+        errors: Vec<Violation>,
+        filed: crate::error::Result<String>,
+    ) {
+        match filed {
             Ok(as_name) => {
+                let summary = crate::spool::format_violations(&errors);
                 tracing::warn!("rejected {name}: {summary}");
                 self.log.record(
                     EventType::TaskRejected,
