@@ -10,7 +10,7 @@ pub mod locks;
 pub mod log;
 pub mod policy;
 pub mod profile;
-pub mod queue;
+pub mod scheduler;
 pub mod session;
 pub mod spool;
 pub mod sql;

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::Daemon;
 use crate::log::EventType;
-use crate::session::runner::{Command, InterruptReason};
+use crate::session::runner::Command;
 use crate::spool::fsio;
 use crate::spool::task::TaskState;
 use crate::spool::ControlRequest;
@@ -78,67 +78,35 @@ impl Daemon {
     }
 
     fn cancel(&mut self, id: &str) {
-        let Some(t) = self.live.get_mut(id) else {
+        if self.sched.task(id).is_none() {
             tracing::warn!("cancel: task {id} is not pending or active here");
             return;
-        };
-        match t.state {
-            TaskState::Pending => {
-                self.finish(
-                    id,
-                    TaskState::Cancelled,
-                    None,
-                    Some("cancelled before it ran".into()),
-                );
-            }
-            TaskState::Active => {
-                t.cancel_requested = true;
-                let session = t.session.clone();
-                if let Some(h) = session
-                    .as_deref()
-                    .and_then(|s| self.sessions.get(s))
-                    .and_then(|s| s.handle.as_ref())
-                {
-                    h.send(Command::Interrupt(InterruptReason::Cancelled));
-                }
-            }
-            _ => {}
         }
+        self.decide(crate::scheduler::Input::Cancel {
+            task_id: id.to_string(),
+        });
     }
 
     fn manual_retry(&mut self, id: &str) {
         let state = self.spool.locate(id);
-        let Some(state @ (TaskState::Failed | TaskState::Cancelled)) = state else {
+        let Some(dir @ (TaskState::Failed | TaskState::Cancelled)) = state else {
             tracing::warn!("retry: task {id} is not in failed/ or cancelled/ ({state:?})");
             return;
         };
-        let from = self.spool.task_path(state, id);
-        let mut record = match self.spool.read_record(&from) {
+        let record = match self.spool.read_record(&self.spool.task_path(dir, id)) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("retry: {e}");
                 return;
             }
         };
-        let to = self.spool.task_path(TaskState::Pending, id);
-        self.batch.rename(&from, &to);
-        record.state = TaskState::Pending;
-        record.attempt_base = 0;
-        record.attempt_base = record.attempts_used();
-        record.finished_at = None;
-        record.result = None;
-        record.error = None;
-        record.not_before = None;
-        if let Err(e) = self.write_record(TaskState::Pending, &record) {
-            tracing::error!("{e}");
-        }
-        self.finals.remove(id);
-        self.log.record(
-            EventType::TaskRetried,
-            Some(id),
-            None,
-            json!({"manual": true, "from": state.dir(), "attempt": record.attempts.len()}),
-        );
-        self.track(record);
+        let resources = self.resources(&record.task);
+        let on_disk = self.deps_on_disk(&record.task.depends_on);
+        self.decide(crate::scheduler::Input::Retry {
+            dir,
+            record,
+            resources,
+            on_disk,
+        });
     }
 }

@@ -13,18 +13,19 @@
 //! whose size grows with the load.
 
 mod control;
-mod locking;
 mod sessions;
 mod tasks;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use fs2::FileExt;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -32,11 +33,11 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::{EventLog, EventType};
-use crate::queue::Queue;
+use crate::scheduler::{Input, Scheduler, Settings};
 use crate::session::runner::SessionMessage;
 use crate::spool::{fsio, Spool};
 use sessions::SessionSlot;
-use tasks::LiveTask;
+use tasks::FlockTable;
 use watch::Hint;
 
 /// How to run a daemon.
@@ -142,18 +143,12 @@ pub(crate) struct Daemon {
     spool: Spool,
     config: Config,
     log: Arc<EventLog>,
-    /// Tasks in pending/ and active/.
-    live: HashMap<String, LiveTask>,
-    /// Final states seen since start (for dependencies and duplicate checks).
-    finals: HashMap<String, crate::spool::task::TaskState>,
-    /// dependency id → tasks waiting for it.
-    dependents: HashMap<String, Vec<String>>,
-    queue: Queue,
-    /// Retry backoffs: when → task ids.
-    delayed: BTreeMap<Instant, Vec<String>>,
+    /// Every decision about tasks: their states, the queue, dependencies, retries, locks.
+    sched: Scheduler<FlockTable>,
+    /// Tasks claimed for a session, sent once their claim is durable: (session, task).
+    runs_waiting: Vec<(String, String)>,
     sessions: BTreeMap<String, SessionSlot>,
     session_tx: mpsc::UnboundedSender<SessionMessage>,
-    next_seq: u64,
     next_generation: u64,
     /// Inbox files found by a listing, not yet still for `inbox_settle_ms`: name → first seen.
     settling: HashMap<String, Instant>,
@@ -175,14 +170,8 @@ pub(crate) struct Daemon {
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
-    /// Branch and path locks (`spool/locks/`).
-    lock_table: crate::locks::LockTable,
-    /// Locks held for running tasks: task id → locks.
-    held_locks: HashMap<String, crate::locks::HeldLocks>,
-    /// Tasks parked because their locks are held elsewhere (out of the ready queue).
-    lock_waiters: Vec<String>,
-    /// When to give parked tasks another try.
-    lock_poll_at: Option<Instant>,
+    /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]).
+    intake_paused: bool,
     /// The command policy every session's auto-confirm uses.
     approvals: crate::session::approval::Approvals,
     /// Providers config, log and breakers for provider sessions.
@@ -229,19 +218,26 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),
         protected_branches: config.git.protected_branches.clone(),
     };
+    let sched = Scheduler::new(
+        Settings {
+            node: config.node.clone(),
+            retry_backoff_ms: config.daemon.retry_backoff_ms,
+            retry_backoff_max_ms: config.daemon.retry_backoff_max_ms,
+        },
+        FlockTable {
+            table: crate::locks::LockTable::new(spool_locks),
+            node: config.node.clone(),
+        },
+    );
     let mut d = Daemon {
         next_reconcile: Instant::now() + Duration::from_millis(config.daemon.reconcile_interval_ms),
         spool,
         config,
         log,
-        live: HashMap::new(),
-        finals: HashMap::new(),
-        dependents: HashMap::new(),
-        queue: Queue::default(),
-        delayed: BTreeMap::new(),
+        sched,
+        runs_waiting: Vec::new(),
         sessions: BTreeMap::new(),
         session_tx,
-        next_seq: 0,
         next_generation: 0,
         settling: HashMap::new(),
         settle_check_at: None,
@@ -253,10 +249,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         prompts_on_disk: HashSet::new(),
         config_reload_at: None,
         shutting_down: false,
-        lock_table: crate::locks::LockTable::new(spool_locks),
-        held_locks: HashMap::new(),
-        lock_waiters: Vec::new(),
-        lock_poll_at: None,
+        intake_paused: false,
         approvals,
         llm,
     };
@@ -339,15 +332,43 @@ impl Daemon {
         &self.config.node
     }
 
-    /// Carries out this pass's writes and renames (one round of `fsync`s for all).
+    /// Carries out this pass's writes and renames (one round of `fsync`s for all), then
+    /// sends the tasks whose claim is now durable to their sessions.
     fn sync_dirs(&mut self) {
-        if self.batch.is_empty() {
-            return;
+        if !self.batch.is_empty() {
+            let errors = self.batch.flush();
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            if errors.is_empty() {
+                self.decide(Input::Flushed);
+            }
+            self.drop_durable_prompts();
+            self.pause_intake_while_the_disk_refuses();
         }
-        for e in self.batch.flush() {
-            tracing::error!("{e}");
+        if !self.runs_waiting.is_empty() {
+            self.send_claimed();
         }
-        self.drop_durable_prompts();
+    }
+
+    /// While the batch keeps writes the disk refused, intake takes no new file (they wait
+    /// in the inbox); once they are through, the inbox is listed again.
+    fn pause_intake_while_the_disk_refuses(&mut self) {
+        match (self.batch.stalled(), self.intake_paused) {
+            (true, false) => {
+                self.intake_paused = true;
+                tracing::error!(
+                    "the disk refuses the spool's writes: intake paused; the writes are \
+                     tried again with backoff, nothing is lost"
+                );
+            }
+            (false, true) => {
+                self.intake_paused = false;
+                tracing::warn!("the spool's writes went through: intake resumed");
+                self.reconcile();
+            }
+            _ => {}
+        }
     }
 
     fn on_hints(&mut self, hints: Vec<Hint>) {
@@ -380,19 +401,20 @@ impl Daemon {
 
     fn next_deadline(&self) -> Instant {
         let mut next = self.next_reconcile;
-        if let Some((at, _)) = self.delayed.first_key_value() {
-            next = next.min(*at);
+        if let Some(at) = self.sched.next_deadline() {
+            let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            next = next.min(Instant::now() + wait);
         }
         if let Some(at) = self.config_reload_at {
+            next = next.min(at);
+        }
+        if let Some(at) = self.batch.retry_at() {
             next = next.min(at);
         }
         if let Some(at) = self.settle_check_at {
             next = next.min(at);
         }
         if let Some(at) = self.sessions_flush_at {
-            next = next.min(at);
-        }
-        if let Some(at) = self.lock_poll_at {
             next = next.min(at);
         }
         for slot in self.sessions.values() {
@@ -421,14 +443,12 @@ impl Daemon {
         if self.sessions_flush_at.is_some_and(|at| now >= at) {
             self.flush_session_files();
         }
-        if self.lock_poll_at.is_some_and(|at| now >= at) {
-            self.requeue_lock_waiters();
-        }
-        let due: Vec<Instant> = self.delayed.range(..=now).map(|(k, _)| *k).collect();
-        for k in due {
-            for id in self.delayed.remove(&k).unwrap_or_default() {
-                self.make_ready(&id);
-            }
+        if self
+            .sched
+            .next_deadline()
+            .is_some_and(|at| at <= Utc::now())
+        {
+            self.decide(Input::Tick);
         }
         self.restart_due_sessions(now);
     }
@@ -522,6 +542,7 @@ impl Daemon {
     async fn shutdown(&mut self, session_rx: &mut mpsc::UnboundedReceiver<SessionMessage>) {
         tracing::info!("stopping: ending sessions, returning running tasks to pending/");
         self.shutting_down = true;
+        self.decide(Input::Stopping);
         for slot in self.sessions.values_mut() {
             slot.stop();
         }

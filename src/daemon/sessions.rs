@@ -372,11 +372,11 @@ impl Daemon {
                 task_id,
                 written_at,
             } => {
-                let latency = self
-                    .live
-                    .get(&task_id)
-                    .and_then(|t| t.attempt_started_at)
-                    .map(|t| t.elapsed().as_secs_f64() * 1000.0);
+                let latency = self.assigned_at(&task_id).map(|t| {
+                    #[allow(clippy::cast_precision_loss)]
+                    let us = (Utc::now() - t).num_microseconds().unwrap_or(i64::MAX) as f64;
+                    us / 1000.0
+                });
                 self.log.record(
                     EventType::PromptSent,
                     Some(&task_id),
@@ -566,11 +566,7 @@ impl Daemon {
         );
         self.set_session_state(name, SessionState::Dead);
         if let Some(id) = task {
-            if self.shutting_down {
-                self.on_task_daemon_stopped(name, &id, delivery);
-            } else {
-                self.on_task_session_died(name, &id, status, delivery);
-            }
+            self.on_task_session_exited(name, &id, status, delivery);
         }
         if self.shutting_down {
             return;

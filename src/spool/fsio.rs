@@ -214,6 +214,10 @@ pub struct WriteBatch {
     pool: std::collections::HashMap<std::path::PathBuf, Vec<std::path::PathBuf>>,
     /// Bytes of the queued writes.
     queued_bytes: usize,
+    /// Flushes in a row that kept failed operations.
+    failures: u32,
+    /// When to try kept operations again.
+    retry_at: Option<std::time::Instant>,
 }
 
 /// Most recycled temp files kept per directory.
@@ -223,6 +227,18 @@ const POOL_LIMIT: usize = 256;
 enum BatchOp {
     Write(std::path::PathBuf, Vec<u8>),
     Rename(std::path::PathBuf, std::path::PathBuf),
+}
+
+impl BatchOp {
+    /// The file name the operation is about: operations on one name keep their order,
+    /// and none runs after one of them failed.
+    fn key(&self) -> std::ffi::OsString {
+        let path = match self {
+            Self::Write(p, _) => p,
+            Self::Rename(_, to) => to,
+        };
+        path.file_name().unwrap_or_default().to_os_string()
+    }
 }
 
 impl WriteBatch {
@@ -242,8 +258,9 @@ impl WriteBatch {
     }
 
     /// Queues the removal of `path` after the batch's writes and renames are durable (an
-    /// inbox file, once its copy is in `pending/`). Removing it is not made durable: a
-    /// crash can bring it back, and intake recognises it then.
+    /// inbox file, once its copy is in `pending/`): removals wait while any operation is
+    /// kept for another try. Removing it is not made durable: a crash can bring it back,
+    /// and intake recognises it then.
     pub fn remove_after(&mut self, path: &Path) {
         self.removals.push(path.to_path_buf());
     }
@@ -260,6 +277,15 @@ impl WriteBatch {
         self.queued_bytes
     }
 
+    /// Whether a queued write or rename (to or from) concerns `path`.
+    #[must_use]
+    pub fn holds(&self, path: &Path) -> bool {
+        self.ops.iter().any(|op| match op {
+            BatchOp::Write(p, _) => p == path,
+            BatchOp::Rename(a, b) => a == path || b == path,
+        })
+    }
+
     /// Whether nothing is queued.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -268,14 +294,24 @@ impl WriteBatch {
 
     /// Carries out the batch: every write goes to a temp file, all temp files are
     /// `fsync`ed, then writes and renames are published in queued order, then each touched
-    /// directory is `fsync`ed once. Returns the errors met (each operation is tried).
+    /// directory is `fsync`ed once, then the removals are made. Returns the errors met.
+    ///
+    /// **No rename after a failed write.** Operations are grouped by file name (a task's
+    /// `<id>.json` in every state directory). When a write or rename fails for a reason
+    /// that may pass (the disk is full, an I/O error, a permission), it and every later
+    /// operation on the same file name stay queued, in order, and are tried again by the
+    /// next flush ([`WriteBatch::stalled`] says so, [`WriteBatch::retry_at`] says when,
+    /// with a backoff from 50 ms doubling to 5 s). Removals wait until nothing is
+    /// kept. A rename whose source is gone or whose target exists is not retried: it is
+    /// reported and dropped.
     pub fn flush(&mut self) -> Vec<Error> {
         let mut errors = Vec::new();
         let ops = std::mem::take(&mut self.ops);
         self.queued_bytes = 0;
         let mut temps: Vec<Option<std::path::PathBuf>> = Vec::with_capacity(ops.len());
         let mut files = Vec::new();
-        for op in &ops {
+        let mut failed: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        for (i, op) in ops.iter().enumerate() {
             let BatchOp::Write(path, bytes) = op else {
                 temps.push(None);
                 continue;
@@ -283,30 +319,61 @@ impl WriteBatch {
             let (tmp, written) = self.temp_for(path);
             match written.and_then(|mut f| f.write_all(bytes).map(|()| f)) {
                 Ok(f) => {
-                    files.push((tmp.clone(), f));
+                    files.push((i, tmp.clone(), f));
                     temps.push(Some(tmp));
                 }
                 Err(e) => {
                     let _ = fs::remove_file(&tmp);
                     errors.push(Error::io("writing temp file", &tmp, e));
+                    failed.insert(i);
                     temps.push(None);
                 }
             }
         }
-        for (tmp, f) in &files {
+        for (i, tmp, f) in &files {
             if let Err(e) = f.sync_all() {
                 errors.push(Error::io("syncing temp file", tmp, e));
+                let _ = fs::remove_file(tmp);
+                failed.insert(*i);
             }
         }
         drop(files);
-        for (op, tmp) in ops.iter().zip(temps) {
-            let result = match (op, tmp) {
-                (BatchOp::Write(path, _), Some(tmp)) => self.publish(&tmp, path),
-                (BatchOp::Write(..), None) => Ok(()),
-                (BatchOp::Rename(from, to), _) => rename_noreplace_nosync(from, to),
+        let mut kept = Vec::new();
+        let mut blocked: std::collections::HashSet<std::ffi::OsString> =
+            std::collections::HashSet::new();
+        for (i, (op, tmp)) in ops.into_iter().zip(temps).enumerate() {
+            let key = op.key();
+            if blocked.contains(&key) {
+                if let Some(tmp) = tmp {
+                    let _ = fs::remove_file(tmp);
+                }
+                kept.push(op);
+                continue;
+            }
+            let result = match (&op, tmp) {
+                (BatchOp::Write(..), _) if failed.contains(&i) => Err(None),
+                (BatchOp::Write(path, _), Some(tmp)) => self.publish(&tmp, path).map_err(Some),
+                (BatchOp::Write(..), None) => Err(None),
+                (BatchOp::Rename(from, to), _) => rename_noreplace_nosync(from, to).map_err(Some),
             };
-            if let Err(e) = result {
-                errors.push(e);
+            match result {
+                Ok(()) => {}
+                Err(e) => {
+                    let retry = match (&op, &e) {
+                        (BatchOp::Rename(..), Some(Error::Io { source, .. })) => !matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+                        ),
+                        _ => true,
+                    };
+                    if let Some(e) = e {
+                        errors.push(e);
+                    }
+                    if retry {
+                        blocked.insert(key);
+                        kept.push(op);
+                    }
+                }
             }
         }
         for dir in std::mem::take(&mut self.dirs) {
@@ -314,14 +381,48 @@ impl WriteBatch {
                 errors.push(e);
             }
         }
-        for path in std::mem::take(&mut self.removals) {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(Error::io("removing", &path, e)),
+        if kept.is_empty() {
+            self.failures = 0;
+            self.retry_at = None;
+            for path in std::mem::take(&mut self.removals) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => errors.push(Error::io("removing", &path, e)),
+                }
+            }
+        } else {
+            let delay = 50u64.saturating_mul(1 << self.failures.min(7)).min(5000);
+            self.failures += 1;
+            self.retry_at =
+                Some(std::time::Instant::now() + std::time::Duration::from_millis(delay));
+            for op in kept {
+                match &op {
+                    BatchOp::Write(path, bytes) => {
+                        self.dirs.insert(parent(path).to_path_buf());
+                        self.queued_bytes += bytes.len();
+                    }
+                    BatchOp::Rename(from, to) => {
+                        self.dirs.insert(parent(from).to_path_buf());
+                        self.dirs.insert(parent(to).to_path_buf());
+                    }
+                }
+                self.ops.push(op);
             }
         }
         errors
+    }
+
+    /// Whether operations that failed are kept for another try: the disk refuses.
+    #[must_use]
+    pub fn stalled(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// When kept operations are tried again.
+    #[must_use]
+    pub fn retry_at(&self) -> Option<std::time::Instant> {
+        self.retry_at
     }
 
     /// A temp file for a write to `path`: a recycled one from the same directory
@@ -539,6 +640,47 @@ mod tests {
             .filter(|n| !n.starts_with('.'))
             .collect();
         assert_eq!(visible, ["sub"], "only hidden temp files stay behind");
+    }
+
+    #[test]
+    fn nothing_after_a_failed_write_of_a_file_runs_until_the_write_works() {
+        let dir = tempfile::tempdir().unwrap();
+        // a/ does not exist yet, so a/t.json cannot be written (as a full or failing disk
+        // would refuse it): its move to b/ must not happen, other files go on.
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        create_dir(&b).unwrap();
+        let inbox = dir.path().join("inbox-file");
+        fs::write(&inbox, "x").unwrap();
+        let mut batch = WriteBatch::default();
+        batch.write(&a.join("t.json"), b"record".to_vec());
+        batch.rename(&a.join("t.json"), &b.join("t.json"));
+        batch.write(&b.join("other.json"), b"other".to_vec());
+        batch.remove_after(&inbox);
+        assert!(!batch.flush().is_empty());
+        assert!(batch.stalled() && batch.retry_at().is_some());
+        assert!(
+            batch.holds(&b.join("t.json")),
+            "the move is kept behind the write"
+        );
+        assert!(!b.join("t.json").exists());
+        assert_eq!(fs::read_to_string(b.join("other.json")).unwrap(), "other");
+        assert!(inbox.exists(), "removals wait while anything is kept");
+        // The disk takes writes again: the kept operations run, in order.
+        create_dir(&a).unwrap();
+        assert!(batch.flush().is_empty());
+        assert!(!batch.stalled());
+        assert_eq!(fs::read_to_string(b.join("t.json")).unwrap(), "record");
+        assert!(!a.join("t.json").exists());
+        assert!(!inbox.exists());
+    }
+
+    #[test]
+    fn a_rename_whose_source_is_gone_is_dropped_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut batch = WriteBatch::default();
+        batch.rename(&dir.path().join("gone.json"), &dir.path().join("x.json"));
+        assert_eq!(batch.flush().len(), 1);
+        assert!(!batch.stalled() && batch.is_empty());
     }
 
     #[test]

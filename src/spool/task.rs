@@ -479,13 +479,21 @@ impl TaskRecord {
     /// Attempts that count against `max_retries`: those since the last manual retry.
     #[must_use]
     pub fn attempts_used(&self) -> u32 {
-        // An attempt stopped by the agent's usage limit never ran: it does not count.
-        let limited = self
+        // An attempt stopped by the agent's usage limit never ran, and one cut short by
+        // the daemon's own crash or stop did not fail: neither counts. (A task that keeps
+        // taking the daemon down is quarantined by a separate bound: the scheduler's
+        // `CRASH_QUARANTINE`.)
+        let not_counted = self
             .attempts
             .iter()
-            .filter(|a| a.outcome == AttemptOutcome::Limited)
+            .filter(|a| {
+                matches!(
+                    a.outcome,
+                    AttemptOutcome::Limited | AttemptOutcome::Interrupted
+                )
+            })
             .count();
-        u32::try_from(self.attempts.len() - limited)
+        u32::try_from(self.attempts.len() - not_counted)
             .unwrap_or(u32::MAX)
             .saturating_sub(self.attempt_base)
     }

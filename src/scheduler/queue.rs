@@ -96,22 +96,29 @@ impl Queue {
     /// tasks, its role's, and those for any terminal session — or, for a provider
     /// session (`llm`), those for any provider session.
     pub fn take_for(&mut self, session: &str, role: Option<&str>, llm: bool) -> Option<String> {
-        let mut targets = vec![
-            Target::Session(session.to_string()),
-            if llm { Target::Llm } else { Target::Any },
-        ];
+        let mut targets = vec![Target::Session(session.to_string())];
         if let Some(r) = role {
             targets.push(Target::Role(r.to_string()));
         }
-        let mut best: Option<(Target, Entry)> = None;
-        for t in targets {
+        targets.push(if llm { Target::Llm } else { Target::Any });
+        // Priority first; at equal priority the narrowest target (this session, then its
+        // role, then any), then FIFO. `targets` is listed narrowest first.
+        let mut best: Option<(Target, Entry, usize)> = None;
+        for (rank, t) in targets.into_iter().enumerate() {
             if let Some(e) = self.head(&t) {
-                if best.as_ref().is_none_or(|(_, b)| e > b) {
-                    best = Some((t, e.clone()));
+                let better = best.as_ref().is_none_or(|(_, b, b_rank)| {
+                    e.priority
+                        .cmp(&b.priority)
+                        .then_with(|| b_rank.cmp(&rank))
+                        .then_with(|| b.seq.cmp(&e.seq))
+                        .is_gt()
+                });
+                if better {
+                    best = Some((t, e.clone(), rank));
                 }
             }
         }
-        let (target, entry) = best?;
+        let (target, entry, _) = best?;
         self.heaps.get_mut(&target).and_then(BinaryHeap::pop);
         self.queued.remove(&entry.id);
         Some(entry.id)
@@ -146,6 +153,17 @@ mod tests {
             q.take_for("s2", Some("r"), false).as_deref(),
             Some("for-s2")
         );
+    }
+
+    #[test]
+    fn at_equal_priority_the_narrowest_target_goes_first() {
+        let mut q = Queue::default();
+        q.push(Target::Any, 5, 1, "any".into());
+        q.push(Target::Role("r".into()), 5, 2, "role".into());
+        q.push(Target::Session("s".into()), 5, 3, "mine".into());
+        q.push(Target::Any, 6, 4, "urgent".into());
+        let order: Vec<_> = std::iter::from_fn(|| q.take_for("s", Some("r"), false)).collect();
+        assert_eq!(order, ["urgent", "mine", "role", "any"]);
     }
 
     #[test]

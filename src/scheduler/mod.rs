@@ -1,0 +1,1397 @@
+//! The scheduler: every decision in a task's life, in pure code.
+//!
+//! ```text
+//!             Input (a task arrived, a session is free, an attempt ended, a control
+//!               │    request, a timer, the batch is durable, …) + the time
+//!               ▼
+//!   Scheduler::handle ──> Vec<Effect> (write a record, move a file, run a task on a
+//!                                      session, interrupt one, log an event)
+//! ```
+//! [`Scheduler::handle`] takes what happened and the time, changes the scheduler's state,
+//! and returns what the daemon must do. It does no I/O, reads no clock and starts no
+//! thread, so every transition is unit-tested (`tests.rs`) and a seeded simulation drives
+//! it through crashes and failing disks (`tests/simulation.rs`). The daemon
+//! (`crate::daemon`) is the shell: it turns watcher, session, control and timer happenings
+//! into [`Input`]s and carries out the [`Effect`]s, every file change through one group
+//! commit.
+//!
+//! The one outside thing the scheduler touches is the lock table, through the [`Locks`]
+//! trait, because whether a task's locks can be taken decides which task a session gets;
+//! the daemon's implementation takes `flock`s under `spool/locks/`, the simulation's is in
+//! memory.
+//!
+//! **This file is the only place where a task changes state.** A task's state is its
+//! [`TaskStatus`] while it is live (its file in `pending/` or `active/`); a final task
+//! leaves the scheduler (its file is in `done/`, `failed/` or `cancelled/`).
+
+pub mod queue;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::locks::{Conflict, Resource};
+use crate::log::EventType;
+use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskResult, TaskState};
+use queue::{Queue, Target};
+
+/// How often tasks waiting for a lock held outside the daemon are tried again (ms): such
+/// a holder (`architect lock acquire`, a process that died) frees it without telling us.
+pub const LOCK_POLL_MS: i64 = 50;
+
+/// An attempt cut short by the daemon's own crash does not count against the task's
+/// retries; but a task that was running at this many daemon crashes in a row may be what
+/// takes the daemon down, and is failed (quarantined) instead of being run again.
+pub const CRASH_QUARANTINE: usize = 5;
+
+/// The error recorded on an attempt cut short by a daemon crash.
+pub const DAEMON_STOPPED: &str = "the daemon stopped during the attempt";
+
+/// What the scheduler needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name (stamped into attempts).
+    pub node: String,
+    /// First retry delay after a failed attempt (ms); doubles per attempt.
+    pub retry_backoff_ms: u64,
+    /// Longest retry delay (ms).
+    pub retry_backoff_max_ms: u64,
+}
+
+/// The lock table as the scheduler sees it.
+pub trait Locks {
+    /// Proof of held locks; dropping it must not release them (the scheduler calls
+    /// [`Locks::release`]).
+    type Held;
+    /// Takes every lock in `resources` for `task` on `session`, all or nothing.
+    ///
+    /// # Errors
+    /// `Ok(Err(conflict))` when one is held elsewhere; `Err(message)` when the table
+    /// cannot be used at all (an I/O error): the task fails with it.
+    fn try_acquire(
+        &mut self,
+        task: &str,
+        session: &str,
+        resources: &[Resource],
+    ) -> Result<Result<Self::Held, Conflict>, String>;
+    /// The resources `held` covers (as requested, minus those covered by another).
+    fn held_resources(&self, held: &Self::Held) -> Vec<Resource>;
+    /// Releases held locks; returns how long they were held (ms).
+    fn release(&mut self, held: Self::Held) -> u64;
+}
+
+/// A session that may take a task now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeSession {
+    /// Session name.
+    pub name: String,
+    /// Its role, if any.
+    pub role: Option<String>,
+    /// An LLM provider session (takes `provider`/`model`/`complexity` tasks).
+    pub llm: bool,
+}
+
+/// How an attempt ended, as the session reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEnd {
+    /// The agent finished.
+    Completed(TaskResult),
+    /// The agent finished, reporting failure.
+    Failed(TaskResult, String),
+    /// The timeout passed; the program was interrupted.
+    TimedOut,
+    /// Interrupted because the task was cancelled.
+    Cancelled,
+    /// The session was not ready; nothing was typed (no attempt counted).
+    NotStarted(String),
+    /// The prompt is proven not taken; retried.
+    NotTaken(String),
+    /// The prompt may or may not have run; failed without a retry.
+    DeliveryUncertain(String),
+    /// The agent hit a usage limit (no attempt counted against retries).
+    Limited(String),
+}
+
+/// A task file found at start-up in `pending/` or `active/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The directory it is in (`Pending` or `Active`).
+    pub dir: TaskState,
+    /// Its record, validated.
+    pub record: TaskRecord,
+    /// A final directory that holds the same id too (a crash between a copy and a
+    /// removal): the final record wins.
+    pub also_final: Option<TaskState>,
+    /// The locks it needs (resolved again: the repository may have changed), or why its
+    /// `locks` are invalid now.
+    pub resources: Result<Vec<Resource>, String>,
+}
+
+/// Something that happened, for [`Scheduler::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Start-up: the task files found in `pending/` and `active/`, and the final state
+    /// on disk of every id they depend on that is not among them.
+    Recovered {
+        /// The files.
+        found: Vec<Found>,
+        /// Final states on disk of their dependencies.
+        on_disk: HashMap<String, TaskState>,
+    },
+    /// A task was accepted from the inbox (its file is queued for writing in `pending/`).
+    Arrived {
+        /// Its fresh pending record.
+        record: TaskRecord,
+        /// The locks it needs, or why its `locks` are invalid.
+        resources: Result<Vec<Resource>, String>,
+        /// Final states on disk of its dependencies the scheduler does not know.
+        on_disk: HashMap<String, TaskState>,
+    },
+    /// These sessions may take a task now (those the daemon holds idle, with no task).
+    SessionsFree(Vec<FreeSession>),
+    /// The claim of a task (`pending/` → `active/`) failed; `gone`: its file is no longer
+    /// in `pending/` (someone else took or removed it).
+    ClaimFailed {
+        /// Task id.
+        task_id: String,
+        /// Why.
+        error: String,
+        /// The file is gone.
+        gone: bool,
+    },
+    /// A session reported how an attempt ended.
+    AttemptEnded {
+        /// The session.
+        session: String,
+        /// The task.
+        task_id: String,
+        /// How.
+        end: AttemptEnd,
+    },
+    /// The program of the session running `task_id` exited.
+    SessionExited {
+        /// The session.
+        session: String,
+        /// Its task.
+        task_id: String,
+        /// Exit status, as text.
+        status: String,
+        /// The prompt may have run (Enter was pressed) and the session's profile says
+        /// a prompt must run at most once.
+        at_most_once_sent: bool,
+    },
+    /// `architect cancel`.
+    Cancel {
+        /// Task id.
+        task_id: String,
+    },
+    /// `architect retry` of a task in `failed/` or `cancelled/`: its record as read from
+    /// there, and the final states on disk of its dependencies.
+    Retry {
+        /// Where the record is.
+        dir: TaskState,
+        /// The record.
+        record: TaskRecord,
+        /// The locks it needs, or why its `locks` are invalid.
+        resources: Result<Vec<Resource>, String>,
+        /// Final states on disk of its dependencies.
+        on_disk: HashMap<String, TaskState>,
+    },
+    /// Timers: retry backoffs and the lock poll fall due at [`Scheduler::next_deadline`].
+    Tick,
+    /// Every effect returned so far is durable on disk.
+    Flushed,
+    /// The daemon is stopping: nothing new is dispatched; tasks whose sessions stop
+    /// return to `pending/` without spending an attempt.
+    Stopping,
+}
+
+/// What the daemon must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Rewrite task `record.id`'s file in `dir` (atomic replace).
+    Write {
+        /// The state directory.
+        dir: TaskState,
+        /// The whole record.
+        record: Box<TaskRecord>,
+    },
+    /// Move task `id`'s file (a no-replace rename).
+    Move {
+        /// Task id.
+        id: String,
+        /// From this state directory.
+        from: TaskState,
+        /// To this one.
+        to: TaskState,
+    },
+    /// Remove task `id`'s file from `dir`.
+    Remove {
+        /// Task id.
+        id: String,
+        /// The state directory.
+        dir: TaskState,
+    },
+    /// Hand the task to the session — only once the claim before it is durable. If the
+    /// claim failed, send [`Input::ClaimFailed`] instead.
+    Run {
+        /// The session.
+        session: String,
+        /// The task (its record: [`Scheduler::task`]).
+        task_id: String,
+        /// 1-based attempt number.
+        attempt: u32,
+    },
+    /// Interrupt the session's current task (cancel).
+    Interrupt {
+        /// The session.
+        session: String,
+        /// Its task.
+        task_id: String,
+    },
+    /// Append an event to the log.
+    Log {
+        /// Its type.
+        kind: EventType,
+        /// The task.
+        task_id: Option<String>,
+        /// The session.
+        session: Option<String>,
+        /// Its data.
+        data: serde_json::Value,
+    },
+}
+
+/// A live task's state: where it is in its life, with that state's own data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskStatus {
+    /// Waiting for these dependencies to be done.
+    WaitingForDependencies(BTreeSet<String>),
+    /// Waiting for its retry backoff to pass.
+    BackingOff {
+        /// Not before.
+        until: DateTime<Utc>,
+    },
+    /// In the ready queue.
+    Queued,
+    /// Its locks are held elsewhere.
+    WaitingForLock {
+        /// Who holds them.
+        blocked_by: Conflict,
+    },
+    /// Claimed and running on a session.
+    Running {
+        /// The session.
+        session: String,
+        /// 1-based attempt number.
+        attempt: u32,
+        /// When it was handed to the session.
+        started: DateTime<Utc>,
+        /// `architect cancel` was asked; the session was interrupted.
+        cancel_requested: bool,
+    },
+}
+
+impl TaskStatus {
+    /// The state directory a task in this status is in.
+    #[must_use]
+    pub fn dir(&self) -> TaskState {
+        match self {
+            Self::Running { .. } => TaskState::Active,
+            _ => TaskState::Pending,
+        }
+    }
+}
+
+/// A live task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Its record as it is (or is about to be) on disk. The daemon may empty
+    /// `record.task.prompt` when the prompt is long and durable in the file.
+    pub record: TaskRecord,
+    /// Its state.
+    pub status: TaskStatus,
+    /// Order of arrival (FIFO within a priority).
+    seq: u64,
+    /// The locks it must hold to run.
+    resources: Vec<Resource>,
+}
+
+/// The scheduler's state. See the module doc.
+pub struct Scheduler<L: Locks> {
+    settings: Settings,
+    locks: L,
+    /// Tasks in `pending/` and `active/`.
+    tasks: HashMap<String, Task>,
+    /// Final states reached since the last [`Input::Flushed`] (the disk does not show
+    /// them yet); cleared once durable, so it never grows past one batch.
+    finals: HashMap<String, TaskState>,
+    /// dependency id → tasks waiting for it.
+    dependents: HashMap<String, Vec<String>>,
+    queue: Queue,
+    /// Retry backoffs: when → task ids.
+    delayed: BTreeMap<DateTime<Utc>, Vec<String>>,
+    /// Tasks waiting for locks, and when to try them again.
+    lock_waiters: BTreeSet<String>,
+    lock_poll_at: Option<DateTime<Utc>>,
+    /// Locks held by running tasks.
+    held: HashMap<String, L::Held>,
+    next_seq: u64,
+    stopping: bool,
+    out: Vec<Effect>,
+}
+
+impl<L: Locks> Scheduler<L> {
+    /// A scheduler with no task.
+    pub fn new(settings: Settings, locks: L) -> Self {
+        Self {
+            settings,
+            locks,
+            tasks: HashMap::new(),
+            finals: HashMap::new(),
+            dependents: HashMap::new(),
+            queue: Queue::default(),
+            delayed: BTreeMap::new(),
+            lock_waiters: BTreeSet::new(),
+            lock_poll_at: None,
+            held: HashMap::new(),
+            next_seq: 0,
+            stopping: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// The one entry point: applies `input` at time `now` and returns what to do, in order.
+    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
+        match input {
+            Input::Recovered { found, on_disk } => self.recover(found, &on_disk, now),
+            Input::Arrived {
+                record,
+                resources,
+                on_disk,
+            } => self.track(record, resources, &on_disk, now),
+            Input::SessionsFree(free) => self.dispatch(free, now),
+            Input::ClaimFailed {
+                task_id,
+                error,
+                gone,
+            } => self.claim_failed(&task_id, &error, gone, now),
+            Input::AttemptEnded {
+                session,
+                task_id,
+                end,
+            } => self.attempt_ended(&session, &task_id, end, now),
+            Input::SessionExited {
+                session,
+                task_id,
+                status,
+                at_most_once_sent,
+            } => self.session_exited(&session, &task_id, &status, at_most_once_sent, now),
+            Input::Cancel { task_id } => self.cancel(&task_id, now),
+            Input::Retry {
+                dir,
+                record,
+                resources,
+                on_disk,
+            } => self.manual_retry(dir, record, resources, &on_disk, now),
+            Input::Tick => self.tick(now),
+            Input::Flushed => self.finals.clear(),
+            Input::Stopping => self.stopping = true,
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// When [`Input::Tick`] is next due, if ever.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let backoff = self.delayed.keys().next().copied();
+        match (backoff, self.lock_poll_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A live task.
+    #[must_use]
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// A live task, to drop or restore its prompt (which no decision reads).
+    pub fn task_mut(&mut self, id: &str) -> Option<&mut Task> {
+        self.tasks.get_mut(id)
+    }
+
+    /// Live tasks, in no order.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// Where task `id` is, as far as the scheduler knows: live, or final since the last
+    /// flush. `None`: ask the disk.
+    #[must_use]
+    pub fn state_of(&self, id: &str) -> Option<TaskState> {
+        self.tasks
+            .get(id)
+            .map(|t| t.status.dir())
+            .or_else(|| self.finals.get(id).copied())
+    }
+
+    /// Number of tasks in the ready queue.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Final states not yet known durable.
+    #[must_use]
+    pub fn finals_held(&self) -> usize {
+        self.finals.len()
+    }
+
+    /// The lock table.
+    pub fn locks(&self) -> &L {
+        &self.locks
+    }
+
+    fn log(
+        &mut self,
+        kind: EventType,
+        task_id: &str,
+        session: Option<&str>,
+        data: serde_json::Value,
+    ) {
+        self.out.push(Effect::Log {
+            kind,
+            task_id: Some(task_id.to_string()),
+            session: session.map(str::to_string),
+            data,
+        });
+    }
+
+    fn write(&mut self, dir: TaskState, record: TaskRecord) {
+        self.out.push(Effect::Write {
+            dir,
+            record: Box::new(record),
+        });
+    }
+
+    fn move_file(&mut self, id: &str, from: TaskState, to: TaskState) {
+        self.out.push(Effect::Move {
+            id: id.to_string(),
+            from,
+            to,
+        });
+    }
+
+    // ---- arrival -------------------------------------------------------------------
+
+    /// Starts tracking a pending record: logs it as queued, then queues it, or parks it
+    /// behind its dependencies or its retry backoff, or fails it when it can never run
+    /// (a dependency cycle, invalid locks, a dependency that failed).
+    fn track(
+        &mut self,
+        mut record: TaskRecord,
+        resources: Result<Vec<Resource>, String>,
+        on_disk: &HashMap<String, TaskState>,
+        now: DateTime<Utc>,
+    ) {
+        let id = record.id.clone();
+        if self.tasks.contains_key(&id) {
+            return;
+        }
+        record.state = TaskState::Pending;
+        if record.waiting_lock.take().is_some() {
+            // A wait recorded before a restart: dispatch decides afresh.
+            self.write(TaskState::Pending, record.clone());
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let cycle = self.dependency_cycle(&id, &record.task.depends_on);
+        let mut waiting = BTreeSet::new();
+        let mut unknown = Vec::new();
+        let mut failed_dep = None;
+        for dep in &record.task.depends_on {
+            let state = self
+                .state_of(dep)
+                .or_else(|| on_disk.get(dep.as_str()).copied());
+            match state {
+                Some(TaskState::Done) => {}
+                Some(s @ (TaskState::Failed | TaskState::Cancelled)) => {
+                    failed_dep.get_or_insert((dep.clone(), s));
+                }
+                state => {
+                    if state.is_none() {
+                        unknown.push(dep.clone());
+                    }
+                    waiting.insert(dep.clone());
+                }
+            }
+        }
+        self.log(
+            EventType::TaskQueued,
+            &id,
+            None,
+            json!({
+                "priority": record.task.priority(),
+                "session": record.task.session,
+                "role": record.task.role,
+                "depends_on": record.task.depends_on,
+                "waiting_for": waiting.len(),
+                "unknown_dependencies": unknown,
+                "attempts": record.attempts.len(),
+            }),
+        );
+        let (resources, lock_error) = match resources {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                record,
+                status: TaskStatus::Queued,
+                seq,
+                resources,
+            },
+        );
+        let why = if let Some(cycle) = cycle {
+            // Failing it fails the tasks of the cycle that wait for it, in turn.
+            Some(format!("dependency cycle: {}", cycle.join(" → ")))
+        } else if let Some(error) = lock_error {
+            Some(format!("invalid locks: {error}"))
+        } else {
+            failed_dep.map(|(dep, s)| format!("dependency {dep} {}", failed_how(s)))
+        };
+        if let Some(why) = why {
+            self.finish(&id, TaskState::Failed, None, Some(why), now);
+            return;
+        }
+        if waiting.is_empty() {
+            self.make_ready(&id, now);
+        } else {
+            for dep in &waiting {
+                self.dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(id.clone());
+            }
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.status = TaskStatus::WaitingForDependencies(waiting);
+            }
+        }
+    }
+
+    /// A chain of dependencies from `id` back to itself, through `deps` and the live
+    /// tasks' own `depends_on` (`[id, a, b, id]`), if there is one: such tasks could
+    /// never run.
+    fn dependency_cycle(&self, id: &str, deps: &[String]) -> Option<Vec<String>> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<Vec<String>> = deps
+            .iter()
+            .map(|d| vec![id.to_string(), d.clone()])
+            .collect();
+        while let Some(path) = stack.pop() {
+            let last = path.last().expect("paths are never empty");
+            if last == id {
+                return Some(path);
+            }
+            if !seen.insert(last.clone()) {
+                continue;
+            }
+            if let Some(t) = self.tasks.get(last) {
+                for d in &t.record.task.depends_on {
+                    let mut next = path.clone();
+                    next.push(d.clone());
+                    stack.push(next);
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts a pending task whose dependencies are met into the ready queue, or into the
+    /// retry-backoff timer when its `not_before` is still ahead.
+    fn make_ready(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        match &t.status {
+            TaskStatus::Running { .. } => return,
+            TaskStatus::WaitingForDependencies(w) if !w.is_empty() => return,
+            TaskStatus::Queued if self.queue.contains(id) => return,
+            _ => {}
+        }
+        if let Some(until) = t.record.not_before.filter(|nb| *nb > now) {
+            t.status = TaskStatus::BackingOff { until };
+            self.delayed.entry(until).or_default().push(id.to_string());
+            return;
+        }
+        t.status = TaskStatus::Queued;
+        let task = &t.record.task;
+        let llm = task.provider.is_some() || task.model.is_some() || task.complexity.is_some();
+        let target = match (&task.session, &task.role) {
+            (Some(s), _) => Target::Session(s.clone()),
+            (None, Some(r)) => Target::Role(r.clone()),
+            (None, None) if llm => Target::Llm,
+            (None, None) => Target::Any,
+        };
+        self.queue
+            .push(target, task.priority(), t.seq, id.to_string());
+    }
+
+    // ---- dispatch ------------------------------------------------------------------
+
+    /// Hands queued tasks to free sessions: for each session, in name order, the task
+    /// [`Scheduler::pick`] gives it, claimed (`pending/` → `active/`) before it is run.
+    fn dispatch(&mut self, mut free: Vec<FreeSession>, now: DateTime<Utc>) {
+        if self.stopping || self.queue.is_empty() {
+            return;
+        }
+        free.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut contended = HashMap::new();
+        for session in free {
+            if let Some(id) = self.pick(&session, &mut contended, now) {
+                self.claim(&id, &session.name, now);
+            }
+        }
+    }
+
+    /// The task `session` runs next, its locks taken; `None` when nothing it may run is
+    /// queued. The rules, in order:
+    ///
+    /// 1. **Who may run it.** A task naming a `session` runs only there; one naming a
+    ///    `role` only on a session with that role; one naming a `provider`, `model` or
+    ///    `complexity` (and no session or role) on any LLM provider session; any other on
+    ///    any terminal session.
+    /// 2. **Priority.** Higher `priority` first.
+    /// 3. **The narrowest target.** At equal priority, a task naming this session goes
+    ///    before one naming its role, which goes before one any session could take: the
+    ///    narrower task has fewer places to run, so it does not wait behind work others
+    ///    can do.
+    /// 4. **FIFO.** Then in the order the daemon received the tasks: the inbox's
+    ///    close-write events in their order; files found by a listing by their
+    ///    modification time (full resolution), then change time, then name; tasks found
+    ///    at start-up by `received_at`, then id.
+    /// 5. **Locks.** A task whose locks are held elsewhere leaves the queue (it waits,
+    ///    `waiting_lock`) and the next one is tried: it never blocks the tasks behind
+    ///    it. Waiting tasks return to the queue whenever this daemon releases a lock,
+    ///    and every [`LOCK_POLL_MS`] while any wait. A resource found held is not tried
+    ///    again in the same pass.
+    /// 6. **Which session first.** In one pass, free sessions are served in name order,
+    ///    one task each (stated so that runs replay; not an accident of map order).
+    pub fn pick(
+        &mut self,
+        session: &FreeSession,
+        contended: &mut HashMap<Resource, Conflict>,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        while let Some(id) =
+            self.queue
+                .take_for(&session.name, session.role.as_deref(), session.llm)
+        {
+            if self.take_locks(&id, &session.name, contended, now) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Takes task `id`'s locks for `session`, or parks it (returns false).
+    fn take_locks(
+        &mut self,
+        id: &str,
+        session: &str,
+        contended: &mut HashMap<Resource, Conflict>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(t) = self.tasks.get(id) else {
+            return false;
+        };
+        if t.resources.is_empty() {
+            return true;
+        }
+        let resources = t.resources.clone();
+        let known = resources.iter().find_map(|r| contended.get(r).cloned());
+        let conflict = match known {
+            Some(c) => c,
+            None => match self.locks.try_acquire(id, session, &resources) {
+                Ok(Ok(held)) => {
+                    let resources = self.locks.held_resources(&held);
+                    self.held.insert(id.to_string(), held);
+                    let waited = self.tasks.get_mut(id).and_then(|t| {
+                        t.record
+                            .waiting_lock
+                            .take()
+                            .map(|w| (now - w.since).num_milliseconds().max(0))
+                    });
+                    if waited.is_some() {
+                        // The pending record said waiting_lock: rewrite it before it
+                        // moves to active/.
+                        if let Some(r) = self.tasks.get(id).map(|t| t.record.clone()) {
+                            self.write(TaskState::Pending, r);
+                        }
+                    }
+                    self.log(
+                        EventType::LockAcquired,
+                        id,
+                        Some(session),
+                        json!({"resources": resources, "waited_ms": waited.unwrap_or(0)}),
+                    );
+                    return true;
+                }
+                Ok(Err(c)) => {
+                    contended.insert(c.resource.clone(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    self.finish(
+                        id,
+                        TaskState::Failed,
+                        None,
+                        Some(format!("could not take its locks: {e}")),
+                        now,
+                    );
+                    return false;
+                }
+            },
+        };
+        self.park(id, &resources, conflict, now);
+        false
+    }
+
+    /// A task whose locks are held elsewhere waits; its first wait is logged and recorded.
+    fn park(&mut self, id: &str, resources: &[Resource], conflict: Conflict, now: DateTime<Utc>) {
+        self.lock_waiters.insert(id.to_string());
+        self.lock_poll_at
+            .get_or_insert(now + chrono::Duration::milliseconds(LOCK_POLL_MS));
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.status = TaskStatus::WaitingForLock {
+            blocked_by: conflict.clone(),
+        };
+        if t.record.waiting_lock.is_some() {
+            return;
+        }
+        t.record.waiting_lock = Some(LockWait {
+            since: now,
+            blocked_by: conflict.clone(),
+        });
+        let record = t.record.clone();
+        self.write(TaskState::Pending, record);
+        self.log(
+            EventType::LockWaiting,
+            id,
+            None,
+            json!({"resources": resources, "blocked_by": conflict, "reason": conflict.to_string()}),
+        );
+    }
+
+    /// Claims a task for a session: the move to `active/` comes before the run, and the
+    /// daemon runs it only once the move is durable.
+    fn claim(&mut self, id: &str, session: &str, now: DateTime<Utc>) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let attempt = u32::try_from(t.record.attempts.len() + 1).unwrap_or(u32::MAX);
+        t.status = TaskStatus::Running {
+            session: session.to_string(),
+            attempt,
+            started: now,
+            cancel_requested: false,
+        };
+        self.move_file(id, TaskState::Pending, TaskState::Active);
+        self.log(
+            EventType::TaskAssigned,
+            id,
+            Some(session),
+            json!({"attempt": attempt}),
+        );
+        self.out.push(Effect::Run {
+            session: session.to_string(),
+            task_id: id.to_string(),
+            attempt,
+        });
+    }
+
+    /// The claim rename failed. When the file is gone, someone else owns the task now:
+    /// forget it. Otherwise it goes back to the queue after a backoff, no attempt counted.
+    fn claim_failed(&mut self, id: &str, error: &str, gone: bool, now: DateTime<Utc>) {
+        self.release_locks(id, now);
+        if gone {
+            if self.tasks.remove(id).is_some() {
+                self.queue.remove(id);
+                self.log(
+                    EventType::TaskFailed,
+                    id,
+                    None,
+                    json!({"error": format!("not run: its file left pending/ before it was claimed ({error})"), "claimed": false}),
+                );
+            }
+            return;
+        }
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.record.not_before = Some(
+            now + chrono::Duration::milliseconds(
+                i64::try_from(self.settings.retry_backoff_ms).unwrap_or(i64::MAX),
+            ),
+        );
+        t.status = TaskStatus::Queued;
+        self.make_ready(id, now);
+    }
+
+    // ---- the end of an attempt -----------------------------------------------------
+
+    fn running_on(&self, id: &str) -> Option<(String, bool)> {
+        match self.tasks.get(id).map(|t| &t.status) {
+            Some(TaskStatus::Running {
+                session,
+                cancel_requested,
+                ..
+            }) => Some((session.clone(), *cancel_requested)),
+            _ => None,
+        }
+    }
+
+    /// A session reported how a task's attempt ended.
+    fn attempt_ended(&mut self, session: &str, id: &str, end: AttemptEnd, now: DateTime<Utc>) {
+        let Some((running_on, cancel)) = self.running_on(id) else {
+            return;
+        };
+        if running_on != session {
+            return;
+        }
+        match end {
+            AttemptEnd::Completed(result) => {
+                self.end_attempt(id, session, AttemptOutcome::Completed, None, now);
+                self.finish(id, TaskState::Done, Some(result), None, now);
+            }
+            AttemptEnd::Failed(result, error) => {
+                self.end_attempt(
+                    id,
+                    session,
+                    AttemptOutcome::Failed,
+                    Some(error.clone()),
+                    now,
+                );
+                self.finish(id, TaskState::Failed, Some(result), Some(error), now);
+            }
+            AttemptEnd::Cancelled => self.attempt_cancelled(id, session, None, now),
+            AttemptEnd::NotStarted(_) => self.unclaim(id, now),
+            AttemptEnd::TimedOut
+            | AttemptEnd::NotTaken(_)
+            | AttemptEnd::DeliveryUncertain(_)
+            | AttemptEnd::Limited(_)
+                if cancel =>
+            {
+                self.attempt_cancelled(id, session, None, now);
+            }
+            AttemptEnd::DeliveryUncertain(why) => {
+                // Never retried by itself: the prompt may have run.
+                let outcome = AttemptOutcome::DeliveryUncertain;
+                self.end_attempt(id, session, outcome, Some(why.clone()), now);
+                self.finish(id, TaskState::Failed, None, Some(why), now);
+            }
+            AttemptEnd::Limited(message) => {
+                let why = format!("usage limit on session {session}: {message}");
+                self.attempt_failed(id, session, AttemptOutcome::Limited, why, now);
+            }
+            AttemptEnd::NotTaken(why) => {
+                self.attempt_failed(id, session, AttemptOutcome::NotTaken, why, now);
+            }
+            AttemptEnd::TimedOut => {
+                let secs = self.tasks.get(id).map_or(0, |t| t.record.task.timeout_s());
+                let error = format!("timed out after {secs} s");
+                self.attempt_failed(id, session, AttemptOutcome::TimedOut, error, now);
+            }
+        }
+    }
+
+    /// The program of the session running `id` exited: while the daemon stops, the task
+    /// goes back to `pending/` with no attempt spent (unless its prompt may have run on
+    /// an at-most-once session); otherwise the session died, which is a failed attempt.
+    fn session_exited(
+        &mut self,
+        session: &str,
+        id: &str,
+        status: &str,
+        at_most_once_sent: bool,
+        now: DateTime<Utc>,
+    ) {
+        let Some((running_on, cancel)) = self.running_on(id) else {
+            return;
+        };
+        if running_on != session {
+            return;
+        }
+        let again = format!(
+            "not sent again, so it cannot run twice (`architect retry {id}` runs it again)"
+        );
+        if self.stopping {
+            if at_most_once_sent {
+                let error = format!(
+                    "the daemon stopped while session {session} ran the task, after its \
+                     prompt was sent: {again}"
+                );
+                let outcome = AttemptOutcome::Interrupted;
+                self.end_attempt(id, session, outcome, Some(error.clone()), now);
+                self.finish(id, TaskState::Failed, None, Some(error), now);
+            } else {
+                self.unclaim(id, now);
+            }
+            return;
+        }
+        let error = format!("session {session} died during the task ({status})");
+        if cancel {
+            self.attempt_cancelled(id, session, Some(error), now);
+        } else if at_most_once_sent {
+            let error = format!("{error} after its prompt was sent: {again}");
+            let outcome = AttemptOutcome::SessionDied;
+            self.end_attempt(id, session, outcome, Some(error.clone()), now);
+            self.finish(id, TaskState::Failed, None, Some(error), now);
+        } else {
+            self.attempt_failed(id, session, AttemptOutcome::SessionDied, error, now);
+        }
+    }
+
+    /// Records the attempt that just ended in the task's record and releases its locks.
+    fn end_attempt(
+        &mut self,
+        id: &str,
+        session: &str,
+        outcome: AttemptOutcome,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        self.release_locks(id, now);
+        let node = self.settings.node.clone();
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let started = match &t.status {
+            TaskStatus::Running { started, .. } => *started,
+            _ => now,
+        };
+        let attempt = u32::try_from(t.record.attempts.len() + 1).unwrap_or(u32::MAX);
+        t.record.started_at.get_or_insert(started);
+        t.record.session = Some(session.to_string());
+        t.record.attempts.push(Attempt {
+            attempt,
+            session: session.to_string(),
+            node,
+            started_at: started,
+            finished_at: now,
+            outcome,
+            error,
+        });
+    }
+
+    fn attempt_failed(
+        &mut self,
+        id: &str,
+        session: &str,
+        outcome: AttemptOutcome,
+        error: String,
+        now: DateTime<Utc>,
+    ) {
+        self.end_attempt(id, session, outcome, Some(error.clone()), now);
+        self.retry_or_fail(id, &error, now);
+    }
+
+    fn attempt_cancelled(
+        &mut self,
+        id: &str,
+        session: &str,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        self.end_attempt(id, session, AttemptOutcome::Cancelled, error, now);
+        self.finish(
+            id,
+            TaskState::Cancelled,
+            None,
+            Some("cancelled".into()),
+            now,
+        );
+    }
+
+    /// Returns a claimed task that never started to `pending/`, no attempt counted.
+    fn unclaim(&mut self, id: &str, now: DateTime<Utc>) {
+        self.release_locks(id, now);
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if t.status.dir() == TaskState::Active {
+            self.move_file(id, TaskState::Active, TaskState::Pending);
+        }
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.status = TaskStatus::Queued;
+        }
+        self.make_ready(id, now);
+    }
+
+    /// After a failed attempt: back to `pending/` with backoff, or `failed/` when the
+    /// retry budget is spent.
+    fn retry_or_fail(&mut self, id: &str, error: &str, now: DateTime<Utc>) {
+        let Some(t) = self.tasks.get(id) else {
+            return;
+        };
+        if !t.record.may_retry() {
+            let n = t.record.attempts_used();
+            let why = format!("gave up after {n} attempt(s): {error}");
+            self.finish(id, TaskState::Failed, None, Some(why), now);
+            return;
+        }
+        let used = t.record.attempts_used();
+        let from = t.status.dir();
+        let delay_ms = backoff_ms(
+            self.settings.retry_backoff_ms,
+            used.saturating_sub(1),
+            self.settings.retry_backoff_max_ms,
+        );
+        if from == TaskState::Active {
+            // Release the claim first (a rename), then record the attempt: a crash between
+            // the two under-counts one attempt, it never loses the task.
+            self.move_file(id, TaskState::Active, TaskState::Pending);
+        }
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.status = TaskStatus::Queued;
+        t.record.state = TaskState::Pending;
+        t.record.not_before =
+            Some(now + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX)));
+        let record = t.record.clone();
+        let session = record.session.clone();
+        let attempt = record.attempts.len();
+        self.write(TaskState::Pending, record);
+        self.log(
+            EventType::TaskRetried,
+            id,
+            session.as_deref(),
+            json!({"error": error, "attempt": attempt, "retry_in_ms": delay_ms}),
+        );
+        self.make_ready(id, now);
+    }
+
+    /// Moves a live task to a final state: its record rewritten in place, then renamed
+    /// into `done/`, `failed/` or `cancelled/`; logged; its dependents released.
+    fn finish(
+        &mut self,
+        id: &str,
+        state: TaskState,
+        result: Option<TaskResult>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        self.release_locks(id, now);
+        let Some(mut t) = self.tasks.remove(id) else {
+            return;
+        };
+        self.queue.remove(id);
+        self.lock_waiters.remove(id);
+        let from = t.status.dir();
+        t.record.state = state;
+        t.record.finished_at = Some(now);
+        t.record.not_before = None;
+        t.record.waiting_lock = None;
+        t.record.result = result;
+        t.record.error.clone_from(&error);
+        let session = t.record.session.clone();
+        let attempts = t.record.attempts.len();
+        let duration_ms = t
+            .record
+            .attempts
+            .last()
+            .map(|a| (now - a.started_at).num_milliseconds());
+        let data = match state {
+            TaskState::Done => {
+                let r = t.record.result.as_ref();
+                json!({
+                    "attempts": attempts,
+                    "duration_ms": duration_ms,
+                    "exit_status": r.and_then(|r| r.exit_status),
+                    "output_bytes": r.map_or(0, |r| r.output.len()),
+                })
+            }
+            TaskState::Failed => {
+                json!({"attempts": attempts, "duration_ms": duration_ms, "error": error})
+            }
+            _ => json!({"attempts": attempts}),
+        };
+        self.write(from, t.record);
+        self.move_file(id, from, state);
+        let kind = match state {
+            TaskState::Done => EventType::TaskCompleted,
+            TaskState::Failed => EventType::TaskFailed,
+            _ => EventType::TaskCancelled,
+        };
+        self.log(kind, id, session.as_deref(), data);
+        self.finals.insert(id.to_string(), state);
+        self.release_dependents(id, state, now);
+    }
+
+    fn release_dependents(&mut self, id: &str, state: TaskState, now: DateTime<Utc>) {
+        let Some(waiting) = self.dependents.remove(id) else {
+            return;
+        };
+        for dependent in waiting {
+            if state == TaskState::Done {
+                let ready = self.tasks.get_mut(&dependent).is_some_and(|t| {
+                    if let TaskStatus::WaitingForDependencies(w) = &mut t.status {
+                        w.remove(id);
+                        w.is_empty()
+                    } else {
+                        false
+                    }
+                });
+                if ready {
+                    self.make_ready(&dependent, now);
+                }
+            } else if self.tasks.contains_key(&dependent) {
+                let why = format!("dependency {id} {}", failed_how(state));
+                self.finish(&dependent, TaskState::Failed, None, Some(why), now);
+            }
+        }
+    }
+
+    // ---- locks ---------------------------------------------------------------------
+
+    /// Releases task `id`'s locks (any attempt end), and gives waiting tasks another try.
+    fn release_locks(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(held) = self.held.remove(id) else {
+            return;
+        };
+        let resources = self.locks.held_resources(&held);
+        let held_ms = self.locks.release(held);
+        let session = self.tasks.get(id).and_then(|t| match &t.status {
+            TaskStatus::Running { session, .. } => Some(session.clone()),
+            _ => t.record.session.clone(),
+        });
+        self.log(
+            EventType::LockReleased,
+            id,
+            session.as_deref(),
+            json!({"resources": resources, "held_ms": held_ms}),
+        );
+        self.requeue_lock_waiters(now);
+    }
+
+    /// Puts every waiting task back into the ready queue (dispatch parks those still held).
+    fn requeue_lock_waiters(&mut self, now: DateTime<Utc>) {
+        self.lock_poll_at = None;
+        for id in std::mem::take(&mut self.lock_waiters) {
+            self.make_ready(&id, now);
+        }
+    }
+
+    // ---- requests and timers -------------------------------------------------------
+
+    fn cancel(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        match &mut t.status {
+            TaskStatus::Running {
+                session,
+                cancel_requested,
+                ..
+            } => {
+                if !*cancel_requested {
+                    *cancel_requested = true;
+                    let session = session.clone();
+                    self.out.push(Effect::Interrupt {
+                        session,
+                        task_id: id.to_string(),
+                    });
+                }
+            }
+            _ => {
+                let why = "cancelled before it ran".to_string();
+                self.finish(id, TaskState::Cancelled, None, Some(why), now);
+            }
+        }
+    }
+
+    /// `architect retry`: a failed or cancelled task goes back to `pending/` with a fresh
+    /// retry budget (its earlier attempts stay in the record).
+    fn manual_retry(
+        &mut self,
+        dir: TaskState,
+        mut record: TaskRecord,
+        resources: Result<Vec<Resource>, String>,
+        on_disk: &HashMap<String, TaskState>,
+        now: DateTime<Utc>,
+    ) {
+        let id = record.id.clone();
+        if self.tasks.contains_key(&id) || !matches!(dir, TaskState::Failed | TaskState::Cancelled)
+        {
+            return;
+        }
+        self.move_file(&id, dir, TaskState::Pending);
+        record.state = TaskState::Pending;
+        record.attempt_base = 0;
+        record.attempt_base = record.attempts_used();
+        record.finished_at = None;
+        record.result = None;
+        record.error = None;
+        record.not_before = None;
+        self.write(TaskState::Pending, record.clone());
+        self.finals.remove(&id);
+        self.log(
+            EventType::TaskRetried,
+            &id,
+            None,
+            json!({"manual": true, "from": dir.dir(), "attempt": record.attempts.len()}),
+        );
+        self.track(record, resources, on_disk, now);
+    }
+
+    fn tick(&mut self, now: DateTime<Utc>) {
+        if self.lock_poll_at.is_some_and(|at| now >= at) {
+            self.requeue_lock_waiters(now);
+        }
+        let due: Vec<DateTime<Utc>> = self.delayed.range(..=now).map(|(k, _)| *k).collect();
+        for k in due {
+            for id in self.delayed.remove(&k).unwrap_or_default() {
+                let backing_off = self
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| matches!(t.status, TaskStatus::BackingOff { .. }));
+                if backing_off {
+                    self.make_ready(&id, now);
+                }
+            }
+        }
+    }
+
+    // ---- start-up ------------------------------------------------------------------
+
+    /// Start-up recovery: completes interrupted moves, returns tasks left in `active/`
+    /// to `pending/` (the interrupted attempt recorded, not counted against retries,
+    /// unless the task was running at [`CRASH_QUARANTINE`] crashes in a row), and
+    /// queues `pending/` in the order the tasks were received.
+    fn recover(
+        &mut self,
+        found: Vec<Found>,
+        on_disk: &HashMap<String, TaskState>,
+        now: DateTime<Utc>,
+    ) {
+        let mut records = Vec::new();
+        for f in found {
+            let Found {
+                dir,
+                mut record,
+                also_final,
+                resources,
+            } = f;
+            let id = record.id.clone();
+            if also_final.is_some() {
+                // Its final record is published; this copy is what a crash left behind.
+                self.out.push(Effect::Remove { id, dir });
+                continue;
+            }
+            if record.state.is_final() {
+                // The record was rewritten for its final state; finish the rename.
+                self.move_file(&id, dir, record.state);
+                continue;
+            }
+            if dir == TaskState::Active {
+                record.attempts.push(Attempt {
+                    attempt: u32::try_from(record.attempts.len() + 1).unwrap_or(u32::MAX),
+                    session: record.session.clone().unwrap_or_default(),
+                    node: self.settings.node.clone(),
+                    started_at: record
+                        .attempts
+                        .last()
+                        .map_or(record.received_at, |a| a.finished_at),
+                    finished_at: now,
+                    outcome: AttemptOutcome::Interrupted,
+                    error: Some(DAEMON_STOPPED.into()),
+                });
+                record.state = TaskState::Pending;
+                self.move_file(&id, TaskState::Active, TaskState::Pending);
+                self.write(TaskState::Pending, record.clone());
+                self.out.push(Effect::Log {
+                    kind: EventType::TaskRetried,
+                    task_id: Some(id.clone()),
+                    session: record.session.clone(),
+                    data: json!({"error": DAEMON_STOPPED, "attempt": record.attempts.len(), "recovered": true}),
+                });
+            }
+            records.push((record, resources));
+        }
+        records.sort_by(|(a, _), (b, _)| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        for (r, resources) in records {
+            let crashes = r
+                .attempts
+                .iter()
+                .rev()
+                .take_while(|a| a.outcome == AttemptOutcome::Interrupted)
+                .count();
+            let give_up = if crashes >= CRASH_QUARANTINE {
+                Some(format!(
+                    "quarantined: the daemon stopped {crashes} times in a row while this task \
+                     ran, so it may be what stops the daemon; not run again by itself \
+                     (`architect retry {}` runs it again)",
+                    r.id
+                ))
+            } else if !r.may_retry() {
+                let last = r
+                    .attempts
+                    .last()
+                    .and_then(|a| a.error.clone())
+                    .unwrap_or_default();
+                Some(format!(
+                    "gave up after {} attempt(s): {last}",
+                    r.attempts_used()
+                ))
+            } else {
+                None
+            };
+            let id = r.id.clone();
+            match give_up {
+                None => self.track(r, resources, on_disk, now),
+                Some(why) => {
+                    self.tasks.insert(
+                        id.clone(),
+                        Task {
+                            record: r,
+                            status: TaskStatus::Queued,
+                            seq: 0,
+                            resources: Vec::new(),
+                        },
+                    );
+                    self.finish(&id, TaskState::Failed, None, Some(why), now);
+                }
+            }
+        }
+    }
+}
+
+/// `failed` or `was cancelled`, for a dependency in that final state.
+fn failed_how(state: TaskState) -> &'static str {
+    if state == TaskState::Failed {
+        "failed"
+    } else {
+        "was cancelled"
+    }
+}
+
+/// Exponential backoff (ms): `base_ms` × 2^`doublings`, at most `max_ms`.
+#[must_use]
+pub fn backoff_ms(base_ms: u64, doublings: u32, max_ms: u64) -> u64 {
+    base_ms
+        .saturating_mul(1u64 << doublings.min(30))
+        .min(max_ms)
+}
