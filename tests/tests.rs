@@ -7,6 +7,7 @@ mod agents;
 mod autonomy;
 mod cli;
 mod config_live;
+mod core;
 mod delivery;
 mod failures;
 mod fake_agent;

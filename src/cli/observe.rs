@@ -62,7 +62,7 @@ fn count_waiting_lock(spool: &Spool) -> usize {
 pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
     let node =
         Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
-    let daemon = DaemonLock::is_held(spool, &node);
+    let daemon = DaemonLock::is_held(spool);
     let mut counts = serde_json::Map::new();
     for d in ["inbox"]
         .into_iter()

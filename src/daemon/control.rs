@@ -1,5 +1,6 @@
-//! Requests from the CLI, read from `control/` (cancel, retry, send). Each file is
-//! applied once and removed; a bad file is logged and removed.
+//! Requests from the CLI, read from `control/` (cancel, retry, send, approve/deny). Each
+//! file is claimed (removed) before it is applied, so it is applied at most once; a file
+//! that cannot be removed is not applied, and said once; a bad file is logged and removed.
 
 use serde_json::json;
 
@@ -32,11 +33,25 @@ impl Daemon {
                 .and_then(|b| {
                     serde_json::from_slice::<ControlRequest>(&b).map_err(|e| e.to_string())
                 });
+            // Claim first, then apply: a request is applied only by the listing that
+            // removed its file, so it is applied once at most, however often it is seen.
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.unremovable_control.remove(&name),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    if self.unremovable_control.insert(name.clone()) {
+                        tracing::error!(
+                            "control request {name} cannot be removed ({e}): not applied, so \
+                             that it is never applied twice; remove it by hand and ask again"
+                        );
+                    }
+                    continue;
+                }
+            };
             match parsed {
                 Ok(req) => self.apply_control(req),
                 Err(e) => tracing::warn!("ignoring bad control request {name}: {e}"),
             }
-            let _ = std::fs::remove_file(&path);
         }
     }
 

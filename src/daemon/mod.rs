@@ -49,18 +49,29 @@ pub struct DaemonOptions {
     pub config: PathBuf,
 }
 
-/// The lock that keeps a second daemon off the same spool on the same node
-/// (`locks/daemon-<node>.lock`, an fs2 exclusive lock, close-on-exec). Released when the
-/// process exits, however it exits.
+/// The lock that keeps a second daemon off the same spool directory, whatever its node
+/// name (`locks/daemon.lock`, an fs2 exclusive lock, close-on-exec): two daemons on one
+/// spool would both claim its tasks. Released when the process exits, however it exits.
+/// (Nodes that share a spool through a syncer are the multi-node design's business.)
 #[derive(Debug)]
 pub struct DaemonLock {
     _file: File,
 }
 
-/// Path of the daemon lock file for `node`.
+/// Path of the daemon lock file.
 #[must_use]
-pub fn lock_path(spool: &Spool, node: &str) -> PathBuf {
-    spool.dir("locks").join(format!("daemon-{node}.lock"))
+pub fn lock_path(spool: &Spool) -> PathBuf {
+    spool.dir("locks").join("daemon.lock")
+}
+
+/// `pid 123 (node n1)` from the lock file's `123 n1`.
+fn describe_holder(content: &str) -> String {
+    let mut parts = content.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(pid), Some(node)) => format!("pid {pid} (node {node})"),
+        (Some(pid), None) => format!("pid {pid}"),
+        _ => "a process that has not written its pid yet".into(),
+    }
 }
 
 /// How long a starting daemon waits for the daemon lock before it reports another daemon
@@ -76,7 +87,7 @@ impl DaemonLock {
     pub fn acquire(spool: &Spool, node: &str) -> Result<Self> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        let path = lock_path(spool, node);
+        let path = lock_path(spool);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -97,18 +108,18 @@ impl DaemonLock {
             let _ = file.read_to_string(&mut holder);
             if std::time::Instant::now() >= deadline {
                 return Err(Error::DaemonRunning(format!(
-                    "lock {} held by pid {} for {} s",
+                    "lock {} held by {} for {} s (one daemon per spool directory)",
                     path.display(),
-                    holder.trim(),
+                    describe_holder(&holder),
                     LOCK_WAIT.as_secs()
                 )));
             }
             if !told {
                 told = true;
                 tracing::warn!(
-                    "the daemon lock {} is held by pid {}; waiting up to {} s for it to exit",
+                    "the daemon lock {} is held by {}; waiting up to {} s for it to exit",
                     path.display(),
-                    holder.trim(),
+                    describe_holder(&holder),
                     LOCK_WAIT.as_secs()
                 );
             }
@@ -116,14 +127,15 @@ impl DaemonLock {
         }
         let _ = file.set_len(0);
         let _ = file.rewind();
-        let _ = write!(file, "{}", std::process::id());
+        let _ = write!(file, "{} {node}", std::process::id());
         Ok(Self { _file: file })
     }
 
-    /// Whether some process holds the daemon lock (used by the CLI's `status`).
+    /// Whether some process holds the daemon lock: its `pid node` (used by the CLI's
+    /// `status`).
     #[must_use]
-    pub fn is_held(spool: &Spool, node: &str) -> Option<String> {
-        let path = lock_path(spool, node);
+    pub fn is_held(spool: &Spool) -> Option<String> {
+        let path = lock_path(spool);
         let file = File::open(&path).ok()?;
         if FileExt::try_lock_shared(&file).is_ok() {
             let _ = FileExt::unlock(&file);
@@ -170,6 +182,8 @@ pub(crate) struct Daemon {
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
+    /// Control files that could not be removed (so not applied), said once each.
+    unremovable_control: HashSet<String>,
     /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]).
     intake_paused: bool,
     /// The command policy every session's auto-confirm uses.
@@ -250,6 +264,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         config_reload_at: None,
         shutting_down: false,
         intake_paused: false,
+        unremovable_control: HashSet::new(),
         approvals,
         llm,
     };
@@ -511,9 +526,12 @@ impl Daemon {
     }
 
     /// Ingests settling files whose mtime is older than `inbox_settle_ms`.
-    /// Files are taken oldest first (mtime, then name), so tasks found by a listing keep
-    /// the order they were written in.
+    /// Files are taken in the order of the best evidence of their arrival: modification
+    /// time (full resolution), then change time, then name — so tasks found by a listing
+    /// keep the order they were written in even when their mtimes are equal (a producer
+    /// that sets mtimes, or writes within one clock tick).
     fn check_settling(&mut self) {
+        use std::os::unix::fs::MetadataExt;
         let settle = Duration::from_millis(self.config.daemon.inbox_settle_ms);
         let inbox = self.spool.inbox();
         let mut ready = Vec::new();
@@ -526,11 +544,12 @@ impl Daemon {
             let mtime = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
             if mtime.elapsed().map_or(true, |age| age >= settle) {
                 self.settling.remove(&name);
-                ready.push((mtime, name));
+                let ctime = (meta.ctime(), meta.ctime_nsec());
+                ready.push((mtime, ctime, name));
             }
         }
         ready.sort();
-        for (_, name) in ready {
+        for (_, _, name) in ready {
             self.ingest(&name);
         }
         self.settle_check_at = (!self.settling.is_empty()).then(|| {

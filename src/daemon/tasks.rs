@@ -560,17 +560,34 @@ impl Daemon {
         Ok(())
     }
 
-    /// Reads a record (or a task as submitted) from a state directory; a file that is
-    /// neither is left for a person to inspect.
-    fn read_task_file(&self, path: &std::path::Path) -> Option<TaskRecord> {
-        match self.spool.read_record(path) {
+    /// Reads a record (or a task as submitted) from a state directory, validated against
+    /// the schemas. A file that breaks them goes to `rejected/` with the reason (it
+    /// never reaches a session); one that cannot be read is left for a person.
+    fn read_task_file(&mut self, path: &std::path::Path) -> Option<TaskRecord> {
+        match self.spool.read_record_checked(path) {
             Ok(mut r) => {
                 if r.node.is_empty() {
                     r.node = self.node().to_string();
                 }
                 Some(r)
             }
-            Err(e) => {
+            Err(Ok(errors)) => {
+                // `pending/<id>.json`: where it was, without the spool's own path.
+                let shown = path
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<std::path::PathBuf>()
+                    .display()
+                    .to_string();
+                let filed = self.spool.reject_file(path, self.node(), errors.clone());
+                self.report_rejection(&shown, errors, filed);
+                None
+            }
+            Err(Err(e)) => {
                 tracing::error!("{e}; leaving it for a person to inspect");
                 None
             }

@@ -225,12 +225,41 @@ impl Spool {
             Ok(r) => return Ok(r),
             Err(e) => e,
         };
-        let Ok(mut spec) = serde_json::from_slice::<TaskSpec>(&bytes) else {
+        let Ok(spec) = serde_json::from_slice::<TaskSpec>(&bytes) else {
             return Err(Error::json(
                 format!("parsing task record {}", path.display()),
                 record_err,
             ));
         };
+        Ok(Self::record_of_spec(path, spec))
+    }
+
+    /// [`Spool::read_record`], validated against the schemas: the record against
+    /// `schemas/task-record.schema.json`, a task as submitted against
+    /// `schemas/task.schema.json`. What the daemon reads back at start-up is checked as
+    /// strictly as what intake took in (an out-of-range field never reaches a session).
+    ///
+    /// # Errors
+    /// `Err(Ok(violations))` for a file that breaks the schemas; `Err(Err(e))` when it
+    /// cannot be read.
+    pub fn read_record_checked(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<TaskRecord, std::result::Result<Vec<Violation>, Error>> {
+        let bytes = fs::read(path).map_err(|e| Err(Error::io("reading task record", path, e)))?;
+        let looks_like_record = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .is_ok_and(|v| v.get("format").is_some() && v.get("task").is_some());
+        if looks_like_record {
+            return task::parse_record(&bytes).map_err(Ok);
+        }
+        task::parse_task(&bytes)
+            .map(|spec| Self::record_of_spec(path, spec))
+            .map_err(Ok)
+    }
+
+    /// A task as submitted, found in a state directory, as a record with no attempts,
+    /// received at the file's mtime.
+    fn record_of_spec(path: &Path, mut spec: TaskSpec) -> TaskRecord {
         let name = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -239,7 +268,7 @@ impl Spool {
         let received_at = fs::metadata(path)
             .and_then(|m| m.modified())
             .map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
-        Ok(TaskRecord::new(id, spec, String::new(), name, received_at))
+        TaskRecord::new(id, spec, String::new(), name, received_at)
     }
 
     /// Finds and reads task `id`, with the state its directory says.
@@ -300,7 +329,20 @@ impl Spool {
     /// # Errors
     /// [`Error::Io`] when the move or the report write fails.
     pub fn reject(&self, name: &str, node: &str, errors: Vec<Violation>) -> Result<String> {
-        let from = self.inbox().join(name);
+        self.reject_file(&self.inbox().join(name), node, errors)
+    }
+
+    /// Moves a bad spool file (`from`: in the inbox, or a record in a state directory
+    /// that fails validation) into `rejected/` untouched, with `<name>.error.json`
+    /// beside it. Returns the name it got in `rejected/`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the move or the report write fails.
+    pub fn reject_file(&self, from: &Path, node: &str, errors: Vec<Violation>) -> Result<String> {
+        let name = from
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = name.as_str();
         let rejected = self.dir("rejected");
         let mut as_name = name.to_string();
         if rejected.join(&as_name).symlink_metadata().is_ok() {

@@ -124,6 +124,50 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
+const RECORD_SCHEMA: &str = include_str!("../../schemas/task-record.schema.json");
+
+fn record_validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let task: serde_json::Value =
+            serde_json::from_str(TASK_SCHEMA).expect("schemas/task.schema.json is valid JSON");
+        let record: serde_json::Value = serde_json::from_str(RECORD_SCHEMA)
+            .expect("schemas/task-record.schema.json is valid JSON");
+        jsonschema::options()
+            .with_resource(
+                "https://architect.dev/schemas/task.schema.json",
+                jsonschema::Resource::from_contents(task).expect("the task schema is a resource"),
+            )
+            .build(&record)
+            .expect("schemas/task-record.schema.json is a valid schema")
+    })
+}
+
+/// Parses and validates a task record's bytes (a file in a state directory) against
+/// `schemas/task-record.schema.json`, which includes the task schema: what the daemon
+/// reads back at start-up is checked as strictly as what it took in.
+///
+/// # Errors
+/// The violations, as [`parse_task`] gives them (never quoting a value).
+pub fn parse_record(bytes: &[u8]) -> Result<TaskRecord, Vec<Violation>> {
+    let whole = |message: String| {
+        vec![Violation {
+            path: String::new(),
+            message,
+        }]
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| whole(format!("invalid JSON: {e}")))?;
+    let errors: Vec<Violation> = record_validator()
+        .iter_errors(&value)
+        .flat_map(|e| schema_violations(&e))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    serde_json::from_value(value).map_err(|e| whole(struct_mismatch(&e)))
+}
+
 /// Parses and validates a task file's bytes.
 ///
 /// # Errors

@@ -170,7 +170,7 @@ fn a_daemon_started_while_the_last_one_exits_waits_for_its_lock() {
         .write(true)
         .create(true)
         .truncate(false)
-        .open(env.spool.join("locks/daemon-test.lock"))
+        .open(env.spool.join("locks/daemon.lock"))
         .unwrap();
     lock.lock_exclusive().unwrap();
     let d = env.daemon();

@@ -106,7 +106,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 impl Env {
     /// A spool and a config with `sessions` as `sessions.toml` and fast timings.
     pub fn new(sessions: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::at(tempfile::tempdir().unwrap(), sessions)
+    }
+
+    /// [`Env::new`] in `dir` (whose `spool/` may be a mount point already).
+    pub fn at(dir: tempfile::TempDir, sessions: &str) -> Self {
         let spool = dir.path().join("spool");
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
