@@ -508,21 +508,19 @@ impl Daemon {
                  task file names must be UTF-8"
             ),
         }];
-        match self
-            .spool
-            .reject_raw(raw, &safe, self.node(), errors.clone())
-        {
-            Ok(()) => {
-                tracing::warn!("rejected an inbox file whose name is not UTF-8 as {safe}");
-                self.log.record(
-                    EventType::TaskRejected,
-                    None,
-                    None,
-                    json!({"file": shown, "rejected_as": safe, "errors": errors}),
-                );
-            }
-            Err(e) => tracing::error!("rejecting {shown:?}: {e}"),
+        let from = self.spool.inbox().join(raw);
+        if self.batch.holds(&from) {
+            return; // its rejection is in flight
         }
+        let filed = self.spool.reject_file(
+            &mut self.batch,
+            &from,
+            &shown,
+            Some(&safe),
+            &self.config.node,
+            errors.clone(),
+        );
+        self.report_rejection(&shown, errors, filed);
     }
 
     /// Ingests settling files whose mtime is older than `inbox_settle_ms`.

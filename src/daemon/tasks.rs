@@ -62,6 +62,9 @@ impl Daemon {
             InboxName::Task => {}
         }
         let path = self.spool.inbox().join(name);
+        if self.batch.holds(&path) {
+            return; // taken in or rejected already; its file goes with this pass's batch
+        }
         let (bytes, meta) = match fsio::read_regular_meta(&path, MAX_TASK_BYTES) {
             Ok(b) => b,
             Err(ReadRefusal::Gone) => return,
@@ -173,20 +176,32 @@ impl Daemon {
     /// (0600, the daemon's own file) and the inbox file is removed, so no producer's
     /// inode (or mode) is kept.
     fn reject_copy(&mut self, name: &str, bytes: &[u8], errors: Vec<Violation>) {
-        let result = self
-            .spool
-            .reject_bytes(name, bytes, self.node(), errors.clone());
+        let result = self.spool.reject_bytes(
+            &mut self.batch,
+            name,
+            bytes,
+            &self.config.node,
+            errors.clone(),
+        );
         self.report_rejection(name, errors, result);
     }
 
-    /// Rejects an inbox file that was not read (moved as it is).
+    /// Rejects an inbox file that was not read (moved as it is, with the batch).
     fn reject(&mut self, name: &str, errors: Vec<Violation>) {
-        let result = self.spool.reject(name, self.node(), errors.clone());
+        let from = self.spool.inbox().join(name);
+        let result = self.spool.reject_file(
+            &mut self.batch,
+            &from,
+            name,
+            None,
+            &self.config.node,
+            errors.clone(),
+        );
         self.report_rejection(name, errors, result);
     }
 
     /// Logs a rejection (`task_rejected`, with the name it was filed under) or its failure.
-    fn report_rejection(
+    pub(super) fn report_rejection(
         &mut self,
         name: &str,
         errors: Vec<Violation>,
@@ -583,7 +598,14 @@ impl Daemon {
                     .collect::<std::path::PathBuf>()
                     .display()
                     .to_string();
-                let filed = self.spool.reject_file(path, self.node(), errors.clone());
+                let filed = self.spool.reject_file(
+                    &mut self.batch,
+                    path,
+                    &shown,
+                    None,
+                    &self.config.node,
+                    errors.clone(),
+                );
                 self.report_rejection(&shown, errors, filed);
                 None
             }

@@ -214,6 +214,8 @@ pub struct WriteBatch {
     pool: std::collections::HashMap<std::path::PathBuf, Vec<std::path::PathBuf>>,
     /// Bytes of the queued writes.
     queued_bytes: usize,
+    /// Every path a queued operation or removal names (for [`WriteBatch::holds`]).
+    touched: std::collections::HashSet<std::path::PathBuf>,
     /// Flushes in a row that kept failed operations.
     failures: u32,
     /// When to try kept operations again.
@@ -244,6 +246,7 @@ impl BatchOp {
 impl WriteBatch {
     /// Queues an atomic, durable write of `bytes` to `path`.
     pub fn write(&mut self, path: &Path, bytes: Vec<u8>) {
+        self.touched.insert(path.to_path_buf());
         self.dirs.insert(parent(path).to_path_buf());
         self.queued_bytes += bytes.len();
         self.ops.push(BatchOp::Write(path.to_path_buf(), bytes));
@@ -251,6 +254,8 @@ impl WriteBatch {
 
     /// Queues a no-replace rename (see [`rename_noreplace`]).
     pub fn rename(&mut self, from: &Path, to: &Path) {
+        self.touched.insert(from.to_path_buf());
+        self.touched.insert(to.to_path_buf());
         self.dirs.insert(parent(from).to_path_buf());
         self.dirs.insert(parent(to).to_path_buf());
         self.ops
@@ -262,6 +267,7 @@ impl WriteBatch {
     /// kept for another try. Removing it is not made durable: a crash can bring it back,
     /// and intake recognises it then.
     pub fn remove_after(&mut self, path: &Path) {
+        self.touched.insert(path.to_path_buf());
         self.removals.push(path.to_path_buf());
     }
 
@@ -277,13 +283,11 @@ impl WriteBatch {
         self.queued_bytes
     }
 
-    /// Whether a queued write or rename (to or from) concerns `path`.
+    /// Whether a queued write, rename (to or from) or removal names `path`: it is in
+    /// flight, and what the disk shows of it now is about to change.
     #[must_use]
     pub fn holds(&self, path: &Path) -> bool {
-        self.ops.iter().any(|op| match op {
-            BatchOp::Write(p, _) => p == path,
-            BatchOp::Rename(a, b) => a == path || b == path,
-        })
+        self.touched.contains(path)
     }
 
     /// Whether nothing is queued.
@@ -381,6 +385,7 @@ impl WriteBatch {
                 errors.push(e);
             }
         }
+        self.touched.clear();
         if kept.is_empty() {
             self.failures = 0;
             self.retry_at = None;
@@ -396,13 +401,17 @@ impl WriteBatch {
             self.failures += 1;
             self.retry_at =
                 Some(std::time::Instant::now() + std::time::Duration::from_millis(delay));
+            self.touched.extend(self.removals.iter().cloned());
             for op in kept {
                 match &op {
                     BatchOp::Write(path, bytes) => {
+                        self.touched.insert(path.clone());
                         self.dirs.insert(parent(path).to_path_buf());
                         self.queued_bytes += bytes.len();
                     }
                     BatchOp::Rename(from, to) => {
+                        self.touched.insert(from.clone());
+                        self.touched.insert(to.clone());
                         self.dirs.insert(parent(from).to_path_buf());
                         self.dirs.insert(parent(to).to_path_buf());
                     }

@@ -323,85 +323,77 @@ impl Spool {
         Ok(out)
     }
 
-    /// Moves a bad inbox file into `rejected/` untouched and writes `<name>.error.json`
-    /// beside it. Returns the name it got in `rejected/` (a ULID is added on a clash).
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the move or the report write fails.
-    pub fn reject(&self, name: &str, node: &str, errors: Vec<Violation>) -> Result<String> {
-        self.reject_file(&self.inbox().join(name), node, errors)
+    /// The name a rejected file gets in `rejected/`: its own, or with a ULID in front
+    /// when that is taken (on disk, or by a rejection in flight in `batch`).
+    fn rejected_name(&self, name: &str, batch: &fsio::WriteBatch) -> String {
+        let rejected = self.dir("rejected");
+        let taken = |n: &str| {
+            let p = rejected.join(n);
+            p.symlink_metadata().is_ok() || batch.holds(&p)
+        };
+        if taken(name) {
+            format!("{}.{}", ulid::Ulid::new(), name)
+        } else {
+            name.to_string()
+        }
     }
 
-    /// Moves a bad spool file (`from`: in the inbox, or a record in a state directory
-    /// that fails validation) into `rejected/` untouched, with `<name>.error.json`
-    /// beside it. Returns the name it got in `rejected/`.
+    /// Rejects a bad spool file (`from`: an inbox file that was not read, or a record in
+    /// a state directory that fails validation): queues its move into `rejected/`
+    /// untouched, and `<name>.error.json` beside it, into `batch` (carried out with the
+    /// daemon's group commit). `shown` is the name the report gives it; `as_name`, the
+    /// name it gets in `rejected/` (default: its own, with a ULID in front on a clash),
+    /// which is returned.
     ///
     /// # Errors
-    /// [`Error::Io`] when the move or the report write fails.
-    pub fn reject_file(&self, from: &Path, node: &str, errors: Vec<Violation>) -> Result<String> {
+    /// [`Error::Json`] when the report cannot be serialised.
+    pub fn reject_file(
+        &self,
+        batch: &mut fsio::WriteBatch,
+        from: &Path,
+        shown: &str,
+        as_name: Option<&str>,
+        node: &str,
+        errors: Vec<Violation>,
+    ) -> Result<String> {
         let name = from
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let name = name.as_str();
-        let rejected = self.dir("rejected");
-        let mut as_name = name.to_string();
-        if rejected.join(&as_name).symlink_metadata().is_ok() {
-            as_name = format!("{}.{}", ulid::Ulid::new(), name);
-        }
-        fsio::rename_noreplace(&from, &rejected.join(&as_name))?;
-        self.write_rejection(name, &as_name, node, errors)?;
+        let as_name = match as_name {
+            Some(n) => n.to_string(),
+            None => self.rejected_name(&name, batch),
+        };
+        batch.rename(from, &self.dir("rejected").join(&as_name));
+        self.write_rejection(batch, shown, &as_name, node, errors)?;
         Ok(as_name)
     }
 
-    /// Rejects inbox file `name` whose `bytes` were read: a copy of them goes to
+    /// Rejects inbox file `name` whose `bytes` were read: queues a copy of them into
     /// `rejected/` (a new file, 0600: the producer's inode, and its mode, are never kept),
-    /// with `<name>.error.json` beside it, and the inbox file is removed. Returns the name
-    /// it was filed under.
+    /// with `<name>.error.json` beside it, and the inbox file's removal once they are
+    /// durable. Returns the name it was filed under.
     ///
     /// # Errors
-    /// [`Error::Io`] when `rejected/` cannot be written (the inbox file is then kept).
+    /// [`Error::Json`] when the report cannot be serialised.
     pub fn reject_bytes(
         &self,
+        batch: &mut fsio::WriteBatch,
         name: &str,
         bytes: &[u8],
         node: &str,
         errors: Vec<Violation>,
     ) -> Result<String> {
-        let rejected = self.dir("rejected");
-        let mut as_name = name.to_string();
-        if rejected.join(&as_name).symlink_metadata().is_ok() {
-            as_name = format!("{}.{}", ulid::Ulid::new(), name);
-        }
-        fsio::write_atomic(&rejected.join(&as_name), bytes)?;
-        self.write_rejection(name, &as_name, node, errors)?;
-        let from = self.inbox().join(name);
-        match std::fs::remove_file(&from) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("removing", &from, e)),
-        }
+        let as_name = self.rejected_name(name, batch);
+        batch.write(&self.dir("rejected").join(&as_name), bytes.to_vec());
+        self.write_rejection(batch, name, &as_name, node, errors)?;
+        batch.remove_after(&self.inbox().join(name));
         Ok(as_name)
     }
 
-    /// Rejects an inbox file by its raw (not UTF-8) name: moved to `rejected/<as_name>`
-    /// untouched, with `<as_name>.error.json`.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the rename or the report fails.
-    pub fn reject_raw(
-        &self,
-        raw: &std::ffi::OsStr,
-        as_name: &str,
-        node: &str,
-        errors: Vec<Violation>,
-    ) -> Result<()> {
-        let from = self.inbox().join(raw);
-        fsio::rename_noreplace(&from, &self.dir("rejected").join(as_name))?;
-        self.write_rejection(&raw.to_string_lossy(), as_name, node, errors)
-    }
-
+    /// Queues the rejection report `rejected/<as_name>.error.json`.
     fn write_rejection(
         &self,
+        batch: &mut fsio::WriteBatch,
         name: &str,
         as_name: &str,
         node: &str,
@@ -415,10 +407,11 @@ impl Spool {
             errors,
         };
         let bytes = serde_json::to_vec_pretty(&report).map_err(|e| Error::json("rejection", e))?;
-        fsio::write_atomic(
+        batch.write(
             &self.dir("rejected").join(format!("{as_name}.error.json")),
-            &bytes,
-        )
+            bytes,
+        );
+        Ok(())
     }
 
     /// Writes a control request for the daemon into `control/`.

@@ -53,16 +53,32 @@ fn a_second_daemon_on_the_same_spool_is_refused_whatever_its_node_name() {
         FAST.replace("name = \"test\"", "name = \"other-node\""),
     )
     .unwrap();
-    let second = Command::new(crate::helper::BIN)
+    let log = env.dir.path().join("second.log");
+    let mut second = Command::new(crate::helper::BIN)
         .arg("--spool")
         .arg(&env.spool)
         .arg("--config")
         .arg(&other)
         .arg("daemon")
-        .output()
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!second.status.success());
-    let err = String::from_utf8_lossy(&second.stderr);
+    // It waits up to 5 s for the lock, then must give up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    let status = status.unwrap_or_else(|| panic!("a second daemon runs on the spool: {err}"));
+    assert!(!status.success());
     assert!(
         err.contains("already running") && err.contains("node test"),
         "{err}"
@@ -160,7 +176,9 @@ fn a_full_disk_never_moves_a_task_without_its_record_and_loses_nothing() {
         "f1.json",
         r#"{"id": "f1", "prompt": "sleep 2; echo the-result"}"#,
     );
-    wait_for("f1 running", T, || env.state_of("f1") == Some(TaskState::Active));
+    wait_for("f1 running", T, || {
+        env.state_of("f1") == Some(TaskState::Active)
+    });
     let filler = disk.fill();
     std::thread::sleep(Duration::from_millis(3000));
     assert_ne!(
@@ -209,7 +227,9 @@ fn a_control_request_that_cannot_be_removed_is_never_applied_twice() {
     std::fs::remove_file(&request).unwrap();
     // A request that can be removed is applied, once.
     env.ok(&["send", "sh-1", "echo hello"]);
-    wait_for("the text typed", T, || env.events_of("text_sent").len() == 1);
+    wait_for("the text typed", T, || {
+        env.events_of("text_sent").len() == 1
+    });
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(env.events_of("text_sent").len(), 1);
 }
@@ -247,9 +267,7 @@ fn a_record_that_breaks_the_schema_at_start_up_goes_to_rejected() {
     assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
     let rejected = env.events_of("task_rejected");
     assert!(
-        rejected
-            .iter()
-            .any(|e| e.data["file"] == "active/bad.json"),
+        rejected.iter().any(|e| e.data["file"] == "active/bad.json"),
         "{rejected:?}"
     );
 }
