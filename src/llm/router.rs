@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 
 use super::breaker::{Breaker, Permit};
 use super::budget::{Ledger, Refusal};
 use super::client::{self, CallError};
 use super::{Complexity, ProvidersFile, Usage};
-use crate::log::{EventLog, EventType};
+use crate::log::{event, EventLog};
 
 /// One request.
 #[derive(Debug, Clone)]
@@ -177,12 +176,16 @@ impl Router<'_> {
                         } = &refusal
                         {
                             self.log.record(
-                                EventType::BudgetExceeded,
                                 req.task_id,
                                 None,
-                                json!({"provider": name, "budget": which, "limit_usd": limit,
-                                       "spent_usd": spent, "reserved_usd": reserved,
-                                       "estimate_usd": estimate}),
+                                event::BudgetExceeded {
+                                    provider: name.clone(),
+                                    budget: (*which).to_string(),
+                                    limit_usd: *limit,
+                                    spent_usd: *spent,
+                                    reserved_usd: *reserved,
+                                    estimate_usd: *estimate,
+                                },
                             );
                         }
                         failures.push((name.clone(), refusal.to_string()));
@@ -323,26 +326,37 @@ impl Router<'_> {
         error: Option<&str>,
     ) {
         self.log.record(
-            EventType::LlmCall,
             task,
             None,
-            json!({
-                "provider": provider, "model": model, "status": status, "attempt": attempt,
-                "latency_ms": latency_ms, "input_tokens": u.input, "output_tokens": u.output,
-                "cache_read_tokens": u.cache_read, "cache_write_tokens": u.cache_write,
-                "reasoning_tokens": u.reasoning, "cost_usd": cost, "ok": error.is_none(),
-                "error": error,
-            }),
+            event::LlmCall {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                status,
+                attempt,
+                latency_ms,
+                input_tokens: u.input,
+                output_tokens: u.output,
+                cache_read_tokens: u.cache_read,
+                cache_write_tokens: u.cache_write,
+                reasoning_tokens: u.reasoning,
+                cost_usd: cost,
+                ok: error.is_none(),
+                error: error.map(str::to_string),
+            },
         );
     }
 
     fn breaker_event(&self, b: &Breaker, task: Option<&str>) {
         self.log.record(
-            EventType::BreakerState,
             task,
             None,
-            json!({"provider": b.provider, "state": b.state, "failures": b.failures,
-                   "reason": b.reason, "retry_at": b.retry_at}),
+            event::BreakerState {
+                provider: b.provider.clone(),
+                state: b.state,
+                failures: b.failures,
+                reason: b.reason.clone(),
+                retry_at: b.retry_at,
+            },
         );
     }
 }
