@@ -101,7 +101,7 @@ fn a_symlink_planted_at_the_event_log_or_the_daemon_lock_is_refused() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
     std::fs::remove_file(&log).unwrap();
     // The lock: the daemon refuses to start rather than truncate the target.
-    let lock = env.spool.join("locks/daemon-test.lock");
+    let lock = architect::daemon::lock_path(&env.spool());
     let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&target, &lock).unwrap();
     let out = env.cli(&["daemon"]);
