@@ -252,6 +252,10 @@ fn rejection_reports_name_the_field_and_the_rule_never_the_value() {
     assert!(dup.errors[0].message.contains("duplicate"), "{dup:?}");
     reports.push_str(&serde_json::to_string(&dup).unwrap());
 
+    // The report is written before the event is logged: wait for the last event.
+    wait_for("every task_rejected event", T, || {
+        env.events_of::<TaskRejected>().len() > cases.len()
+    });
     let rejected = env.events_of::<TaskRejected>();
     assert_eq!(rejected.len(), cases.len() + 1, "{rejected:?}");
     let events: String = rejected
