@@ -348,7 +348,7 @@ impl Spool {
         if rejected.join(&as_name).symlink_metadata().is_ok() {
             as_name = format!("{}.{}", ulid::Ulid::new(), name);
         }
-        fsio::rename_noreplace(&from, &rejected.join(&as_name))?;
+        fsio::rename_noreplace(from, &rejected.join(&as_name))?;
         self.write_rejection(name, &as_name, node, errors)?;
         Ok(as_name)
     }
