@@ -707,21 +707,19 @@ impl LockTable {
 /// # Errors
 /// A description of the first violation (both tasks and resources).
 pub fn verify_exclusion(events: &[crate::log::Event]) -> std::result::Result<usize, String> {
+    use crate::log::EventBody;
     let mut held: BTreeMap<String, Vec<Resource>> = BTreeMap::new();
     let mut checked = 0;
-    let resources = |e: &crate::log::Event| -> Vec<Resource> {
-        serde_json::from_value(e.data["resources"].clone()).unwrap_or_default()
-    };
     for e in events {
-        if e.kind == "daemon_started" {
+        if let EventBody::DaemonStarted(_) = e.body {
             // A daemon that died held nothing after it (the kernel released its locks).
             held.clear();
             continue;
         }
         let Some(task) = &e.task_id else { continue };
-        match e.kind.as_str() {
-            "lock_acquired" => {
-                let wanted = resources(e);
+        match &e.body {
+            EventBody::LockAcquired(acquired) => {
+                let wanted = acquired.resources.clone();
                 for (other, theirs) in &held {
                     if other == task {
                         continue;
@@ -739,7 +737,7 @@ pub fn verify_exclusion(events: &[crate::log::Event]) -> std::result::Result<usi
                 held.insert(task.clone(), wanted);
                 checked += 1;
             }
-            "lock_released" => {
+            EventBody::LockReleased(_) => {
                 held.remove(task);
             }
             _ => {}
@@ -1052,29 +1050,47 @@ mod tests {
 
     #[test]
     fn exclusion_checker_catches_overlapping_holders() {
-        let ev = |kind: &str, task: &str, resources: &[&str]| crate::log::Event {
-            ts: Utc::now(),
-            node: "n".into(),
-            kind: kind.into(),
-            task_id: Some(task.into()),
-            session: None,
-            data: serde_json::json!({ "resources": resources }),
+        use crate::log::event::{LockAcquired, LockReleased};
+        let ev = |acquire: bool, task: &str, resources: &[&str]| {
+            let resources: Vec<Resource> = resources
+                .iter()
+                .map(|r| match r.strip_prefix("branch:") {
+                    Some(b) => Resource::Branch(b.into()),
+                    None => Resource::Path((*r).into()),
+                })
+                .collect();
+            crate::log::Event {
+                ts: Utc::now(),
+                node: "n".into(),
+                task_id: Some(task.into()),
+                session: None,
+                body: if acquire {
+                    LockAcquired {
+                        resources,
+                        waited_ms: 0,
+                    }
+                    .into()
+                } else {
+                    LockReleased {
+                        resources,
+                        held_ms: 0,
+                    }
+                    .into()
+                },
+            }
         };
         let ok = [
-            ev("lock_acquired", "a", &["src/db.rs"]),
-            ev("lock_acquired", "b", &["src/other.rs", "branch:x"]),
-            ev("lock_released", "a", &["src/db.rs"]),
-            ev("lock_acquired", "c", &["src"]),
+            ev(true, "a", &["src/db.rs"]),
+            ev(true, "b", &["src/other.rs", "branch:x"]),
+            ev(false, "a", &["src/db.rs"]),
+            ev(true, "c", &["src"]),
         ];
         assert!(
             verify_exclusion(&ok).is_err(),
             "c overlaps b's src/other.rs"
         );
         assert_eq!(verify_exclusion(&ok[..3]), Ok(2));
-        let bad = [
-            ev("lock_acquired", "a", &["branch:x"]),
-            ev("lock_acquired", "b", &["branch:x"]),
-        ];
+        let bad = [ev(true, "a", &["branch:x"]), ev(true, "b", &["branch:x"])];
         let err = verify_exclusion(&bad).unwrap_err();
         assert!(
             err.contains("task b acquired branch:x while task a held branch:x"),

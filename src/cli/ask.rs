@@ -12,6 +12,7 @@ use architect::config::Config;
 use architect::llm::breaker::Breaker;
 use architect::llm::router::{Request, Router};
 use architect::llm::{Complexity, ProvidersFile};
+use architect::log::event::LlmCall;
 use architect::log::{read_events, EventLog};
 use architect::spool::Spool;
 
@@ -164,21 +165,19 @@ pub fn providers(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCod
     let mut rows = Vec::new();
     for p in &providers.provider {
         let b = Breaker::load(&spool.dir("providers"), &p.name);
-        let calls: Vec<&architect::log::Event> = events
+        let calls: Vec<&LlmCall> = events
             .iter()
-            .filter(|e| e.kind == "llm_call" && e.data["provider"] == p.name.as_str())
+            .filter_map(|e| e.payload::<LlmCall>())
+            .filter(|c| c.provider == p.name)
             .collect();
         let mut lat: Vec<u64> = calls
             .iter()
-            .filter(|e| e.data["ok"] == true)
-            .filter_map(|e| e.data["latency_ms"].as_u64())
+            .filter(|c| c.ok)
+            .map(|c| c.latency_ms)
             .collect();
         lat.sort_unstable();
-        let spend: f64 = calls
-            .iter()
-            .filter_map(|e| e.data["cost_usd"].as_f64())
-            .sum();
-        let failed = calls.iter().filter(|e| e.data["ok"] != true).count();
+        let spend: f64 = calls.iter().map(|c| c.cost_usd).sum();
+        let failed = calls.iter().filter(|c| !c.ok).count();
         rows.push(serde_json::json!({
             "name": p.name, "kind": p.kind, "model": p.model, "state": b.state,
             "failures": b.failures, "reason": b.reason, "retry_at": b.retry_at,

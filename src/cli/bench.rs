@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
-use architect::log::read_events;
+use architect::log::event::{PromptSent, TaskQueued};
+use architect::log::{read_events, Event};
 use architect::session::SessionFile;
 use architect::spool::{fsio, Spool};
 
@@ -215,27 +216,17 @@ fn drop_task(inbox: &Path, id: &str, body: &str) -> Result<SystemTime> {
     Ok(SystemTime::now())
 }
 
+/// For each task, the time `at` reads off its events (the last one that has one).
 fn event_times(
     spool: &Spool,
-    kind: &str,
-    field: Option<&str>,
+    at: impl Fn(&Event) -> Option<DateTime<Utc>>,
 ) -> Result<HashMap<String, DateTime<Utc>>> {
     let mut out = HashMap::new();
     for e in read_events(&spool.dir("log"))? {
-        if e.kind != kind {
-            continue;
-        }
         let Some(id) = e.task_id.clone() else {
             continue;
         };
-        let ts = match field {
-            Some(f) => e.data[f]
-                .as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            None => Some(e.ts),
-        };
-        if let Some(ts) = ts {
+        if let Some(ts) = at(&e) {
             out.insert(id, ts);
         }
     }
@@ -360,7 +351,7 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
             count(&done_dir) > before
         })?;
     }
-    let sent = event_times(&spool, "prompt_sent", Some("written_at"))?;
+    let sent = event_times(&spool, |e| Some(e.payload::<PromptSent>()?.written_at))?;
     let lat: Vec<f64> = closed
         .iter()
         .filter_map(|(id, c)| sent.get(id).map(|t| ms_between(*c, *t)))
@@ -420,7 +411,7 @@ fn bench(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
             )?;
         }
         std::thread::sleep(Duration::from_millis(50));
-        let queued = event_times(&spool, "task_queued", None)?;
+        let queued = event_times(&spool, |e| e.payload::<TaskQueued>().map(|_| e.ts))?;
         Ok(summary(
             closed
                 .iter()

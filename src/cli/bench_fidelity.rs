@@ -272,7 +272,10 @@ fn judge(
     let completed: BTreeMap<String, chrono::DateTime<chrono::Utc>> =
         architect::log::read_events(&spool.dir("log"))?
             .into_iter()
-            .filter(|e| e.kind == "task_completed")
+            .filter(|e| {
+                e.payload::<architect::log::event::TaskCompleted>()
+                    .is_some()
+            })
             .filter_map(|e| Some((e.task_id?, e.ts)))
             .collect();
     let all_tokens: Vec<&str> = tokens.iter().map(|(t, _)| t.as_str()).collect();

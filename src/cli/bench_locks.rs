@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use chrono::Utc;
 
 use architect::locks::{verify_exclusion, HolderKind, LockTable, Requester, Resource};
+use architect::log::event::{LockAcquired, LockWaiting};
 use architect::log::read_events;
 use architect::spool::fsio;
 
@@ -75,7 +76,10 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     let failed = count(&spool.dir("failed"));
     let events = read_events(&spool.dir("log"))?;
     let checked = verify_exclusion(&events).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let waits = events.iter().filter(|e| e.kind == "lock_waiting").count();
+    let waits = events
+        .iter()
+        .filter(|e| e.payload::<LockWaiting>().is_some())
+        .count();
     #[allow(clippy::cast_precision_loss)]
     let rate = a.lock_tasks as f64 / elapsed;
     println!(
@@ -121,8 +125,9 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
             Duration::from_secs(30),
             || {
                 read_events(&log_dir).is_ok_and(|ev| {
-                    ev.iter()
-                        .any(|e| e.kind == "lock_waiting" && e.task_id.as_deref() == Some(&id))
+                    ev.iter().any(|e| {
+                        e.payload::<LockWaiting>().is_some() && e.task_id.as_deref() == Some(&id)
+                    })
                 })
             },
         )?;
@@ -134,14 +139,15 @@ pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
             Duration::from_secs(30),
             || {
                 read_events(&log_dir).is_ok_and(|ev| {
-                    ev.iter()
-                        .any(|e| e.kind == "lock_acquired" && e.task_id.as_deref() == Some(&id))
+                    ev.iter().any(|e| {
+                        e.payload::<LockAcquired>().is_some() && e.task_id.as_deref() == Some(&id)
+                    })
                 })
             },
         )?;
         let acquired = read_events(&log_dir)?
             .into_iter()
-            .find(|e| e.kind == "lock_acquired" && e.task_id.as_deref() == Some(&id))
+            .find(|e| e.payload::<LockAcquired>().is_some() && e.task_id.as_deref() == Some(&id))
             .map(|e| e.ts)
             .context("lock_acquired")?;
         #[allow(clippy::cast_precision_loss)]

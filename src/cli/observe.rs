@@ -275,10 +275,10 @@ fn print_event(e: &Event, json: bool) -> Result<()> {
         println!(
             "{} {:<16} {:<28} {:<12} {}",
             e.ts.format("%H:%M:%S%.3f"),
-            e.kind,
+            e.kind(),
             e.task_id.as_deref().unwrap_or("-"),
             e.session.as_deref().unwrap_or("-"),
-            e.data
+            e.body.data().unwrap_or_default()
         );
     }
     Ok(())

@@ -49,6 +49,7 @@ const AGENT_SESSIONS_SQL: &str = "SELECT session, count(DISTINCT task_id) AS tas
 /// `architect stats --cost`.
 pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
     use architect::llm::{ProvidersFile, Usage};
+    use architect::log::event;
     let by_provider = sql::run(&spool.dir("log"), COST_SQL)?;
     let providers = ProvidersFile::load(config_dir)?;
     let events = architect::log::read_events(&spool.dir("log"))?;
@@ -57,23 +58,25 @@ pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<E
     let mut task_cost: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
     let done: std::collections::HashSet<String> = events
         .iter()
-        .filter(|e| e.kind == "task_completed")
+        .filter(|e| e.payload::<event::TaskCompleted>().is_some())
         .filter_map(|e| e.task_id.clone())
         .collect();
-    for e in events.iter().filter(|e| e.kind == "llm_call") {
-        let usd = e.data["cost_usd"].as_f64().unwrap_or(0.0);
+    for (e, call) in events
+        .iter()
+        .filter_map(|e| Some((e, e.payload::<event::LlmCall>()?)))
+    {
+        let usd = call.cost_usd;
         total += usd;
         if let Some(t) = &e.task_id {
             *task_cost.entry(t.clone()).or_default() += usd;
         }
-        if e.data["ok"] == true {
-            let n = |k: &str| e.data[k].as_u64().unwrap_or(0);
+        if call.ok {
             let u = Usage {
-                input: n("input_tokens"),
-                output: n("output_tokens"),
-                cache_read: n("cache_read_tokens"),
-                cache_write: n("cache_write_tokens"),
-                reasoning: n("reasoning_tokens"),
+                input: call.input_tokens,
+                output: call.output_tokens,
+                cache_read: call.cache_read_tokens,
+                cache_write: call.cache_write_tokens,
+                reasoning: call.reasoning_tokens,
             };
             most_expensive_total += providers
                 .provider
@@ -102,8 +105,8 @@ pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<E
     let agent_sessions = sql::run(&spool.dir("log"), AGENT_SESSIONS_SQL)?;
     let agent_total: f64 = events
         .iter()
-        .filter(|e| e.kind == "agent_usage")
-        .map(|e| e.data["cost_usd"].as_f64().unwrap_or(0.0))
+        .filter_map(|e| e.payload::<event::AgentUsage>())
+        .map(|u| u.cost_usd)
         .sum();
     if json {
         let rows = |r: &sql::QueryResult| -> Result<serde_json::Value> {

@@ -2,10 +2,8 @@
 //! file is claimed (removed) before it is applied, so it is applied at most once; a file
 //! that cannot be removed is not applied, and said once; a bad file is logged and removed.
 
-use serde_json::json;
-
 use super::Daemon;
-use crate::log::EventType;
+use crate::log::event;
 use crate::session::runner::Command;
 use crate::spool::fsio;
 use crate::spool::task::TaskState;
@@ -82,10 +80,12 @@ impl Daemon {
                         enter,
                     });
                     self.log.record(
-                        EventType::TextSent,
                         slot.task.as_deref(),
                         Some(&session),
-                        json!({"bytes": text.len(), "enter": enter}),
+                        event::TextSent {
+                            bytes: text.len() as u64,
+                            enter,
+                        },
                     );
                 }
             }

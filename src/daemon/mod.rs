@@ -27,12 +27,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use fs2::FileExt;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::{EventLog, EventType};
+use crate::log::{event, EventLog};
 use crate::scheduler::{Input, Scheduler, Settings};
 use crate::session::runner::SessionMessage;
 use crate::spool::{fsio, Spool};
@@ -214,11 +213,14 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
     log.record(
-        EventType::DaemonStarted,
         None,
         None,
-        json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"),
-               "spool": spool.root().display().to_string(), "config": config.dir.display().to_string()}),
+        event::DaemonStarted {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            spool: spool.root().display().to_string(),
+            config: config.dir.display().to_string(),
+        },
     );
     tracing::info!(node = %config.node, spool = %spool.root().display(), "daemon started");
     let spool_locks = spool.dir("locks");
@@ -331,10 +333,12 @@ impl Daemon {
                 Ok(r) if r.changed() => {
                     tracing::info!(repo = %repo.display(), "worktrees reconciled: {r:?}");
                     self.log.record(
-                        EventType::WorktreesReconciled,
                         None,
                         None,
-                        json!({"repo": repo.display().to_string(), "result": r}),
+                        event::WorktreesReconciled {
+                            repo: repo.display().to_string(),
+                            result: r,
+                        },
                     );
                 }
                 Ok(_) => {}
@@ -573,10 +577,11 @@ impl Daemon {
         self.flush_session_files();
         self.sync_dirs();
         self.log.record(
-            EventType::DaemonStopped,
             None,
             None,
-            json!({"pid": std::process::id()}),
+            event::DaemonStopped {
+                pid: std::process::id(),
+            },
         );
     }
 }

@@ -4,11 +4,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::Daemon;
 use crate::config::{Config, ResolvedSession};
-use crate::log::EventType;
+use crate::log::event;
 use crate::session::runner::{self, Command, SessionEvent, SessionHandle, SessionMessage};
 use crate::session::{SessionFile, SessionState};
 use crate::spool::fsio;
@@ -208,10 +207,13 @@ impl Daemon {
         self.dirty_sessions.remove(name);
         let _ = std::fs::remove_file(self.spool.dir("sessions").join(format!("{name}.json")));
         self.log.record(
-            EventType::SessionState,
             None,
             Some(name),
-            json!({"state": "removed", "reason": "no longer in config/sessions.toml"}),
+            event::SessionState {
+                state: "removed".into(),
+                previous: None,
+                reason: Some("no longer in config/sessions.toml".into()),
+            },
         );
     }
 
@@ -227,20 +229,34 @@ impl Daemon {
                 self.config = Config { node, ..new };
                 self.reload_policy();
                 self.log.record(
-                    EventType::ConfigApplied,
                     None,
                     None,
-                    json!({"sessions": self.config.sessions.iter().map(|s| s.spec.name.clone()).collect::<Vec<_>>()}),
+                    event::ConfigApplied {
+                        sessions: Some(
+                            self.config
+                                .sessions
+                                .iter()
+                                .map(|s| s.spec.name.clone())
+                                .collect(),
+                        ),
+                        applied: true,
+                        error: None,
+                        file: None,
+                    },
                 );
                 self.apply_sessions(false);
             }
             Err(e) => {
                 tracing::error!("config not applied, keeping the running one: {e}");
                 self.log.record(
-                    EventType::ConfigApplied,
                     None,
                     None,
-                    json!({"error": e.to_string(), "applied": false}),
+                    event::ConfigApplied {
+                        sessions: None,
+                        applied: false,
+                        error: Some(e.to_string()),
+                        file: None,
+                    },
                 );
             }
         }
@@ -264,10 +280,14 @@ impl Daemon {
             Err(e) => {
                 tracing::error!("policy not applied, keeping the running one: {e}");
                 self.log.record(
-                    EventType::ConfigApplied,
                     None,
                     None,
-                    json!({"error": e.to_string(), "applied": false, "file": "policy.toml"}),
+                    event::ConfigApplied {
+                        sessions: None,
+                        applied: false,
+                        error: Some(e.to_string()),
+                        file: Some("policy.toml".into()),
+                    },
                 );
             }
         }
@@ -361,10 +381,14 @@ impl Daemon {
                     slot.resolved.spec.profile.clone(),
                 );
                 self.log.record(
-                    EventType::SessionStarted,
                     None,
                     Some(&session),
-                    json!({"pid": pid, "command": cmd, "profile": profile, "generation": generation}),
+                    event::SessionStarted {
+                        pid,
+                        command: cmd,
+                        profile,
+                        generation,
+                    },
                 );
             }
             SessionEvent::State(state) => self.set_session_state(&session, state),
@@ -378,13 +402,12 @@ impl Daemon {
                     us / 1000.0
                 });
                 self.log.record(
-                    EventType::PromptSent,
                     Some(&task_id),
                     Some(&session),
-                    json!({
-                        "since_assigned_ms": latency,
-                        "written_at": written_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    }),
+                    event::PromptSent {
+                        since_assigned_ms: latency,
+                        written_at,
+                    },
                 );
             }
             SessionEvent::Finished { task_id, outcome } => {
@@ -422,14 +445,18 @@ impl Daemon {
                 slot.approval = None;
                 tracing::info!(session = %session, "{decision} {:?} ({rule})", question.action);
                 self.log.record(
-                    EventType::PermissionDecided,
                     task_id.as_deref(),
                     Some(&session),
-                    json!({
-                        "permission": question.permission, "kind": question.kind,
-                        "action": question.action, "tool": question.tool,
-                        "decision": decision, "rule": rule, "reason": reason, "by": by,
-                    }),
+                    event::PermissionDecided {
+                        permission: question.permission,
+                        kind: question.kind,
+                        action: question.action,
+                        tool: question.tool,
+                        decision,
+                        rule,
+                        reason,
+                        by,
+                    },
                 );
                 self.publish_session(&session);
             }
@@ -445,12 +472,15 @@ impl Daemon {
                     question.action,
                     verdict.rule
                 );
-                let data = json!({
-                    "question": id,
-                    "permission": question.permission, "kind": question.kind,
-                    "action": question.action, "tool": question.tool,
-                    "rule": verdict.rule, "reason": verdict.reason,
-                });
+                let data = event::ApprovalNeeded {
+                    question: id.clone(),
+                    permission: question.permission.clone(),
+                    kind: question.kind,
+                    action: question.action.clone(),
+                    tool: question.tool.clone(),
+                    rule: verdict.rule.clone(),
+                    reason: verdict.reason.clone(),
+                };
                 slot.approval = Some(crate::session::PendingApproval {
                     id,
                     question,
@@ -458,22 +488,12 @@ impl Daemon {
                     reason: verdict.reason,
                     since: Utc::now(),
                 });
-                self.log.record(
-                    EventType::ApprovalNeeded,
-                    task_id.as_deref(),
-                    Some(&session),
-                    data,
-                );
+                self.log.record(task_id.as_deref(), Some(&session), data);
                 self.publish_session(&session);
             }
             SessionEvent::Worktree(prepared) => {
                 let task = slot.task.clone();
-                self.log.record(
-                    EventType::WorktreePrepared,
-                    task.as_deref(),
-                    Some(&session),
-                    json!(prepared),
-                );
+                self.log.record(task.as_deref(), Some(&session), prepared);
             }
             SessionEvent::AnswerRefused { reason } => {
                 tracing::warn!(session = %session, "approve/deny not applied: {reason}");
@@ -484,10 +504,12 @@ impl Daemon {
                 after_enter_ms,
             } => {
                 self.log.record(
-                    EventType::PromptAccepted,
                     Some(&task_id),
                     Some(&session),
-                    json!({"evidence": evidence, "after_enter_ms": after_enter_ms}),
+                    event::PromptAccepted {
+                        evidence,
+                        after_enter_ms,
+                    },
                 );
             }
             SessionEvent::Limited { message, reset_in } => {
@@ -497,14 +519,13 @@ impl Daemon {
                 let task = slot.task.clone();
                 tracing::warn!(session = %session, "usage limit: {message}; parked until {until}");
                 self.log.record(
-                    EventType::SessionLimited,
                     task.as_deref(),
                     Some(&session),
-                    json!({
-                        "message": message,
-                        "reset_in_s": reset_in.as_secs(),
-                        "until": until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    }),
+                    event::SessionLimited {
+                        message,
+                        reset_in_s: reset_in.as_secs(),
+                        until,
+                    },
                 );
                 self.publish_session(&session);
             }
@@ -518,10 +539,13 @@ impl Daemon {
                 source,
             } => {
                 self.log.record(
-                    EventType::HookReceived,
                     task_id.as_deref(),
                     Some(&session),
-                    json!({"event": event, "signal": signal, "source": source}),
+                    event::HookReceived {
+                        event,
+                        signal,
+                        source,
+                    },
                 );
             }
         }
@@ -557,12 +581,17 @@ impl Daemon {
         slot.pid = None;
         slot.last_exit = Some(status.to_string());
         let task = slot.task.take();
-        let uptime_ms = slot.started_at.map(|t| t.elapsed().as_millis());
+        let uptime_ms = slot
+            .started_at
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.log.record(
-            EventType::SessionExited,
             task.as_deref(),
             Some(name),
-            json!({"status": status, "requested": requested, "uptime_ms": uptime_ms}),
+            event::SessionExited {
+                status: status.to_string(),
+                requested,
+                uptime_ms,
+            },
         );
         self.set_session_state(name, SessionState::Dead);
         if let Some(id) = task {
@@ -606,10 +635,13 @@ impl Daemon {
         }
         let task = slot.task.clone();
         self.log.record(
-            EventType::SessionState,
             task.as_deref(),
             Some(name),
-            json!({"state": state.as_str(), "previous": previous.as_str()}),
+            event::SessionState {
+                state: state.as_str().to_string(),
+                previous: Some(previous.as_str().to_string()),
+                reason: None,
+            },
         );
         self.publish_session(name);
     }

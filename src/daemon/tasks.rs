@@ -10,11 +10,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::Daemon;
 use crate::locks::{resources_for, HolderKind, Requester, Resource};
-use crate::log::EventType;
+use crate::log::event;
 use crate::scheduler::{AttemptEnd, Effect, Found, FreeSession, Input, Locks, TaskStatus};
 use crate::session::runner::{Assignment, Command, InterruptReason, RunOutcome};
 use crate::spool::fsio::{self, ReadRefusal};
@@ -51,10 +50,12 @@ impl Daemon {
                 if self.conflicts.insert(name.to_string()) {
                     tracing::warn!("Syncthing conflict copy in the inbox, left alone: {name}");
                     self.log.record(
-                        EventType::SyncConflict,
                         None,
                         None,
-                        json!({"file": name, "action": "left in inbox, not run; resolve by hand"}),
+                        event::SyncConflict {
+                            file: name.to_string(),
+                            action: "left in inbox, not run; resolve by hand".into(),
+                        },
                     );
                 }
                 return;
@@ -141,17 +142,16 @@ impl Daemon {
             Utc::now(),
         );
         self.log.record(
-            EventType::TaskReceived,
             Some(&id),
             None,
-            json!({
-                "file": name,
-                "bytes": file_bytes,
+            event::TaskReceived {
+                file: name.to_string(),
+                bytes: file_bytes as u64,
                 // Never the whole prompt (it may be megabytes): its start, size and hash.
-                "prompt": record.task.prompt.chars().take(200).collect::<String>(),
-                "prompt_chars": record.task.prompt.chars().count(),
-                "prompt_sha256": prompt_sha256(&record.task.prompt),
-            }),
+                prompt: record.task.prompt.chars().take(200).collect::<String>(),
+                prompt_chars: record.task.prompt.chars().count() as u64,
+                prompt_sha256: prompt_sha256(&record.task.prompt),
+            },
         );
         self.arrived(record);
         if self.batch.bytes_queued() > BATCH_BYTES_MAX {
@@ -212,10 +212,13 @@ impl Daemon {
                 let summary = crate::spool::format_violations(&errors);
                 tracing::warn!("rejected {name}: {summary}");
                 self.log.record(
-                    EventType::TaskRejected,
                     None,
                     None,
-                    json!({"file": name, "rejected_as": as_name, "errors": errors}),
+                    event::TaskRejected {
+                        file: name.to_string(),
+                        rejected_as: as_name,
+                        errors,
+                    },
                 );
             }
             Err(e) => tracing::error!("rejecting {name}: {e}"),
@@ -299,13 +302,12 @@ impl Daemon {
                     }
                 }
                 Effect::Log {
-                    kind,
                     task_id,
                     session,
-                    data,
+                    body,
                 } => self
                     .log
-                    .record(kind, task_id.as_deref(), session.as_deref(), data),
+                    .record(task_id.as_deref(), session.as_deref(), *body),
             }
         }
     }
@@ -499,19 +501,18 @@ impl Daemon {
         for u in usage {
             let cost = self.config.prices.cost(u.model.as_deref(), &u.tokens);
             self.log.record(
-                EventType::AgentUsage,
                 Some(task_id),
                 Some(session),
-                json!({
-                    "model": u.model,
-                    "input_tokens": u.tokens.input,
-                    "output_tokens": u.tokens.output,
-                    "cache_read_tokens": u.tokens.cache_read,
-                    "cache_write_tokens": u.tokens.cache_write,
-                    "reasoning_tokens": u.tokens.reasoning,
-                    "cost_usd": cost.unwrap_or(0.0),
-                    "priced": cost.is_some(),
-                }),
+                event::AgentUsage {
+                    model: u.model.clone(),
+                    input_tokens: u.tokens.input,
+                    output_tokens: u.tokens.output,
+                    cache_read_tokens: u.tokens.cache_read,
+                    cache_write_tokens: u.tokens.cache_write,
+                    reasoning_tokens: u.tokens.reasoning,
+                    cost_usd: cost.unwrap_or(0.0),
+                    priced: cost.is_some(),
+                },
             );
         }
     }

@@ -147,8 +147,8 @@ impl Spend {
             let Ok(e) = serde_json::from_slice::<crate::log::Event>(line) else {
                 continue;
             };
-            if let (Some(p), Some(c)) = (e.data["provider"].as_str(), e.data["cost_usd"].as_f64()) {
-                self.add(e.ts, p, c);
+            if let Some(call) = e.payload::<crate::log::event::LlmCall>() {
+                self.add(e.ts, &call.provider, call.cost_usd);
             }
         }
         self.read.insert(path.to_path_buf(), done + end as u64);
@@ -815,10 +815,13 @@ mod bench {
             let t = std::time::Instant::now();
             r.settle(|| {
                 log.record(
-                    crate::log::EventType::LlmCall,
                     None,
                     None,
-                    serde_json::json!({"provider": "p", "cost_usd": 0.0001}),
+                    crate::log::event::LlmCall {
+                        provider: "p".into(),
+                        cost_usd: 0.0001,
+                        ..Default::default()
+                    },
                 );
             });
             ts.push(t.elapsed().as_micros());

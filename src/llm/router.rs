@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::json;
 
 use super::breaker::{Breaker, Permit};
 use super::budget::{Ledger, Refusal};
 use super::client::{self, CallError};
 use super::{Complexity, ProvidersFile, Usage};
-use crate::log::{EventLog, EventType};
+use crate::log::{event, EventLog};
 
 /// One request.
 #[derive(Debug, Clone)]
@@ -66,8 +65,46 @@ pub struct Answer {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("no provider answered: {}", .failures.iter().map(|(p, e)| format!("{p}: {e}")).collect::<Vec<_>>().join("; "))]
 pub struct RouteError {
-    /// `(provider, last error)` for each provider tried or skipped.
-    pub failures: Vec<(String, String)>,
+    /// `(provider, last error)` for each provider tried or skipped. In JSON each is a
+    /// pair of strings, `[provider, message]`.
+    pub failures: Vec<(String, Failure)>,
+}
+
+/// Why one provider of the chain did not answer. Routing decides on the kind, never on
+/// the text; the text ([`std::fmt::Display`], also its JSON form) is for people.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Failure {
+    /// No configured provider serves the model asked for.
+    #[error("no configured provider serves this model")]
+    NoProvider,
+    /// The chain names a provider `providers.toml` does not have.
+    #[error("not configured")]
+    NotConfigured,
+    /// Its circuit breaker is open: no call until `until`.
+    #[error("circuit open until {} ({reason})", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    CircuitOpen {
+        /// When the breaker lets a probe through.
+        until: chrono::DateTime<Utc>,
+        /// The failure that opened it (`failures` when unknown).
+        reason: String,
+    },
+    /// The budget ledger refused: the call could break a budget, or the ledger could not
+    /// be used.
+    #[error("{0}")]
+    Budget(String),
+    /// Its API key could not be read.
+    #[error("{0}")]
+    ApiKey(String),
+    /// It was called and failed (the last attempt's error), or the deadline passed first.
+    #[error("{0}")]
+    Call(String),
+}
+
+impl Serialize for Failure {
+    /// The message, as a string.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Routes requests; cheap to build per request.
@@ -116,10 +153,7 @@ impl Router<'_> {
         let chain = self.config.chain(req.provider, req.model, complexity);
         if chain.is_empty() {
             return Err(RouteError {
-                failures: vec![(
-                    req.model.unwrap_or("?").to_string(),
-                    "no configured provider serves this model".to_string(),
-                )],
+                failures: vec![(req.model.unwrap_or("?").to_string(), Failure::NoProvider)],
             });
         }
         let mut attempts = 0u32;
@@ -130,7 +164,7 @@ impl Router<'_> {
             let mut earliest: Option<chrono::DateTime<Utc>> = None;
             for name in &chain {
                 let Some(p) = self.config.get(name) else {
-                    failures.push((name.clone(), "not configured".to_string()));
+                    failures.push((name.clone(), Failure::NotConfigured));
                     continue;
                 };
                 let mut breaker = Breaker::load(&self.breakers, name);
@@ -145,11 +179,13 @@ impl Router<'_> {
                         earliest = Some(earliest.map_or(t, |e| e.min(t)));
                         failures.push((
                             name.clone(),
-                            format!(
-                                "circuit open until {} ({})",
-                                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                                breaker.reason.as_deref().unwrap_or("failures")
-                            ),
+                            Failure::CircuitOpen {
+                                until: t,
+                                reason: breaker
+                                    .reason
+                                    .clone()
+                                    .unwrap_or_else(|| "failures".to_string()),
+                            },
                         ));
                         continue;
                     }
@@ -177,22 +213,26 @@ impl Router<'_> {
                         } = &refusal
                         {
                             self.log.record(
-                                EventType::BudgetExceeded,
                                 req.task_id,
                                 None,
-                                json!({"provider": name, "budget": which, "limit_usd": limit,
-                                       "spent_usd": spent, "reserved_usd": reserved,
-                                       "estimate_usd": estimate}),
+                                event::BudgetExceeded {
+                                    provider: name.clone(),
+                                    budget: (*which).to_string(),
+                                    limit_usd: *limit,
+                                    spent_usd: *spent,
+                                    reserved_usd: *reserved,
+                                    estimate_usd: *estimate,
+                                },
                             );
                         }
-                        failures.push((name.clone(), refusal.to_string()));
+                        failures.push((name.clone(), Failure::Budget(refusal.to_string())));
                         continue;
                     }
                 };
                 let key = match p.api_key() {
                     Ok(k) => k,
                     Err(e) => {
-                        failures.push((name.clone(), e.to_string()));
+                        failures.push((name.clone(), Failure::ApiKey(e.to_string())));
                         continue;
                     }
                 };
@@ -290,12 +330,14 @@ impl Router<'_> {
                     self.breaker_event(&breaker, req.task_id);
                 }
                 breaker.save(&self.breakers);
-                failures.push((name.clone(), reason));
+                failures.push((name.clone(), Failure::Call(reason)));
             }
             // Every provider open: wait for the first to half-open, within the deadline.
             let all_open = failures.len() == chain.len()
                 && earliest.is_some()
-                && failures.iter().all(|(_, e)| e.starts_with("circuit open"));
+                && failures
+                    .iter()
+                    .all(|(_, f)| matches!(f, Failure::CircuitOpen { .. }));
             match earliest {
                 Some(t) if all_open => {
                     let wait = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -323,26 +365,37 @@ impl Router<'_> {
         error: Option<&str>,
     ) {
         self.log.record(
-            EventType::LlmCall,
             task,
             None,
-            json!({
-                "provider": provider, "model": model, "status": status, "attempt": attempt,
-                "latency_ms": latency_ms, "input_tokens": u.input, "output_tokens": u.output,
-                "cache_read_tokens": u.cache_read, "cache_write_tokens": u.cache_write,
-                "reasoning_tokens": u.reasoning, "cost_usd": cost, "ok": error.is_none(),
-                "error": error,
-            }),
+            event::LlmCall {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                status,
+                attempt,
+                latency_ms,
+                input_tokens: u.input,
+                output_tokens: u.output,
+                cache_read_tokens: u.cache_read,
+                cache_write_tokens: u.cache_write,
+                reasoning_tokens: u.reasoning,
+                cost_usd: cost,
+                ok: error.is_none(),
+                error: error.map(str::to_string),
+            },
         );
     }
 
     fn breaker_event(&self, b: &Breaker, task: Option<&str>) {
         self.log.record(
-            EventType::BreakerState,
             task,
             None,
-            json!({"provider": b.provider, "state": b.state, "failures": b.failures,
-                   "reason": b.reason, "retry_at": b.retry_at}),
+            event::BreakerState {
+                provider: b.provider.clone(),
+                state: b.state,
+                failures: b.failures,
+                reason: b.reason.clone(),
+                retry_at: b.retry_at,
+            },
         );
     }
 }
@@ -350,6 +403,43 @@ impl Router<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_read_and_serialize_as_the_messages_they_replace() {
+        let until = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = RouteError {
+            failures: vec![
+                (
+                    "local".into(),
+                    Failure::CircuitOpen {
+                        until,
+                        reason: "HTTP 500: boom".into(),
+                    },
+                ),
+                ("strong".into(), Failure::Call("timed out".into())),
+                ("gpt".into(), Failure::NoProvider),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no provider answered: local: circuit open until 2026-12-01T10:00:00Z \
+             (HTTP 500: boom); strong: timed out; gpt: no configured provider serves this model"
+        );
+        // `architect ask --json` shows them as [provider, message] pairs, as before.
+        assert_eq!(
+            serde_json::to_value(&e.failures).unwrap(),
+            serde_json::json!([
+                [
+                    "local",
+                    "circuit open until 2026-12-01T10:00:00Z (HTTP 500: boom)"
+                ],
+                ["strong", "timed out"],
+                ["gpt", "no configured provider serves this model"]
+            ])
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_honours_retry_after() {

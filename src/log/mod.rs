@@ -7,7 +7,14 @@
 //! `read_json(…, ignore_errors=true)`, [`read_events`]) skip a torn line.
 //! Every string in `data` passes through [`redact()`] first: nothing that looks like a
 //! secret is written.
+//!
+//! Events are typed: [`Event`] is the envelope (time, node, task, session) and
+//! [`EventBody`] what happened, one variant per event type with its payload struct in
+//! [`event`]. Writers call [`EventLog::record`] with a payload; readers match on
+//! [`EventBody`] or take one type's payload with [`Event::payload`]. Only [`event`] maps
+//! types to and from their `type` strings.
 
+pub mod event;
 pub mod redact;
 
 use std::fs::{File, OpenOptions};
@@ -23,160 +30,85 @@ use serde_json::Value;
 
 use crate::config::LogSettings;
 use crate::error::{Error, Result};
+pub use event::{EventBody, Payload};
 pub use redact::redact;
 
-/// One event, one line. Field order is the on-disk order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One event, one line: who wrote it when, about which task and session, and what
+/// happened ([`EventBody`]: the `type` and its typed `data`).
+///
+/// On disk: `{"ts":…,"node":…,"type":…,"task_id":…,"session":…,"data":{…}}`, in that
+/// order (`schemas/event.schema.json`). Writing it redacts every string in `data`
+/// ([`redact()`]); reading a line never fails on its `type` or `data` (see
+/// [`EventBody::Other`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// When it happened (RFC 3339, UTC, microseconds).
-    #[serde(with = "ts_micros")]
     pub ts: DateTime<Utc>,
     /// Node that wrote it.
     pub node: String,
-    /// Event type (`task_received`, `session_state`, …; see [`EventType`]).
-    #[serde(rename = "type")]
-    pub kind: String,
     /// The task concerned, if any.
     pub task_id: Option<String>,
     /// The session concerned, if any.
     pub session: Option<String>,
-    /// Details; strings are redacted.
-    pub data: Value,
+    /// What happened: the `type` and `data`.
+    pub body: EventBody,
 }
 
-mod ts_micros {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::Micros, true))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// The event types `architect` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EventType {
-    /// A valid task file was read from the inbox.
-    TaskReceived,
-    /// An inbox file was rejected (`data.errors`).
-    TaskRejected,
-    /// A task entered the queue (`data.priority`, `data.depends_on`).
-    TaskQueued,
-    /// A task was handed to a session (`data.attempt`).
-    TaskAssigned,
-    /// The prompt's first byte went to the terminal (`data.latency_ms` from assignment).
-    PromptSent,
-    /// A task finished successfully (`data.duration_ms`).
-    TaskCompleted,
-    /// A task failed for good (`data.error`).
-    TaskFailed,
-    /// An attempt failed and the task was queued again (`data.error`, `data.retry_in_ms`).
-    TaskRetried,
-    /// A task was cancelled.
-    TaskCancelled,
-    /// A session changed state (`data.state`, `data.previous`).
-    SessionState,
-    /// A session's program was started (`data.pid`, `data.command`).
-    SessionStarted,
-    /// A session's program exited (`data.status`).
-    SessionExited,
-    /// The daemon started (`data.pid`, `data.version`).
-    DaemonStarted,
-    /// The daemon stopped.
-    DaemonStopped,
-    /// Config was (re)loaded (`data.sessions`, `data.errors`).
-    ConfigApplied,
-    /// A Syncthing conflict copy sits in the inbox (`data.file`).
-    SyncConflict,
-    /// Text was typed into a session by `architect send`.
-    TextSent,
-    /// A task took its locks (`data.resources`, `data.waited_ms`).
-    LockAcquired,
-    /// A task's locks are held elsewhere; it waits (`data.resources`, `data.blocked_by`).
-    LockWaiting,
-    /// A task's locks were released (`data.resources`, `data.held_ms`).
-    LockReleased,
-    /// A permission question was answered (`data.permission`, `data.kind`, `data.action`,
-    /// `data.decision`, `data.rule`, `data.reason`, `data.by`: `policy` or `person`).
-    PermissionDecided,
-    /// A permission question waits for `architect approve|deny` (`data.action`,
-    /// `data.rule`, `data.reason`).
-    ApprovalNeeded,
-    /// A worktree session's worktree was created or switched (`data.branch`,
-    /// `data.switched_from`, `data.saved`: uncommitted work committed, and where).
-    WorktreePrepared,
-    /// Worktrees left by a crash or a removed session were cleaned up at start-up
-    /// (`data.removed`, `data.saved`, `data.deleted_branches`, …).
-    WorktreesReconciled,
-    /// One HTTP call to an LLM provider (`data.provider`, `data.model`, `data.status`,
-    /// `data.attempt`, `data.latency_ms`, `data.*_tokens`, `data.cost_usd` in USD,
-    /// `data.ok`, `data.error`).
-    LlmCall,
-    /// A provider's circuit breaker changed (`data.provider`, `data.state`, `data.reason`).
-    BreakerState,
-    /// A call was not made because it could break a budget (`data.provider`,
-    /// `data.budget`, `data.limit_usd`, `data.spent_usd`, `data.estimate_usd`).
-    BudgetExceeded,
-    /// A prompt was taken by its session (`data.evidence`: what proved it,
-    /// `data.after_enter_ms`).
-    PromptAccepted,
-    /// An agent CLI's hook reported something (`data.event`, `data.signal`).
-    HookReceived,
-    /// A session hit a usage limit and is parked (`data.message`, `data.reset_in_s`,
-    /// `data.until`).
-    SessionLimited,
-    /// Tokens an agent CLI used for a task (`data.model`, `data.input_tokens`,
-    /// `data.output_tokens`, `data.cache_read_tokens`, `data.cache_write_tokens`,
-    /// `data.reasoning_tokens`, `data.cost_usd` in USD from `config/prices.toml`).
-    AgentUsage,
-}
-
-impl EventType {
-    /// The `type` string.
+impl Event {
+    /// The `type` string (`task_received`, …).
     #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TaskReceived => "task_received",
-            Self::TaskRejected => "task_rejected",
-            Self::TaskQueued => "task_queued",
-            Self::TaskAssigned => "task_assigned",
-            Self::PromptSent => "prompt_sent",
-            Self::TaskCompleted => "task_completed",
-            Self::TaskFailed => "task_failed",
-            Self::TaskRetried => "task_retried",
-            Self::TaskCancelled => "task_cancelled",
-            Self::SessionState => "session_state",
-            Self::SessionStarted => "session_started",
-            Self::SessionExited => "session_exited",
-            Self::DaemonStarted => "daemon_started",
-            Self::DaemonStopped => "daemon_stopped",
-            Self::ConfigApplied => "config_applied",
-            Self::SyncConflict => "sync_conflict",
-            Self::TextSent => "text_sent",
-            Self::LockAcquired => "lock_acquired",
-            Self::LockWaiting => "lock_waiting",
-            Self::LockReleased => "lock_released",
-            Self::PermissionDecided => "permission_decided",
-            Self::ApprovalNeeded => "approval_needed",
-            Self::WorktreePrepared => "worktree_prepared",
-            Self::WorktreesReconciled => "worktrees_reconciled",
-            Self::LlmCall => "llm_call",
-            Self::BreakerState => "breaker_state",
-            Self::BudgetExceeded => "budget_exceeded",
-            Self::PromptAccepted => "prompt_accepted",
-            Self::HookReceived => "hook_received",
-            Self::SessionLimited => "session_limited",
-            Self::AgentUsage => "agent_usage",
+    pub fn kind(&self) -> &str {
+        self.body.kind()
+    }
+
+    /// The payload, when this event is of type `T`.
+    #[must_use]
+    pub fn payload<T: Payload>(&self) -> Option<&T> {
+        T::from_body(&self.body)
+    }
+}
+
+/// The line as written and read: the envelope with `data` as JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line<K, D> {
+    #[serde(with = "event::ts_micros")]
+    ts: DateTime<Utc>,
+    node: K,
+    #[serde(rename = "type")]
+    kind: K,
+    task_id: Option<K>,
+    session: Option<K>,
+    data: D,
+}
+
+impl Serialize for Event {
+    /// The log line, with every string in `data` redacted.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let data = self.body.data().map_err(serde::ser::Error::custom)?;
+        Line {
+            ts: self.ts,
+            node: self.node.as_str(),
+            kind: self.body.kind(),
+            task_id: self.task_id.as_deref(),
+            session: self.session.as_deref(),
+            data: redact::redact_value(data),
         }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    /// A log line; its `data` is typed when its `type` is known and the data fits.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let line = Line::<String, Value>::deserialize(d)?;
+        Ok(Self {
+            ts: line.ts,
+            node: line.node,
+            task_id: line.task_id,
+            session: line.session,
+            body: EventBody::from_parts(line.kind, line.data),
+        })
     }
 }
 
@@ -232,46 +164,39 @@ impl EventLog {
         &self.node
     }
 
-    /// Appends one event (one `write(2)`), redacting every string in `data`.
+    /// Appends one event (one `write(2)`) stamped now with this log's node, redacting
+    /// every string in its data.
     ///
     /// # Errors
-    /// [`Error::Io`] when the log file cannot be opened or written.
+    /// [`Error::Io`] when the log file cannot be opened or written; [`Error::Json`] when
+    /// the payload cannot be written as JSON (a path that is not UTF-8).
     pub fn emit(
         &self,
-        kind: EventType,
         task_id: Option<&str>,
         session: Option<&str>,
-        data: Value,
+        body: impl Into<EventBody>,
     ) -> Result<()> {
-        let event = Event {
+        self.append(&Event {
             ts: Utc::now(),
             node: self.node.clone(),
-            kind: kind.as_str().to_string(),
             task_id: task_id.map(str::to_string),
             session: session.map(str::to_string),
-            data: redact::redact_value(data),
-        };
-        self.append(&event)
+            body: body.into(),
+        })
     }
 
     /// Like [`EventLog::emit`], but a failure is reported through tracing instead of
     /// returned: the daemon keeps working when the log disk is full.
-    pub fn record(
-        &self,
-        kind: EventType,
-        task_id: Option<&str>,
-        session: Option<&str>,
-        data: Value,
-    ) {
-        if let Err(e) = self.emit(kind, task_id, session, data) {
+    pub fn record(&self, task_id: Option<&str>, session: Option<&str>, body: impl Into<EventBody>) {
+        if let Err(e) = self.emit(task_id, session, body) {
             tracing::error!("event log: {e}");
         }
     }
 
-    /// Appends a prepared event (its `data` is written as given).
+    /// Appends a prepared event (one `write(2)`), redacting every string in its data.
     ///
     /// # Errors
-    /// [`Error::Io`].
+    /// [`Error::Io`]; [`Error::Json`] when the payload cannot be written as JSON.
     pub fn append(&self, event: &Event) -> Result<()> {
         let mut line = serde_json::to_vec(event).map_err(|e| Error::json("event", e))?;
         line.push(b'\n');
@@ -480,10 +405,14 @@ mod tests {
         Event {
             ts,
             node: node.into(),
-            kind: "llm_call".into(),
             task_id: Some(format!("t{n}")),
             session: None,
-            data: serde_json::json!({"provider": "p", "cost_usd": 0.5, "pad": "x".repeat(100)}),
+            body: EventBody::LlmCall(event::LlmCall {
+                provider: "p".into(),
+                cost_usd: 0.5,
+                error: Some("x".repeat(100)),
+                ..Default::default()
+            }),
         }
     }
 
@@ -596,5 +525,129 @@ mod tests {
         let log = EventLog::new(dir.path(), "n1").with_settings(small(4096, 0));
         log.append(&event("n1", now, 0)).unwrap();
         assert_eq!(names(dir.path()).len(), 2);
+    }
+
+    /// Real lines written before events were typed: one of each type and shape the
+    /// integration tests produce (`tests/fixtures/events/golden.jsonl`).
+    const GOLDEN: &str = include_str!("../../tests/fixtures/events/golden.jsonl");
+
+    #[test]
+    fn every_golden_line_reads_typed_and_is_written_back_byte_for_byte() {
+        let mut kinds = std::collections::BTreeSet::new();
+        for line in GOLDEN.lines() {
+            let e: Event = serde_json::from_str(line).unwrap();
+            assert!(
+                !matches!(e.body, EventBody::Other { .. }),
+                "not typed: {line}"
+            );
+            kinds.insert(e.kind().to_string());
+            assert_eq!(serde_json::to_string(&e).unwrap(), line);
+        }
+        let all: std::collections::BTreeSet<String> =
+            EventBody::KINDS.iter().map(|k| (*k).to_string()).collect();
+        assert_eq!(kinds, all, "the fixture has every type");
+    }
+
+    #[test]
+    fn both_task_failed_shapes_read_typed_and_are_written_back_byte_for_byte() {
+        let finished = r#"{"ts":"2026-12-01T10:00:00.000001Z","node":"n","type":"task_failed","task_id":"t","session":null,"data":{"attempts":0,"duration_ms":null,"error":"dependency d failed"}}"#;
+        let not_claimed = r#"{"ts":"2026-12-01T10:00:00.000002Z","node":"n","type":"task_failed","task_id":"t","session":null,"data":{"claimed":false,"error":"not run: its file left pending/ before it was claimed (gone)"}}"#;
+        for line in [finished, not_claimed] {
+            let e: Event = serde_json::from_str(line).unwrap();
+            assert!(e.payload::<event::TaskFailed>().is_some(), "{line}");
+            assert_eq!(serde_json::to_string(&e).unwrap(), line);
+        }
+        let e: Event = serde_json::from_str(not_claimed).unwrap();
+        assert!(matches!(
+            e.payload(),
+            Some(event::TaskFailed::NotClaimed { claimed: false, .. })
+        ));
+    }
+
+    #[test]
+    fn the_schema_lists_exactly_the_types_written() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
+        let listed: Vec<&str> = schema["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(listed, EventBody::KINDS);
+    }
+
+    #[test]
+    fn unknown_types_and_data_that_does_not_fit_read_as_other_and_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            // A type from a newer writer.
+            r#"{"ts":"2026-12-01T10:00:00.000001Z","node":"n1","type":"quantum_leap","task_id":null,"session":"s","data":{"to":1985}}"#,
+            // A known type whose data this build cannot read as its payload.
+            r#"{"ts":"2026-12-01T10:00:00.000002Z","node":"n1","type":"task_assigned","task_id":"t","session":null,"data":{"attempt":"first"}}"#,
+            // A torn line: skipped.
+            r#"{"ts":"2026-12-01T10:00:00.000003Z","node":"n1","type":"task_ass"#,
+            r#"{"ts":"2026-12-01T10:00:00.000004Z","node":"n1","type":"task_assigned","task_id":"t","session":"s","data":{"attempt":2}}"#,
+        ];
+        std::fs::write(
+            dir.path().join("events-n1-20261201.jsonl"),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+        let events = read_events(dir.path()).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].kind(), "quantum_leap");
+        assert_eq!(
+            events[0].body,
+            EventBody::Other {
+                kind: "quantum_leap".into(),
+                data: serde_json::json!({"to": 1985})
+            }
+        );
+        assert_eq!(events[1].kind(), "task_assigned");
+        assert!(matches!(events[1].body, EventBody::Other { .. }));
+        assert!(events[1].payload::<event::TaskAssigned>().is_none());
+        assert_eq!(
+            events[2].payload::<event::TaskAssigned>(),
+            Some(&event::TaskAssigned { attempt: 2 })
+        );
+        // Written back as read.
+        for (e, line) in events.iter().zip([lines[0], lines[1], lines[3]]) {
+            assert_eq!(serde_json::to_string(e).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn strings_in_typed_payloads_are_redacted_when_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path(), "n1");
+        let secret = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH";
+        log.emit(
+            Some("t1"),
+            None,
+            event::TaskFailed::Finished {
+                attempts: 1,
+                duration_ms: None,
+                error: Some(format!("curl -H 'Authorization: Bearer {secret}' failed")),
+            },
+        )
+        .unwrap();
+        log.emit(
+            None,
+            None,
+            EventBody::Other {
+                kind: "future".into(),
+                data: serde_json::json!({"nested": [{"key": secret}]}),
+            },
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&log_files(dir.path()).unwrap()[0]).unwrap();
+        assert!(!text.contains(secret), "{text}");
+        assert_eq!(text.matches("[REDACTED]").count(), 2, "{text}");
+        let events = read_events(dir.path()).unwrap();
+        let Some(event::TaskFailed::Finished { error, .. }) = events[0].payload() else {
+            panic!("{events:?}");
+        };
+        assert!(error.as_deref().unwrap().contains("[REDACTED]"));
     }
 }

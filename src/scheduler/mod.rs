@@ -31,10 +31,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use crate::locks::{Conflict, Resource};
-use crate::log::EventType;
+use crate::log::{event, EventBody};
 use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskResult, TaskState};
 use queue::{Queue, Target};
 
@@ -254,14 +253,13 @@ pub enum Effect {
     },
     /// Append an event to the log.
     Log {
-        /// Its type.
-        kind: EventType,
         /// The task.
         task_id: Option<String>,
         /// The session.
         session: Option<String>,
-        /// Its data.
-        data: serde_json::Value,
+        /// What happened: its type and data (boxed: the largest payloads would make
+        /// every effect as large).
+        body: Box<EventBody>,
     },
 }
 
@@ -457,18 +455,11 @@ impl<L: Locks> Scheduler<L> {
         &self.locks
     }
 
-    fn log(
-        &mut self,
-        kind: EventType,
-        task_id: &str,
-        session: Option<&str>,
-        data: serde_json::Value,
-    ) {
+    fn log(&mut self, task_id: &str, session: Option<&str>, body: impl Into<EventBody>) {
         self.out.push(Effect::Log {
-            kind,
             task_id: Some(task_id.to_string()),
             session: session.map(str::to_string),
-            data,
+            body: Box::new(body.into()),
         });
     }
 
@@ -532,18 +523,17 @@ impl<L: Locks> Scheduler<L> {
             }
         }
         self.log(
-            EventType::TaskQueued,
             &id,
             None,
-            json!({
-                "priority": record.task.priority(),
-                "session": record.task.session,
-                "role": record.task.role,
-                "depends_on": record.task.depends_on,
-                "waiting_for": waiting.len(),
-                "unknown_dependencies": unknown,
-                "attempts": record.attempts.len(),
-            }),
+            event::TaskQueued {
+                priority: record.task.priority(),
+                session: record.task.session.clone(),
+                role: record.task.role.clone(),
+                depends_on: record.task.depends_on.clone(),
+                waiting_for: waiting.len() as u64,
+                unknown_dependencies: unknown.clone(),
+                attempts: record.attempts.len() as u64,
+            },
         );
         let (resources, lock_error) = match resources {
             Ok(r) => (r, None),
@@ -736,10 +726,12 @@ impl<L: Locks> Scheduler<L> {
                         }
                     }
                     self.log(
-                        EventType::LockAcquired,
                         id,
                         Some(session),
-                        json!({"resources": resources, "waited_ms": waited.unwrap_or(0)}),
+                        event::LockAcquired {
+                            resources,
+                            waited_ms: u64::try_from(waited.unwrap_or(0)).unwrap_or(0),
+                        },
                     );
                     return true;
                 }
@@ -784,10 +776,13 @@ impl<L: Locks> Scheduler<L> {
         let record = t.record.clone();
         self.write(TaskState::Pending, record);
         self.log(
-            EventType::LockWaiting,
             id,
             None,
-            json!({"resources": resources, "blocked_by": conflict, "reason": conflict.to_string()}),
+            event::LockWaiting {
+                resources: resources.to_vec(),
+                reason: conflict.to_string(),
+                blocked_by: conflict,
+            },
         );
     }
 
@@ -806,10 +801,11 @@ impl<L: Locks> Scheduler<L> {
         };
         self.move_file(id, TaskState::Pending, TaskState::Active);
         self.log(
-            EventType::TaskAssigned,
             id,
             Some(session),
-            json!({"attempt": attempt}),
+            event::TaskAssigned {
+                attempt: u64::from(attempt),
+            },
         );
         self.out.push(Effect::Run {
             session: session.to_string(),
@@ -826,10 +822,14 @@ impl<L: Locks> Scheduler<L> {
             if self.tasks.remove(id).is_some() {
                 self.queue.remove(id);
                 self.log(
-                    EventType::TaskFailed,
                     id,
                     None,
-                    json!({"error": format!("not run: its file left pending/ before it was claimed ({error})"), "claimed": false}),
+                    event::TaskFailed::NotClaimed {
+                        claimed: false,
+                        error: format!(
+                            "not run: its file left pending/ before it was claimed ({error})"
+                        ),
+                    },
                 );
             }
             return;
@@ -1072,10 +1072,14 @@ impl<L: Locks> Scheduler<L> {
         let attempt = record.attempts.len();
         self.write(TaskState::Pending, record);
         self.log(
-            EventType::TaskRetried,
             id,
             session.as_deref(),
-            json!({"error": error, "attempt": attempt, "retry_in_ms": delay_ms}),
+            event::TaskRetried {
+                attempt: attempt as u64,
+                error: Some(error.to_string()),
+                retry_in_ms: Some(delay_ms),
+                ..Default::default()
+            },
         );
         self.make_ready(id, now);
     }
@@ -1110,29 +1114,29 @@ impl<L: Locks> Scheduler<L> {
             .attempts
             .last()
             .map(|a| (now - a.started_at).num_milliseconds());
-        let data = match state {
+        let attempts = attempts as u64;
+        let body: EventBody = match state {
             TaskState::Done => {
                 let r = t.record.result.as_ref();
-                json!({
-                    "attempts": attempts,
-                    "duration_ms": duration_ms,
-                    "exit_status": r.and_then(|r| r.exit_status),
-                    "output_bytes": r.map_or(0, |r| r.output.len()),
-                })
+                event::TaskCompleted {
+                    attempts,
+                    duration_ms,
+                    exit_status: r.and_then(|r| r.exit_status),
+                    output_bytes: r.map_or(0, |r| r.output.len()) as u64,
+                }
+                .into()
             }
-            TaskState::Failed => {
-                json!({"attempts": attempts, "duration_ms": duration_ms, "error": error})
+            TaskState::Failed => event::TaskFailed::Finished {
+                attempts,
+                duration_ms,
+                error,
             }
-            _ => json!({"attempts": attempts}),
+            .into(),
+            _ => event::TaskCancelled { attempts }.into(),
         };
         self.write(from, t.record);
         self.move_file(id, from, state);
-        let kind = match state {
-            TaskState::Done => EventType::TaskCompleted,
-            TaskState::Failed => EventType::TaskFailed,
-            _ => EventType::TaskCancelled,
-        };
-        self.log(kind, id, session.as_deref(), data);
+        self.log(id, session.as_deref(), body);
         self.finals.insert(id.to_string(), state);
         self.release_dependents(id, state, now);
     }
@@ -1175,10 +1179,9 @@ impl<L: Locks> Scheduler<L> {
             _ => t.record.session.clone(),
         });
         self.log(
-            EventType::LockReleased,
             id,
             session.as_deref(),
-            json!({"resources": resources, "held_ms": held_ms}),
+            event::LockReleased { resources, held_ms },
         );
         self.requeue_lock_waiters(now);
     }
@@ -1245,10 +1248,14 @@ impl<L: Locks> Scheduler<L> {
         self.write(TaskState::Pending, record.clone());
         self.finals.remove(&id);
         self.log(
-            EventType::TaskRetried,
             &id,
             None,
-            json!({"manual": true, "from": dir.dir(), "attempt": record.attempts.len()}),
+            event::TaskRetried {
+                attempt: record.attempts.len() as u64,
+                manual: true,
+                from: Some(dir),
+                ..Default::default()
+            },
         );
         self.track(record, resources, on_disk, now);
     }
@@ -1319,10 +1326,17 @@ impl<L: Locks> Scheduler<L> {
                 self.move_file(&id, TaskState::Active, TaskState::Pending);
                 self.write(TaskState::Pending, record.clone());
                 self.out.push(Effect::Log {
-                    kind: EventType::TaskRetried,
                     task_id: Some(id.clone()),
                     session: record.session.clone(),
-                    data: json!({"error": DAEMON_STOPPED, "attempt": record.attempts.len(), "recovered": true}),
+                    body: Box::new(
+                        event::TaskRetried {
+                            attempt: record.attempts.len() as u64,
+                            error: Some(DAEMON_STOPPED.into()),
+                            recovered: true,
+                            ..Default::default()
+                        }
+                        .into(),
+                    ),
                 });
             }
             records.push((record, resources));

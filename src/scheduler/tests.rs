@@ -133,11 +133,12 @@ fn moves(effects: &[Effect]) -> Vec<(String, TaskState, TaskState)> {
         .collect()
 }
 
-fn logged(effects: &[Effect], kind: EventType) -> Vec<serde_json::Value> {
+/// The payloads of the events of type `T` among `effects`.
+fn logged<T: crate::log::Payload + Clone>(effects: &[Effect]) -> Vec<T> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Log { kind: k, data, .. } if *k == kind => Some(data.clone()),
+            Effect::Log { body, .. } => T::from_body(body).cloned(),
             _ => None,
         })
         .collect()
@@ -229,8 +230,8 @@ fn a_completed_attempt_moves_the_task_to_done_with_its_result() {
     assert_eq!(r.attempts.len(), 1);
     assert_eq!(r.attempts[0].outcome, AttemptOutcome::Completed);
     assert_eq!(
-        logged(&fx, EventType::TaskCompleted)[0]["duration_ms"],
-        1500
+        logged::<event::TaskCompleted>(&fx)[0].duration_ms,
+        Some(1500)
     );
     assert!(s.task("a").is_none());
     assert_eq!(s.state_of("a"), Some(TaskState::Done));
@@ -269,7 +270,7 @@ fn a_task_waits_for_its_dependency_and_runs_once_it_is_done() {
     let mut s = sched();
     arrive(&mut s, "a", r#"{"prompt":"x"}"#);
     let fx = arrive(&mut s, "b", r#"{"prompt":"x","depends_on":["a"]}"#);
-    assert_eq!(logged(&fx, EventType::TaskQueued)[0]["waiting_for"], 1);
+    assert_eq!(logged::<event::TaskQueued>(&fx)[0].waiting_for, 1);
     assert_eq!(
         s.task("b").unwrap().status,
         TaskStatus::WaitingForDependencies(["a".to_string()].into())
@@ -356,8 +357,8 @@ fn an_unknown_dependency_is_named_and_waited_for() {
     let mut s = sched();
     let fx = arrive(&mut s, "b", r#"{"prompt":"x","depends_on":["later"]}"#);
     assert_eq!(
-        logged(&fx, EventType::TaskQueued)[0]["unknown_dependencies"],
-        serde_json::json!(["later"])
+        logged::<event::TaskQueued>(&fx)[0].unknown_dependencies,
+        ["later"]
     );
     arrive(&mut s, "later", r#"{"prompt":"x"}"#);
     run_on(&mut s, "s1");
@@ -392,7 +393,7 @@ fn a_failed_attempt_is_retried_after_a_backoff_that_doubles() {
         moves(&fx),
         [("a".into(), TaskState::Active, TaskState::Pending)]
     );
-    assert_eq!(logged(&fx, EventType::TaskRetried)[0]["retry_in_ms"], 100);
+    assert_eq!(logged::<event::TaskRetried>(&fx)[0].retry_in_ms, Some(100));
     assert_eq!(
         s.task("a").unwrap().status,
         TaskStatus::BackingOff { until: at(1100) }
@@ -408,7 +409,7 @@ fn a_failed_attempt_is_retried_after_a_backoff_that_doubles() {
         [("s1".into(), "a".into())]
     );
     let fx = end(&mut s, "s1", "a", AttemptEnd::TimedOut, 2000);
-    assert_eq!(logged(&fx, EventType::TaskRetried)[0]["retry_in_ms"], 200);
+    assert_eq!(logged::<event::TaskRetried>(&fx)[0].retry_in_ms, Some(200));
 }
 
 #[test]
@@ -464,7 +465,7 @@ fn a_usage_limit_does_not_spend_a_retry() {
         AttemptEnd::Limited("5-hour limit".into()),
         10,
     );
-    assert!(logged(&fx, EventType::TaskFailed).is_empty(), "{fx:#?}");
+    assert!(logged::<event::TaskFailed>(&fx).is_empty(), "{fx:#?}");
     assert_eq!(s.task("a").unwrap().record.attempts_used(), 0);
 }
 
@@ -589,8 +590,8 @@ fn a_session_death_is_a_failed_attempt_unless_the_prompt_may_have_run_once_only(
     };
     let fx = s.handle(died("a", "s1", false), at(10));
     assert_eq!(
-        logged(&fx, EventType::TaskRetried)[0]["error"],
-        "session s1 died during the task (exit 137)"
+        logged::<event::TaskRetried>(&fx)[0].error.as_deref(),
+        Some("session s1 died during the task (exit 137)")
     );
     let fx = s.handle(died("b", "s2", true), at(10));
     let r = final_record(&fx, "b");
@@ -609,7 +610,7 @@ fn a_task_whose_lock_is_held_waits_without_blocking_the_next() {
         runs(&fx),
         [("s1".into(), "a".into()), ("s2".into(), "c".into())]
     );
-    let waiting = logged(&fx, EventType::LockWaiting);
+    let waiting = logged::<event::LockWaiting>(&fx);
     assert_eq!(waiting.len(), 1);
     assert!(matches!(
         s.task("b").unwrap().status,
@@ -618,10 +619,10 @@ fn a_task_whose_lock_is_held_waits_without_blocking_the_next() {
     assert!(s.task("b").unwrap().record.waiting_lock.is_some());
     // a's end releases the lock: b is queued again and takes it.
     let fx = end(&mut s, "s1", "a", done(), 10);
-    assert_eq!(logged(&fx, EventType::LockReleased)[0]["held_ms"], 7);
+    assert_eq!(logged::<event::LockReleased>(&fx)[0].held_ms, 7);
     let fx = run_on(&mut s, "s1");
     assert_eq!(runs(&fx), [("s1".into(), "b".into())]);
-    assert_eq!(logged(&fx, EventType::LockAcquired).len(), 1);
+    assert_eq!(logged::<event::LockAcquired>(&fx).len(), 1);
 }
 
 #[test]

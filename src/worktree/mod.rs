@@ -28,7 +28,7 @@ mod save;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use branch::validate_branch;
 pub use reconcile::Reconciled;
@@ -65,7 +65,7 @@ pub struct WorktreeManager {
 }
 
 /// What [`WorktreeManager::prepare`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepared {
     /// The worktree, `<dir>/<session>` (canonical): where the session runs.
     pub path: PathBuf,
@@ -87,7 +87,7 @@ pub struct Prepared {
 /// The commit holds the worktree's files as they were (tracked and untracked, not
 /// ignored), on top of the commit the worktree was at; author and committer
 /// `architect <architect@localhost>`; no hooks run. Find it with `git log <branch>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedWork {
     /// The session whose worktree it was.
     pub session: String,

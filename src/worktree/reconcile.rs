@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ctx::{leftover_is_empty, Ctx};
 use super::git::{self, Git};
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::spool::{fsio, task::valid_id};
 
 /// What [`WorktreeManager::reconcile`] did, for the daemon to log. Paths are canonical.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciled {
     /// Lock files a crash left in session worktrees' git directories (`index.lock`,
     /// `HEAD.lock`), removed. At start-up no session runs yet and the daemon's lock keeps

@@ -11,6 +11,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use architect::agents::offline::{self, Cli};
+use architect::log::event::{
+    AgentUsage, HookReceived, PermissionDecided, PromptAccepted, SessionLimited, TaskRetried,
+};
+use architect::policy::Decision;
 use architect::spool::task::{TaskRecord, TaskState};
 
 use super::clis;
@@ -149,9 +153,9 @@ impl Fleet {
                 eprintln!(
                     "{} {} {:?} {}",
                     e.ts.format("%H:%M:%S%.3f"),
-                    e.kind,
+                    e.kind(),
                     e.task_id,
-                    e.data
+                    e.body.data().unwrap_or_default()
                 );
             }
         }
@@ -194,18 +198,18 @@ fn quick_turns(hooks: bool) {
             f.deliveries(t)
         );
     }
-    let accepted = f.env.events_of("prompt_accepted");
+    let accepted = f.env.events_of::<PromptAccepted>();
     assert_eq!(accepted.len(), tokens.len(), "{accepted:?}");
-    let hook_events = f.env.events_of("hook_received");
+    let hook_events = f.env.events_of::<HookReceived>();
     for a in &accepted {
         // Whichever came first: the prompt hook or the busy screen; without hooks, never a hook.
-        let evidence = a.data["evidence"].as_str().unwrap();
+        let evidence = &a.data.evidence;
         assert!(hooks || !evidence.starts_with("hook:"), "{a:?}");
     }
     if hooks {
         for t in &tokens {
             let submitted = hook_events.iter().any(|e| {
-                e.task_id.as_deref() == Some(t.as_str()) && e.data["signal"] == "prompt_submitted"
+                e.task_id.as_deref() == Some(t.as_str()) && e.data.signal == "prompt_submitted"
             });
             assert!(submitted, "no prompt hook for {t}");
         }
@@ -216,7 +220,7 @@ fn quick_turns(hooks: bool) {
         "{} hook events",
         hook_events.len()
     );
-    assert!(f.env.events_of("task_retried").is_empty());
+    assert!(f.env.events_of::<TaskRetried>().is_empty());
 }
 
 #[test]
@@ -263,16 +267,16 @@ fn refused_turn(cli: Cli, hooks: bool) {
     }
     assert!(f.homes[0].join("important").is_dir(), "rm -rf ran");
     // The hooks really were the ones that spoke (or, switched off, never did).
-    let hooks_heard = f.env.events_of("hook_received").len();
+    let hooks_heard = f.env.events_of::<HookReceived>().len();
     assert_eq!(hooks_heard > 0, hooks, "{hooks_heard} hook events");
     let denied: Vec<_> = f
         .env
-        .events_of("permission_decided")
+        .events_of::<PermissionDecided>()
         .into_iter()
-        .filter(|e| e.task_id.as_deref() == Some(b.as_str()) && e.data["decision"] == "deny")
+        .filter(|e| e.task_id.as_deref() == Some(b.as_str()) && e.data.decision == Decision::Deny)
         .collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
-    assert_eq!(denied[0].data["action"], "rm -rf ~/important");
+    assert_eq!(denied[0].data.action.as_deref(), Some("rm -rf ~/important"));
     assert_eq!(f.deliveries(&b), 1);
 }
 
@@ -361,7 +365,7 @@ fn agent_usage_is_priced_per_task_and_matches_the_mock() {
         assert_eq!(f.done(t).0, TaskState::Done);
     }
     wait_for("agent_usage for both tasks", TASK, || {
-        let e = f.env.events_of("agent_usage");
+        let e = f.env.events_of::<AgentUsage>();
         tokens
             .iter()
             .all(|t| e.iter().any(|u| u.task_id.as_deref() == Some(*t)))
@@ -369,11 +373,12 @@ fn agent_usage_is_priced_per_task_and_matches_the_mock() {
     for t in tokens {
         let events: Vec<_> = f
             .env
-            .events_of("agent_usage")
+            .events_of::<AgentUsage>()
             .into_iter()
             .filter(|e| e.task_id.as_deref() == Some(t))
+            .map(|e| e.data)
             .collect();
-        let sum = |k: &str| -> u64 { events.iter().map(|e| e.data[k].as_u64().unwrap()).sum() };
+        let sum = |k: fn(&AgentUsage) -> u64| -> u64 { events.iter().map(k).sum() };
         // What the mock reported for this task's model calls.
         let reqs: Vec<_> = f
             .mock
@@ -382,18 +387,19 @@ fn agent_usage_is_priced_per_task_and_matches_the_mock() {
             .filter(|r| r["token"] == t)
             .collect();
         let mock = |k: &str| -> u64 { reqs.iter().map(|r| r["usage"][k].as_u64().unwrap()).sum() };
-        assert_eq!(sum("input_tokens"), mock("input_tokens"), "{t}");
-        assert_eq!(sum("output_tokens"), mock("output_tokens"), "{t}");
-        assert_eq!(sum("cache_read_tokens"), mock("cache_read_tokens"), "{t}");
+        assert_eq!(sum(|u| u.input_tokens), mock("input_tokens"), "{t}");
+        assert_eq!(sum(|u| u.output_tokens), mock("output_tokens"), "{t}");
         assert_eq!(
-            sum("cache_write_tokens"),
+            sum(|u| u.cache_read_tokens),
+            mock("cache_read_tokens"),
+            "{t}"
+        );
+        assert_eq!(
+            sum(|u| u.cache_write_tokens),
             mock("cache_creation_tokens"),
             "{t}"
         );
-        let cost: f64 = events
-            .iter()
-            .map(|e| e.data["cost_usd"].as_f64().unwrap())
-            .sum();
+        let cost: f64 = events.iter().map(|u| u.cost_usd).sum();
         #[allow(clippy::cast_precision_loss)]
         let want = (mock("input_tokens") as f64 * 3.0
             + mock("output_tokens") as f64 * 15.0
@@ -427,7 +433,7 @@ fn killed_mid_conversation_resumes_it(cli: Cli) {
     f.submit("reply", "tok-resb", None);
     wait_for("tok-resb to be taken", TASK, || {
         f.env
-            .events_of("prompt_accepted")
+            .events_of::<PromptAccepted>()
             .iter()
             .any(|e| e.task_id.as_deref() == Some("tok-resb"))
     });
@@ -460,11 +466,10 @@ fn killed_mid_conversation_resumes_it(cli: Cli) {
         Some("all done tok-resc")
     );
     // The CLI said it resumed, and its request for the new prompt carries the old ones.
-    let resumed = f
-        .env
-        .events_of("hook_received")
-        .into_iter()
-        .any(|e| e.data["signal"] == "session_start" && e.data["source"] == "resume");
+    let resumed =
+        f.env.events_of::<HookReceived>().into_iter().any(|e| {
+            e.data.signal == "session_start" && e.data.source.as_deref() == Some("resume")
+        });
     assert!(resumed, "no SessionStart with source resume");
     let body = mock_control(f.mock.port, "GET", "/_mock/requests?bodies=1", "");
     let json_start = body.find('{').unwrap();
@@ -522,9 +527,9 @@ fn a_usage_limit_hook_parks_the_session_until_it_resets() {
             .session(&session)
             .is_some_and(|s| s.state == architect::session::SessionState::Limited)
     });
-    let limited = f.env.events_of("session_limited");
+    let limited = f.env.events_of::<SessionLimited>();
     assert_eq!(limited.len(), 1, "{limited:?}");
-    let reset = limited[0].data["reset_in_s"].as_u64().unwrap();
+    let reset = limited[0].data.reset_in_s;
     assert!((1..=5).contains(&reset), "{limited:?}");
     let (state, rec) = f.done("tok-lima");
     assert_eq!(state, TaskState::Done, "{rec:?}");

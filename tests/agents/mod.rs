@@ -21,7 +21,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use architect::agents::offline;
+use architect::log::event::{ApprovalNeeded, PermissionDecided};
 use architect::log::Event;
+use architect::session::approval::DecidedBy;
 use architect::session::SessionState;
 use architect::spool::task::TaskState;
 
@@ -168,9 +170,9 @@ impl Drop for Diagnostics<'_> {
             eprintln!(
                 "{} {} {} {}",
                 e.ts.format("%H:%M:%S%.3f"),
-                e.kind,
+                e.kind(),
                 e.task_id.as_deref().unwrap_or("-"),
-                e.data
+                e.body.data().unwrap_or_default()
             );
         }
         eprintln!("---- mock requests ----");
@@ -210,10 +212,19 @@ fn wait_until(
 fn decisions(events: &[Event], task: &str) -> Vec<(String, String, String, String)> {
     events
         .iter()
-        .filter(|e| e.kind == "permission_decided" && e.task_id.as_deref() == Some(task))
-        .map(|e| {
-            let s = |k: &str| e.data[k].as_str().unwrap_or_default().to_string();
-            (s("action"), s("decision"), s("rule"), s("by"))
+        .filter(|e| e.task_id.as_deref() == Some(task))
+        .filter_map(|e| e.payload::<PermissionDecided>())
+        .map(|d| {
+            let by = match d.by {
+                DecidedBy::Policy => "policy",
+                DecidedBy::Person => "person",
+            };
+            (
+                d.action.clone().unwrap_or_default(),
+                d.decision.as_str().to_string(),
+                d.rule.clone(),
+                by.to_string(),
+            )
         })
         .collect()
 }
@@ -336,9 +347,9 @@ fn drive(agent: &Agent) {
     let pending = s.approval.unwrap();
     assert_eq!(pending.question.action.as_deref(), Some(ESCALATED));
     assert!(pending.rule.starts_with("escalate."), "{}", pending.rule);
-    let needed: Vec<Event> = env.events_of("approval_needed");
+    let needed = env.events_of::<ApprovalNeeded>();
     assert_eq!(needed.len(), 1, "{needed:?}");
-    assert_eq!(needed[0].data["action"], ESCALATED);
+    assert_eq!(needed[0].data.action.as_deref(), Some(ESCALATED));
     assert_eq!(needed[0].task_id.as_deref(), Some(task.as_str()));
     let out = env.ok(&["deny", name, "--question", &pending.id]);
     assert!(out.contains(&format!("deny: {ESCALATED}")), "{out}");

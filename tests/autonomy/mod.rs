@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use architect::log::event::{ApprovalNeeded, ConfigApplied, PermissionDecided};
+use architect::session::approval::DecidedBy;
 use architect::session::SessionState;
 use architect::spool::task::TaskState;
 
@@ -12,12 +14,21 @@ use crate::helper::{fake_agent_session, wait_for, Env};
 const T: Duration = Duration::from_secs(30);
 
 fn decisions(env: &Env, task: &str) -> Vec<(String, String, String, String)> {
-    env.events_of("permission_decided")
+    env.events_of::<PermissionDecided>()
         .into_iter()
         .filter(|e| e.task_id.as_deref() == Some(task))
         .map(|e| {
-            let s = |k: &str| e.data[k].as_str().unwrap_or_default().to_string();
-            (s("action"), s("decision"), s("rule"), s("by"))
+            let d = e.data;
+            let by = match d.by {
+                DecidedBy::Policy => "policy",
+                DecidedBy::Person => "person",
+            };
+            (
+                d.action.unwrap_or_default(),
+                d.decision.as_str().to_string(),
+                d.rule,
+                by.to_string(),
+            )
         })
         .collect()
 }
@@ -43,9 +54,12 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
         Some("npm install left-pad")
     );
     assert!(pending.rule.starts_with("escalate."), "{}", pending.rule);
-    let needed = env.events_of("approval_needed");
+    let needed = env.events_of::<ApprovalNeeded>();
     assert_eq!(needed.len(), 1);
-    assert_eq!(needed[0].data["action"], "npm install left-pad");
+    assert_eq!(
+        needed[0].data.action.as_deref(),
+        Some("npm install left-pad")
+    );
     let listed = env.ok(&["sessions"]);
     assert!(listed.contains("approve? npm install left-pad"), "{listed}");
     assert!(
@@ -135,7 +149,7 @@ fn a_policy_edit_applies_live() {
         ),
     );
     wait_for("the config reload", T, || {
-        !env.events_of("config_applied").is_empty()
+        !env.events_of::<ConfigApplied>().is_empty()
     });
     env.drop_task(
         "t.json",

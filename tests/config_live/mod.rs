@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use architect::log::event::ConfigApplied;
 use architect::spool::task::TaskState;
 
 use crate::helper::{wait_for, Env, ONE_SHELL};
@@ -33,9 +34,9 @@ fn sessions_added_changed_and_removed_without_a_restart() {
     // A broken edit is reported and the running config kept.
     env.write_config("sessions.toml", "[[session]\nname = ");
     wait_for("config error event", T, || {
-        env.events_of("config_applied")
+        env.events_of::<ConfigApplied>()
             .iter()
-            .any(|e| e.data["applied"] == false)
+            .any(|e| !e.data.applied)
     });
     assert!(d.is_running());
     env.drop_task(

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::helper::{wait_for, Env, FAST, ONE_SHELL};
+use architect::log::event::{TaskAssigned, TaskRejected, TextSent};
 use architect::spool::task::TaskState;
 
 const T: Duration = Duration::from_secs(20);
@@ -220,7 +221,7 @@ fn a_control_request_that_cannot_be_removed_is_never_applied_twice() {
     });
     // Listings every second (reconcile_interval_ms) see it again and again.
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(env.events_of("text_sent").len(), 0);
+    assert_eq!(env.events_of::<TextSent>().len(), 0);
     let said = d.stderr().matches("cannot be removed").count();
     assert_eq!(said, 1, "said once: {}", d.stderr());
     drop(stuck);
@@ -228,10 +229,10 @@ fn a_control_request_that_cannot_be_removed_is_never_applied_twice() {
     // A request that can be removed is applied, once.
     env.ok(&["send", "sh-1", "echo hello"]);
     wait_for("the text typed", T, || {
-        env.events_of("text_sent").len() == 1
+        env.events_of::<TextSent>().len() == 1
     });
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(env.events_of("text_sent").len(), 1);
+    assert_eq!(env.events_of::<TextSent>().len(), 1);
 }
 
 /// A record read back at start-up is validated: one whose `timeout_s` is out of range
@@ -265,9 +266,9 @@ fn a_record_that_breaks_the_schema_at_start_up_goes_to_rejected() {
     let report = std::fs::read_to_string(env.spool.join("rejected/bad.json.error.json")).unwrap();
     assert!(report.contains("/task/timeout_s"), "{report}");
     assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
-    let rejected = env.events_of("task_rejected");
+    let rejected = env.events_of::<TaskRejected>();
     assert!(
-        rejected.iter().any(|e| e.data["file"] == "active/bad.json"),
+        rejected.iter().any(|e| e.data.file == "active/bad.json"),
         "{rejected:?}"
     );
 }
@@ -298,7 +299,7 @@ fn files_found_by_a_listing_with_equal_mtimes_run_in_the_order_they_were_written
         assert_eq!(env.wait_final(id, T).0, TaskState::Done);
     }
     let order: Vec<String> = env
-        .events_of("task_assigned")
+        .events_of::<TaskAssigned>()
         .into_iter()
         .filter_map(|e| e.task_id)
         .collect();
@@ -343,7 +344,7 @@ fn a_task_running_at_five_daemon_crashes_in_a_row_is_quarantined() {
     for crash in 1..=5 {
         let d = env.daemon();
         wait_for(&format!("the task running before crash {crash}"), T, || {
-            env.events_of("task_assigned").len() == crash
+            env.events_of::<TaskAssigned>().len() == crash
                 && env.state_of("crashy") == Some(TaskState::Active)
         });
         d.kill9();

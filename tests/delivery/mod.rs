@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use architect::log::event::PromptAccepted;
 use architect::spool::task::{AttemptOutcome, TaskState};
 
 use crate::helper::{wait_for, Env, ONE_SHELL};
@@ -64,11 +65,11 @@ fn a_quiet_failing_command_fails_with_its_status_after_it_really_ended() {
     assert_eq!(state, TaskState::Done, "{rec:?}");
     let r = rec.result.unwrap();
     assert_eq!((r.output.as_str(), r.exit_status), ("late-output", Some(0)));
-    let accepted = env.events_of("prompt_accepted");
+    let accepted = env.events_of::<PromptAccepted>();
     assert!(
         accepted
             .iter()
-            .all(|e| e.data["evidence"] == "mark:command_start"),
+            .all(|e| e.data.evidence == "mark:command_start"),
         "{accepted:?}"
     );
 }

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use architect::log::event::{
+    SessionExited, SessionLimited, SessionStarted, TaskCompleted, TaskRetried,
+};
 use architect::session::SessionState;
 use architect::spool::task::{AttemptOutcome, TaskState};
 
@@ -36,11 +39,11 @@ fn a_session_that_dies_mid_task_is_restarted_and_the_task_retried() {
         rec.attempts[0]
     );
     assert!(
-        env.events_of("session_started").len() >= 2,
+        env.events_of::<SessionStarted>().len() >= 2,
         "the session was restarted"
     );
     assert!(env
-        .events_of("session_exited")
+        .events_of::<SessionExited>()
         .iter()
         .any(|e| e.task_id.as_deref() == Some("die")));
 
@@ -75,7 +78,7 @@ fn a_task_past_its_timeout_is_interrupted_and_the_session_stays_usable() {
         .iter()
         .all(|a| a.outcome == AttemptOutcome::TimedOut));
     assert!(rec.error.unwrap().contains("timed out after 1 s"));
-    assert_eq!(env.events_of("task_retried").len(), 1);
+    assert_eq!(env.events_of::<TaskRetried>().len(), 1);
     env.drop_task("next.json", r#"{"id": "next", "prompt": "echo next"}"#);
     let (state, rec) = env.wait_final("next", T);
     assert_eq!(state, TaskState::Done);
@@ -161,7 +164,7 @@ fn kill_9_of_the_daemon_loses_nothing_and_completes_nothing_twice() {
         assert_eq!(rec.attempts.len(), 2, "the interrupted attempt is counted");
         assert_eq!(rec.attempts[0].outcome, AttemptOutcome::Interrupted);
     }
-    let completions = env.events_of("task_completed");
+    let completions = env.events_of::<TaskCompleted>();
     for id in all {
         let n = completions
             .iter()
@@ -272,12 +275,9 @@ fn a_usage_limit_screen_parks_the_session_and_it_comes_back_by_itself() {
         rec.result.unwrap().reply.as_deref(),
         Some("done: work after the limit")
     );
-    let limited = env.events_of("session_limited");
+    let limited = env.events_of::<SessionLimited>();
     assert_eq!(limited.len(), 1, "{limited:?}");
-    assert!(limited[0].data["message"]
-        .as_str()
-        .unwrap()
-        .contains("usage limit reached"));
+    assert!(limited[0].data.message.contains("usage limit reached"));
     let status = env.ok(&["status"]);
     assert!(status.contains("limited 0"), "{status}");
 }

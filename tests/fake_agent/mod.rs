@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use architect::log::event;
 use architect::session::SessionState;
 use architect::spool::task::TaskState;
 
@@ -27,9 +28,9 @@ fn fake_agent_runs_a_task_and_waits_for_an_answer() {
     );
     // It was seen busy (spinner) before done.
     assert!(env
-        .events_of("session_state")
+        .events_of::<event::SessionState>()
         .iter()
-        .any(|e| e.data["state"] == "busy" && e.session.as_deref() == Some("agent-1")));
+        .any(|e| e.data.state == "busy" && e.session.as_deref() == Some("agent-1")));
 
     // A permission question puts the session in waiting_input until someone answers.
     env.drop_task("q.json", r#"{"id": "q", "prompt": "touch a file ask"}"#);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use architect::log::{read_events, Event};
+use architect::log::{read_events, Event, Payload};
 use architect::session::{SessionFile, SessionState};
 use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::Spool;
@@ -41,6 +41,15 @@ pub fn fake_agent_session(name: &str, flags: &[&str]) -> String {
         "[[session]]\nname = \"{name}\"\nprofile = \"fake-agent\"\ncommand = \"{FAKE_AGENT}\"\nargs = [{}]\nrole = \"agent\"\n",
         args.join(", ")
     )
+}
+
+/// An event of one type: its envelope and typed payload ([`Env::events_of`]).
+#[derive(Debug, Clone)]
+pub struct Of<T> {
+    pub ts: chrono::DateTime<chrono::Utc>,
+    pub task_id: Option<String>,
+    pub session: Option<String>,
+    pub data: T,
 }
 
 /// A scratch spool and config.
@@ -197,10 +206,18 @@ impl Env {
         read_events(&self.spool.join("log")).unwrap()
     }
 
-    pub fn events_of(&self, kind: &str) -> Vec<Event> {
+    /// The events of type `T`, with their payloads typed.
+    pub fn events_of<T: Payload + Clone>(&self) -> Vec<Of<T>> {
         self.events()
             .into_iter()
-            .filter(|e| e.kind == kind)
+            .filter_map(|e| {
+                Some(Of {
+                    data: e.payload::<T>()?.clone(),
+                    ts: e.ts,
+                    task_id: e.task_id,
+                    session: e.session,
+                })
+            })
             .collect()
     }
 

@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use architect::log::event::TaskReceived;
 use architect::spool::task::TaskState;
 
 use crate::helper::{wait_for, Env, ONE_SHELL};
@@ -100,7 +101,7 @@ fn a_symlink_planted_at_the_event_log_or_the_daemon_lock_is_refused() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
     std::fs::remove_file(&log).unwrap();
     // The lock: the daemon refuses to start rather than truncate the target.
-    let lock = env.spool.join("locks/daemon.lock");
+    let lock = architect::daemon::lock_path(&env.spool());
     let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&target, &lock).unwrap();
     let out = env.cli(&["daemon"]);
@@ -156,12 +157,12 @@ fn events_carry_a_prompts_start_size_and_hash_not_the_whole_prompt() {
         &serde_json::json!({"id": "big", "prompt": long}).to_string(),
     );
     wait_for("task_received", T, || {
-        !env.events_of("task_received").is_empty()
+        !env.events_of::<TaskReceived>().is_empty()
     });
-    let e = &env.events_of("task_received")[0];
-    assert_eq!(e.data["prompt"].as_str().unwrap().chars().count(), 200);
-    assert_eq!(e.data["prompt_chars"], 100_005);
-    assert_eq!(e.data["prompt_sha256"].as_str().unwrap().len(), 64);
+    let e = &env.events_of::<TaskReceived>()[0];
+    assert_eq!(e.data.prompt.chars().count(), 200);
+    assert_eq!(e.data.prompt_chars, 100_005);
+    assert_eq!(e.data.prompt_sha256.len(), 64);
     let log_bytes: u64 = std::fs::read_dir(env.spool.join("log"))
         .unwrap()
         .map(|f| f.unwrap().metadata().unwrap().len())

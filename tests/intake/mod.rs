@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
+use architect::log::event::{TaskReceived, TaskRejected};
 use architect::spool::task::TaskState;
 
 use crate::helper::{ids_in, wait_for, Env, ONE_SHELL};
@@ -120,7 +121,7 @@ fn a_name_that_is_not_utf8_is_rejected_under_a_safe_name() {
     let text = std::fs::read_to_string(env.spool.join("rejected").join(report)).unwrap();
     assert!(text.contains("not UTF-8"), "{text}");
     wait_for("the task_rejected event", T, || {
-        env.events_of("task_rejected").len() == 1
+        env.events_of::<TaskRejected>().len() == 1
     });
 }
 
@@ -156,7 +157,7 @@ fn an_inbox_file_left_behind_by_a_crash_after_its_copy_runs_once() {
         "not rejected as a duplicate"
     );
     assert_eq!(
-        env.events_of("task_received").len(),
+        env.events_of::<TaskReceived>().len(),
         0,
         "not taken in twice"
     );

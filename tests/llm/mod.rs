@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use architect::llm::breaker;
+use architect::log::event::{BreakerState, BudgetExceeded, LlmCall};
 use serde_json::Value;
 
 use crate::helper::{mock_control, Env, Mock};
@@ -70,10 +72,10 @@ fn ask(env: &Env, args: &[&str]) -> Ask {
     }
 }
 
-fn calls(env: &Env, provider: &str) -> Vec<Value> {
-    env.events_of("llm_call")
+fn calls(env: &Env, provider: &str) -> Vec<LlmCall> {
+    env.events_of::<LlmCall>()
         .into_iter()
-        .filter(|e| e.data["provider"] == provider)
+        .filter(|e| e.data.provider == provider)
         .map(|e| e.data)
         .collect()
 }
@@ -122,15 +124,15 @@ fn routing_failover_breaker_retries_and_cost() {
     }
     let failed = calls(&env, "local");
     assert_eq!(
-        failed.iter().filter(|c| c["status"] == 500).count(),
+        failed.iter().filter(|c| c.status == Some(500)).count(),
         4,
         "2 attempts × 2 requests"
     );
-    let opened = env.events_of("breaker_state");
+    let opened = env.events_of::<BreakerState>();
     assert!(
-        opened.iter().any(|e| e.data["provider"] == "local"
-            && e.data["state"] == "open"
-            && e.data["reason"].as_str().unwrap().contains("HTTP 500")),
+        opened.iter().any(|e| e.data.provider == "local"
+            && e.data.state == breaker::State::Open
+            && e.data.reason.as_deref().unwrap().contains("HTTP 500")),
         "{opened:?}"
     );
     let state: Value =
@@ -162,9 +164,9 @@ fn routing_failover_breaker_retries_and_cost() {
             .unwrap();
     assert_eq!(state["state"], "closed");
     assert!(env
-        .events_of("breaker_state")
+        .events_of::<BreakerState>()
         .iter()
-        .any(|e| e.data["provider"] == "local" && e.data["state"] == "closed"));
+        .any(|e| e.data.provider == "local" && e.data.state == breaker::State::Closed));
 
     // 429 with Retry-After: waited for, then retried on the same provider.
     mock_control(
@@ -205,9 +207,9 @@ fn routing_failover_breaker_retries_and_cost() {
 
     // Costs in the log add up, per the SQL view, to what the calls reported.
     let sum: f64 = env
-        .events_of("llm_call")
+        .events_of::<LlmCall>()
         .iter()
-        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .map(|e| e.data.cost_usd)
         .sum();
     let out = env
         .cmd()
@@ -234,16 +236,9 @@ fn routing_failover_breaker_retries_and_cost() {
         .unwrap();
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut all_strong = 0.0;
-    for c in env
-        .events_of("llm_call")
-        .iter()
-        .filter(|e| e.data["ok"] == true)
-    {
+    for c in env.events_of::<LlmCall>().iter().filter(|e| e.data.ok) {
         #[allow(clippy::cast_precision_loss)]
-        let (i, o) = (
-            c.data["input_tokens"].as_u64().unwrap() as f64,
-            c.data["output_tokens"].as_u64().unwrap() as f64,
-        );
+        let (i, o) = (c.data.input_tokens as f64, c.data.output_tokens as f64);
         all_strong += (i * 3.0 + o * 15.0) / 1e6;
     }
     assert!(
@@ -322,17 +317,17 @@ daily_usd = 0.05
     assert!(answered >= 1, "calls were made before the limit");
     assert!(refused.contains("provider daily budget"), "{refused}");
     let spent: f64 = env
-        .events_of("llm_call")
+        .events_of::<LlmCall>()
         .iter()
-        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .map(|e| e.data.cost_usd)
         .sum();
     assert!(spent <= 0.05 + 1e-12, "spent {spent} over a 0.05 budget");
     assert!(spent > 0.0);
-    let ev = env.events_of("budget_exceeded");
+    let ev = env.events_of::<BudgetExceeded>();
     assert_eq!(ev.len(), 1, "{ev:?}");
-    assert_eq!(ev[0].data["limit_usd"], 0.05);
+    assert_eq!(ev[0].data.limit_usd, 0.05);
     // No call was made once refused.
-    assert_eq!(env.events_of("llm_call").len(), answered);
+    assert_eq!(env.events_of::<LlmCall>().len(), answered);
 }
 
 /// Calls that cost exactly $1.00 each (10 output tokens at $100,000 per million, input
@@ -423,9 +418,9 @@ fn concurrent_calls_from_every_process_never_pass_the_budget() {
     }
     let requests = mock.requests().len();
     let spent: f64 = env
-        .events_of("llm_call")
+        .events_of::<LlmCall>()
         .iter()
-        .filter_map(|e| e.data["cost_usd"].as_f64())
+        .map(|e| e.data.cost_usd)
         .sum();
     assert_eq!(
         (requests, answered),
@@ -440,7 +435,7 @@ fn concurrent_calls_from_every_process_never_pass_the_budget() {
             "{r}"
         );
     }
-    assert_eq!(env.events_of("budget_exceeded").len(), 5);
+    assert_eq!(env.events_of::<BudgetExceeded>().len(), 5);
     assert!(holders(&env).is_empty(), "{:?}", holders(&env));
 }
 
@@ -544,14 +539,14 @@ open_s = 1
         assert_eq!(state, architect::spool::task::TaskState::Done, "{rec:?}");
         assert_eq!(rec.session.as_deref(), Some("llm-1"));
         assert!(!rec.result.unwrap().output.is_empty());
-        let by: Vec<Value> = env
-            .events_of("llm_call")
+        let by: Vec<LlmCall> = env
+            .events_of::<LlmCall>()
             .into_iter()
             .filter(|e| e.task_id.as_deref() == Some(id))
             .map(|e| e.data)
             .collect();
         assert_eq!(by.len(), 1, "{by:?}");
-        assert_eq!(by[0]["provider"], provider);
+        assert_eq!(by[0].provider, provider);
     }
     // A plain task is not an LLM task: it goes to the terminal session.
     let (_, rec) = env.wait_final("sh", t);
@@ -565,20 +560,18 @@ open_s = 1
     );
     let (state, rec) = env.wait_final("f", t);
     assert_eq!(state, architect::spool::task::TaskState::Done, "{rec:?}");
-    let by: Vec<Value> = env
-        .events_of("llm_call")
+    let by: Vec<LlmCall> = env
+        .events_of::<LlmCall>()
         .into_iter()
         .filter(|e| e.task_id.as_deref() == Some("f"))
         .map(|e| e.data)
         .collect();
     assert_eq!(
-        by.iter()
-            .map(|c| c["provider"].as_str().unwrap())
-            .collect::<Vec<_>>(),
+        by.iter().map(|c| c.provider.as_str()).collect::<Vec<_>>(),
         ["local", "local", "strong"],
         "{by:?}"
     );
-    assert_eq!(by[0]["ok"], false);
+    assert!(!by[0].ok);
     assert!(strong.requests().len() >= 2);
     // A second failed task opens local's breaker; the next one skips local entirely.
     env.drop_task(
@@ -601,25 +594,30 @@ open_s = 1
     );
     let (state, _) = env.wait_final("h", t);
     assert_eq!(state, architect::spool::task::TaskState::Done);
-    let h: Vec<Value> = env
-        .events_of("llm_call")
+    let h: Vec<LlmCall> = env
+        .events_of::<LlmCall>()
         .into_iter()
         .filter(|e| e.task_id.as_deref() == Some("h"))
         .map(|e| e.data)
         .collect();
     assert_eq!(h.len(), 1, "{h:?}");
-    assert_eq!(
-        (h[0]["provider"].as_str(), h[0]["ok"].as_bool()),
-        (Some("local"), Some(true))
-    );
+    assert_eq!((h[0].provider.as_str(), h[0].ok), ("local", true));
     assert_eq!(breaker(&env)["state"], "closed");
-    let states: Vec<String> = env
-        .events_of("breaker_state")
+    let states: Vec<breaker::State> = env
+        .events_of::<BreakerState>()
         .iter()
-        .filter(|e| e.data["provider"] == "local")
-        .map(|e| e.data["state"].as_str().unwrap().to_string())
+        .filter(|e| e.data.provider == "local")
+        .map(|e| e.data.state)
         .collect();
-    assert_eq!(states, ["open", "half_open", "closed"], "{states:?}");
+    assert_eq!(
+        states,
+        [
+            breaker::State::Open,
+            breaker::State::HalfOpen,
+            breaker::State::Closed
+        ],
+        "{states:?}"
+    );
 }
 
 #[test]
@@ -745,12 +743,12 @@ base_ms = 20
     );
     let a = ask(&env, &["--provider", "local", "hangs once"]);
     assert!(a.ok, "{}", a.stderr);
-    let local: Vec<Value> = calls(&env, "local");
+    let local = calls(&env, "local");
     let last_two = &local[local.len() - 2..];
-    assert_eq!(last_two[0]["ok"], false);
+    assert!(!last_two[0].ok);
     assert!(
-        last_two[0]["error"].as_str().unwrap().contains("timed out"),
+        last_two[0].error.as_deref().unwrap().contains("timed out"),
         "{last_two:?}"
     );
-    assert_eq!(last_two[1]["ok"], true);
+    assert!(last_two[1].ok);
 }

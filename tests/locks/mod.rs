@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use architect::locks::verify_exclusion;
+use architect::log::event::{LockAcquired, LockReleased, LockWaiting};
 use architect::spool::task::TaskState;
 
 use crate::helper::{wait_for, Env};
@@ -76,13 +77,11 @@ fn tasks_naming_one_path_never_run_at_once_and_do_not_hold_up_the_queue() {
     let checked = verify_exclusion(&events).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(checked, 6, "six tasks took locks");
     // Five tasks contend for src: at least three of them had to wait.
-    let waits = env.events_of("lock_waiting");
+    let waits = env.events_of::<LockWaiting>();
     assert!(waits.len() >= 3, "{waits:?}");
-    assert!(waits
-        .iter()
-        .all(|w| w.data["reason"].as_str().unwrap().contains(" by task ")));
+    assert!(waits.iter().all(|w| w.data.reason.contains(" by task ")));
     // Every lock was released, and its holder file emptied.
-    assert_eq!(env.events_of("lock_released").len(), 6);
+    assert_eq!(env.events_of::<LockReleased>().len(), 6);
     let sidecar = env.spool.join("locks/paths/src/db.rs/@holder.json");
     assert_eq!(std::fs::metadata(sidecar).unwrap().len(), 0);
     // The low-priority tasks ran while the lock queue was still draining.
@@ -133,7 +132,7 @@ fn a_task_starts_as_soon_as_its_lock_holder_is_killed() {
         rec.waiting_lock.is_none(),
         "the final record no longer waits"
     );
-    let acquired = env.events_of("lock_acquired")[0].ts;
+    let acquired = env.events_of::<LockAcquired>()[0].ts;
     println!(
         "lock holder killed -> task took the lock after {} ms (observed {} ms)",
         (acquired - killed_at).num_milliseconds(),
@@ -162,7 +161,7 @@ fn agent_processes_never_inherit_lock_files() {
         lines[1].parse::<u32>().unwrap() >= 3,
         "fd listing worked: {out}"
     );
-    assert_eq!(env.events_of("lock_acquired").len(), 1);
+    assert_eq!(env.events_of::<LockAcquired>().len(), 1);
 }
 
 #[test]

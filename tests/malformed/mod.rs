@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use architect::log::event::{SyncConflict, TaskQueued, TaskRejected};
 use architect::spool::task::TaskState;
 use architect::spool::RejectionReport;
 
@@ -164,9 +165,9 @@ fn malformed_corpus_is_rejected_with_reasons_and_the_daemon_keeps_running() {
         env.state_of("conflict").is_none(),
         "a conflict copy must not run"
     );
-    let conflicts = env.events_of("sync_conflict");
+    let conflicts = env.events_of::<SyncConflict>();
     assert_eq!(conflicts.len(), 1);
-    assert_eq!(env.events_of("task_rejected").len(), corpus.len() + 2);
+    assert_eq!(env.events_of::<TaskRejected>().len(), corpus.len() + 2);
 }
 
 /// Issue 9: a rejection report names the field and the rule, never the value. A secret
@@ -251,7 +252,11 @@ fn rejection_reports_name_the_field_and_the_rule_never_the_value() {
     assert!(dup.errors[0].message.contains("duplicate"), "{dup:?}");
     reports.push_str(&serde_json::to_string(&dup).unwrap());
 
-    let rejected = env.events_of("task_rejected");
+    // The report is written before the event is logged: wait for the last event.
+    wait_for("every task_rejected event", T, || {
+        env.events_of::<TaskRejected>().len() > cases.len()
+    });
+    let rejected = env.events_of::<TaskRejected>();
     assert_eq!(rejected.len(), cases.len() + 1, "{rejected:?}");
     let events: String = rejected
         .iter()
@@ -294,5 +299,5 @@ fn a_burst_that_overflows_the_watch_channel_is_still_processed_in_full() {
         d.stderr().contains("overflowed"),
         "the overflow path was not taken"
     );
-    assert_eq!(env.events_of("task_queued").len(), 600);
+    assert_eq!(env.events_of::<TaskQueued>().len(), 600);
 }

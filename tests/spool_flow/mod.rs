@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use architect::log::event::{TaskAssigned, TaskQueued};
 use architect::spool::task::{AttemptOutcome, TaskState};
 
 use crate::helper::{wait_for, Env, ONE_SHELL};
@@ -43,8 +44,8 @@ fn dropped_file_runs_on_a_shell_session_and_lands_in_done() {
         .events()
         .into_iter()
         .filter(|e| e.task_id.as_deref() == Some("t1"))
-        .filter(|e| e.kind.starts_with("task_") || e.kind == "prompt_sent")
-        .map(|e| e.kind)
+        .filter(|e| e.kind().starts_with("task_") || e.kind() == "prompt_sent")
+        .map(|e| e.kind().to_string())
         .collect();
     assert_eq!(
         kinds,
@@ -136,7 +137,7 @@ fn higher_priority_first_and_fifo_within_a_priority() {
         assert_eq!(env.wait_final(id, T).0, TaskState::Done);
     }
     let order: Vec<String> = env
-        .events_of("task_assigned")
+        .events_of::<TaskAssigned>()
         .into_iter()
         .filter_map(|e| e.task_id)
         .collect();
@@ -162,23 +163,23 @@ fn impossible_dependencies_fail_with_the_cycle_and_unknown_ones_are_named() {
         r#"{"id": "x", "prompt": "echo x", "depends_on": ["y"]}"#,
     );
     wait_for("x queued", T, || {
-        env.events_of("task_queued")
+        env.events_of::<TaskQueued>()
             .iter()
             .any(|e| e.task_id.as_deref() == Some("x"))
     });
-    let queued = env.events_of("task_queued");
+    let queued = env.events_of::<TaskQueued>();
     let x = queued
         .iter()
         .find(|e| e.task_id.as_deref() == Some("x"))
         .unwrap();
-    assert_eq!(x.data["unknown_dependencies"], serde_json::json!(["y"]));
+    assert_eq!(x.data.unknown_dependencies, ["y"]);
     env.drop_task(
         "y.json",
         r#"{"id": "y", "prompt": "echo y", "depends_on": ["z"]}"#,
     );
     // z closes the cycle: it arrives last.
     wait_for("y queued", T, || {
-        env.events_of("task_queued")
+        env.events_of::<TaskQueued>()
             .iter()
             .any(|e| e.task_id.as_deref() == Some("y"))
     });
@@ -226,7 +227,7 @@ fn depends_on_waits_and_a_failed_dependency_fails_the_dependent() {
     let ev = env.events();
     let ts = |kind: &str, id: &str| {
         ev.iter()
-            .find(|e| e.kind == kind && e.task_id.as_deref() == Some(id))
+            .find(|e| e.kind() == kind && e.task_id.as_deref() == Some(id))
             .unwrap_or_else(|| panic!("no {kind} for {id}"))
             .ts
     };

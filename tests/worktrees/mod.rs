@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use architect::log::event::WorktreesReconciled;
 use architect::spool::task::TaskState;
+use architect::worktree::Prepared;
 
 use crate::helper::{wait_for, Env};
 
@@ -90,11 +92,13 @@ fn worktree_sessions_work_on_task_branches_and_are_reconciled() {
         "architect/wt-2"
     );
     assert_eq!(git(&proj, &["show", "feature/x:made.txt"]), "work");
-    let prepared = env.events_of("worktree_prepared");
+    let prepared = env.events_of::<Prepared>();
     assert!(
-        prepared
-            .iter()
-            .any(|e| e.data["saved"]["branch"] == "feature/x"),
+        prepared.iter().any(|e| e
+            .data
+            .saved
+            .as_ref()
+            .is_some_and(|s| s.branch == "feature/x")),
         "{prepared:?}"
     );
     // The same branch, now free, can go to the other session.
@@ -117,7 +121,7 @@ fn worktree_sessions_work_on_task_branches_and_are_reconciled() {
     let _d = env.daemon();
     env.wait_idle("wt-1", T);
     wait_for("the reconcile event", T, || {
-        !env.events_of("worktrees_reconciled").is_empty()
+        !env.events_of::<WorktreesReconciled>().is_empty()
     });
     assert!(!wt2.exists(), "the removed session's worktree is gone");
     let branches = git(&proj, &["branch", "--format=%(refname:short)"]);
