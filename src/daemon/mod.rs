@@ -183,8 +183,9 @@ pub(crate) struct Daemon {
     shutting_down: bool,
     /// Control files that could not be removed (so not applied), said once each.
     unremovable_control: HashSet<String>,
-    /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]).
-    intake_paused: bool,
+    /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]): since
+    /// when.
+    intake_paused: Option<Instant>,
     /// The command policy every session's auto-confirm uses.
     approvals: crate::session::approval::Approvals,
     /// Providers config, log and breakers for provider sessions.
@@ -265,7 +266,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         prompts_on_disk: HashSet::new(),
         config_reload_at: None,
         shutting_down: false,
-        intake_paused: false,
+        intake_paused: None,
         unremovable_control: HashSet::new(),
         approvals,
         llm,
@@ -363,7 +364,7 @@ impl Daemon {
                 self.decide(Input::Flushed);
             }
             self.drop_durable_prompts();
-            self.pause_intake_while_the_disk_refuses();
+            self.pause_intake_while_the_disk_refuses(errors.first().map(ToString::to_string));
         }
         if !self.runs_waiting.is_empty() {
             self.send_claimed();
@@ -372,18 +373,34 @@ impl Daemon {
 
     /// While the batch keeps writes the disk refused, intake takes no new file (they wait
     /// in the inbox); once they are through, the inbox is listed again.
-    fn pause_intake_while_the_disk_refuses(&mut self) {
+    fn pause_intake_while_the_disk_refuses(&mut self, first_error: Option<String>) {
         match (self.batch.stalled(), self.intake_paused) {
-            (true, false) => {
-                self.intake_paused = true;
+            (true, None) => {
+                self.intake_paused = Some(Instant::now());
+                let error = first_error.unwrap_or_default();
                 tracing::error!(
-                    "the disk refuses the spool's writes: intake paused; the writes are \
-                     tried again with backoff, nothing is lost"
+                    "the disk refuses the spool's writes ({error}): intake paused; the writes \
+                     are tried again with backoff, nothing is lost"
+                );
+                self.log.record(
+                    None,
+                    None,
+                    event::IntakePaused {
+                        error,
+                        kept: self.batch.queued_ops() as u64,
+                    },
                 );
             }
-            (false, true) => {
-                self.intake_paused = false;
+            (false, Some(since)) => {
+                self.intake_paused = None;
                 tracing::warn!("the spool's writes went through: intake resumed");
+                self.log.record(
+                    None,
+                    None,
+                    event::IntakeResumed {
+                        paused_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    },
+                );
                 self.reconcile();
             }
             _ => {}

@@ -41,7 +41,7 @@ fn whole(message: impl Into<String>) -> Vec<Violation> {
 impl Daemon {
     /// Reads one inbox file and accepts or rejects it.
     pub(super) fn ingest(&mut self, name: &str) {
-        if self.intake_paused {
+        if self.intake_paused.is_some() {
             return; // listed again once the disk takes writes
         }
         match classify_inbox_name(name) {

@@ -140,6 +140,11 @@ events! {
     DaemonStarted(DaemonStarted) = "daemon_started",
     /// The daemon stopped.
     DaemonStopped(DaemonStopped) = "daemon_stopped",
+    /// The disk refused the spool's writes: they are kept and tried again with backoff,
+    /// and intake waits.
+    IntakePaused(IntakePaused) = "intake_paused",
+    /// The kept writes went through: intake goes on.
+    IntakeResumed(IntakeResumed) = "intake_resumed",
     /// Config was (re)loaded, or could not be.
     ConfigApplied(ConfigApplied) = "config_applied",
     /// A Syncthing conflict copy sits in the inbox.
@@ -373,6 +378,22 @@ pub struct DaemonStarted {
 pub struct DaemonStopped {
     /// The daemon's pid.
     pub pid: u32,
+}
+
+/// `intake_paused`: the disk refused a write of the spool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakePaused {
+    /// The first error the disk gave (`writing temp file …: No space left on device`).
+    pub error: String,
+    /// Writes and renames kept for another try.
+    pub kept: u64,
+}
+
+/// `intake_resumed`: the kept writes went through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeResumed {
+    /// How long intake waited, ms.
+    pub paused_ms: u64,
 }
 
 /// `config_applied`: the sessions now configured, or why a changed file was not applied.

@@ -422,6 +422,12 @@ impl WriteBatch {
         errors
     }
 
+    /// Writes and renames queued (after a flush: those kept for another try).
+    #[must_use]
+    pub fn queued_ops(&self) -> usize {
+        self.ops.len()
+    }
+
     /// Whether operations that failed are kept for another try: the disk refuses.
     #[must_use]
     pub fn stalled(&self) -> bool {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::helper::{wait_for, Env, FAST, ONE_SHELL};
-use architect::log::event::{TaskAssigned, TaskRejected, TextSent};
+use architect::log::event::{IntakePaused, IntakeResumed, TaskAssigned, TaskRejected, TextSent};
 use architect::spool::task::TaskState;
 
 const T: Duration = Duration::from_secs(20);
@@ -172,7 +172,7 @@ fn a_full_disk_never_moves_a_task_without_its_record_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let disk = SmallDisk::mount(&dir.path().join("spool"));
     let env = Env::at(dir, ONE_SHELL);
-    let _d = env.daemon();
+    let d = env.daemon();
     env.drop_task(
         "f1.json",
         r#"{"id": "f1", "prompt": "sleep 2; echo the-result"}"#,
@@ -199,6 +199,23 @@ fn a_full_disk_never_moves_a_task_without_its_record_and_loses_nothing() {
     let result = record.result.expect("the result is in the final record");
     assert!(result.output.contains("the-result"), "{result:?}");
     assert_eq!(env.wait_final("f2", T).0, TaskState::Done);
+    // Intake said it paused, and why, and that it went on. (The `intake_paused` event
+    // itself may not fit on the full disk; the daemon's own log says it too.)
+    let said = d.stderr();
+    assert!(
+        said.contains("intake paused") && said.contains("No space left on device"),
+        "{said}"
+    );
+    for paused in env.events_of::<IntakePaused>() {
+        assert!(
+            paused.data.error.contains("No space left"),
+            "{:?}",
+            paused.data
+        );
+    }
+    wait_for("intake_resumed", T, || {
+        !env.events_of::<IntakeResumed>().is_empty()
+    });
 }
 
 /// A control request whose file cannot be removed was applied again at every listing
