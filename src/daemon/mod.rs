@@ -354,17 +354,26 @@ impl Daemon {
 
     /// Carries out this pass's writes and renames (one round of `fsync`s for all), then
     /// sends the tasks whose claim is now durable to their sessions.
+    ///
+    /// A durable batch can release work (the dependents of tasks whose final state it
+    /// made durable): that is dispatched and carried out at once, round after round,
+    /// until a round releases nothing.
     fn sync_dirs(&mut self) {
-        if !self.batch.is_empty() {
+        while !self.batch.is_empty() {
             let errors = self.batch.flush();
             for e in &errors {
                 tracing::error!("{e}");
             }
-            if errors.is_empty() {
+            let durable = errors.is_empty();
+            if durable {
                 self.decide(Input::Flushed);
             }
             self.drop_durable_prompts();
             self.pause_intake_while_the_disk_refuses(errors.first().map(ToString::to_string));
+            if !durable {
+                break;
+            }
+            self.dispatch();
         }
         if !self.runs_waiting.is_empty() {
             self.send_claimed();

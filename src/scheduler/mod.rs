@@ -201,7 +201,10 @@ pub enum Input {
     },
     /// Timers: retry backoffs and the lock poll fall due at [`Scheduler::next_deadline`].
     Tick,
-    /// Every effect returned so far is durable on disk.
+    /// Every effect returned so far is durable on disk. The dependents of tasks that
+    /// reached a final state are released now (queued, or failed with them), never before:
+    /// a task runs only once its dependencies are durably done. The effects this returns
+    /// are carried out like any others (and their own `Flushed` follows).
     Flushed,
     /// The daemon is stopping: nothing new is dispatched; tasks whose sessions stop
     /// return to `pending/` without spending an attempt.
@@ -325,7 +328,8 @@ pub struct Scheduler<L: Locks> {
     /// Tasks in `pending/` and `active/`.
     tasks: HashMap<String, Task>,
     /// Final states reached since the last [`Input::Flushed`] (the disk does not show
-    /// them yet); cleared once durable, so it never grows past one batch.
+    /// them yet); their dependents wait until they are durable. Cleared by `Flushed`, so
+    /// it never grows past one batch.
     finals: HashMap<String, TaskState>,
     /// dependency id → tasks waiting for it.
     dependents: HashMap<String, Vec<String>>,
@@ -396,7 +400,7 @@ impl<L: Locks> Scheduler<L> {
                 on_disk,
             } => self.manual_retry(dir, record, resources, &on_disk, now),
             Input::Tick => self.tick(now),
-            Input::Flushed => self.finals.clear(),
+            Input::Flushed => self.flushed(now),
             Input::Stopping => self.stopping = true,
         }
         std::mem::take(&mut self.out)
@@ -509,9 +513,12 @@ impl<L: Locks> Scheduler<L> {
             let state = self
                 .state_of(dep)
                 .or_else(|| on_disk.get(dep.as_str()).copied());
+            // A final state not yet durable is waited for like a live task: `flushed`
+            // releases it.
+            let durable = !self.finals.contains_key(dep.as_str());
             match state {
-                Some(TaskState::Done) => {}
-                Some(s @ (TaskState::Failed | TaskState::Cancelled)) => {
+                Some(TaskState::Done) if durable => {}
+                Some(s @ (TaskState::Failed | TaskState::Cancelled)) if durable => {
                     failed_dep.get_or_insert((dep.clone(), s));
                 }
                 state => {
@@ -1137,8 +1144,22 @@ impl<L: Locks> Scheduler<L> {
         self.write(from, t.record);
         self.move_file(id, from, state);
         self.log(id, session.as_deref(), body);
+        // Its dependents are released once this is durable (`flushed`): the group commit
+        // may carry out a dependent's claim (another file) while this move waits for a
+        // disk that refuses it, and a crash then would leave the dependent run on a
+        // dependency that is not done.
         self.finals.insert(id.to_string(), state);
-        self.release_dependents(id, state, now);
+    }
+
+    /// The batch is durable: the final states it held release their dependents.
+    fn flushed(&mut self, now: DateTime<Utc>) {
+        let mut durable: Vec<(String, TaskState)> =
+            std::mem::take(&mut self.finals).into_iter().collect();
+        // In id order, so that runs replay (the map's order is not stable).
+        durable.sort();
+        for (id, state) in durable {
+            self.release_dependents(&id, state, now);
+        }
     }
 
     fn release_dependents(&mut self, id: &str, state: TaskState, now: DateTime<Utc>) {
@@ -1305,8 +1326,10 @@ impl<L: Locks> Scheduler<L> {
                 continue;
             }
             if record.state.is_final() {
-                // The record was rewritten for its final state; finish the rename.
+                // The record was rewritten for its final state; finish the rename. Its
+                // dependents wait until the move is durable, as after any final state.
                 self.move_file(&id, dir, record.state);
+                self.finals.insert(id, record.state);
                 continue;
             }
             if dir == TaskState::Active {

@@ -280,7 +280,41 @@ fn a_task_waits_for_its_dependency_and_runs_once_it_is_done() {
         [("s1".into(), "a".into())]
     );
     end(&mut s, "s1", "a", done(), 10);
+    s.handle(Input::Flushed, at(10));
     assert_eq!(s.task("b").unwrap().status, TaskStatus::Queued);
+    assert_eq!(runs(&run_on(&mut s, "s2")), [("s2".into(), "b".into())]);
+}
+
+/// Found by the simulation (`tests/simulation.rs`): the group commit carries out each
+/// file's operations in order but goes on with other files when one is refused, so b's
+/// claim could be durable while a's move to `done/` waited for the disk — and a crash
+/// then ran b on a dependency that was never done.
+#[test]
+fn a_dependent_is_released_only_once_its_dependency_s_final_state_is_durable() {
+    let mut s = sched();
+    arrive(&mut s, "a", r#"{"prompt":"x"}"#);
+    arrive(&mut s, "b", r#"{"prompt":"x","depends_on":["a"]}"#);
+    run_on(&mut s, "s1");
+    end(&mut s, "s1", "a", done(), 10);
+    assert_eq!(
+        s.task("b").unwrap().status,
+        TaskStatus::WaitingForDependencies(["a".to_string()].into())
+    );
+    assert!(runs(&s.handle(free(&["s2"]), at(10))).is_empty());
+    assert!(s.handle(Input::Flushed, at(20)).is_empty(), "b is queued");
+    assert_eq!(runs(&run_on(&mut s, "s2")), [("s2".into(), "b".into())]);
+}
+
+#[test]
+fn a_task_arriving_after_its_dependency_finished_waits_until_that_is_durable() {
+    let mut s = sched();
+    arrive(&mut s, "a", r#"{"prompt":"x"}"#);
+    run_on(&mut s, "s1");
+    end(&mut s, "s1", "a", done(), 10);
+    let fx = arrive(&mut s, "b", r#"{"prompt":"x","depends_on":["a"]}"#);
+    assert_eq!(logged::<event::TaskQueued>(&fx)[0].waiting_for, 1);
+    assert!(runs(&run_on(&mut s, "s2")).is_empty());
+    s.handle(Input::Flushed, at(20));
     assert_eq!(runs(&run_on(&mut s, "s2")), [("s2".into(), "b".into())]);
 }
 
@@ -290,13 +324,14 @@ fn a_task_whose_dependency_failed_fails_with_its_name() {
     arrive(&mut s, "a", r#"{"prompt":"x","max_retries":0}"#);
     arrive(&mut s, "b", r#"{"prompt":"x","depends_on":["a"]}"#);
     run_on(&mut s, "s1");
-    let fx = end(
+    end(
         &mut s,
         "s1",
         "a",
         AttemptEnd::Failed(TaskResult::default(), "exit 1".into()),
         10,
     );
+    let fx = s.handle(Input::Flushed, at(10));
     assert_eq!(
         final_record(&fx, "b").error.as_deref(),
         Some("dependency a failed")
@@ -331,6 +366,9 @@ fn a_dependency_cycle_fails_every_task_in_it_naming_the_cycle() {
         final_record(&fx, "z").error.as_deref(),
         Some("dependency cycle: z → y → x → z")
     );
+    // The others fail with it once its failure is durable, one after the other.
+    let mut fx = s.handle(Input::Flushed, t0());
+    fx.extend(s.handle(Input::Flushed, t0()));
     assert_eq!(
         final_record(&fx, "x").error.as_deref(),
         Some("dependency z failed")
@@ -363,6 +401,7 @@ fn an_unknown_dependency_is_named_and_waited_for() {
     arrive(&mut s, "later", r#"{"prompt":"x"}"#);
     run_on(&mut s, "s1");
     end(&mut s, "s1", "later", done(), 5);
+    s.handle(Input::Flushed, at(5));
     assert_eq!(runs(&run_on(&mut s, "s1")), [("s1".into(), "b".into())]);
 }
 
@@ -831,6 +870,38 @@ fn recovery_completes_a_half_done_move_and_drops_a_copy_left_behind() {
         dir: TaskState::Pending
     }));
     assert_eq!(s.tasks().count(), 0);
+}
+
+/// Found by the simulation: a task arriving after recovery completed
+/// its dependency's move to a final directory — or recovered with it — waited for it
+/// forever (the move released no one, and the scheduler did not know the id), until the
+/// next restart found it final on disk.
+#[test]
+fn recovery_completing_a_half_done_move_releases_the_dependents_once_it_is_durable() {
+    let mut s = sched();
+    let mut finished = record("a", r#"{"prompt":"x"}"#);
+    finished.state = TaskState::Done;
+    let dependent = record("b", r#"{"prompt":"x","depends_on":["a"]}"#);
+    s.handle(
+        Input::Recovered {
+            found: vec![
+                found(TaskState::Active, finished),
+                found(TaskState::Pending, dependent),
+            ],
+            on_disk: HashMap::new(),
+        },
+        t0(),
+    );
+    assert!(
+        runs(&run_on(&mut s, "s1")).is_empty(),
+        "not before a is in done/"
+    );
+    arrive(&mut s, "c", r#"{"prompt":"x","depends_on":["a"]}"#);
+    s.handle(Input::Flushed, t0());
+    assert_eq!(
+        runs(&s.handle(free(&["s1", "s2"]), t0())),
+        [("s1".into(), "b".into()), ("s2".into(), "c".into())]
+    );
 }
 
 #[test]
