@@ -156,8 +156,9 @@ pub(crate) struct Daemon {
     log: Arc<EventLog>,
     /// Every decision about tasks: their states, the queue, dependencies, retries, locks.
     sched: Scheduler<FlockTable>,
-    /// Tasks claimed for a session, sent once their claim is durable: (session, task).
-    runs_waiting: Vec<(String, String)>,
+    /// Tasks claimed for a session, sent once their claim is durable: (session, task,
+    /// attempt).
+    runs_waiting: Vec<(String, String, u32)>,
     sessions: BTreeMap<String, SessionSlot>,
     session_tx: mpsc::UnboundedSender<SessionMessage>,
     next_generation: u64,

@@ -284,13 +284,13 @@ impl Daemon {
                 Effect::Run {
                     session,
                     task_id,
-                    attempt: _,
+                    attempt,
                 } => {
                     // The session is taken now; the task is sent once its claim is durable.
                     if let Some(slot) = self.sessions.get_mut(&session) {
                         slot.task = Some(task_id.clone());
                     }
-                    self.runs_waiting.push((session, task_id));
+                    self.runs_waiting.push((session, task_id, attempt));
                 }
                 Effect::Interrupt { session, task_id } => {
                     let handle = self.sessions.get(&session).and_then(|s| s.handle.as_ref());
@@ -369,13 +369,19 @@ impl Daemon {
     /// After the batch is carried out: sends each claimed task to its session once its
     /// move to `active/` is on disk; a claim that failed goes back to the scheduler.
     pub(super) fn send_claimed(&mut self) {
-        for (session, id) in std::mem::take(&mut self.runs_waiting) {
+        for (session, id, attempt) in std::mem::take(&mut self.runs_waiting) {
+            if !self.sched.is_running(&id, &session, attempt) {
+                // The attempt ended while its claim waited for the disk (its session
+                // died): the task was retried, maybe claimed again for another session.
+                // Sending this one would run the prompt twice.
+                continue;
+            }
             if self
                 .batch
                 .holds(&self.spool.task_path(TaskState::Active, &id))
             {
                 // The claim waits for the disk: so does the run.
-                self.runs_waiting.push((session, id));
+                self.runs_waiting.push((session, id, attempt));
                 continue;
             }
             if !self.spool.task_path(TaskState::Active, &id).is_file() {

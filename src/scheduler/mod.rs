@@ -238,7 +238,9 @@ pub enum Effect {
         dir: TaskState,
     },
     /// Hand the task to the session — only once the claim before it is durable. If the
-    /// claim failed, send [`Input::ClaimFailed`] instead.
+    /// claim failed, send [`Input::ClaimFailed`] instead; if the attempt ended meanwhile
+    /// ([`Scheduler::is_running`] says no: its session died while the claim waited for
+    /// the disk), send nothing.
     Run {
         /// The session.
         session: String,
@@ -425,6 +427,16 @@ impl<L: Locks> Scheduler<L> {
     /// A live task, to drop or restore its prompt (which no decision reads).
     pub fn task_mut(&mut self, id: &str) -> Option<&mut Task> {
         self.tasks.get_mut(id)
+    }
+
+    /// Whether attempt `attempt` of task `id` is the one running on `session` (an
+    /// [`Effect::Run`] that waited for its claim may be stale by then).
+    #[must_use]
+    pub fn is_running(&self, id: &str, session: &str, attempt: u32) -> bool {
+        matches!(
+            self.tasks.get(id).map(|t| &t.status),
+            Some(TaskStatus::Running { session: s, attempt: a, .. }) if s == session && *a == attempt
+        )
     }
 
     /// Live tasks, in no order.

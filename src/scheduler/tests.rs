@@ -534,6 +534,33 @@ fn an_attempt_end_from_another_session_is_ignored() {
     ));
 }
 
+/// Found by the simulation: a session died while the claim of its task waited for a
+/// disk that refused writes; the task was retried and claimed again for another session;
+/// when the disk took the writes, the daemon sent both runs, and the prompt ran twice.
+#[test]
+fn a_run_whose_attempt_ended_before_its_claim_was_durable_is_stale() {
+    let mut s = sched();
+    arrive(&mut s, "a", r#"{"prompt":"x"}"#);
+    assert_eq!(runs(&run_on(&mut s, "s1")), [("s1".into(), "a".into())]);
+    assert!(s.is_running("a", "s1", 1));
+    s.handle(
+        Input::SessionExited {
+            session: "s1".into(),
+            task_id: "a".into(),
+            status: "signal 9".into(),
+            at_most_once_sent: false,
+        },
+        at(10),
+    );
+    s.handle(Input::Tick, at(1000));
+    assert_eq!(
+        runs(&s.handle(free(&["s2"]), at(1000))),
+        [("s2".into(), "a".into())]
+    );
+    assert!(!s.is_running("a", "s1", 1), "s1's run is stale");
+    assert!(s.is_running("a", "s2", 2));
+}
+
 #[test]
 fn a_pending_task_is_cancelled_at_once() {
     let mut s = sched();
