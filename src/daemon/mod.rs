@@ -73,6 +73,10 @@ fn describe_holder(content: &str) -> String {
     }
 }
 
+/// How long a stopping daemon keeps trying the writes the disk refuses before it exits
+/// without them.
+const STOP_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a starting daemon waits for the daemon lock before it reports another daemon
 /// running: long enough for a `kill -9`ed predecessor to finish exiting.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -603,6 +607,23 @@ impl Daemon {
         }
         self.flush_session_files();
         self.sync_dirs();
+        // Operations the disk refuses are tried again for a while: exiting with them would
+        // drop decisions already made and logged (a task failed so that its prompt never
+        // runs twice, a completion), as a crash does.
+        let give_up = tokio::time::Instant::now() + STOP_FLUSH_WAIT;
+        while !self.batch.is_empty() && tokio::time::Instant::now() < give_up {
+            if self.batch.stalled() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.sync_dirs();
+        }
+        if !self.batch.is_empty() {
+            tracing::error!(
+                "stopping with writes the disk refused for {} s: the next start recovers \
+                 the tasks concerned as after a crash",
+                STOP_FLUSH_WAIT.as_secs()
+            );
+        }
         self.log.record(
             None,
             None,

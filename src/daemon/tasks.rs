@@ -41,8 +41,8 @@ fn whole(message: impl Into<String>) -> Vec<Violation> {
 impl Daemon {
     /// Reads one inbox file and accepts or rejects it.
     pub(super) fn ingest(&mut self, name: &str) {
-        if self.intake_paused.is_some() {
-            return; // listed again once the disk takes writes
+        if self.intake_paused.is_some() || self.shutting_down {
+            return; // listed again once the disk takes writes, or at the next start
         }
         match classify_inbox_name(name) {
             InboxName::Ignored => return,
