@@ -175,6 +175,8 @@ pub(crate) struct Daemon {
     sessions_flush_at: Option<Instant>,
     /// Conflict copies already reported.
     conflicts: HashSet<String>,
+    /// A request waits for the batch (`process_control` is run again once it is through).
+    control_waiting: bool,
     /// Writes and renames of this pass, carried out together at its end (group commit).
     batch: fsio::WriteBatch,
     /// Live tasks whose prompt is longer than [`tasks::PROMPT_IN_MEMORY_MAX`], waiting for
@@ -186,7 +188,7 @@ pub(crate) struct Daemon {
     next_reconcile: Instant,
     config_reload_at: Option<Instant>,
     shutting_down: bool,
-    /// Control files that could not be removed (so not applied), said once each.
+    /// Control files that could not be claimed (so not applied), said once each.
     unremovable_control: HashSet<String>,
     /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]): since
     /// when.
@@ -266,6 +268,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         dirty_sessions: HashSet::new(),
         sessions_flush_at: None,
         conflicts: HashSet::new(),
+        control_waiting: false,
         batch: fsio::WriteBatch::default(),
         prompts_to_drop: Vec::new(),
         prompts_on_disk: HashSet::new(),
@@ -277,6 +280,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         llm,
     };
     d.recover()?;
+    d.unclaim_control();
     d.reconcile_worktrees();
     d.apply_sessions(true);
     d.reconcile();
@@ -481,6 +485,8 @@ impl Daemon {
             self.next_reconcile =
                 now + Duration::from_millis(self.config.daemon.reconcile_interval_ms);
             self.reconcile();
+            self.process_control();
+        } else if self.control_waiting && !self.batch.stalled() {
             self.process_control();
         }
         if self.config_reload_at.is_some_and(|at| now >= at) {

@@ -1266,8 +1266,12 @@ impl<L: Locks> Scheduler<L> {
         now: DateTime<Utc>,
     ) {
         let id = record.id.clone();
-        if self.tasks.contains_key(&id) || !matches!(dir, TaskState::Failed | TaskState::Cancelled)
+        if self.tasks.contains_key(&id)
+            || self.finals.contains_key(&id)
+            || !matches!(dir, TaskState::Failed | TaskState::Cancelled)
         {
+            // Live, or final but not yet durable: the record read from disk is not where
+            // the task is (the shell waits for the batch before it asks).
             return;
         }
         self.move_file(&id, dir, TaskState::Pending);

@@ -785,6 +785,40 @@ fn a_manual_retry_gives_a_failed_task_a_fresh_budget() {
     assert_eq!(runs(&run_on(&mut s, "s1")), [("s1".into(), "a".into())]);
 }
 
+/// Found by the simulation: a retry read the task's record from `failed/` while the
+/// batch still kept its earlier retry and cancel (the disk refused them); carried out,
+/// the stale move was dropped and the task ended in `active/` and `cancelled/` at once.
+#[test]
+fn a_retry_of_a_task_whose_final_state_is_not_yet_durable_is_refused() {
+    let mut s = sched();
+    arrive(&mut s, "a", r#"{"prompt":"x"}"#);
+    s.handle(
+        Input::Cancel {
+            task_id: "a".into(),
+        },
+        t0(),
+    );
+    let retry = |dir: TaskState| {
+        let mut r = record("a", r#"{"prompt":"x"}"#);
+        r.state = dir;
+        Input::Retry {
+            dir,
+            record: r,
+            resources: Ok(Vec::new()),
+            on_disk: HashMap::new(),
+        }
+    };
+    // Read from a disk that does not show the cancel yet.
+    assert!(s.handle(retry(TaskState::Failed), t0()).is_empty());
+    assert!(s.task("a").is_none());
+    s.handle(Input::Flushed, t0());
+    assert_eq!(
+        moves(&s.handle(retry(TaskState::Cancelled), t0())),
+        [("a".into(), TaskState::Cancelled, TaskState::Pending)],
+        "once durable, the disk is where the task is"
+    );
+}
+
 #[test]
 fn final_states_are_forgotten_once_durable() {
     let mut s = sched();
