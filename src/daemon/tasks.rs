@@ -99,7 +99,8 @@ impl Daemon {
         let mut spec = spec;
         spec.id = Some(id.clone());
         if let Some(state) = self.known_state(&id) {
-            if self.stored_task(state, &id).as_ref() == Some(&spec) {
+            let stored = self.stored_task(state, &id);
+            if stored.as_ref() == Some(&spec) {
                 // This very file was taken in before a crash, between its copy and its
                 // removal: the copy is the task.
                 tracing::info!(
@@ -107,6 +108,15 @@ impl Daemon {
                     state.dir()
                 );
                 self.batch.remove_after(&path);
+                return;
+            }
+            if stored.is_none() && self.sched.state_of(&id).is_some() {
+                // The task reached its final state and its record is not in that
+                // directory yet (the move is in the batch: recovery completing a half-done
+                // move, a task failed as it arrived). This file may well be the one it was
+                // taken in from — an inbox file whose removal a crash undid — and cannot
+                // be compared now: rejecting it would file the task's own file as a
+                // duplicate. A listing sees it again once the move is on disk.
                 return;
             }
             self.reject_copy(
