@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod config;
 pub mod daemon;
+pub mod durable;
 pub mod error;
 pub mod llm;
 pub mod locks;

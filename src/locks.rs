@@ -51,8 +51,8 @@ use chrono::{DateTime, Utc};
 use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
+use crate::durable;
 use crate::error::{Error, Result};
-use crate::spool::fsio;
 use crate::spool::task::{TaskSpec, Violation};
 
 /// Name of the lock file in each lock directory.
@@ -796,7 +796,7 @@ fn write_holder(path: &Path, bytes: &[u8]) -> Result<File> {
 }
 
 fn read_holder(path: &Path) -> Option<Holder> {
-    let bytes = fsio::read_regular(path, 64 * 1024).ok()?;
+    let bytes = durable::read_regular(path, 64 * 1024).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

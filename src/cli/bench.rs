@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 
+use architect::durable;
 use architect::log::event::{PromptSent, TaskQueued};
 use architect::log::{read_events, Event};
 use architect::session::SessionFile;
-use architect::spool::{fsio, Spool};
+use architect::spool::Spool;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -291,7 +292,7 @@ pub(super) fn start_fleet(
     let spool = Spool::new(root.join("spool"));
     let config = root.join("config");
     spool.init()?;
-    fsio::create_dir(&config)?;
+    durable::create_dir(&config)?;
     let mut sessions = String::new();
     for i in 0..agents {
         sessions.push_str(&format!(
@@ -299,8 +300,8 @@ pub(super) fn start_fleet(
             exe.display()
         ));
     }
-    fsio::write_atomic(&config.join("sessions.toml"), sessions.as_bytes())?;
-    fsio::write_atomic(
+    durable::write_atomic(&config.join("sessions.toml"), sessions.as_bytes())?;
+    durable::write_atomic(
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;

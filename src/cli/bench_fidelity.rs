@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use architect::agents::offline::{self, Cli};
+use architect::durable;
 use architect::spool::task::TaskState;
-use architect::spool::{fsio, Spool};
+use architect::spool::Spool;
 
 use super::bench::{
     idle_sessions, mock_script, spawn_daemon, start_mock as start_mock_server, summary, Daemon,
@@ -162,7 +163,7 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
     let spool = Spool::new(dir.join("spool"));
     spool.init()?;
     let config = dir.join("config");
-    fsio::create_dir(&config)?;
+    durable::create_dir(&config)?;
     let mut toml = String::new();
     for i in 1..=sessions {
         let home = dir.join(format!("home-{i}"));
@@ -179,8 +180,8 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
             "agent",
         ));
     }
-    fsio::write_atomic(&config.join("sessions.toml"), toml.as_bytes())?;
-    fsio::write_atomic(
+    durable::write_atomic(&config.join("sessions.toml"), toml.as_bytes())?;
+    durable::write_atomic(
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;

@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 
+use architect::durable;
 use architect::locks::{verify_exclusion, HolderKind, LockTable, Requester, Resource};
 use architect::log::event::{LockAcquired, LockWaiting};
 use architect::log::read_events;
-use architect::spool::fsio;
 
 use super::bench::{count, start_fleet, summary, wait_until, BenchArgs};
 
 /// Runs the three lock measurements in `root` (created here).
 pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {
     let exe = std::env::current_exe()?;
-    fsio::create_dir(root)?;
+    durable::create_dir(root)?;
     // 1. Round trip, in process.
     let table = LockTable::new(root.join("roundtrip-locks"));
     let who = Requester {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use architect::spool::{fsio, Spool, MAX_TASK_BYTES};
+use architect::durable;
+use architect::spool::{Spool, MAX_TASK_BYTES};
 
 use super::bench::{count, spawn_daemon, wait_until, Daemon};
 
@@ -67,9 +68,9 @@ pub(super) fn run(tasks: usize, task_mib: usize, root: &Path, json: bool) -> Res
     let spool = Spool::new(root.join("spool"));
     let config = root.join("config");
     spool.init()?;
-    fsio::create_dir(&config)?;
-    fsio::write_atomic(&config.join("sessions.toml"), b"")?;
-    fsio::write_atomic(
+    durable::create_dir(&config)?;
+    durable::write_atomic(&config.join("sessions.toml"), b"")?;
+    durable::write_atomic(
         &config.join("architect.toml"),
         b"[node]\nname = \"bench\"\n",
     )?;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use architect::durable;
 use architect::spool::task::TaskState;
-use architect::spool::{fsio, Spool};
+use architect::spool::Spool;
 use architect::sql::{self, Format};
 
 const TASKS: &[(&str, &str)] = &[
@@ -80,12 +81,12 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the architect binary")?;
     println!("== architect demo in {}", root.display());
     spool.init()?;
-    fsio::create_dir(&config)?;
-    fsio::write_atomic(
+    durable::create_dir(&config)?;
+    durable::write_atomic(
         &config.join("sessions.toml"),
         sessions_toml(&exe).as_bytes(),
     )?;
-    fsio::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"demo\"\n")?;
+    durable::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"demo\"\n")?;
     println!("   config: 2 shell sessions (bash in a PTY) and 1 fake agent TUI (tools/fake-agent)");
 
     let mut daemon = super::bench::spawn_daemon(&spool, &config, &root.join("daemon.log"))?;

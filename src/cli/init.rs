@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use architect::config::{DEFAULT_ARCHITECT, DEFAULT_SESSIONS};
+use architect::durable;
 use architect::policy::DEFAULT_POLICY;
 use architect::profile::BUILTIN;
-use architect::spool::{fsio, Spool};
+use architect::spool::Spool;
 
 pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
     spool.init().context("creating the spool")?;
@@ -17,7 +18,7 @@ pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
         "spool   {}/ (inbox, pending, active, done, failed, cancelled, rejected, sessions, log)",
         spool.root().display()
     );
-    fsio::create_dir(&config.join("profiles"))?;
+    durable::create_dir(&config.join("profiles"))?;
     let mut files: Vec<(std::path::PathBuf, &str)> = vec![
         (config.join("sessions.toml"), DEFAULT_SESSIONS),
         (config.join("architect.toml"), DEFAULT_ARCHITECT),
@@ -35,7 +36,7 @@ pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
             println!("kept    {} (exists; --force overwrites)", path.display());
             continue;
         }
-        fsio::write_atomic(&path, text.as_bytes())?;
+        durable::write_atomic(&path, text.as_bytes())?;
         println!("wrote   {}", path.display());
     }
     println!("\nNext: architect daemon -v   (then drop a task: echo '{{\"prompt\": \"echo hello\"}}' > {}/inbox/hello.json)", spool.root().display());

@@ -53,7 +53,7 @@ fn count_waiting_lock(spool: &Spool) -> usize {
         .take(20_000)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter(|e| {
-            architect::spool::fsio::read_regular(&e.path(), 1 << 20)
+            architect::durable::read_regular(&e.path(), 1 << 20)
                 .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
         })
         .count()

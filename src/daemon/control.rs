@@ -11,9 +11,9 @@
 //! that is where the request found it, since what it changed never reached the disk.
 
 use super::Daemon;
+use crate::durable;
 use crate::log::event;
 use crate::session::runner::Command;
-use crate::spool::fsio;
 use crate::spool::task::TaskState;
 use crate::spool::ControlRequest;
 
@@ -38,7 +38,7 @@ impl Daemon {
         self.control_waiting = false;
         for name in names {
             let path = dir.join(&name);
-            let parsed = fsio::read_regular(&path, 1024 * 1024)
+            let parsed = durable::read_regular(&path, 1024 * 1024)
                 .map_err(|e| e.to_string())
                 .and_then(|b| {
                     serde_json::from_slice::<ControlRequest>(&b).map_err(|e| e.to_string())

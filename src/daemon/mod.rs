@@ -8,7 +8,7 @@
 //! The loop is the only writer of `pending/`, `active/`, `done/`, `failed/`,
 //! `cancelled/`, `rejected/` and `sessions/` on this node. It reacts to a batch of inputs,
 //! then dispatches queued tasks to idle sessions, then carries out the pass's record
-//! writes and renames together ([`crate::spool::fsio::WriteBatch`]: every temp file
+//! writes and renames together ([`crate::durable::WriteBatch`]: every temp file
 //! `fsync`ed, then published in order, then one `fsync` per directory): a group commit
 //! whose size grows with the load.
 
@@ -30,11 +30,12 @@ use fs2::FileExt;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::durable;
 use crate::error::{Error, Result};
 use crate::log::{event, EventLog};
 use crate::scheduler::{Input, Scheduler, Settings};
 use crate::session::runner::SessionMessage;
-use crate::spool::{fsio, Spool};
+use crate::spool::Spool;
 use sessions::SessionSlot;
 use tasks::FlockTable;
 use watch::Hint;
@@ -178,7 +179,7 @@ pub(crate) struct Daemon {
     /// A request waits for the batch (`process_control` is run again once it is through).
     control_waiting: bool,
     /// Writes and renames of this pass, carried out together at its end (group commit).
-    batch: fsio::WriteBatch,
+    batch: durable::WriteBatch,
     /// Live tasks whose prompt is longer than [`tasks::PROMPT_IN_MEMORY_MAX`], waiting for
     /// their file to be durable so the prompt can leave memory.
     prompts_to_drop: Vec<String>,
@@ -190,7 +191,7 @@ pub(crate) struct Daemon {
     shutting_down: bool,
     /// Control files that could not be claimed (so not applied), said once each.
     unremovable_control: HashSet<String>,
-    /// Intake waits while the disk refuses writes ([`fsio::WriteBatch::stalled`]): since
+    /// Intake waits while the disk refuses writes ([`durable::WriteBatch::stalled`]): since
     /// when.
     intake_paused: Option<Instant>,
     /// The command policy every session's auto-confirm uses.
@@ -269,7 +270,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         sessions_flush_at: None,
         conflicts: HashSet::new(),
         control_waiting: false,
-        batch: fsio::WriteBatch::default(),
+        batch: durable::WriteBatch::default(),
         prompts_to_drop: Vec::new(),
         prompts_on_disk: HashSet::new(),
         config_reload_at: None,

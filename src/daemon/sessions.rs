@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::Daemon;
 use crate::config::{Config, ResolvedSession};
+use crate::durable;
 use crate::log::event;
 use crate::session::runner::{self, Command, SessionEvent, SessionHandle, SessionMessage};
 use crate::session::{SessionFile, SessionState};
-use crate::spool::fsio;
 
 /// A session has to stay up this long for its restart backoff to reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -686,7 +686,7 @@ impl Daemon {
         let path = self.spool.dir("sessions").join(format!("{name}.json"));
         match serde_json::to_vec_pretty(&file) {
             Ok(bytes) => {
-                if let Err(e) = fsio::write_atomic_volatile(&path, &bytes) {
+                if let Err(e) = durable::write_atomic_volatile(&path, &bytes) {
                     tracing::error!("{e}");
                 }
             }

@@ -12,11 +12,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Daemon;
+use crate::durable::{self, ReadRefusal};
 use crate::locks::{resources_for, HolderKind, Requester, Resource};
 use crate::log::event;
 use crate::scheduler::{AttemptEnd, Effect, Found, FreeSession, Input, Locks, TaskStatus};
 use crate::session::runner::{Assignment, Command, InterruptReason, RunOutcome};
-use crate::spool::fsio::{self, ReadRefusal};
 use crate::spool::task::{parse_task, TaskRecord, TaskResult, TaskState, Violation};
 use crate::spool::{classify_inbox_name, InboxName, MAX_TASK_BYTES};
 
@@ -66,7 +66,7 @@ impl Daemon {
         if self.batch.holds(&path) {
             return; // taken in or rejected already; its file goes with this pass's batch
         }
-        let (bytes, meta) = match fsio::read_regular_meta(&path, MAX_TASK_BYTES) {
+        let (bytes, meta) = match durable::read_regular_meta(&path, MAX_TASK_BYTES) {
             Ok(b) => b,
             Err(ReadRefusal::Gone) => return,
             Err(refusal) => {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::BreakerSettings;
-use crate::spool::fsio;
+use crate::durable;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl Breaker {
     /// Reads the breaker (closed when there is no file or it does not parse).
     #[must_use]
     pub fn load(dir: &Path, provider: &str) -> Self {
-        fsio::read_regular(&Self::path(dir, provider), 64 * 1024)
+        durable::read_regular(&Self::path(dir, provider), 64 * 1024)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| Self::closed(provider))
@@ -93,8 +93,9 @@ impl Breaker {
     /// Writes it (atomically, no fsync).
     pub fn save(&self, dir: &Path) {
         if let Ok(bytes) = serde_json::to_vec_pretty(self) {
-            let _ = fsio::create_dir(dir);
-            if let Err(e) = fsio::write_atomic_volatile(&Self::path(dir, &self.provider), &bytes) {
+            let _ = durable::create_dir(dir);
+            if let Err(e) = durable::write_atomic_volatile(&Self::path(dir, &self.provider), &bytes)
+            {
                 tracing::warn!("saving breaker {}: {e}", self.provider);
             }
         }

@@ -492,7 +492,7 @@ impl Ledger {
         };
         let mut file = match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::spool::fsio::create_dir(&self.dir).map_err(|e| e.to_string())?;
+                crate::durable::create_dir(&self.dir).map_err(|e| e.to_string())?;
                 open()
             }
             other => other,

@@ -16,7 +16,6 @@
 //! ```
 //! A task's state is the directory its record is in; it moves by atomic rename only.
 
-pub mod fsio;
 pub mod task;
 
 use std::fs;
@@ -25,6 +24,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::durable;
 use crate::error::{Error, Result};
 use task::{TaskRecord, TaskSpec, TaskState, Violation};
 
@@ -144,17 +144,17 @@ impl Spool {
     /// Creates every spool directory (mode 0700) that does not exist yet, then checks
     /// that the root and every directory the daemon writes in (all but `inbox/` and
     /// `control/`, which may be shared with other users) are real directories owned by
-    /// this user that nobody else can write to ([`fsio::check_own_dir`]).
+    /// this user that nobody else can write to ([`durable::check_own_dir`]).
     ///
     /// # Errors
     /// [`Error::Io`] when a directory cannot be created or is not ours.
     pub fn init(&self) -> Result<()> {
         for d in DIRS {
-            fsio::create_dir(&self.root.join(d))?;
+            durable::create_dir(&self.root.join(d))?;
         }
-        fsio::check_own_dir(&self.root)?;
+        durable::check_own_dir(&self.root)?;
         for d in DIRS.iter().filter(|d| !matches!(**d, "inbox" | "control")) {
-            fsio::check_own_dir(&self.root.join(d))?;
+            durable::check_own_dir(&self.root.join(d))?;
         }
         Ok(())
     }
@@ -325,7 +325,7 @@ impl Spool {
 
     /// The name a rejected file gets in `rejected/`: its own, or with a ULID in front
     /// when that is taken (on disk, or by a rejection in flight in `batch`).
-    fn rejected_name(&self, name: &str, batch: &fsio::WriteBatch) -> String {
+    fn rejected_name(&self, name: &str, batch: &durable::WriteBatch) -> String {
         let rejected = self.dir("rejected");
         let taken = |n: &str| {
             let p = rejected.join(n);
@@ -349,7 +349,7 @@ impl Spool {
     /// [`Error::Json`] when the report cannot be serialised.
     pub fn reject_file(
         &self,
-        batch: &mut fsio::WriteBatch,
+        batch: &mut durable::WriteBatch,
         from: &Path,
         shown: &str,
         as_name: Option<&str>,
@@ -377,7 +377,7 @@ impl Spool {
     /// [`Error::Json`] when the report cannot be serialised.
     pub fn reject_bytes(
         &self,
-        batch: &mut fsio::WriteBatch,
+        batch: &mut durable::WriteBatch,
         name: &str,
         bytes: &[u8],
         node: &str,
@@ -393,7 +393,7 @@ impl Spool {
     /// Queues the rejection report `rejected/<as_name>.error.json`.
     fn write_rejection(
         &self,
-        batch: &mut fsio::WriteBatch,
+        batch: &mut durable::WriteBatch,
         name: &str,
         as_name: &str,
         node: &str,
@@ -423,7 +423,7 @@ impl Spool {
             .dir("control")
             .join(format!("{}.json", ulid::Ulid::new()));
         let bytes = serde_json::to_vec(req).map_err(|e| Error::json("control request", e))?;
-        fsio::write_atomic(&path, &bytes)?;
+        durable::write_atomic(&path, &bytes)?;
         Ok(path)
     }
 
@@ -449,7 +449,7 @@ impl Spool {
                 state.dir()
             )));
         }
-        fsio::write_atomic(&self.inbox().join(format!("{id}.json")), &bytes)?;
+        durable::write_atomic(&self.inbox().join(format!("{id}.json")), &bytes)?;
         Ok(id)
     }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::git::{self, Git, Listed};
 use super::WorktreeManager;
+use crate::durable;
 use crate::error::{Error, Result};
-use crate::spool::{fsio, task::valid_id};
+use crate::spool::task::valid_id;
 
 /// Canonical paths of one call.
 pub(super) struct Ctx {
@@ -71,7 +72,7 @@ impl WorktreeManager {
         };
         check(&resolve_lenient(&self.dir)?)?;
         if create {
-            fsio::create_dir(&self.dir)?;
+            durable::create_dir(&self.dir)?;
         } else if !self.dir.is_dir() {
             return Ok(None);
         }
@@ -189,7 +190,7 @@ impl Ctx {
                 });
             }
         }
-        fsio::create_dir(path)?;
+        durable::create_dir(path)?;
         Git::new(&self.repo)
             .args(["worktree", "add", "--quiet"])
             .arg(path)
@@ -280,7 +281,7 @@ impl Ctx {
         if text.lines().any(|l| l.trim_end() == line) {
             return Ok(());
         }
-        fsio::create_dir(&self.common.join("info"))?;
+        durable::create_dir(&self.common.join("info"))?;
         let sep = if text.is_empty() || text.ends_with('\n') {
             ""
         } else {

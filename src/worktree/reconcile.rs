@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::ctx::{leftover_is_empty, Ctx};
 use super::git::{self, Git};
 use super::{save, SavedWork, WorktreeManager, DEFAULT_BRANCH_PREFIX, INITIALIZING};
+use crate::durable;
 use crate::error::{Error, Result};
-use crate::spool::{fsio, task::valid_id};
+use crate::spool::task::valid_id;
 
 /// What [`WorktreeManager::reconcile`] did, for the daemon to log. Paths are canonical.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +203,7 @@ fn leftover_dirs(ctx: &Ctx, r: &mut Reconciled) -> Result<()> {
 fn move_aside(ctx: &Ctx, path: &Path) -> Result<PathBuf> {
     ctx.owned(path)?;
     let aside = ctx.dir.join(".orphaned");
-    fsio::create_dir(&aside)?;
+    durable::create_dir(&aside)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     for n in 1..=100 {
@@ -211,7 +212,7 @@ fn move_aside(ctx: &Ctx, path: &Path) -> Result<PathBuf> {
         } else {
             format!("{name}-{stamp}-{n}")
         });
-        match fsio::rename_noreplace(path, &to) {
+        match durable::rename_noreplace(path, &to) {
             Ok(()) => return Ok(to),
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
             }

@@ -1,5 +1,5 @@
 //! The simulated spool: state directories and the inbox as maps, and a model of the
-//! daemon's group commit (`architect::spool::fsio::WriteBatch`): operations queued in
+//! daemon's group commit (`architect::durable::WriteBatch`): operations queued in
 //! order, carried out by `flush`, lost by a crash before it.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,10 @@
-//! Durable file primitives. Every file the spool publishes goes through [`write_atomic`]:
-//! temp file in the same directory, `fsync`, rename, `fsync` of the directory, mode 0600
-//! (the Maildir delivery rule; see `shared/RELIABILITY.md` rule 1 and 2).
+//! Durable file primitives, for the spool and every other file architect keeps (lock
+//! holders, LLM budgets and breakers, worktree bookkeeping, `architect init`'s config).
+//! Every file the spool publishes goes through [`write_atomic`]: temp file in the same
+//! directory, `fsync`, rename, `fsync` of the directory, mode 0600 (the Maildir delivery
+//! rule; see `shared/RELIABILITY.md` rule 1 and 2). Also here: the daemon's group
+//! commit ([`WriteBatch`]), the claim by [`rename_noreplace`], and safe reads of files
+//! others may have planted ([`read_regular`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
