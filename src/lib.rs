@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod session;
 pub mod spool;
 pub mod sql;
+pub mod types;
 pub mod worktree;
 
 pub use error::{Error, Result};

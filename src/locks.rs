@@ -40,91 +40,36 @@
 //! of one file are one lock.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use fs2::FileExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::spool::task::{TaskSpec, Violation};
+use crate::types::path_contains;
+
+// The lock engine's data types, kept with the plain data types task records share.
+pub use crate::types::{Conflict, Holder, HolderKind, Resource};
 
 /// Name of the lock file in each lock directory.
 pub const LOCK_FILE: &str = "@lock";
 /// Name of the holder sidecar beside an exclusively held lock file.
 pub const HOLDER_FILE: &str = "@holder.json";
 
-/// Something that can be locked.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Resource {
-    /// A git branch, by its short name (`feature/x`).
-    Branch(String),
-    /// A repository path, normalised ([`normalize_path`]): `"."` is the whole repository,
-    /// otherwise components joined by `/` (`src/db.rs`, `docs`).
-    Path(String),
-}
-
-impl fmt::Display for Resource {
-    /// `branch:<name>` for a branch, the path itself for a path.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Branch(b) => write!(f, "branch:{b}"),
-            Self::Path(p) => f.write_str(p),
-        }
+/// The directory under `spool/locks/` that holds `r`'s lock file.
+fn lock_dir(r: &Resource, root: &Path) -> PathBuf {
+    match r {
+        Resource::Branch(b) => encoded(root.join("branches"), b),
+        Resource::Path(p) if p == "." => root.join("paths"),
+        Resource::Path(p) => encoded(root.join("paths"), p),
     }
-}
-
-impl Serialize for Resource {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Resource {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(match s.strip_prefix("branch:") {
-            Some(b) => Self::Branch(b.to_string()),
-            None => Self::Path(s),
-        })
-    }
-}
-
-impl Resource {
-    /// Whether holding `self` and `other` at once is a conflict: the same branch, or two
-    /// paths one of which is inside (or equal to) the other.
-    #[must_use]
-    pub fn overlaps(&self, other: &Resource) -> bool {
-        match (self, other) {
-            (Self::Branch(a), Self::Branch(b)) => a == b,
-            (Self::Path(a), Self::Path(b)) => path_contains(a, b) || path_contains(b, a),
-            _ => false,
-        }
-    }
-
-    /// The directory under `spool/locks/` that holds this resource's lock file.
-    fn dir(&self, root: &Path) -> PathBuf {
-        match self {
-            Self::Branch(b) => encoded(root.join("branches"), b),
-            Self::Path(p) if p == "." => root.join("paths"),
-            Self::Path(p) => encoded(root.join("paths"), p),
-        }
-    }
-}
-
-/// Whether repository path `outer` is `inner` or one of its ancestors.
-fn path_contains(outer: &str, inner: &str) -> bool {
-    outer == "."
-        || outer == inner
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn encoded(mut dir: PathBuf, slash_separated: &str) -> PathBuf {
@@ -360,41 +305,6 @@ pub fn resources_for(
 /// daemon out of them); a directory covers everything inside it.
 pub const MAX_LOCK_PATHS: usize = 64;
 
-/// Who holds a lock: the content of `@holder.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Holder {
-    /// The locked resource (`branch:<name>` or a repository path).
-    pub resource: Resource,
-    /// `daemon` (for a task) or `cli` (`architect lock acquire`).
-    pub by: HolderKind,
-    /// The task holding it, when `by` is `daemon`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// The session running that task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
-    /// Node of the holding process.
-    pub node: String,
-    /// Process id of the holding process.
-    pub pid: u32,
-    /// When the lock was taken.
-    pub since: DateTime<Utc>,
-    /// Free text from `architect lock acquire --note`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// Kind of lock holder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HolderKind {
-    /// The daemon, for a task.
-    Daemon,
-    /// A person or script through `architect lock acquire`.
-    Cli,
-}
-
 /// Who is asking for locks (stamped into each [`Holder`]).
 #[derive(Debug, Clone)]
 pub struct Requester {
@@ -408,46 +318,6 @@ pub struct Requester {
     pub node: String,
     /// Free text.
     pub note: Option<String>,
-}
-
-/// A request refused because something else holds an overlapping lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Conflict {
-    /// The requested resource that could not be locked.
-    pub resource: Resource,
-    /// Who holds it or something overlapping, when their holder file says so (`None`:
-    /// unknown, e.g. the holder is just starting or finishing).
-    #[serde(default)]
-    pub holder: Option<Holder>,
-}
-
-impl fmt::Display for Conflict {
-    /// `src/db.rs held by task T on session S (node, pid P, since …)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.resource)?;
-        match &self.holder {
-            None => write!(f, " is locked"),
-            Some(h) => {
-                let what = if h.resource == self.resource {
-                    String::new()
-                } else {
-                    format!(" (through {})", h.resource)
-                };
-                match (&h.task, &h.session) {
-                    (Some(t), Some(s)) => write!(f, " is held{what} by task {t} on session {s}")?,
-                    (Some(t), None) => write!(f, " is held{what} by task {t}")?,
-                    _ => write!(f, " is held{what} by `architect lock` (pid {})", h.pid)?,
-                }
-                write!(
-                    f,
-                    " on {} since {}",
-                    h.node,
-                    h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                )
-            }
-        }
-    }
 }
 
 /// Locks held by this process: released (holder files removed, then unlocked) on
@@ -548,12 +418,12 @@ impl LockTable {
                         } else {
                             Resource::Path(parts[..depth].join("/"))
                         };
-                        ops.entry(ancestor.dir(&self.root))
+                        ops.entry(lock_dir(&ancestor, &self.root))
                             .or_insert((Mode::Shared, r.clone()));
                     }
                 }
             }
-            ops.insert(r.dir(&self.root), (Mode::Exclusive, r.clone()));
+            ops.insert(lock_dir(r, &self.root), (Mode::Exclusive, r.clone()));
         }
         let ops = ops.into_iter().map(|(d, (m, r))| (d, m, r)).collect();
         (kept, ops)

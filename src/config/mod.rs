@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::profile::Profile;
-use crate::spool::task::valid_id;
+use crate::types::valid_id;
 
 /// `config/architect.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+// Task complexity, a plain data type the task format shares.
+pub use crate::types::Complexity;
+
 /// The `config/providers.toml` that ships (commented; no providers configured).
 pub const DEFAULT_PROVIDERS: &str = include_str!("../../config/providers.toml");
 
@@ -209,18 +212,6 @@ impl Default for BreakerSettings {
     }
 }
 
-/// Task complexity, for routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Complexity {
-    /// Small, well-defined work: the local model.
-    Simple,
-    /// The default.
-    Standard,
-    /// Hard work: the strong model.
-    Complex,
-}
-
 /// `[routing.classify]`: how a request that names neither a provider nor a complexity
 /// gets one, from its prompt and its task's role. Checked in order: role, complex
 /// keywords, simple keywords, size; nothing matched → `standard`.
@@ -359,7 +350,7 @@ impl ProvidersFile {
         let file: Self = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let mut seen = std::collections::HashSet::new();
         for p in &file.provider {
-            if !crate::spool::task::valid_id(&p.name) {
+            if !crate::types::valid_id(&p.name) {
                 return Err(bad(format!(
                     "provider name {:?} must match ^[A-Za-z0-9_-]{{1,64}}$",
                     p.name

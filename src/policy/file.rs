@@ -366,7 +366,7 @@ fn check_rule(
     if kinds != 1 {
         return Err("give exactly one of programs, hosts or tools".into());
     }
-    if let Some(p) = profiles.iter().find(|p| !crate::spool::task::valid_id(p)) {
+    if let Some(p) = profiles.iter().find(|p| !crate::types::valid_id(p)) {
         return Err(format!("profile {p:?} must match ^[A-Za-z0-9_-]{{1,64}}$"));
     }
     Ok(())

@@ -76,7 +76,7 @@ pub struct Assignment {
     /// For a provider session: only providers serving this model.
     pub model: Option<String>,
     /// For a provider session: route by complexity.
-    pub complexity: Option<crate::llm::Complexity>,
+    pub complexity: Option<crate::types::Complexity>,
     /// The task's role (for `[routing.classify]`).
     pub role: Option<String>,
     /// Prompt text.

@@ -199,7 +199,7 @@ impl Spool {
     /// a task caught mid-move reports where it is going.
     #[must_use]
     pub fn locate(&self, id: &str) -> Option<TaskState> {
-        if !task::valid_id(id) {
+        if !crate::types::valid_id(id) {
             return None;
         }
         [
@@ -298,7 +298,7 @@ impl Spool {
                 continue;
             }
             if let Some(id) = name.strip_suffix(".json") {
-                if task::valid_id(id) {
+                if crate::types::valid_id(id) {
                     ids.push(id.to_string());
                 }
             }

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::types::{Complexity, Conflict};
+
 /// The JSON Schema for task files, compiled into the binary.
 pub const TASK_SCHEMA: &str = include_str!("../../schemas/task.schema.json");
 
@@ -52,7 +54,7 @@ pub struct TaskSpec {
     pub model: Option<String>,
     /// Route to a provider session by complexity (`[routing.complexity]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub complexity: Option<crate::llm::Complexity>,
+    pub complexity: Option<Complexity>,
     /// Branch and path locks held while the task runs (taken all or nothing before it is
     /// handed to a session; the task waits in `waiting_lock` while they are held elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +87,7 @@ pub struct LockWait {
     /// When the wait began.
     pub since: DateTime<Utc>,
     /// The lock that was refused and who holds it.
-    pub blocked_by: crate::locks::Conflict,
+    pub blocked_by: Conflict,
 }
 
 impl TaskSpec {
@@ -292,16 +294,6 @@ fn struct_mismatch(e: &serde_json::Error) -> String {
         .unwrap_or_default()
         .trim();
     format!("does not fit the task format ({kind}); the schema and the parser disagree, please report it")
-}
-
-/// Checks a task id or session name against `^[A-Za-z0-9_-]{1,64}$`.
-#[must_use]
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// How one attempt ended.
@@ -674,14 +666,5 @@ mod tests {
         let m = struct_mismatch(&e);
         assert!(!m.contains("SECRET123"), "{m}");
         assert!(m.contains("(invalid type)"), "{m}");
-    }
-
-    #[test]
-    fn ids_are_checked() {
-        assert!(valid_id("abc_DEF-123"));
-        assert!(!valid_id(""));
-        assert!(!valid_id("a/b"));
-        assert!(!valid_id(&"a".repeat(65)));
-        assert!(!valid_id("é"));
     }
 }

@@ -8,7 +8,7 @@ use super::git::{self, Git, Listed};
 use super::WorktreeManager;
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::spool::task::valid_id;
+use crate::types::valid_id;
 
 /// Canonical paths of one call.
 pub(super) struct Ctx {

@@ -35,7 +35,7 @@ pub use reconcile::Reconciled;
 
 use crate::config::GitSettings;
 use crate::error::{Error, Result};
-use crate::spool::task::valid_id;
+use crate::types::valid_id;
 use git::{Git, Listed};
 
 /// A session's default branch is `architect/<session>`.

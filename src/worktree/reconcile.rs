@@ -10,7 +10,7 @@ use super::git::{self, Git};
 use super::{save, SavedWork, WorktreeManager, DEFAULT_BRANCH_PREFIX, INITIALIZING};
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::spool::task::valid_id;
+use crate::types::valid_id;
 
 /// What [`WorktreeManager::reconcile`] did, for the daemon to log. Paths are canonical.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
