@@ -66,7 +66,7 @@ fn repo_and_protected(config_dir: &Path) -> Result<(PathBuf, Vec<String>)> {
     let repo = dir.parent().map_or(dir.clone(), Path::to_path_buf);
     Ok((
         repo,
-        architect::config::GitSettings::default().protected_branches,
+        architect::worktree::GitSettings::default().protected_branches,
     ))
 }
 

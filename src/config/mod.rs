@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::log::LogSettings;
 use crate::profile::Profile;
 use crate::types::valid_id;
+use crate::worktree::GitSettings;
 
 /// `config/architect.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,37 +29,6 @@ pub struct ArchitectFile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogSettings,
-}
-
-/// `[log]` in `config/architect.toml`: how big the event log files grow and how long
-/// they are kept (see [`crate::log::EventLog`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    /// A day's log file is continued in a new part (`events-<node>-<YYYYMMDD>.<n>.jsonl`)
-    /// once it holds this many bytes (default 67108864, 64 MiB; at least 4096).
-    #[serde(default = "d_log_max_bytes")]
-    pub max_bytes: u64,
-    /// This node's log files older than this many days are deleted, except the current
-    /// month's (budgets sum the month's spend from them); 0 keeps every file (default 90).
-    #[serde(default = "d_keep_days")]
-    pub keep_days: u32,
-}
-
-fn d_log_max_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn d_keep_days() -> u32 {
-    90
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            max_bytes: d_log_max_bytes(),
-            keep_days: d_keep_days(),
-        }
-    }
 }
 
 /// `[node]` in `config/architect.toml`.
@@ -122,58 +93,6 @@ impl Default for DaemonSettings {
             restart_backoff_max_ms: d_restart_max(),
             inbox_settle_ms: d_settle(),
         }
-    }
-}
-
-/// `[git]` in `config/architect.toml`: branches and worktrees of sessions with
-/// `worktree = true` (see [`crate::worktree`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitSettings {
-    /// Branches no task may take and no session works on (default `main`, `dev`, `qa`,
-    /// `prod`; compared ignoring ASCII case).
-    #[serde(default = "d_protected")]
-    pub protected_branches: Vec<String>,
-    /// Where session worktrees live, `<worktrees_dir>/<session>`; relative paths are
-    /// relative to the session's repository (default `.architect/worktrees`).
-    #[serde(default = "d_worktrees_dir")]
-    pub worktrees_dir: PathBuf,
-    /// The branch a new task branch starts from (default `main`).
-    #[serde(default = "d_base")]
-    pub base_branch: String,
-}
-
-fn d_protected() -> Vec<String> {
-    ["main", "dev", "qa", "prod"].map(String::from).to_vec()
-}
-fn d_worktrees_dir() -> PathBuf {
-    PathBuf::from(".architect/worktrees")
-}
-fn d_base() -> String {
-    "main".into()
-}
-
-impl Default for GitSettings {
-    fn default() -> Self {
-        Self {
-            protected_branches: d_protected(),
-            worktrees_dir: d_worktrees_dir(),
-            base_branch: d_base(),
-        }
-    }
-}
-
-impl GitSettings {
-    /// Checks the branch names: each must be one git accepts
-    /// ([`crate::worktree::validate_branch`]), and `worktrees_dir` must not be empty.
-    fn validate(&self) -> std::result::Result<(), String> {
-        for name in self.protected_branches.iter().chain([&self.base_branch]) {
-            crate::worktree::validate_branch(name, &[]).map_err(|e| format!("[git]: {e}"))?;
-        }
-        if self.worktrees_dir.as_os_str().is_empty() {
-            return Err("[git]: worktrees_dir must not be empty".into());
-        }
-        Ok(())
     }
 }
 

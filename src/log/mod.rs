@@ -28,7 +28,6 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::LogSettings;
 use crate::error::{Error, Result};
 pub use event::{EventBody, Payload};
 pub use redact::redact;
@@ -109,6 +108,37 @@ impl<'de> Deserialize<'de> for Event {
             session: line.session,
             body: EventBody::from_parts(line.kind, line.data),
         })
+    }
+}
+
+/// `[log]` in `config/architect.toml`: how big the event log files grow and how long
+/// they are kept (see [`EventLog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A day's log file is continued in a new part (`events-<node>-<YYYYMMDD>.<n>.jsonl`)
+    /// once it holds this many bytes (default 67108864, 64 MiB; at least 4096).
+    #[serde(default = "d_log_max_bytes")]
+    pub max_bytes: u64,
+    /// This node's log files older than this many days are deleted, except the current
+    /// month's (budgets sum the month's spend from them); 0 keeps every file (default 90).
+    #[serde(default = "d_keep_days")]
+    pub keep_days: u32,
+}
+
+fn d_log_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn d_keep_days() -> u32 {
+    90
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: d_log_max_bytes(),
+            keep_days: d_keep_days(),
+        }
     }
 }
 

@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 pub use branch::validate_branch;
 pub use reconcile::Reconciled;
 
-use crate::config::GitSettings;
 use crate::error::{Error, Result};
 use crate::types::valid_id;
 use git::{Git, Listed};
@@ -48,6 +47,58 @@ pub const SAVED_BRANCH_PREFIX: &str = "architect-saved/";
 /// Git's lock reason while `git worktree add` is still running (builtin/worktree.c); left
 /// behind, it means the `add` was killed before it finished.
 const INITIALIZING: &str = "initializing";
+
+/// `[git]` in `config/architect.toml`: branches and worktrees of sessions with
+/// `worktree = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSettings {
+    /// Branches no task may take and no session works on (default `main`, `dev`, `qa`,
+    /// `prod`; compared ignoring ASCII case).
+    #[serde(default = "d_protected")]
+    pub protected_branches: Vec<String>,
+    /// Where session worktrees live, `<worktrees_dir>/<session>`; relative paths are
+    /// relative to the session's repository (default `.architect/worktrees`).
+    #[serde(default = "d_worktrees_dir")]
+    pub worktrees_dir: PathBuf,
+    /// The branch a new task branch starts from (default `main`).
+    #[serde(default = "d_base")]
+    pub base_branch: String,
+}
+
+fn d_protected() -> Vec<String> {
+    ["main", "dev", "qa", "prod"].map(String::from).to_vec()
+}
+fn d_worktrees_dir() -> PathBuf {
+    PathBuf::from(".architect/worktrees")
+}
+fn d_base() -> String {
+    "main".into()
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        Self {
+            protected_branches: d_protected(),
+            worktrees_dir: d_worktrees_dir(),
+            base_branch: d_base(),
+        }
+    }
+}
+
+impl GitSettings {
+    /// Checks the branch names: each must be one git accepts
+    /// ([`validate_branch`]), and `worktrees_dir` must not be empty.
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        for name in self.protected_branches.iter().chain([&self.base_branch]) {
+            validate_branch(name, &[]).map_err(|e| format!("[git]: {e}"))?;
+        }
+        if self.worktrees_dir.as_os_str().is_empty() {
+            return Err("[git]: worktrees_dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
 
 /// Gives sessions their worktrees in one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]

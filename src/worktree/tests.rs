@@ -636,7 +636,7 @@ fn a_missing_base_or_repository_is_a_clear_error() {
     assert!(e.to_string().contains("not a git repository"), "{e}");
     assert!(!nowhere.path().join("wt").exists(), "nothing created");
     let typo = nowhere.path().join("typo");
-    let m = WorktreeManager::from_settings(&typo, &crate::config::GitSettings::default());
+    let m = WorktreeManager::from_settings(&typo, &crate::worktree::GitSettings::default());
     let e = m.reconcile(&[]).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert!(!typo.exists(), "nothing created");
@@ -645,7 +645,7 @@ fn a_missing_base_or_repository_is_a_clear_error() {
 
 #[test]
 fn settings_place_worktrees_relative_to_the_repository() {
-    let git = crate::config::GitSettings::default();
+    let git = crate::worktree::GitSettings::default();
     let m = WorktreeManager::from_settings(Path::new("/r"), &git);
     assert_eq!(m.dir, Path::new("/r/.architect/worktrees"));
     assert_eq!(
@@ -653,7 +653,7 @@ fn settings_place_worktrees_relative_to_the_repository() {
         Path::new("/r/.architect/worktrees/s1")
     );
     assert_eq!((m.base.as_str(), m.protected.len()), ("main", 4));
-    let absolute = crate::config::GitSettings {
+    let absolute = crate::worktree::GitSettings {
         worktrees_dir: PathBuf::from("/srv/wt"),
         ..git
     };
