@@ -11,7 +11,6 @@ pub mod claude;
 pub mod codex;
 pub mod gemini;
 pub mod offline;
-pub mod prices;
 
 use std::collections::BTreeMap;
 

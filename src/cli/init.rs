@@ -25,7 +25,7 @@ pub fn run(spool: &Spool, config: &Path, force: bool) -> Result<ExitCode> {
         (config.join("policy.toml"), DEFAULT_POLICY),
         (
             config.join("prices.toml"),
-            architect::agents::prices::DEFAULT_PRICES,
+            architect::config::prices::DEFAULT_PRICES,
         ),
     ];
     for (name, text) in BUILTIN {

@@ -1,6 +1,8 @@
 //! Configuration: `config/architect.toml` (node and daemon settings, optional),
-//! `config/sessions.toml` (the single source of truth for which sessions exist) and
-//! `config/profiles/*.toml` (see [`crate::profile`]).
+//! `config/sessions.toml` (the single source of truth for which sessions exist),
+//! `config/profiles/*.toml` (see [`crate::profile`]) and `config/prices.toml` ([`prices`]).
+
+pub mod prices;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -276,7 +278,7 @@ pub struct Config {
     /// paths are relative to it.
     pub repo: PathBuf,
     /// What agent CLIs' models cost (`prices.toml`).
-    pub prices: crate::agents::prices::Prices,
+    pub prices: prices::Prices,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -466,7 +468,7 @@ impl Config {
                 git: arch.git.clone(),
             });
         }
-        let prices = crate::agents::prices::Prices::load(&dir)?;
+        let prices = prices::Prices::load(&dir)?;
         Ok(Self {
             dir,
             node,
