@@ -11,6 +11,7 @@ pub mod locks;
 pub mod log;
 pub mod policy;
 pub mod profile;
+pub mod runtime_dir;
 pub mod scheduler;
 pub mod session;
 pub mod spool;

@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::signal::{AgentUsage, HookAnswer, Signal};
 use super::{hook_command, str_field, Installed};
 use crate::config::ResolvedSession;
 use crate::llm::Usage;
 use crate::profile::ActionKind;
-use crate::session::hooks::RuntimeDir;
-use crate::session::signal::{AgentUsage, HookAnswer, Signal};
+use crate::runtime_dir::RuntimeDir;
 
 /// Events installed, with each hook's timeout in seconds.
 const EVENTS: &[(&str, u64)] = &[
@@ -105,7 +105,7 @@ pub fn translate(event: &str, input: &Value) -> Result<Signal, String> {
             let text = str_field(input, "last_assistant_message").unwrap_or_default();
             if error == "rate_limit" {
                 Signal::Limited {
-                    reset_in_s: crate::session::limit::reset_in(&text, &chrono::Local::now())
+                    reset_in_s: super::limit::reset_in(&text, &chrono::Local::now())
                         .map(|d| d.as_secs()),
                     message: text,
                 }

@@ -37,11 +37,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::signal::{AgentUsage, HookAnswer, Signal};
 use super::{hook_command, str_field, Installed};
 use crate::config::ResolvedSession;
 use crate::llm::Usage;
 use crate::profile::ActionKind;
-use crate::session::signal::{AgentUsage, HookAnswer, Signal};
 
 /// Marks the start of the block architect writes into `config.toml`.
 pub const BLOCK_START: &str =

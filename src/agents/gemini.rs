@@ -32,11 +32,11 @@
 
 use serde_json::Value;
 
+use super::signal::{AgentUsage, HookAnswer, Signal};
 use super::{hook_command, str_field, Installed};
 use crate::config::ResolvedSession;
 use crate::llm::Usage;
 use crate::profile::ActionKind;
-use crate::session::signal::{AgentUsage, HookAnswer, Signal};
 
 /// Events installed, with each hook's timeout in ms.
 const EVENTS: &[(&str, u64)] = &[

@@ -6,17 +6,23 @@
 //! environment make the CLI read them (never the user's own settings files); `translate`
 //! turns the JSON a hook receives on stdin into a [`Signal`], and an [`HookAnswer`] back
 //! into the output the CLI expects.
+//!
+//! [`signal`] is the vocabulary the adapters translate into, which the session machine
+//! and `architect hook` speak too; [`limit`] reads the reset time out of a CLI's usage-
+//! or rate-limit message (from a hook or from the screen).
 
 pub mod claude;
 pub mod codex;
 pub mod gemini;
+pub mod limit;
 pub mod offline;
+pub mod signal;
 
 use std::collections::BTreeMap;
 
 use crate::config::ResolvedSession;
-use crate::session::hooks::RuntimeDir;
-use crate::session::signal::{HookAnswer, Signal};
+use crate::runtime_dir::RuntimeDir;
+use signal::{HookAnswer, Signal};
 
 /// What installing a CLI's hooks adds to its command line.
 #[derive(Debug, Default)]

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use architect::agents::signal::{HookAnswer, HookMessage, Signal};
 use architect::session::hooks::{HOOK_SOCKET_ENV, HOOK_TOKEN_ENV};
-use architect::session::signal::{HookAnswer, HookMessage, Signal};
 
 /// Longest stdin read, in bytes.
 const MAX_INPUT: u64 = 16 * 1024 * 1024;

@@ -512,7 +512,7 @@ impl Daemon {
         &self,
         task_id: &str,
         session: &str,
-        usage: &[crate::session::signal::AgentUsage],
+        usage: &[crate::agents::signal::AgentUsage],
     ) {
         for u in usage {
             let cost = self.config.prices.cost(u.model.as_deref(), &u.tokens);

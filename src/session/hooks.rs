@@ -1,7 +1,8 @@
 //! What a session installs around its program, and the socket its hooks talk to.
 //!
-//! Each session program gets a private runtime directory (mode 0700, removed when the
-//! program ends) under `$XDG_RUNTIME_DIR/architect/` or `/tmp/architect-<uid>/`:
+//! Each session program gets a private runtime directory ([`crate::runtime_dir`]; mode
+//! 0700, removed when the program ends) under `$XDG_RUNTIME_DIR/architect/` or
+//! `/tmp/architect-<uid>/`:
 //!
 //! - `bashrc`: the shell integration ([`super::marks::bash_rcfile`]) with a fresh nonce,
 //!   passed where the profile's arguments say `{shell_integration}`;
@@ -17,14 +18,15 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::marks;
-use super::signal::{HookAnswer, HookMessage};
+use crate::agents::signal::{HookAnswer, HookMessage};
 use crate::config::ResolvedSession;
+use crate::runtime_dir::RuntimeDir;
 
 /// Environment variable naming the hook socket.
 pub const HOOK_SOCKET_ENV: &str = "ARCHITECT_HOOK_SOCKET";
@@ -37,93 +39,6 @@ pub const SHELL_INTEGRATION_ARG: &str = "{shell_integration}";
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// A hook connection that has not sent its whole message by then is dropped.
 const CONN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The directory that holds every session's runtime directory: `$XDG_RUNTIME_DIR/architect`
-/// when that variable names a directory, else `/tmp/architect-<uid>`. Created 0700; an
-/// existing one must be a real directory owned by this user and closed to others.
-///
-/// # Errors
-/// When it cannot be created, or exists with the wrong owner, type or mode.
-pub fn runtime_root() -> std::io::Result<PathBuf> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let root = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(d) if d.is_dir() => d.join("architect"),
-        _ => PathBuf::from(format!("/tmp/architect-{uid}")),
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&root) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(annotate(e, "creating", &root)),
-    }
-    let meta = std::fs::symlink_metadata(&root).map_err(|e| annotate(e, "reading", &root))?;
-    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} must be a directory owned by uid {uid} with mode 0700 (it holds hook sockets); \
-                 remove it or fix it",
-                root.display()
-            ),
-        ));
-    }
-    Ok(root)
-}
-
-fn annotate(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-}
-
-/// A session program's private runtime directory, removed on drop.
-#[derive(Debug)]
-pub struct RuntimeDir {
-    path: PathBuf,
-}
-
-impl RuntimeDir {
-    /// Creates `<runtime root>/<name>` fresh (an old one is removed first).
-    ///
-    /// # Errors
-    /// When the root is unusable or the directory cannot be created.
-    pub fn create(name: &str) -> std::io::Result<Self> {
-        let path = runtime_root()?.join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|e| annotate(e, "creating", &path))?;
-        Ok(Self { path })
-    }
-
-    /// Its path.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes `name` in it, mode 0600.
-    ///
-    /// # Errors
-    /// When the file cannot be written.
-    pub fn write(&self, name: &str, text: &str) -> std::io::Result<PathBuf> {
-        let path = self.path.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| annotate(e, "creating", &path))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| annotate(e, "writing", &path))?;
-        Ok(path)
-    }
-}
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
 
 /// What a session program is started with besides its configured command line.
 #[derive(Debug)]
@@ -189,6 +104,10 @@ impl Integration {
         me.dir = Some(dir);
         Ok(me)
     }
+}
+
+fn annotate(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 /// One hook connection.
@@ -371,7 +290,7 @@ fn same_user(s: &UnixStream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::signal::Signal;
+    use crate::agents::signal::Signal;
 
     #[test]
     fn a_message_with_the_token_is_received_and_answered() {

@@ -40,7 +40,7 @@ use super::approval::{decide, decide_exact, Approvals, DecidedBy, Question};
 use super::marks::Mark;
 use super::output::OutputBuffer;
 use super::runner::{Assignment, Command, InterruptReason, RunOutcome, SessionEvent, SessionState};
-use super::signal::{HookAnswer, Signal};
+use crate::agents::signal::{HookAnswer, Signal};
 use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
 use crate::spool::task::TaskResult;
@@ -1182,7 +1182,7 @@ impl Machine {
         let limits = self.setup.profile.limit_matches(&self.screen);
         if self.task.as_ref().is_some_and(|t| limits > t.limits_before) {
             if let Some((message, backoff)) = self.setup.profile.limit_message(&self.screen) {
-                let reset = super::limit::reset_in(&message, &chrono::Local::now());
+                let reset = crate::agents::limit::reset_in(&message, &chrono::Local::now());
                 self.park(now, message, reset, backoff);
                 return;
             }

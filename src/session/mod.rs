@@ -4,14 +4,12 @@
 
 pub mod approval;
 pub mod hooks;
-pub mod limit;
 pub mod machine;
 pub mod marks;
 pub mod output;
 pub mod provider;
 pub mod runner;
 pub mod screen;
-pub mod signal;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

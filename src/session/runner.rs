@@ -180,7 +180,7 @@ pub enum SessionEvent {
         /// The task.
         task_id: String,
         /// By model.
-        usage: Vec<super::signal::AgentUsage>,
+        usage: Vec<crate::agents::signal::AgentUsage>,
     },
     /// A hook signal arrived (for the event log; tool requests are logged as
     /// permission decisions).
@@ -795,16 +795,16 @@ impl Runner {
     }
 
     /// Logs a hook signal (tool requests show up as permission decisions instead).
-    fn log_hook(&self, event: &str, signal: &super::signal::Signal) {
+    fn log_hook(&self, event: &str, signal: &crate::agents::signal::Signal) {
         let kind = match signal {
-            super::signal::Signal::ToolRequest { .. } => return,
+            crate::agents::signal::Signal::ToolRequest { .. } => return,
             other => serde_json::to_value(other)
                 .ok()
                 .and_then(|v| v.get("signal").and_then(|s| s.as_str()).map(String::from))
                 .unwrap_or_default(),
         };
         let source = match signal {
-            super::signal::Signal::SessionStart { source, .. } => source.clone(),
+            crate::agents::signal::Signal::SessionStart { source, .. } => source.clone(),
             _ => None,
         };
         self.emit(SessionEvent::Hook {

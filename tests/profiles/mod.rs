@@ -206,7 +206,7 @@ fn limit_screens_match_a_limit_rule_and_name_their_reset() {
         };
         let names_time =
             message.contains(" at ") || message.contains(" in ") || message.contains("resets ");
-        let reset = architect::session::limit::reset_in(&message, &then);
+        let reset = architect::agents::limit::reset_in(&message, &then);
         if names_time && reset.is_none() {
             failures.push(format!(
                 "{}: the reset time in {message:?} was not read",

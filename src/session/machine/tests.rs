@@ -554,7 +554,7 @@ fn a_hook_arriving_before_the_screen_changes_accepts_and_ends_the_turn() {
         800,
         "Stop",
         Signal::TurnUsage {
-            usage: vec![crate::session::signal::AgentUsage {
+            usage: vec![crate::agents::signal::AgentUsage {
                 model: Some("claude-x".into()),
                 tokens: crate::llm::Usage {
                     input: 1000,
