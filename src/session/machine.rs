@@ -38,12 +38,17 @@ use std::time::{Duration, Instant};
 
 use super::approval::{decide, decide_exact, Approvals, DecidedBy, Question};
 use super::marks::Mark;
+use super::messages::{
+    Assignment, Command, InterruptReason, RunOutcome, SessionEvent, SessionState,
+};
 use super::output::OutputBuffer;
-use super::runner::{Assignment, Command, InterruptReason, RunOutcome, SessionEvent, SessionState};
 use crate::agents::signal::{HookAnswer, Signal};
 use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
 use crate::spool::task::TaskResult;
+
+// How far a prompt got: the machine tracks it, and a session's exit reports it.
+pub use super::messages::Delivery;
 
 /// How long the screen must be still before a permission question is read (the dialog
 /// must be drawn in full: a half-drawn command must never be judged).
@@ -116,18 +121,6 @@ pub enum Effect {
     },
     /// Kill the program's process group; the session ends with this status.
     Kill(String),
-}
-
-/// How far a task's prompt got (what a session's death means for it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Enter was not pressed: the prompt was provably not taken.
-    NotSent,
-    /// Enter was pressed, with no evidence either way yet.
-    Sent,
-    /// There was evidence that it was taken.
-    Taken,
 }
 
 /// What the machine needs to know about its session.

@@ -1,11 +1,13 @@
 //! Sessions: agent terminals. [`runner`] drives one program in a pseudo-terminal,
-//! [`screen`] renders its output and answers terminal queries, and [`SessionFile`] is the
-//! state each session publishes as `sessions/<name>.json`.
+//! [`screen`] renders its output and answers terminal queries, [`messages`] is what the
+//! daemon and a session say to each other, and [`SessionFile`] is the state each
+//! session publishes as `sessions/<name>.json`.
 
 pub mod approval;
 pub mod hooks;
 pub mod machine;
 pub mod marks;
+pub mod messages;
 pub mod output;
 pub mod provider;
 pub mod runner;
@@ -14,7 +16,7 @@ pub mod screen;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use runner::SessionState;
+pub use messages::SessionState;
 
 /// `sessions/<name>.json`: a session's current state. Derived state: rewritten by the
 /// daemon on every change (atomically, without `fsync`) and rebuilt at start-up.

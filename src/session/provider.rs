@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use super::runner::{Command, EventSink, RunOutcome, SessionEvent, SessionMessage, SessionState};
+use super::messages::{Command, EventSink, RunOutcome, SessionEvent, SessionMessage, SessionState};
 use crate::llm::router::{Request, Router};
 use crate::llm::ProvidersFile;
 use crate::log::EventLog;
