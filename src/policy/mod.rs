@@ -36,6 +36,7 @@
 //! treated as `~/.ssh`) and to tell git directories and other repositories inside the
 //! worktree (a `.git`, a `HEAD`, `objects/` and `refs/`).
 
+mod arg;
 mod eval;
 pub mod file;
 mod glob;

@@ -2,7 +2,7 @@
 //! (`env`, `nohup`, `timeout`, `xargs`, …), git's global options and push refspecs,
 //! interpreters reading code from their input, and which arguments a program writes.
 
-use super::eval::Arg;
+use super::arg::Arg;
 use super::glob;
 
 /// How a wrapper's own options look; the command it runs follows them.

@@ -17,7 +17,7 @@ mod runners;
 mod targets;
 mod words;
 
-pub(crate) use words::Arg;
+pub(crate) use super::arg::Arg;
 
 /// What the shell state is while a command line runs.
 #[derive(Debug, Clone)]
