@@ -89,7 +89,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     durable::write_atomic(&config.join("architect.toml"), b"[node]\nname = \"demo\"\n")?;
     println!("   config: 2 shell sessions (bash in a PTY) and 1 fake agent TUI (tools/fake-agent)");
 
-    let mut daemon = super::bench::spawn_daemon(&spool, &config, &root.join("daemon.log"))?;
+    let mut daemon = super::harness::spawn_daemon(&spool, &config, &root.join("daemon.log"))?;
     println!(
         "   daemon started (pid {}), tracing in {}",
         daemon.id(),

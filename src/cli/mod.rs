@@ -3,11 +3,8 @@
 
 mod ask;
 mod bench;
-mod bench_fidelity;
-mod bench_llm;
-mod bench_locks;
-mod bench_memory;
 mod demo;
+mod harness;
 mod hook;
 mod init;
 mod locks;

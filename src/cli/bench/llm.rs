@@ -17,7 +17,8 @@ use architect::llm::router::{Request, Router};
 use architect::llm::ProvidersFile;
 use architect::log::EventLog;
 
-use super::bench::{summary, BenchArgs};
+use super::BenchArgs;
+use crate::cli::harness::summary;
 
 /// Peak resident set size of this process, in KiB (`VmHWM` in /proc/self/status).
 fn peak_rss_kib() -> Option<u64> {
@@ -32,12 +33,12 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<()> {
-    let Some(server) = super::bench::mock_script() else {
+    let Some(server) = crate::cli::harness::mock_script() else {
         println!("  LLM routing: skipped (tools/mock-llm/mock_llm.py not found)");
         return Ok(());
     };
     std::fs::create_dir_all(root.join("log"))?;
-    let mock = super::bench::start_mock(&server, &[])?;
+    let mock = crate::cli::harness::start_mock(&server, &[])?;
     let port = mock.port;
     let providers = ProvidersFile::parse(
         &format!(

@@ -34,7 +34,7 @@ use architect::durable;
 use architect::spool::task::TaskState;
 use architect::spool::Spool;
 
-use super::bench::{
+use crate::cli::harness::{
     idle_sessions, mock_script, spawn_daemon, start_mock as start_mock_server, summary, Daemon,
     MockServer,
 };
@@ -186,7 +186,7 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
         b"[node]\nname = \"bench\"\n",
     )?;
     let _daemon = Daemon(spawn_daemon(&spool, &config, &dir.join("daemon.log"))?);
-    super::bench::wait_until("every session to be idle", Duration::from_secs(180), || {
+    crate::cli::harness::wait_until("every session to be idle", Duration::from_secs(180), || {
         idle_sessions(&spool) == sessions
     })?;
     let short = &cli.binary[..2];
@@ -208,7 +208,7 @@ fn one(cli: Cli, tasks: usize, sessions: usize, slow: bool, dir: &Path) -> Resul
     let finished = || {
         final_dirs
             .iter()
-            .map(|s| super::bench::count(&spool.dir(s.dir())))
+            .map(|s| crate::cli::harness::count(&spool.dir(s.dir())))
             .sum::<usize>()
     };
     let mut last_report = Instant::now();

@@ -21,7 +21,8 @@ use architect::locks::{verify_exclusion, HolderKind, LockTable, Requester, Resou
 use architect::log::event::{LockAcquired, LockWaiting};
 use architect::log::read_events;
 
-use super::bench::{count, start_fleet, summary, wait_until, BenchArgs};
+use super::BenchArgs;
+use crate::cli::harness::{count, start_fleet, summary, wait_until};
 
 /// Runs the three lock measurements in `root` (created here).
 pub(super) fn run(a: &BenchArgs, root: &Path) -> Result<ExitCode> {

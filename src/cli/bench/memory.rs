@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use architect::durable;
 use architect::spool::{Spool, MAX_TASK_BYTES};
 
-use super::bench::{count, spawn_daemon, wait_until, Daemon};
+use crate::cli::harness::{count, spawn_daemon, wait_until, Daemon};
 
 /// `VmRSS` and `VmHWM` of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> Result<(u64, u64)> {
