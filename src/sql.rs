@@ -29,7 +29,7 @@ pub struct QueryResult {
 }
 
 /// Output formats for [`QueryResult::render`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// A text table.
     Table,

@@ -213,7 +213,7 @@ enum Cmd {
         query: String,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
-        format: architect::sql::Format,
+        format: sql::FormatArg,
     },
     /// Per-session completed/failed counts, success rate and p50/p95 task time, from the log.
     Stats {
@@ -327,7 +327,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             lines,
             json,
         ),
-        Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format),
+        Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format.into()),
         Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),
         Cmd::Stats { json, cost: true } => sql::cost(&need(&spool)?, &cli.config, json),
         Cmd::Demo { dir } => demo::run(dir),

@@ -7,6 +7,27 @@ use anyhow::Result;
 use architect::spool::Spool;
 use architect::sql::{self, Format};
 
+/// `architect sql --format`: the library's [`Format`], as the command line names it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    /// A text table.
+    Table,
+    /// A JSON array of objects.
+    Json,
+    /// CSV with a header row (RFC 4180).
+    Csv,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Table => Self::Table,
+            FormatArg::Json => Self::Json,
+            FormatArg::Csv => Self::Csv,
+        }
+    }
+}
+
 pub fn sql(spool: &Spool, query: &str, format: Format) -> Result<ExitCode> {
     let result = sql::run(&spool.dir("log"), query)?;
     print!("{}", result.render(format)?);
