@@ -15,7 +15,6 @@ pub mod claude;
 pub mod codex;
 pub mod gemini;
 pub mod limit;
-pub mod offline;
 pub mod signal;
 
 use std::collections::BTreeMap;

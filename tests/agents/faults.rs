@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use architect::agents::offline::{self, Cli};
 use architect::log::event::{
     AgentUsage, HookReceived, PermissionDecided, PromptAccepted, SessionLimited, TaskRetried,
 };
@@ -18,6 +17,7 @@ use architect::policy::Decision;
 use architect::spool::task::{TaskRecord, TaskState};
 
 use super::clis;
+use super::offline::{self, Cli};
 use crate::helper::{mock_control, wait_for, Daemon, Env, Mock, BIN};
 
 /// How long a CLI may take to start; how long a task may take.

@@ -20,7 +20,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use architect::agents::offline;
 use architect::log::event::{ApprovalNeeded, PermissionDecided};
 use architect::log::Event;
 use architect::session::approval::DecidedBy;
@@ -30,6 +29,11 @@ use architect::spool::task::TaskState;
 use crate::helper::{Daemon, Env, Mock};
 
 mod faults;
+/// The offline set-up the tests share with `architect bench --fidelity` (`clis_dir` is
+/// not used: [`clis`] installs the CLIs first).
+#[allow(dead_code)]
+#[path = "../../tools/agent-clis/offline.rs"]
+mod offline;
 
 /// The repository root.
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -114,7 +118,7 @@ const GEMINI: Agent = Agent {
     api_path: ":streamGenerateContent",
 };
 
-/// The offline set-up of `architect::agents::offline` for one of these agents.
+/// The offline set-up ([`offline`]) of one of these agents.
 fn cli(agent: &Agent) -> offline::Cli {
     offline::Cli::named(agent.profile).expect("a CLI with an offline set-up")
 }

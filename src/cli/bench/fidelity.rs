@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use architect::agents::offline::{self, Cli};
 use architect::durable;
 use architect::spool::task::TaskState;
 use architect::spool::Spool;
 
+use super::offline::{self, Cli};
 use crate::cli::harness::{
     idle_sessions, mock_script, spawn_daemon, start_mock as start_mock_server, summary, Daemon,
     MockServer,

@@ -21,6 +21,8 @@ mod fidelity;
 mod llm;
 mod locks;
 mod memory;
+#[path = "../../../tools/agent-clis/offline.rs"]
+mod offline;
 mod throughput;
 
 use std::path::PathBuf;

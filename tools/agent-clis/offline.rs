@@ -1,5 +1,7 @@
 //! Running the real agent CLIs offline, against a local model server
 //! (`tools/mock-llm`): the set-up the end-to-end tests and `bench --fidelity` share.
+//! Test and benchmark code, so not in the library: the binary's `cli/bench/` and
+//! `tests/agents/` each include this file (`#[path]`).
 //!
 //! Each CLI gets a private `HOME` (and `XDG_*` under it) with the configuration that
 //! points it at the server and skips what needs the internet (`/work/shared/AGENT-CLIS.md`
