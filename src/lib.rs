@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod durable;

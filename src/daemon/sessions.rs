@@ -337,9 +337,7 @@ impl Daemon {
         let Some(slot) = self.sessions.get_mut(name) else {
             return;
         };
-        let delay = base
-            .saturating_mul(1u64 << slot.consecutive_deaths.min(30))
-            .min(max);
+        let delay = crate::backoff::backoff_ms(base, slot.consecutive_deaths, max);
         slot.consecutive_deaths += 1;
         slot.restart_at = Some(Instant::now() + Duration::from_millis(delay));
         tracing::info!(session = %name, "restarting in {delay} ms");

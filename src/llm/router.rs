@@ -18,6 +18,7 @@ use super::breaker::{Breaker, Permit};
 use super::budget::{Ledger, Refusal};
 use super::client::{self, CallError};
 use super::{Complexity, ProvidersFile, Usage};
+use crate::backoff::backoff_ms;
 use crate::log::{event, EventLog};
 
 /// One request.
@@ -129,7 +130,8 @@ fn backoff(retry: u32, base_ms: u64, max_ms: u64, retry_after: Option<Duration>)
     if let Some(ra) = retry_after {
         return ra.min(Duration::from_millis(max_ms));
     }
-    let exp = base_ms.saturating_mul(1u64 << retry.saturating_sub(1).min(20));
+    // The exponent stops at 20 here (as it always has); jitter and the cap come after.
+    let exp = backoff_ms(base_ms, retry.saturating_sub(1).min(20), u64::MAX);
     // Jitter from the clock's low bits: spreads retries of concurrent callers; no
     // cryptographic need.
     let nanos = u64::from(Utc::now().timestamp_subsec_nanos());

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::backoff::backoff_ms;
 use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
 use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskResult, TaskState};
@@ -1439,12 +1440,4 @@ fn failed_how(state: TaskState) -> &'static str {
     } else {
         "was cancelled"
     }
-}
-
-/// Exponential backoff (ms): `base_ms` × 2^`doublings`, at most `max_ms`.
-#[must_use]
-pub fn backoff_ms(base_ms: u64, doublings: u32, max_ms: u64) -> u64 {
-    base_ms
-        .saturating_mul(1u64 << doublings.min(30))
-        .min(max_ms)
 }
