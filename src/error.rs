@@ -40,9 +40,6 @@ pub enum Error {
         "no task {0:?} in the spool (looked in inbox, pending, active, done, failed, cancelled)"
     )]
     TaskNotFound(String),
-    /// A session name is not in config/sessions.toml.
-    #[error("no session {0:?} in config/sessions.toml")]
-    SessionNotFound(String),
     /// Another daemon holds this spool on this node.
     #[error("another architect daemon is already running on this spool ({0})")]
     DaemonRunning(String),
@@ -53,14 +50,6 @@ pub enum Error {
         path: PathBuf,
         /// notify's error.
         source: notify::Error,
-    },
-    /// A pseudo-terminal operation failed.
-    #[error("session {session}: {message}")]
-    Pty {
-        /// Session name.
-        session: String,
-        /// What failed.
-        message: String,
     },
     /// DuckDB failed.
     #[error("sql: {0}")]
