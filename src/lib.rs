@@ -12,6 +12,7 @@ pub mod locks;
 pub mod log;
 pub mod policy;
 pub mod profile;
+pub mod redact;
 pub mod runtime_dir;
 pub mod scheduler;
 pub mod session;

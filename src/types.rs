@@ -33,6 +33,28 @@ pub enum Complexity {
     Complex,
 }
 
+/// An LLM provider's circuit breaker state ([`crate::llm::breaker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused until `retry_at`.
+    Open,
+    /// One probe call is under way.
+    HalfOpen,
+}
+
+/// Who answered a permission question ([`crate::session::approval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// The policy, automatically.
+    Policy,
+    /// A person, with `architect approve|deny`.
+    Person,
+}
+
 /// Something that can be locked.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Resource {

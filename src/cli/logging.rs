@@ -20,7 +20,7 @@ impl<W: Write> Write for Redacting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
         self.0
-            .write_all(architect::log::redact::redact(&text).as_bytes())?;
+            .write_all(architect::redact::redact(&text).as_bytes())?;
         Ok(buf.len())
     }
 

@@ -14,17 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::BreakerSettings;
 use crate::durable;
 
-/// A breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Calls go through.
-    Closed,
-    /// Calls are refused until `retry_at`.
-    Open,
-    /// One probe call is under way.
-    HalfOpen,
-}
+// A breaker's state, a plain data type the `breaker` event carries.
+pub use crate::types::CircuitState as State;
 
 /// `spool/providers/<name>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -49,7 +49,7 @@ fn redact(message: &str, key: Option<&str>) -> String {
     if let Some(k) = key.filter(|k| k.len() >= 4) {
         m = m.replace(k, "[REDACTED]");
     }
-    crate::log::redact::redact(&m)
+    crate::redact::redact(&m)
 }
 
 /// Sends `prompt` to `p` and parses the reply.

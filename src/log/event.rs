@@ -18,12 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::llm::breaker;
-use crate::locks::{Conflict, Resource};
 use crate::policy::Decision;
 use crate::profile::ActionKind;
-use crate::session::approval::DecidedBy;
 use crate::spool::task::{TaskState, Violation};
+use crate::types::{CircuitState, Conflict, DecidedBy, Resource};
 use crate::worktree::{Prepared, Reconciled};
 
 /// An event payload: one variant's data. Implemented by every payload struct.
@@ -550,7 +548,7 @@ pub struct BreakerState {
     /// The provider.
     pub provider: String,
     /// The breaker's new state.
-    pub state: breaker::State,
+    pub state: CircuitState,
     /// Consecutive failures.
     pub failures: u32,
     /// The last failure; `null` when closed.

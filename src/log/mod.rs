@@ -15,7 +15,6 @@
 //! types to and from their `type` strings.
 
 pub mod event;
-pub mod redact;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -30,7 +29,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 pub use event::{EventBody, Payload};
-pub use redact::redact;
+// Redaction is its own module (the spool and the LLM client use it too); the log's paths
+// to it stay.
+pub use crate::redact::{self, redact};
 
 /// One event, one line: who wrote it when, about which task and session, and what
 /// happened ([`EventBody`]: the `type` and its typed `data`).
@@ -91,7 +92,7 @@ impl Serialize for Event {
             kind: self.body.kind(),
             task_id: self.task_id.as_deref(),
             session: self.session.as_deref(),
-            data: redact::redact_value(data),
+            data: crate::redact::redact_value(data),
         }
         .serialize(s)
     }

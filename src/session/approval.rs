@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{Action, Context, Decision, Policy, Verdict};
 use crate::profile::{ActionKind, PermissionRequest};
 
+// Who answered, a plain data type the `permission_decided` event carries.
+pub use crate::types::DecidedBy;
+
 /// What the auto-confirm of a session needs: the policy and where the session works.
 #[derive(Debug, Clone)]
 pub struct Approvals {
@@ -41,16 +44,6 @@ pub struct Question {
     /// The tool's name, for `kind = "tool"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
-}
-
-/// Who answered a question.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecidedBy {
-    /// The policy, automatically.
-    Policy,
-    /// A person, with `architect approve|deny`.
-    Person,
 }
 
 impl Question {

@@ -209,7 +209,7 @@ const MAX_FIELD_NAME: usize = 64;
 /// A field name a producer chose, as a rejection report may show it: redacted, control
 /// characters replaced, cut to [`MAX_FIELD_NAME`] characters.
 fn field_name(name: &str) -> String {
-    let clean: String = crate::log::redact(name)
+    let clean: String = crate::redact::redact(name)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();

@@ -1,4 +1,5 @@
-//! Secret redaction for everything written to the event log.
+//! Secret redaction for everything architect writes that others read: every string of
+//! the event log, task results, rejection reports, LLM error messages, the tracing log.
 //!
 //! The rules are data: `config/redact.toml`, built into the
 //! binary. Each rule is a regex and, optionally, the capture group that is the secret
@@ -23,7 +24,7 @@ use serde_json::Value;
 pub const REDACTED: &str = "[REDACTED]";
 
 /// The rules that ship, `config/redact.toml`.
-pub const DEFAULT_RULES: &str = include_str!("../../config/redact.toml");
+pub const DEFAULT_RULES: &str = include_str!("../config/redact.toml");
 
 /// One `[[rule]]` of the rules file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
