@@ -13,6 +13,7 @@ mod failures;
 mod fake_agent;
 mod hostile;
 mod intake;
+mod layers;
 mod llm;
 mod locks;
 mod malformed;
