@@ -182,7 +182,7 @@ fn figures(st: &Stats, seeds: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64();
     format!(
         "simulation: {seeds} seeds, {} steps in {secs:.1} s ({:.0} steps/s); {} tasks, {} runs, \
-         {} crashes ({} mid-flush), {} graceful stops ({} with writes refused), {} flushes ({} with errors), \
+         {} crashes ({} mid-flush, {} power losses undoing {} published changes), {} graceful stops ({} with writes refused), {} flushes ({} with errors), \
          {} duplicate inbox files recognised, {} rejected, {} failed claims, \
          {} second daemons refused, {} final events undone by a crash, {} cancels, \
          {} retries, {} sessions killed, {} watcher overflows, {} lock waits",
@@ -192,6 +192,8 @@ fn figures(st: &Stats, seeds: u64, elapsed: Duration) -> String {
         st.runs,
         st.crashes,
         st.crashes_in_flush,
+        st.power_losses,
+        st.changes_lost_to_power,
         st.stops,
         st.stops_with_refused_writes,
         st.flushes,

@@ -362,15 +362,28 @@ impl Daemon {
         &self.config.node
     }
 
-    /// Carries out this pass's writes and renames (one round of `fsync`s for all), then
-    /// sends the tasks whose claim is now durable to their sessions.
+    /// Carries out this pass's writes and renames (one round of `fsync`s for all): they
+    /// are published, the tasks whose claim is now on disk go to their sessions, and then
+    /// the round is made durable ([`WriteBatch::publish`], [`WriteBatch::sync`]).
+    ///
+    /// A run waits for the claim's rename and for nothing else: a crash of the daemon
+    /// cannot undo a rename that is done, and a power loss that undoes it also ends the
+    /// run (the task is then still in the inbox or `pending/`, and runs again). Sessions
+    /// whose profile submits at most once wait for the sync too.
     ///
     /// A durable batch can release work (the dependents of tasks whose final state it
     /// made durable): that is dispatched and carried out at once, round after round,
     /// until a round releases nothing.
+    ///
+    /// [`WriteBatch::publish`]: crate::durable::WriteBatch::publish
+    /// [`WriteBatch::sync`]: crate::durable::WriteBatch::sync
     fn sync_dirs(&mut self) {
         while !self.batch.is_empty() {
-            let errors = self.batch.flush();
+            let mut errors = self.batch.publish();
+            if !self.runs_waiting.is_empty() {
+                self.send_claimed();
+            }
+            errors.extend(self.batch.sync());
             for e in &errors {
                 tracing::error!("{e}");
             }

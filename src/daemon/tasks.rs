@@ -142,7 +142,7 @@ impl Daemon {
         // above.)
         let pending = self.spool.task_path(TaskState::Pending, &id);
         let file_bytes = bytes.len();
-        self.batch.write(&pending, bytes);
+        self.batch.write_copy(&pending, bytes);
         self.batch.remove_after(&path);
         let record = TaskRecord::new(
             id.clone(),
@@ -376,8 +376,9 @@ impl Daemon {
         }
     }
 
-    /// After the batch is carried out: sends each claimed task to its session once its
-    /// move to `active/` is on disk; a claim that failed goes back to the scheduler.
+    /// After the batch is published: sends each claimed task to its session once its move
+    /// to `active/` is on disk (and, for a session that submits at most once, durable); a
+    /// claim that failed goes back to the scheduler.
     pub(super) fn send_claimed(&mut self) {
         for (session, id, attempt) in std::mem::take(&mut self.runs_waiting) {
             if !self.sched.is_running(&id, &session, attempt) {
@@ -391,6 +392,12 @@ impl Daemon {
                 .holds(&self.spool.task_path(TaskState::Active, &id))
             {
                 // The claim waits for the disk: so does the run.
+                self.runs_waiting.push((session, id, attempt));
+                continue;
+            }
+            if self.batch.unsynced() && self.submits_at_most_once(&session) {
+                // A prompt that must not run twice waits until its claim survives a power
+                // loss too.
                 self.runs_waiting.push((session, id, attempt));
                 continue;
             }
@@ -411,6 +418,14 @@ impl Daemon {
             }
             self.run(&session, &id);
         }
+    }
+
+    /// Whether `session`'s profile submits a prompt at most once (a session that died after
+    /// the prompt was sent is not retried).
+    fn submits_at_most_once(&self, session: &str) -> bool {
+        self.sessions
+            .get(session)
+            .is_some_and(|s| s.resolved.profile.spec.submit.at_most_once)
     }
 
     /// Sends a claimed task to its session.
@@ -493,10 +508,7 @@ impl Daemon {
         delivery: Option<crate::session::machine::Delivery>,
     ) {
         use crate::session::machine::Delivery;
-        let at_most_once = self
-            .sessions
-            .get(session)
-            .is_some_and(|s| s.resolved.profile.spec.submit.at_most_once);
+        let at_most_once = self.submits_at_most_once(session);
         self.decide(Input::SessionExited {
             session: session.to_string(),
             task_id: task_id.to_string(),

@@ -1,6 +1,11 @@
 //! The simulated spool: state directories and the inbox as maps, and a model of the
 //! daemon's group commit (`architect::durable::WriteBatch`): operations queued in
-//! order, carried out by `flush`, lost by a crash before it.
+//! order, published by `publish` (what needs no `fsync` first) and `sync` (the rest, then
+//! everything made durable), lost by a crash before them. A crash of the process keeps
+//! what was published; a power loss also undoes a suffix of what was published since
+//! the last completed sync (`Disk::journal`). Not modelled: a copy that a power loss
+//! leaves empty or cut short (the real start-up files it in `rejected/`, and the inbox
+//! file it was copied from is taken in again).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +43,38 @@ pub struct Disk {
     /// Bumped by every change to the state directories or the inbox (the invariants
     /// that read only them are not checked again while it stays).
     pub version: u64,
+    /// What the operations published since the last completed sync changed, in order: a
+    /// power loss undoes a suffix of it (the operations made durable up to some point).
+    pub journal: Vec<Undo>,
+}
+
+/// How to undo one published, not yet durable, operation: its change and its mark in
+/// `processed`, together (a power loss keeps or loses an operation whole).
+#[derive(Clone, Debug)]
+pub struct Undo {
+    pub change: Change,
+    /// The task file the operation is about, and `processed[key]` before it.
+    pub key: String,
+    pub prev_processed: Option<u64>,
+}
+
+/// The change an operation made.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// `dir/id` held `prev` before a write.
+    Put {
+        dir: TaskState,
+        id: String,
+        prev: Option<Box<TaskRecord>>,
+    },
+    /// `id` was renamed from `from` to `to`.
+    Moved {
+        id: String,
+        from: TaskState,
+        to: TaskState,
+    },
+    /// None (a rename reported and dropped).
+    Nothing,
 }
 
 /// A request in `control/`.
@@ -94,6 +131,60 @@ impl Disk {
     pub fn settle(&mut self, now: DateTime<Utc>) {
         self.unsynced.retain(|(at, _)| *at > now);
     }
+
+    /// Whether a published change to task `id` is not durable yet.
+    pub fn unsynced_change(&self, id: &str) -> bool {
+        self.journal.iter().any(|u| u.key == id)
+    }
+
+    /// A power loss: the last `n` published operations that no sync made durable are
+    /// undone (newest first); the rest of the journal is durable from now on.
+    pub fn lose_unsynced(&mut self, n: usize) -> Vec<Undo> {
+        let keep = self.journal.len().saturating_sub(n);
+        let lost = self.journal.split_off(keep);
+        self.journal.clear();
+        for u in lost.iter().rev() {
+            match u.change.clone() {
+                Change::Put { dir, id, prev } => {
+                    let d = self.dir_mut(dir);
+                    match prev {
+                        Some(r) => {
+                            d.insert(id, *r);
+                        }
+                        None => {
+                            d.remove(&id);
+                        }
+                    }
+                }
+                Change::Moved { id, from, to } => {
+                    if let Some(r) = self.dir_mut(to).remove(&id) {
+                        self.dir_mut(from).insert(id, r);
+                    }
+                }
+                Change::Nothing => {}
+            }
+            match u.prev_processed {
+                Some(p) => {
+                    self.processed.insert(u.key.clone(), p);
+                }
+                None => {
+                    self.processed.remove(&u.key);
+                }
+            }
+        }
+        lost
+    }
+
+    /// Records that `key`'s operations up to `seq` were carried out, with `change`
+    /// (undoable until a sync).
+    fn carried_out(&mut self, key: String, seq: u64, change: Change) {
+        let prev_processed = self.processed.insert(key.clone(), seq);
+        self.journal.push(Undo {
+            change,
+            key,
+            prev_processed,
+        });
+    }
 }
 
 /// One queued write or rename, as `WriteBatch` queues them.
@@ -103,6 +194,9 @@ pub enum Op {
         seq: u64,
         dir: TaskState,
         record: Box<TaskRecord>,
+        /// `WriteBatch::write_copy` (intake's copy of an inbox file): published before its
+        /// data is synced.
+        copy: bool,
     },
     Rename {
         seq: u64,
@@ -186,6 +280,15 @@ impl Fault {
 pub struct Batch {
     pub ops: Vec<Op>,
     pub removals: Vec<Removal>,
+    /// Removals taken by `publish`, made by `sync` unless something was kept.
+    pub published_removals: Vec<Removal>,
+    /// Operations whose publication waits for `sync` (their file has a write that is
+    /// synced before it is published).
+    pub staged: Vec<Op>,
+    /// Operations kept this round (a failure, and what follows it on the same file).
+    pub kept: Vec<Op>,
+    /// A publish that no sync has followed yet.
+    pub unsynced: bool,
     /// Flushes in a row that kept operations.
     pub failures: u32,
     /// When kept operations are tried again (`WriteBatch::retry_at`).
@@ -207,9 +310,13 @@ impl Batch {
         self.retry_at.is_some()
     }
 
-    /// `WriteBatch::holds`: a queued write or rename concerns `dir/id`.
+    fn all_ops(&self) -> impl Iterator<Item = &Op> {
+        self.ops.iter().chain(&self.staged).chain(&self.kept)
+    }
+
+    /// `WriteBatch::holds`: a queued, staged or kept write or rename concerns `dir/id`.
     pub fn holds(&self, dir: TaskState, id: &str) -> bool {
-        self.ops.iter().any(|op| match op {
+        self.all_ops().any(|op| match op {
             Op::Write { dir: d, record, .. } => *d == dir && record.id == id,
             Op::Rename {
                 id: i, from, to, ..
@@ -217,21 +324,54 @@ impl Batch {
         })
     }
 
-    /// Whether any queued operation concerns task `id`.
-    pub fn touches(&self, id: &str) -> bool {
-        self.ops.iter().any(|op| op.key() == id)
+    /// `WriteBatch::holds` of a removal.
+    pub fn removes(&self, r: &Removal) -> bool {
+        self.removals.contains(r) || self.published_removals.contains(r)
     }
 
-    /// `WriteBatch::flush`, operation by operation. `fails` says whether the disk refuses
-    /// an operation now; `crash` is asked before each operation and each removal, and
-    /// when it says so the flush stops there (`Err(())`): what was applied is on disk, the
-    /// rest is lost with the process.
+    /// Whether any queued, staged or kept operation concerns task `id`.
+    pub fn touches(&self, id: &str) -> bool {
+        self.all_ops().any(|op| op.key() == id)
+    }
+
+    /// `WriteBatch::publish`, operation by operation: the operations of every file with
+    /// no synced-first write (renames, copies) are carried out in order; the others are
+    /// staged for `sync`. `fails` says whether the disk refuses an operation now; `crash`
+    /// is asked before each operation, and when it says so the publish stops there
+    /// (`Err(())`): what was applied is published, the rest is lost with the process.
+    pub fn publish(
+        &mut self,
+        disk: &mut Disk,
+        fails: &mut dyn FnMut(&Touch) -> Option<Errno>,
+        crash: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<String>, ()> {
+        let mut errors = Vec::new();
+        self.unsynced = true;
+        self.published_removals.append(&mut self.removals);
+        let ops = std::mem::take(&mut self.ops);
+        let waits: Vec<String> = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Write { copy: false, .. }))
+            .map(|op| op.key().to_string())
+            .collect();
+        let (later, now): (Vec<Op>, Vec<Op>) = ops
+            .into_iter()
+            .partition(|op| waits.iter().any(|k| k == op.key()));
+        self.staged = later;
+        self.carry_out(now, disk, fails, crash, &mut errors)?;
+        Ok(errors)
+    }
+
+    /// `WriteBatch::sync`: the staged operations are carried out (their data synced
+    /// first), then everything published becomes durable (the journal is cleared), then
+    /// the removals are made unless something was kept. `crash` is asked before each
+    /// operation and each removal, as in `publish`.
     ///
-    /// The rules, as in `WriteBatch::flush`: operations in queued order; a failing one and
-    /// every later one on the same file name are kept, in order, for the next flush; a
-    /// rename whose source is gone or whose target exists is reported and dropped;
+    /// The rules, as in `WriteBatch`: operations in queued order per file; a failing one
+    /// and every later one on the same file name are kept, in order, for the next flush;
+    /// a rename whose source is gone or whose target exists is reported and dropped;
     /// removals wait while anything is kept.
-    pub fn flush(
+    pub fn sync(
         &mut self,
         disk: &mut Disk,
         now: DateTime<Utc>,
@@ -239,54 +379,19 @@ impl Batch {
         crash: &mut dyn FnMut() -> bool,
     ) -> Result<Flushed, ()> {
         let mut errors = Vec::new();
-        let ops = std::mem::take(&mut self.ops);
-        let mut kept: Vec<Op> = Vec::new();
-        let mut blocked: Vec<String> = Vec::new();
-        for op in ops {
-            if crash() {
-                return Err(());
-            }
-            let key = op.key().to_string();
-            if blocked.contains(&key) {
-                kept.push(op);
-                continue;
-            }
-            let seq = op.seq();
-            match &op {
-                Op::Write { dir, record, .. } => {
-                    if let Some(e) = fails(&Touch::Write(*dir)) {
-                        errors.push(format!("{e:?} writing {}/{}", dir.dir(), record.id));
-                        blocked.push(key);
-                        kept.push(op);
-                        continue;
-                    }
-                    let Op::Write { dir, record, .. } = op else {
-                        unreachable!()
-                    };
-                    disk.dir_mut(dir).insert(record.id.clone(), *record);
-                }
-                Op::Rename { id, from, to, .. } => {
-                    if !disk.has(*from, id) {
-                        errors.push(format!("ENOENT renaming {}/{id}", from.dir()));
-                    } else if disk.has(*to, id) {
-                        errors.push(format!("EEXIST renaming {id} to {}/", to.dir()));
-                    } else if let Some(e) = fails(&Touch::Rename(*from, *to)) {
-                        errors.push(format!("{e:?} renaming {id}"));
-                        blocked.push(key);
-                        kept.push(op);
-                        continue;
-                    } else {
-                        let r = disk.dir_mut(*from).remove(id).expect("checked");
-                        disk.dir_mut(*to).insert(id.clone(), r);
-                    }
-                }
-            }
-            disk.processed.insert(key, seq);
+        let staged = std::mem::take(&mut self.staged);
+        self.carry_out(staged, disk, fails, crash, &mut errors)?;
+        if crash() {
+            return Err(()); // before the directories' fsync: nothing more is durable
         }
+        disk.journal.clear();
+        self.unsynced = false;
+        let kept = std::mem::take(&mut self.kept);
+        let removals = std::mem::take(&mut self.published_removals);
         if kept.is_empty() {
             self.failures = 0;
             self.retry_at = None;
-            for r in std::mem::take(&mut self.removals) {
+            for r in removals {
                 if crash() {
                     return Err(());
                 }
@@ -296,7 +401,7 @@ impl Batch {
                     Removal::Control(_) => Touch::RemoveControl,
                 };
                 if let Some(e) = fails(&touch) {
-                    // Reported, not retried (as `WriteBatch::flush`): a listing finds an
+                    // Reported, not retried (as `WriteBatch::sync`): a listing finds an
                     // inbox file again.
                     errors.push(format!("{e:?} removing {r:?}"));
                     continue;
@@ -327,8 +432,81 @@ impl Batch {
             let delay = 50i64.saturating_mul(1 << self.failures.min(7)).min(5000);
             self.failures += 1;
             self.retry_at = Some(now + chrono::Duration::milliseconds(delay));
-            self.ops = kept;
+            let mut r = removals;
+            r.append(&mut self.removals);
+            self.removals = r;
+            let mut ops = kept;
+            ops.append(&mut self.ops);
+            self.ops = ops;
         }
         Ok(Flushed { errors })
+    }
+
+    /// Carries out `ops` in order, keeping (in `self.kept`) a failed one and every later
+    /// one on the same file name.
+    fn carry_out(
+        &mut self,
+        ops: Vec<Op>,
+        disk: &mut Disk,
+        fails: &mut dyn FnMut(&Touch) -> Option<Errno>,
+        crash: &mut dyn FnMut() -> bool,
+        errors: &mut Vec<String>,
+    ) -> Result<(), ()> {
+        let mut blocked: Vec<String> = self.kept.iter().map(|op| op.key().to_string()).collect();
+        for op in ops {
+            if crash() {
+                return Err(());
+            }
+            let key = op.key().to_string();
+            if blocked.contains(&key) {
+                self.kept.push(op);
+                continue;
+            }
+            let seq = op.seq();
+            let change = match &op {
+                Op::Write { dir, record, .. } => {
+                    if let Some(e) = fails(&Touch::Write(*dir)) {
+                        errors.push(format!("{e:?} writing {}/{}", dir.dir(), record.id));
+                        blocked.push(key);
+                        self.kept.push(op);
+                        continue;
+                    }
+                    let Op::Write { dir, record, .. } = op else {
+                        unreachable!()
+                    };
+                    let id = record.id.clone();
+                    let prev = disk.dir_mut(dir).insert(id.clone(), *record);
+                    Change::Put {
+                        dir,
+                        id,
+                        prev: prev.map(Box::new),
+                    }
+                }
+                Op::Rename { id, from, to, .. } => {
+                    if !disk.has(*from, id) {
+                        errors.push(format!("ENOENT renaming {}/{id}", from.dir()));
+                        Change::Nothing
+                    } else if disk.has(*to, id) {
+                        errors.push(format!("EEXIST renaming {id} to {}/", to.dir()));
+                        Change::Nothing
+                    } else if let Some(e) = fails(&Touch::Rename(*from, *to)) {
+                        errors.push(format!("{e:?} renaming {id}"));
+                        blocked.push(key);
+                        self.kept.push(op);
+                        continue;
+                    } else {
+                        let r = disk.dir_mut(*from).remove(id).expect("checked");
+                        disk.dir_mut(*to).insert(id.clone(), r);
+                        Change::Moved {
+                            id: id.clone(),
+                            from: *from,
+                            to: *to,
+                        }
+                    }
+                }
+            };
+            disk.carried_out(key, seq, change);
+        }
+        Ok(())
     }
 }

@@ -187,6 +187,8 @@ pub struct Stats {
     pub runs: u64,
     pub crashes: u64,
     pub crashes_in_flush: u64,
+    pub power_losses: u64,
+    pub changes_lost_to_power: u64,
     pub stops: u64,
     pub stops_with_refused_writes: u64,
     pub flushes: u64,
@@ -211,6 +213,8 @@ impl Stats {
         self.runs += o.runs;
         self.crashes += o.crashes;
         self.crashes_in_flush += o.crashes_in_flush;
+        self.power_losses += o.power_losses;
+        self.changes_lost_to_power += o.changes_lost_to_power;
         self.stops += o.stops;
         self.stops_with_refused_writes += o.stops_with_refused_writes;
         self.flushes += o.flushes;
@@ -791,7 +795,7 @@ impl Sim {
         if d.intake_paused || d.shutting_down {
             return Ok(());
         }
-        if d.batch.removals.contains(&Removal::Inbox(name.to_string())) {
+        if d.batch.removes(&Removal::Inbox(name.to_string())) {
             // Taken in or rejected already: the file goes with this pass's batch.
             return Ok(());
         }
@@ -845,7 +849,7 @@ impl Sim {
             name.to_string(),
             self.now,
         );
-        self.queue_write(d, TaskState::Pending, Box::new(record.clone()));
+        self.queue_write(d, TaskState::Pending, Box::new(record.clone()), true);
         d.batch.removals.push(Removal::Inbox(name.to_string()));
         self.log("task_received", Some(&id), false)?;
         self.trace(|| format!("intake: {name} accepted as {id}"));
@@ -914,7 +918,7 @@ impl Sim {
             self.boundary()?;
             self.trace(|| format!("  effect: {}", show_effect(&e)));
             match e {
-                Effect::Write { dir, record } => self.queue_write(d, dir, record),
+                Effect::Write { dir, record } => self.queue_write(d, dir, record, false),
                 Effect::Move { id, from, to } => {
                     self.next_seq += 1;
                     d.batch.ops.push(Op::Rename {
@@ -962,13 +966,14 @@ impl Sim {
         Ok(())
     }
 
-    fn queue_write(&mut self, d: &mut Daemon, dir: TaskState, record: Box<TaskRecord>) {
+    fn queue_write(&mut self, d: &mut Daemon, dir: TaskState, record: Box<TaskRecord>, copy: bool) {
         self.next_seq += 1;
         self.last_write.insert(record.id.clone(), self.next_seq);
         d.batch.ops.push(Op::Write {
             seq: self.next_seq,
             dir,
             record,
+            copy,
         });
     }
 
@@ -1027,56 +1032,21 @@ impl Sim {
     fn sync_dirs(&mut self, d: &mut Daemon) -> Res {
         while !d.batch.is_empty() {
             self.stats.flushes += 1;
-            let Self {
-                disk,
-                rng,
-                faults,
-                crash_in,
-                now,
-                ..
-            } = self;
-            let now = *now;
-            let mut crashed_here = false;
-            let result = d.batch.flush(
-                disk,
-                now,
-                &mut |touch| {
-                    faults
-                        .iter()
-                        .find(|f| f.covers(touch) && rng.chance(f.per_mille))
-                        .map(|f| f.errno)
-                },
-                &mut || match crash_in {
-                    Some(0) => {
-                        crashed_here = true;
-                        true
-                    }
-                    Some(n) => {
-                        *n -= 1;
-                        false
-                    }
-                    None => false,
-                },
-            );
-            let Ok(flushed) = result else {
-                self.stats.crashes_in_flush += u64::from(crashed_here);
-                self.crash_in = None;
-                self.trace(|| "crash in the middle of a flush".into());
-                return Err(Stop::Crash);
-            };
-            let durable = flushed.errors.is_empty();
+            let published = self.flush_half(d, false)?;
+            // Runs whose claim is published go out before the sync (`Daemon::sync_dirs`).
+            if !d.runs_waiting.is_empty() {
+                self.send_claimed(d)?;
+            }
+            let synced = self.flush_half(d, true)?;
+            let mut errors = published;
+            errors.extend(synced);
+            let durable = errors.is_empty();
             if durable {
                 self.trace(|| "flush: durable".into());
                 self.decide(d, Input::Flushed)?;
             } else {
                 self.stats.flushes_with_errors += 1;
-                self.trace(|| {
-                    format!(
-                        "flush: {:?}; kept {} op(s)",
-                        flushed.errors,
-                        d.batch.ops.len()
-                    )
-                });
+                self.trace(|| format!("flush: {errors:?}; kept {} op(s)", d.batch.ops.len()));
             }
             match (d.batch.stalled(), d.intake_paused) {
                 (true, false) => d.intake_paused = true,
@@ -1098,6 +1068,51 @@ impl Sim {
         Ok(())
     }
 
+    /// `WriteBatch::publish` (`sync == false`) or `WriteBatch::sync`, with the seed's
+    /// faults and crash point; the errors met.
+    fn flush_half(&mut self, d: &mut Daemon, sync: bool) -> Result<Vec<String>, Stop> {
+        let Self {
+            disk,
+            rng,
+            faults,
+            crash_in,
+            now,
+            ..
+        } = self;
+        let now = *now;
+        let mut crashed_here = false;
+        let mut fails = |touch: &crate::disk::Touch| {
+            faults
+                .iter()
+                .find(|f| f.covers(touch) && rng.chance(f.per_mille))
+                .map(|f| f.errno)
+        };
+        let mut crash = || match crash_in {
+            Some(0) => {
+                crashed_here = true;
+                true
+            }
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        };
+        let result = if sync {
+            d.batch
+                .sync(disk, now, &mut fails, &mut crash)
+                .map(|f| f.errors)
+        } else {
+            d.batch.publish(disk, &mut fails, &mut crash)
+        };
+        result.map_err(|()| {
+            self.stats.crashes_in_flush += u64::from(crashed_here);
+            self.crash_in = None;
+            self.trace(|| "crash in the middle of a flush".into());
+            Stop::Crash
+        })
+    }
+
     /// `Daemon::send_claimed`: a claimed task goes to its session once its claim is
     /// durable; a claim that failed goes back to the scheduler.
     fn send_claimed(&mut self, d: &mut Daemon) -> Res {
@@ -1107,6 +1122,12 @@ impl Sim {
                 continue;
             }
             if d.batch.holds(TaskState::Active, &id) {
+                d.runs_waiting.push((session, id, attempt));
+                continue;
+            }
+            let at_most_once = d.slots.get(&session).is_some_and(|s| s.spec.at_most_once);
+            if d.batch.unsynced && at_most_once {
+                // A prompt that must not run twice waits for the sync.
                 d.runs_waiting.push((session, id, attempt));
                 continue;
             }
@@ -1169,6 +1190,13 @@ impl Sim {
         }
         if !self.disk.has(TaskState::Active, id) {
             return violation(format!("{id} runs but its claim is not on disk"));
+        }
+        let at_most_once = d.slots.get(session).is_some_and(|s| s.spec.at_most_once);
+        if at_most_once && self.disk.unsynced_change(id) {
+            return violation(format!(
+                "{id} is sent to {session}, which submits at most once, before its claim is \
+                 durable"
+            ));
         }
         for dep in &deps {
             if !self.disk.has(TaskState::Done, dep) {
@@ -1735,6 +1763,19 @@ impl Sim {
         self.daemon = None;
         self.trace(|| "CRASH".into());
         self.down();
+        if !self.disk.journal.is_empty() && self.rng.chance(500) {
+            // A power loss: what was published and not synced may be gone too.
+            let len = i64::try_from(self.disk.journal.len()).unwrap_or(i64::MAX);
+            let n = self.rng.range(0, len + 1);
+            let lost = self
+                .disk
+                .lose_unsynced(usize::try_from(n).unwrap_or(usize::MAX));
+            self.stats.power_losses += 1;
+            self.stats.changes_lost_to_power += lost.len() as u64;
+            self.trace(|| format!("POWER LOSS: {} published change(s) undone", lost.len()));
+        } else {
+            self.disk.journal.clear();
+        }
         // Removals were never made durable: some come back.
         for (_, r) in std::mem::take(&mut self.disk.unsynced) {
             if self.rng.chance(500) {
@@ -1927,7 +1968,9 @@ impl Sim {
             return Ok(());
         }
         self.checked = Some(seen);
-        let touched = |id: &str| batch.is_some_and(|b| b.touches(id));
+        let disk = &self.disk;
+        // An operation in flight, or a change published and not durable yet.
+        let touched = |id: &str| batch.is_some_and(|b| b.touches(id)) || disk.unsynced_change(id);
         // A task waits only for tasks that can still finish: live, final but not durable
         // yet, or never seen. One waiting for a task final on disk that the scheduler
         // does not know waits forever.
