@@ -598,6 +598,8 @@ impl Daemon {
         let n = found.len();
         let on_disk = self.deps_on_disk(&deps);
         self.decide(Input::Recovered { found, on_disk });
+        // Reading and validating every record (up to 4 MiB each) left freed pages behind.
+        release_free_memory();
         if n > 0 {
             tracing::info!("recovered {n} task(s) from pending/ and active/");
         }
@@ -729,14 +731,8 @@ impl Daemon {
             self.prompts_on_disk.insert(id);
             dropped = true;
         }
-        // Hand the freed pages back to the system: glibc keeps large freed blocks for
-        // reuse, so without this the daemon's resident size stays at its intake peak.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if dropped {
-            // SAFETY: malloc_trim has no preconditions; it only releases free memory.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            release_free_memory();
         }
     }
 
@@ -779,4 +775,15 @@ fn redact_result(mut r: TaskResult) -> TaskResult {
     r.output = redact(&r.output);
     r.reply = r.reply.map(|t| redact(&t));
     r
+}
+
+/// Hands freed pages back to the system: glibc keeps large freed blocks for reuse, so
+/// without this the daemon's resident size stays at its peak (intake of large tasks,
+/// recovery of many). Does nothing off Linux/glibc.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -247,12 +247,13 @@ impl Spool {
         path: &Path,
     ) -> std::result::Result<TaskRecord, std::result::Result<Vec<Violation>, Error>> {
         let bytes = fs::read(path).map_err(|e| Err(Error::io("reading task record", path, e)))?;
-        let looks_like_record = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .is_ok_and(|v| v.get("format").is_some() && v.get("task").is_some());
-        if looks_like_record {
-            return task::parse_record(&bytes).map_err(Ok);
+        // Parsed once: the bytes are dropped before the value becomes a record.
+        let value = task::parse_json(&bytes).map_err(Ok)?;
+        drop(bytes);
+        if task::is_record(&value) {
+            return task::record_of_value(value).map_err(Ok);
         }
-        task::parse_task(&bytes)
+        task::task_of_value(value)
             .map(|spec| Self::record_of_spec(path, spec))
             .map_err(Ok)
     }

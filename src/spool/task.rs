@@ -152,15 +152,66 @@ fn record_validator() -> &'static jsonschema::Validator {
 /// # Errors
 /// The violations, as [`parse_task`] gives them (never quoting a value).
 pub fn parse_record(bytes: &[u8]) -> Result<TaskRecord, Vec<Violation>> {
-    let whole = |message: String| {
-        vec![Violation {
-            path: String::new(),
-            message,
-        }]
-    };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| whole(format!("invalid JSON: {e}")))?;
-    let errors: Vec<Violation> = record_validator()
+    record_of_value(parse_json(bytes)?)
+}
+
+/// Parses and validates a task file's bytes.
+///
+/// # Errors
+/// The list of violations: invalid UTF-8 or JSON (path `""`, with line and column), or
+/// each schema violation with its JSON Pointer.
+pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
+    task_of_value(parse_json(bytes)?)
+}
+
+/// A file's bytes as one JSON value: a UTF-8 byte order mark (some Windows editors write
+/// one) is skipped, as it is not part of the JSON.
+///
+/// # Errors
+/// One violation at path `""`: the file is empty, not UTF-8 text, or not JSON (with line
+/// and column).
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, Vec<Violation>> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(whole(
+            "empty file: expected a JSON object with a \"prompt\"".into(),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| whole(format!("not UTF-8 text (binary file?): {e}")))?;
+    serde_json::from_str(text).map_err(|e| whole(format!("invalid JSON: {e}")))
+}
+
+/// Whether a JSON value read from a state directory is a task record (it has `format`
+/// and `task`) rather than a task as submitted.
+#[must_use]
+pub fn is_record(value: &serde_json::Value) -> bool {
+    value.get("format").is_some() && value.get("task").is_some()
+}
+
+/// A task record from its JSON value, validated as [`parse_record`] does.
+///
+/// # Errors
+/// The violations.
+pub fn record_of_value(value: serde_json::Value) -> Result<TaskRecord, Vec<Violation>> {
+    validated(value, record_validator())
+}
+
+/// A task from its JSON value, validated as [`parse_task`] does.
+///
+/// # Errors
+/// The violations.
+pub fn task_of_value(value: serde_json::Value) -> Result<TaskSpec, Vec<Violation>> {
+    validated(value, validator())
+}
+
+/// `value` checked against `schema`, then turned into `T` (the value's strings are moved,
+/// not copied: a 4 MiB prompt is held once).
+fn validated<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    schema: &jsonschema::Validator,
+) -> Result<T, Vec<Violation>> {
+    let errors: Vec<Violation> = schema
         .iter_errors(&value)
         .flat_map(|e| schema_violations(&e))
         .collect();
@@ -170,37 +221,12 @@ pub fn parse_record(bytes: &[u8]) -> Result<TaskRecord, Vec<Violation>> {
     serde_json::from_value(value).map_err(|e| whole(struct_mismatch(&e)))
 }
 
-/// Parses and validates a task file's bytes.
-///
-/// # Errors
-/// The list of violations: invalid UTF-8 or JSON (path `""`, with line and column), or
-/// each schema violation with its JSON Pointer.
-pub fn parse_task(bytes: &[u8]) -> Result<TaskSpec, Vec<Violation>> {
-    // A UTF-8 byte order mark (some Windows editors write one) is not part of the JSON.
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let whole = |message: String| {
-        vec![Violation {
-            path: String::new(),
-            message,
-        }]
-    };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(whole(
-            "empty file: expected a JSON object with a \"prompt\"".into(),
-        ));
-    }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| whole(format!("not UTF-8 text (binary file?): {e}")))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| whole(format!("invalid JSON: {e}")))?;
-    let errors: Vec<Violation> = validator()
-        .iter_errors(&value)
-        .flat_map(|e| schema_violations(&e))
-        .collect();
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    serde_json::from_value(value).map_err(|e| whole(struct_mismatch(&e)))
+/// A violation of the whole file (path `""`).
+fn whole(message: String) -> Vec<Violation> {
+    vec![Violation {
+        path: String::new(),
+        message,
+    }]
 }
 
 /// Longest field name a rejection report repeats; a longer one is cut.
