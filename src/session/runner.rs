@@ -399,6 +399,23 @@ impl Runner {
         });
     }
 
+    /// Reads and handles what is left in the PTY of a program that has exited (without
+    /// blocking: the descriptor is non-blocking), until it is empty or closed.
+    fn drain(&mut self, pty: &mut File) {
+        let mut buf = [0u8; 8192];
+        loop {
+            match pty.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    if self.on_output(pty, &data).is_some() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     fn setup_for(&self, marks: bool, hooks: bool) -> Setup {
         Setup {
             name: self.cfg.spec.name.clone(),
@@ -552,6 +569,10 @@ impl Runner {
             if last_reap.elapsed() > Duration::from_millis(250) {
                 last_reap = Instant::now();
                 if let Some(status) = try_reap(pid) {
+                    // What the program wrote last may still wait in the PTY: a shell's
+                    // `EXIT` trap writes the mark with a task's exit status just before
+                    // the shell is gone. Read it before the session is reported dead.
+                    self.drain(pty);
                     return End::Exited(status);
                 }
             }
