@@ -369,6 +369,7 @@ impl Daemon {
                 name: n.clone(),
                 role: s.resolved.spec.role.clone(),
                 llm: s.resolved.spec.kind == crate::config::SessionKind::Provider,
+                at_most_once: s.resolved.profile.spec.submit.at_most_once,
             })
             .collect();
         if !free.is_empty() {

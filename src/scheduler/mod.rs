@@ -35,7 +35,9 @@ use chrono::{DateTime, Utc};
 use crate::backoff::backoff_ms;
 use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
-use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskResult, TaskState};
+use crate::spool::task::{
+    Attempt, AttemptOutcome, InFlight, LockWait, TaskRecord, TaskResult, TaskState,
+};
 use queue::{Queue, Target};
 
 /// How often tasks waiting for a lock held outside the daemon are tried again (ms): such
@@ -92,6 +94,9 @@ pub struct FreeSession {
     pub role: Option<String>,
     /// An LLM provider session (takes `provider`/`model`/`complexity` tasks).
     pub llm: bool,
+    /// Its profile submits a prompt at most once (`submit.at_most_once`): its claim
+    /// records the attempt in flight (see [`TaskRecord::attempt_in_flight`]).
+    pub at_most_once: bool,
 }
 
 /// How an attempt ended, as the session reported it.
@@ -665,7 +670,7 @@ impl<L: Locks> Scheduler<L> {
         let mut contended = HashMap::new();
         for session in free {
             if let Some(id) = self.pick(&session, &mut contended, now) {
-                self.claim(&id, &session.name, now);
+                self.claim(&id, &session.name, session.at_most_once, now);
             }
         }
     }
@@ -807,8 +812,11 @@ impl<L: Locks> Scheduler<L> {
     }
 
     /// Claims a task for a session: the move to `active/` comes before the run, and the
-    /// daemon runs it only once the move is durable.
-    fn claim(&mut self, id: &str, session: &str, now: DateTime<Utc>) {
+    /// daemon runs it only once the move is on disk. For a session that submits at most
+    /// once, the record first says which attempt is in flight (the daemon sends that run
+    /// only once all of it is durable), so that a daemon crash cannot lead to a second
+    /// send.
+    fn claim(&mut self, id: &str, session: &str, at_most_once: bool, now: DateTime<Utc>) {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
@@ -819,6 +827,15 @@ impl<L: Locks> Scheduler<L> {
             started: now,
             cancel_requested: false,
         };
+        if at_most_once {
+            t.record.attempt_in_flight = Some(InFlight {
+                session: session.to_string(),
+                attempt,
+                since: now,
+            });
+            let record = t.record.clone();
+            self.write(TaskState::Pending, record);
+        }
         self.move_file(id, TaskState::Pending, TaskState::Active);
         self.log(
             id,
@@ -1001,6 +1018,7 @@ impl<L: Locks> Scheduler<L> {
         let attempt = u32::try_from(t.record.attempts.len() + 1).unwrap_or(u32::MAX);
         t.record.started_at.get_or_insert(started);
         t.record.session = Some(session.to_string());
+        t.record.attempt_in_flight = None;
         t.record.attempts.push(Attempt {
             attempt,
             session: session.to_string(),
@@ -1047,8 +1065,15 @@ impl<L: Locks> Scheduler<L> {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
+        let in_flight = t.record.attempt_in_flight.take().is_some();
+        let record = in_flight.then(|| t.record.clone());
         if t.status.dir() == TaskState::Active {
             self.move_file(id, TaskState::Active, TaskState::Pending);
+        }
+        if let Some(record) = record {
+            // No attempt is under way any more: a later claim on another session must
+            // not be taken for this one.
+            self.write(TaskState::Pending, record);
         }
         if let Some(t) = self.tasks.get_mut(id) {
             t.status = TaskStatus::Queued;
@@ -1349,19 +1374,43 @@ impl<L: Locks> Scheduler<L> {
                 self.finals.insert(id, record.state);
                 continue;
             }
+            let in_flight = record.attempt_in_flight.take();
+            let mut give_up = None;
             if dir == TaskState::Active {
+                let (session, started_at) = match &in_flight {
+                    Some(f) => (f.session.clone(), f.since),
+                    None => (
+                        record.session.clone().unwrap_or_default(),
+                        record
+                            .attempts
+                            .last()
+                            .map_or(record.received_at, |a| a.finished_at),
+                    ),
+                };
+                if let Some(f) = &in_flight {
+                    give_up = Some(format!(
+                        "{DAEMON_STOPPED} on session {}, which submits at most once, and its \
+                         prompt may have been sent: not sent again, so it cannot run twice \
+                         (`architect retry {id}` runs it again)",
+                        f.session
+                    ));
+                }
+                record.session = Some(session.clone()).filter(|s| !s.is_empty());
                 record.attempts.push(Attempt {
                     attempt: u32::try_from(record.attempts.len() + 1).unwrap_or(u32::MAX),
-                    session: record.session.clone().unwrap_or_default(),
+                    session,
                     node: self.settings.node.clone(),
-                    started_at: record
-                        .attempts
-                        .last()
-                        .map_or(record.received_at, |a| a.finished_at),
+                    started_at,
                     finished_at: now,
                     outcome: AttemptOutcome::Interrupted,
                     error: Some(DAEMON_STOPPED.into()),
                 });
+                if give_up.is_some() {
+                    // Failed from where it is: its file never leaves `active/` without
+                    // its final record, so a crash now cannot lose what it says.
+                    records.push((record, resources, give_up, TaskState::Active));
+                    continue;
+                }
                 record.state = TaskState::Pending;
                 self.move_file(&id, TaskState::Active, TaskState::Pending);
                 self.write(TaskState::Pending, record.clone());
@@ -1378,22 +1427,28 @@ impl<L: Locks> Scheduler<L> {
                         .into(),
                     ),
                 });
+            } else if in_flight.is_some() {
+                // Claimed, but the claim never reached `active/`: nothing was sent. The
+                // mark goes, so that a later claim on another session is not taken for it.
+                self.write(TaskState::Pending, record.clone());
             }
-            records.push((record, resources));
+            records.push((record, resources, give_up, TaskState::Pending));
         }
-        records.sort_by(|(a, _), (b, _)| {
+        records.sort_by(|(a, ..), (b, ..)| {
             a.received_at
                 .cmp(&b.received_at)
                 .then_with(|| a.id.cmp(&b.id))
         });
-        for (r, resources) in records {
+        for (r, resources, at_most_once, dir) in records {
             let crashes = r
                 .attempts
                 .iter()
                 .rev()
                 .take_while(|a| a.outcome == AttemptOutcome::Interrupted)
                 .count();
-            let give_up = if crashes >= CRASH_QUARANTINE {
+            let give_up = if at_most_once.is_some() {
+                at_most_once
+            } else if crashes >= CRASH_QUARANTINE {
                 Some(format!(
                     "quarantined: the daemon stopped {crashes} times in a row while this task \
                      ran, so it may be what stops the daemon; not run again by itself \
@@ -1417,11 +1472,21 @@ impl<L: Locks> Scheduler<L> {
             match give_up {
                 None => self.track(r, resources, on_disk, now),
                 Some(why) => {
+                    let status = if dir == TaskState::Active {
+                        TaskStatus::Running {
+                            session: r.session.clone().unwrap_or_default(),
+                            attempt: u32::try_from(r.attempts.len()).unwrap_or(u32::MAX),
+                            started: now,
+                            cancel_requested: false,
+                        }
+                    } else {
+                        TaskStatus::Queued
+                    };
                     self.tasks.insert(
                         id.clone(),
                         Task {
                             record: r,
-                            status: TaskStatus::Queued,
+                            status,
                             seq: 0,
                             resources: Vec::new(),
                         },

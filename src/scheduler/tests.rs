@@ -105,6 +105,7 @@ fn free(names: &[&str]) -> Input {
                 name: (*n).into(),
                 role: None,
                 llm: false,
+                at_most_once: false,
             })
             .collect(),
     )
@@ -1018,4 +1019,96 @@ fn backoff_doubles_up_to_its_cap() {
     assert_eq!(backoff_ms(100, 3, 1000), 800);
     assert_eq!(backoff_ms(100, 4, 1000), 1000);
     assert_eq!(backoff_ms(u64::MAX, 40, u64::MAX), u64::MAX);
+}
+
+#[test]
+fn a_claim_for_a_session_that_submits_at_most_once_first_records_the_attempt_in_flight() {
+    let mut s = sched();
+    arrive(&mut s, "a", r#"{"prompt":"x"}"#);
+    let fx = s.handle(
+        Input::SessionsFree(vec![FreeSession {
+            name: "claude1".into(),
+            role: None,
+            llm: false,
+            at_most_once: true,
+        }]),
+        at(1),
+    );
+    let written = fx.iter().position(|e| {
+        matches!(e, Effect::Write { dir: TaskState::Pending, record }
+        if record.attempt_in_flight == Some(InFlight {
+            session: "claude1".into(),
+            attempt: 1,
+            since: at(1),
+        }))
+    });
+    let moved = fx.iter().position(|e| matches!(e, Effect::Move { .. }));
+    assert!(
+        written.is_some() && written < moved,
+        "the mark is written before the claim: {fx:#?}"
+    );
+    assert_eq!(runs(&fx), [("claude1".into(), "a".into())]);
+    // A session that may be sent a prompt twice gets no such write.
+    let mut s = sched();
+    arrive(&mut s, "b", r#"{"prompt":"x"}"#);
+    let fx = run_on(&mut s, "s1");
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Write { .. })),
+        "{fx:#?}"
+    );
+}
+
+#[test]
+fn after_a_crash_a_task_in_flight_on_a_session_that_submits_at_most_once_fails_and_is_not_sent_again(
+) {
+    let mut s = sched();
+    let mut r = record("a", r#"{"prompt":"x","max_retries":3}"#);
+    r.attempt_in_flight = Some(InFlight {
+        session: "claude1".into(),
+        attempt: 1,
+        since: at(0),
+    });
+    let fx = s.handle(
+        Input::Recovered {
+            found: vec![found(TaskState::Active, r)],
+            on_disk: HashMap::new(),
+        },
+        at(5),
+    );
+    // Failed from `active/` directly: no state between in which the mark is gone.
+    assert_eq!(
+        moves(&fx),
+        [("a".into(), TaskState::Active, TaskState::Failed)]
+    );
+    let rec = final_record(&fx, "a");
+    assert_eq!(rec.attempt_in_flight, None);
+    assert_eq!(rec.attempts[0].session, "claude1");
+    assert_eq!(rec.attempts[0].outcome, AttemptOutcome::Interrupted);
+    let error = rec.error.unwrap();
+    assert!(
+        error.contains("submits at most once") && error.contains("architect retry a"),
+        "{error}"
+    );
+    assert!(runs(&run_on(&mut s, "s1")).is_empty());
+}
+
+#[test]
+fn a_mark_of_an_attempt_that_never_left_pending_is_cleared_and_the_task_runs() {
+    let mut s = sched();
+    let mut r = record("a", r#"{"prompt":"x"}"#);
+    r.attempt_in_flight = Some(InFlight {
+        session: "claude1".into(),
+        attempt: 1,
+        since: at(0),
+    });
+    let fx = s.handle(
+        Input::Recovered {
+            found: vec![found(TaskState::Pending, r)],
+            on_disk: HashMap::new(),
+        },
+        at(5),
+    );
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Write { dir: TaskState::Pending, record } if record.attempt_in_flight.is_none())));
+    assert_eq!(runs(&run_on(&mut s, "s1")), [("s1".into(), "a".into())]);
 }

@@ -493,6 +493,25 @@ pub struct TaskRecord {
     /// Set while the task waits for its locks (state `pending`, shown as `waiting_lock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_lock: Option<LockWait>,
+    /// Set, durably, before a prompt goes to a session whose profile submits at most once
+    /// (`submit.at_most_once`), and cleared when the attempt ends: a daemon that starts
+    /// and finds it in `active/` knows the prompt may have run, and fails the task rather
+    /// than send it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_in_flight: Option<InFlight>,
+}
+
+/// An attempt under way on a session that submits at most once (see
+/// [`TaskRecord::attempt_in_flight`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFlight {
+    /// The session it was sent to.
+    pub session: String,
+    /// The attempt (1 = first).
+    pub attempt: u32,
+    /// When it was claimed.
+    pub since: DateTime<Utc>,
 }
 
 impl TaskRecord {
@@ -522,6 +541,7 @@ impl TaskRecord {
             result: None,
             error: None,
             waiting_lock: None,
+            attempt_in_flight: None,
         }
     }
 

@@ -277,6 +277,10 @@ struct Oracle {
     durable_final: HashMap<String, u32>,
     /// Task → the session whose program is executing it.
     executing: BTreeMap<String, String>,
+    /// Tasks whose prompt went to a session that submits at most once, with the epoch
+    /// (manual retries), until the attempt ends or the session exits: a daemon crash in
+    /// between must not lead to a second send.
+    sent_at_most_once: HashMap<String, u32>,
     /// Control requests applied by the running daemon: file name, the log it wrote.
     requests: Vec<(String, std::ops::Range<usize>)>,
 }
@@ -1198,6 +1202,17 @@ impl Sim {
                  durable"
             ));
         }
+        let epoch = self.oracle.epoch(id);
+        if at_most_once {
+            if self.oracle.sent_at_most_once.get(id) == Some(&epoch) {
+                return violation(format!(
+                    "{id} is sent to {session}, which submits at most once, although its \
+                     prompt was sent before and that attempt never ended (a daemon crash in \
+                     between); no manual retry since"
+                ));
+            }
+            self.oracle.sent_at_most_once.insert(id.to_string(), epoch);
+        }
         for dep in &deps {
             if !self.disk.has(TaskState::Done, dep) {
                 return violation(format!(
@@ -1206,7 +1221,6 @@ impl Sim {
                 ));
             }
         }
-        let epoch = self.oracle.epoch(id);
         if self.oracle.durable_final.get(id) == Some(&epoch) {
             return violation(format!(
                 "{id} runs again after its final record was durable (no manual retry since)"
@@ -1323,6 +1337,7 @@ impl Sim {
 
     /// `SessionEvent::Finished`.
     fn finished(&mut self, d: &mut Daemon, session: &str, task: &str, end: AttemptEnd) -> Res {
+        self.oracle.sent_at_most_once.remove(task);
         if let Some(slot) = d.slots.get_mut(session) {
             if slot.task.as_deref() == Some(task) {
                 slot.task = None;
@@ -1350,6 +1365,7 @@ impl Sim {
         }
         let at_most_once = slot.spec.at_most_once;
         if let Some(id) = slot.task.take() {
+            self.oracle.sent_at_most_once.remove(&id);
             self.decide(
                 d,
                 Input::SessionExited {
@@ -1420,6 +1436,7 @@ impl Sim {
                 name: s.spec.name.clone(),
                 role: s.spec.role.clone(),
                 llm: s.spec.llm,
+                at_most_once: s.spec.at_most_once,
             })
             .collect();
         if free.is_empty() {
