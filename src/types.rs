@@ -4,7 +4,9 @@
 //! ([`crate::spool::task`]), the lock engine ([`crate::locks`]) and the LLM client
 //! ([`crate::llm`]) can share them without depending on each other: a task record stores
 //! its complexity and the lock conflict it waits on, and neither makes the task format
-//! depend on the router or the lock files.
+//! depend on the router or the lock files. Likewise what an agent produced
+//! ([`TaskResult`]) is stored in the task record and reported by a session, without the
+//! task format depending on the sessions.
 
 use std::fmt;
 
@@ -19,6 +21,32 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What the agent produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The output: the transcript after the prompt (escape sequences removed) or the
+    /// final screen, as the profile says.
+    pub output: String,
+    /// The agent's reply, when the profile can read one off the screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// The exit status, when the profile can read one (shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// How an agent's turn ended: `replied`, `refused: <action>`, `ended without a
+    /// reply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_end: Option<String>,
+    /// What told the end of the task: `hook:<event>` or `screen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// What a reader should know about `output`: cut at the size limit, invalid UTF-8
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Task complexity, for routing.

@@ -17,8 +17,9 @@ use crate::locks::{resources_for, HolderKind, Requester, Resource};
 use crate::log::event;
 use crate::scheduler::{AttemptEnd, Effect, Found, FreeSession, Input, Locks, TaskStatus};
 use crate::session::runner::{Assignment, Command, InterruptReason, RunOutcome};
-use crate::spool::task::{parse_task, TaskRecord, TaskResult, TaskState, Violation};
+use crate::spool::task::{parse_task, TaskRecord, TaskState, Violation};
 use crate::spool::{classify_inbox_name, InboxName, MAX_TASK_BYTES};
+use crate::types::TaskResult;
 
 /// Prompts longer than this (bytes) are not kept in memory while their task waits: once
 /// the task's file is durable, the prompt is dropped and read back from the file when the

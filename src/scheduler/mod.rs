@@ -35,7 +35,8 @@ use chrono::{DateTime, Utc};
 use crate::backoff::backoff_ms;
 use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
-use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskResult, TaskState};
+use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskState};
+use crate::types::TaskResult;
 use queue::{Queue, Target};
 
 /// How often tasks waiting for a lock held outside the daemon are tried again (ms): such

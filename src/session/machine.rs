@@ -45,7 +45,7 @@ use super::output::OutputBuffer;
 use crate::agents::signal::{HookAnswer, Signal};
 use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
-use crate::spool::task::TaskResult;
+use crate::types::TaskResult;
 
 // How far a prompt got: the machine tracks it, and a session's exit reports it.
 pub use super::messages::Delivery;

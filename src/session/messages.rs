@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::approval::{Approvals, DecidedBy, Question};
 use crate::agents::signal::AgentUsage;
 use crate::policy::{Decision, Verdict};
-use crate::spool::task::TaskResult;
-use crate::types::Complexity;
+use crate::types::{Complexity, TaskResult};
 use crate::worktree::Prepared;
 
 /// A session's state, as written to `sessions/<name>.json`.

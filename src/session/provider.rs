@@ -14,7 +14,7 @@ use super::messages::{Command, EventSink, RunOutcome, SessionEvent, SessionMessa
 use crate::llm::router::{Request, Router};
 use crate::llm::ProvidersFile;
 use crate::log::EventLog;
-use crate::spool::task::TaskResult;
+use crate::types::TaskResult;
 
 /// What provider sessions share: the providers config, the event log, and where the
 /// breakers live.

@@ -26,7 +26,7 @@ use super::machine::{Effect, Input, Machine, Setup};
 use super::marks::{MarkScanner, Piece};
 use super::screen::Screen;
 use crate::config::ResolvedSession;
-use crate::spool::task::TaskResult;
+use crate::types::TaskResult;
 
 // The messages the daemon and a session thread exchange: the daemon drives a session
 // through this module.

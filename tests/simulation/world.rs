@@ -12,7 +12,8 @@ use architect::log::EventBody;
 use architect::scheduler::{
     AttemptEnd, Effect, Found, FreeSession, Input, Locks, Scheduler, Settings, TaskStatus,
 };
-use architect::spool::task::{LockSpec, TaskRecord, TaskResult, TaskSpec, TaskState};
+use architect::spool::task::{LockSpec, TaskRecord, TaskSpec, TaskState};
+use architect::types::TaskResult;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::disk::{Batch, Disk, Errno, Fault, Op, Removal, Removed, Request};
