@@ -9,6 +9,7 @@
 //! task format depending on the sessions.
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,42 @@ pub struct TaskResult {
     /// replaced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// How an attempt of a task ended, as its session reports it: the session produces it
+/// ([`crate::session`]), the scheduler decides the task's next state from it
+/// ([`crate::scheduler`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEnd {
+    /// The agent finished.
+    Completed(TaskResult),
+    /// The agent finished, reporting failure (e.g. a non-zero exit status), or the task
+    /// could not be run at all (its worktree could not be prepared, the LLM call
+    /// failed): what it produced and the error. Failed without a retry.
+    Failed(TaskResult, String),
+    /// The timeout passed; the program was interrupted (or killed). Retried while the
+    /// task has retries left.
+    TimedOut,
+    /// Interrupted because the task was cancelled.
+    Cancelled,
+    /// The session was not ready when the task arrived; nothing was typed. Back to the
+    /// queue, no attempt counted.
+    NotStarted(String),
+    /// The prompt is proven not taken (it was still in the input box after every Enter).
+    /// Retried while the task has retries left.
+    NotTaken(String),
+    /// Neither proof that the prompt was taken nor that it was not; the turn is over.
+    /// Failed without a retry, so that a prompt never runs twice.
+    DeliveryUncertain(String),
+    /// The agent hit a usage or rate limit: back to the queue, no attempt counted
+    /// against the retries.
+    Limited {
+        /// What the agent said.
+        message: String,
+        /// How long the session waits before it takes work again (the session parks
+        /// itself; the scheduler does not use it).
+        reset_in: Duration,
+    },
 }
 
 /// Task complexity, for routing.

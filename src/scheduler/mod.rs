@@ -36,7 +36,7 @@ use crate::backoff::backoff_ms;
 use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
 use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskState};
-use crate::types::TaskResult;
+use crate::types::{AttemptEnd, TaskResult};
 use queue::{Queue, Target};
 
 /// How often tasks waiting for a lock held outside the daemon are tried again (ms): such
@@ -93,27 +93,6 @@ pub struct FreeSession {
     pub role: Option<String>,
     /// An LLM provider session (takes `provider`/`model`/`complexity` tasks).
     pub llm: bool,
-}
-
-/// How an attempt ended, as the session reported it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptEnd {
-    /// The agent finished.
-    Completed(TaskResult),
-    /// The agent finished, reporting failure.
-    Failed(TaskResult, String),
-    /// The timeout passed; the program was interrupted.
-    TimedOut,
-    /// Interrupted because the task was cancelled.
-    Cancelled,
-    /// The session was not ready; nothing was typed (no attempt counted).
-    NotStarted(String),
-    /// The prompt is proven not taken; retried.
-    NotTaken(String),
-    /// The prompt may or may not have run; failed without a retry.
-    DeliveryUncertain(String),
-    /// The agent hit a usage limit (no attempt counted against retries).
-    Limited(String),
 }
 
 /// A task file found at start-up in `pending/` or `active/`.
@@ -908,7 +887,7 @@ impl<L: Locks> Scheduler<L> {
             AttemptEnd::TimedOut
             | AttemptEnd::NotTaken(_)
             | AttemptEnd::DeliveryUncertain(_)
-            | AttemptEnd::Limited(_)
+            | AttemptEnd::Limited { .. }
                 if cancel =>
             {
                 self.attempt_cancelled(id, session, None, now);
@@ -919,7 +898,7 @@ impl<L: Locks> Scheduler<L> {
                 self.end_attempt(id, session, outcome, Some(why.clone()), now);
                 self.finish(id, TaskState::Failed, None, Some(why), now);
             }
-            AttemptEnd::Limited(message) => {
+            AttemptEnd::Limited { message, .. } => {
                 let why = format!("usage limit on session {session}: {message}");
                 self.attempt_failed(id, session, AttemptOutcome::Limited, why, now);
             }

@@ -501,7 +501,10 @@ fn a_usage_limit_does_not_spend_a_retry() {
         &mut s,
         "s1",
         "a",
-        AttemptEnd::Limited("5-hour limit".into()),
+        AttemptEnd::Limited {
+            message: "5-hour limit".into(),
+            reset_in: std::time::Duration::from_secs(3600),
+        },
         10,
     );
     assert!(logged::<event::TaskFailed>(&fx).is_empty(), "{fx:#?}");

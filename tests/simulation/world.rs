@@ -10,10 +10,10 @@ use std::rc::Rc;
 use architect::locks::{Conflict, Resource};
 use architect::log::EventBody;
 use architect::scheduler::{
-    AttemptEnd, Effect, Found, FreeSession, Input, Locks, Scheduler, Settings, TaskStatus,
+    Effect, Found, FreeSession, Input, Locks, Scheduler, Settings, TaskStatus,
 };
 use architect::spool::task::{LockSpec, TaskRecord, TaskSpec, TaskState};
-use architect::types::TaskResult;
+use architect::types::{AttemptEnd, TaskResult};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::disk::{Batch, Disk, Errno, Fault, Op, Removal, Removed, Request};
@@ -1268,7 +1268,13 @@ impl Sim {
                 Planned::End(AttemptEnd::DeliveryUncertain("no proof".into())),
                 after,
             ),
-            Some(5) => (Planned::End(AttemptEnd::Limited("limit".into())), after),
+            Some(5) => {
+                let end = AttemptEnd::Limited {
+                    message: "limit".into(),
+                    reset_in: std::time::Duration::from_secs(60),
+                };
+                (Planned::End(end), after)
+            }
             Some(6) => (Planned::End(AttemptEnd::NotStarted("not ready".into())), 1),
             Some(7) => (Planned::Die, after),
             _ => (Planned::End(AttemptEnd::Completed(result)), after),
