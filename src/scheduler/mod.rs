@@ -17,13 +17,14 @@
 //!
 //! The one outside thing the scheduler touches is the lock table, through the [`Locks`]
 //! trait, because whether a task's locks can be taken decides which task a session gets;
-//! the daemon's implementation takes `flock`s under `spool/locks/`, the simulation's is in
-//! memory.
+//! the daemon's implementation takes `flock`s under `spool/locks/`; [`MemLocks`] keeps
+//! one in memory for the unit tests and the simulation.
 //!
 //! **This file is the only place where a task changes state.** A task's state is its
 //! [`TaskStatus`] while it is live (its file in `pending/` or `active/`); a final task
 //! leaves the scheduler (its file is in `done/`, `failed/` or `cancelled/`).
 
+mod mem_locks;
 pub mod queue;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
 use crate::spool::task::{Attempt, AttemptOutcome, LockWait, TaskRecord, TaskState};
 use crate::types::{AttemptEnd, TaskResult};
+pub use mem_locks::{HeldBy, MemHeld, MemLocks};
 use queue::{Queue, Target};
 
 /// How often tasks waiting for a lock held outside the daemon are tried again (ms): such
