@@ -4,9 +4,12 @@
 //! ([`crate::spool::task`]), the lock engine ([`crate::locks`]) and the LLM client
 //! ([`crate::llm`]) can share them without depending on each other: a task record stores
 //! its complexity and the lock conflict it waits on, and neither makes the task format
-//! depend on the router or the lock files.
+//! depend on the router or the lock files. Likewise what an agent produced
+//! ([`TaskResult`]) is stored in the task record and reported by a session, without the
+//! task format depending on the sessions.
 
 use std::fmt;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,6 +22,68 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What the agent produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The output: the transcript after the prompt (escape sequences removed) or the
+    /// final screen, as the profile says.
+    pub output: String,
+    /// The agent's reply, when the profile can read one off the screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// The exit status, when the profile can read one (shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// How an agent's turn ended: `replied`, `refused: <action>`, `ended without a
+    /// reply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_end: Option<String>,
+    /// What told the end of the task: `hook:<event>` or `screen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// What a reader should know about `output`: cut at the size limit, invalid UTF-8
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// How an attempt of a task ended, as its session reports it: the session produces it
+/// ([`crate::session`]), the scheduler decides the task's next state from it
+/// ([`crate::scheduler`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEnd {
+    /// The agent finished.
+    Completed(TaskResult),
+    /// The agent finished, reporting failure (e.g. a non-zero exit status), or the task
+    /// could not be run at all (its worktree could not be prepared, the LLM call
+    /// failed): what it produced and the error. Failed without a retry.
+    Failed(TaskResult, String),
+    /// The timeout passed; the program was interrupted (or killed). Retried while the
+    /// task has retries left.
+    TimedOut,
+    /// Interrupted because the task was cancelled.
+    Cancelled,
+    /// The session was not ready when the task arrived; nothing was typed. Back to the
+    /// queue, no attempt counted.
+    NotStarted(String),
+    /// The prompt is proven not taken (it was still in the input box after every Enter).
+    /// Retried while the task has retries left.
+    NotTaken(String),
+    /// Neither proof that the prompt was taken nor that it was not; the turn is over.
+    /// Failed without a retry, so that a prompt never runs twice.
+    DeliveryUncertain(String),
+    /// The agent hit a usage or rate limit: back to the queue, no attempt counted
+    /// against the retries.
+    Limited {
+        /// What the agent said.
+        message: String,
+        /// How long the session waits before it takes work again (the session parks
+        /// itself; the scheduler does not use it).
+        reset_in: Duration,
+    },
 }
 
 /// Task complexity, for routing.

@@ -15,10 +15,11 @@ use super::Daemon;
 use crate::durable::{self, ReadRefusal};
 use crate::locks::{resources_for, HolderKind, Requester, Resource};
 use crate::log::event;
-use crate::scheduler::{AttemptEnd, Effect, Found, FreeSession, Input, Locks, TaskStatus};
-use crate::session::runner::{Assignment, Command, InterruptReason, RunOutcome};
-use crate::spool::task::{parse_task, TaskRecord, TaskResult, TaskState, Violation};
+use crate::scheduler::{Effect, Found, FreeSession, Input, Locks, TaskStatus};
+use crate::session::runner::{Assignment, Command, InterruptReason};
+use crate::spool::task::{parse_task, TaskRecord, TaskState, Violation};
 use crate::spool::{classify_inbox_name, InboxName, MAX_TASK_BYTES};
+use crate::types::{AttemptEnd, TaskResult};
 
 /// Prompts longer than this (bytes) are not kept in memory while their task waits: once
 /// the task's file is durable, the prompt is dropped and read back from the file when the
@@ -477,20 +478,22 @@ impl Daemon {
         }
     }
 
-    /// A session reported how a task's attempt ended.
-    pub(super) fn on_task_finished(&mut self, session: &str, task_id: &str, outcome: RunOutcome) {
-        let end = match outcome {
-            RunOutcome::Completed(result) => AttemptEnd::Completed(redact_result(result)),
-            RunOutcome::Failed(result, error) => AttemptEnd::Failed(redact_result(result), error),
-            RunOutcome::TimedOut => AttemptEnd::TimedOut,
-            RunOutcome::Cancelled => AttemptEnd::Cancelled,
-            RunOutcome::NotStarted(why) => {
+    /// A session reported how a task's attempt ended. What the agent produced is redacted
+    /// before the scheduler records it (every variant is named, so that a new one that
+    /// carries output cannot skip this).
+    pub(super) fn on_task_finished(&mut self, session: &str, task_id: &str, end: AttemptEnd) {
+        let end = match end {
+            AttemptEnd::Completed(result) => AttemptEnd::Completed(redact_result(result)),
+            AttemptEnd::Failed(result, error) => AttemptEnd::Failed(redact_result(result), error),
+            AttemptEnd::NotStarted(why) => {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
                 AttemptEnd::NotStarted(why)
             }
-            RunOutcome::NotTaken(why) => AttemptEnd::NotTaken(why),
-            RunOutcome::DeliveryUncertain(why) => AttemptEnd::DeliveryUncertain(why),
-            RunOutcome::Limited { message, .. } => AttemptEnd::Limited(message),
+            end @ (AttemptEnd::TimedOut
+            | AttemptEnd::Cancelled
+            | AttemptEnd::NotTaken(_)
+            | AttemptEnd::DeliveryUncertain(_)
+            | AttemptEnd::Limited { .. }) => end,
         };
         self.decide(Input::AttemptEnded {
             session: session.to_string(),

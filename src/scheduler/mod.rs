@@ -17,13 +17,14 @@
 //!
 //! The one outside thing the scheduler touches is the lock table, through the [`Locks`]
 //! trait, because whether a task's locks can be taken decides which task a session gets;
-//! the daemon's implementation takes `flock`s under `spool/locks/`, the simulation's is in
-//! memory.
+//! the daemon's implementation takes `flock`s under `spool/locks/`; [`MemLocks`] keeps
+//! one in memory for the unit tests and the simulation.
 //!
 //! **This file is the only place where a task changes state.** A task's state is its
 //! [`TaskStatus`] while it is live (its file in `pending/` or `active/`); a final task
 //! leaves the scheduler (its file is in `done/`, `failed/` or `cancelled/`).
 
+mod mem_locks;
 pub mod queue;
 #[cfg(test)]
 mod tests;
@@ -35,9 +36,9 @@ use chrono::{DateTime, Utc};
 use crate::backoff::backoff_ms;
 use crate::locks::{Conflict, Resource};
 use crate::log::{event, EventBody};
-use crate::spool::task::{
-    Attempt, AttemptOutcome, InFlight, LockWait, TaskRecord, TaskResult, TaskState,
-};
+use crate::spool::task::{Attempt, AttemptOutcome, InFlight, LockWait, TaskRecord, TaskState};
+use crate::types::{AttemptEnd, TaskResult};
+pub use mem_locks::{HeldBy, MemHeld, MemLocks};
 use queue::{Queue, Target};
 
 /// How often tasks waiting for a lock held outside the daemon are tried again (ms): such
@@ -97,27 +98,6 @@ pub struct FreeSession {
     /// Its profile submits a prompt at most once (`submit.at_most_once`): its claim
     /// records the attempt in flight (see [`TaskRecord::attempt_in_flight`]).
     pub at_most_once: bool,
-}
-
-/// How an attempt ended, as the session reported it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptEnd {
-    /// The agent finished.
-    Completed(TaskResult),
-    /// The agent finished, reporting failure.
-    Failed(TaskResult, String),
-    /// The timeout passed; the program was interrupted.
-    TimedOut,
-    /// Interrupted because the task was cancelled.
-    Cancelled,
-    /// The session was not ready; nothing was typed (no attempt counted).
-    NotStarted(String),
-    /// The prompt is proven not taken; retried.
-    NotTaken(String),
-    /// The prompt may or may not have run; failed without a retry.
-    DeliveryUncertain(String),
-    /// The agent hit a usage limit (no attempt counted against retries).
-    Limited(String),
 }
 
 /// A task file found at start-up in `pending/` or `active/`.
@@ -924,7 +904,7 @@ impl<L: Locks> Scheduler<L> {
             AttemptEnd::TimedOut
             | AttemptEnd::NotTaken(_)
             | AttemptEnd::DeliveryUncertain(_)
-            | AttemptEnd::Limited(_)
+            | AttemptEnd::Limited { .. }
                 if cancel =>
             {
                 self.attempt_cancelled(id, session, None, now);
@@ -935,7 +915,7 @@ impl<L: Locks> Scheduler<L> {
                 self.end_attempt(id, session, outcome, Some(why.clone()), now);
                 self.finish(id, TaskState::Failed, None, Some(why), now);
             }
-            AttemptEnd::Limited(message) => {
+            AttemptEnd::Limited { message, .. } => {
                 let why = format!("usage limit on session {session}: {message}");
                 self.attempt_failed(id, session, AttemptOutcome::Limited, why, now);
             }

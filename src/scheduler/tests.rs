@@ -3,46 +3,6 @@
 use super::*;
 use crate::spool::task::{parse_task, LockSpec};
 
-/// An in-memory lock table: a resource is held by one task; overlapping resources
-/// conflict. `outside` holds resources for a holder that is not a task.
-#[derive(Default)]
-struct MemLocks {
-    held: Vec<(Resource, String)>,
-}
-
-impl Locks for MemLocks {
-    type Held = (String, Vec<Resource>);
-
-    fn try_acquire(
-        &mut self,
-        task: &str,
-        _session: &str,
-        resources: &[Resource],
-    ) -> Result<Result<Self::Held, Conflict>, String> {
-        for r in resources {
-            if let Some((h, _)) = self.held.iter().find(|(h, _)| h.overlaps(r)) {
-                return Ok(Err(Conflict {
-                    resource: h.clone(),
-                    holder: None,
-                }));
-            }
-        }
-        for r in resources {
-            self.held.push((r.clone(), task.to_string()));
-        }
-        Ok(Ok((task.to_string(), resources.to_vec())))
-    }
-
-    fn held_resources(&self, held: &Self::Held) -> Vec<Resource> {
-        held.1.clone()
-    }
-
-    fn release(&mut self, held: Self::Held) -> u64 {
-        self.held.retain(|(_, t)| *t != held.0);
-        7
-    }
-}
-
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-12-02T00:00:00Z")
         .unwrap()
@@ -54,13 +14,16 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 fn sched() -> Scheduler<MemLocks> {
+    let mut locks = MemLocks::default();
+    // What `lock_released` reports (the table has no clock).
+    locks.release_ms = 7;
     Scheduler::new(
         Settings {
             node: "n1".into(),
             retry_backoff_ms: 100,
             retry_backoff_max_ms: 1000,
         },
-        MemLocks::default(),
+        locks,
     )
 }
 
@@ -502,7 +465,10 @@ fn a_usage_limit_does_not_spend_a_retry() {
         &mut s,
         "s1",
         "a",
-        AttemptEnd::Limited("5-hour limit".into()),
+        AttemptEnd::Limited {
+            message: "5-hour limit".into(),
+            reset_in: std::time::Duration::from_secs(3600),
+        },
         10,
     );
     assert!(logged::<event::TaskFailed>(&fx).is_empty(), "{fx:#?}");
@@ -695,13 +661,14 @@ fn a_task_whose_lock_is_held_waits_without_blocking_the_next() {
 #[test]
 fn a_lock_held_outside_the_daemon_is_polled() {
     let mut s = sched();
+    let cli = HeldBy::Outside(1);
     s.locks
-        .held
-        .push((Resource::Branch("feature".into()), "cli".into()));
+        .take(&cli, &[Resource::Branch("feature".into())])
+        .unwrap();
     arrive_locking(&mut s, "a", "feature");
     s.handle(free(&["s1"]), t0());
     assert_eq!(s.next_deadline(), Some(at(LOCK_POLL_MS)));
-    s.locks.held.clear();
+    s.locks.release_by(&cli);
     s.handle(Input::Tick, at(LOCK_POLL_MS));
     assert_eq!(
         runs(&s.handle(free(&["s1"]), at(60))),
@@ -723,7 +690,7 @@ fn a_failed_claim_of_a_file_that_is_gone_forgets_the_task() {
         t0(),
     );
     assert!(s.task("a").is_none());
-    assert!(s.locks.held.is_empty(), "its locks are released");
+    assert!(s.locks.held().is_empty(), "its locks are released");
     assert!(moves(&fx).is_empty(), "nothing moves: the file is not ours");
 }
 

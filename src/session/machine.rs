@@ -38,14 +38,12 @@ use std::time::{Duration, Instant};
 
 use super::approval::{decide, decide_exact, Approvals, DecidedBy, Question};
 use super::marks::Mark;
-use super::messages::{
-    Assignment, Command, InterruptReason, RunOutcome, SessionEvent, SessionState,
-};
+use super::messages::{Assignment, Command, InterruptReason, SessionEvent, SessionState};
 use super::output::OutputBuffer;
 use crate::agents::signal::{HookAnswer, Signal};
 use crate::policy::{Decision, Verdict};
 use crate::profile::{Profile, ResultSource, ScreenState, SubmitMode};
-use crate::spool::task::TaskResult;
+use crate::types::{AttemptEnd, TaskResult};
 
 // How far a prompt got: the machine tracks it, and a session's exit reports it.
 pub use super::messages::Delivery;
@@ -110,7 +108,7 @@ pub enum Effect {
         /// Task id.
         task_id: String,
         /// How.
-        outcome: RunOutcome,
+        outcome: AttemptEnd,
     },
     /// Answer hook connection `conn`.
     Answer {
@@ -156,7 +154,7 @@ enum Phase {
     /// Interrupt keys sent; waiting for the program to stop until `kill_at`.
     Interrupting {
         kill_at: Instant,
-        outcome: RunOutcome,
+        outcome: AttemptEnd,
     },
 }
 
@@ -440,7 +438,7 @@ impl Machine {
         }
     }
 
-    fn finish(&mut self, outcome: RunOutcome) {
+    fn finish(&mut self, outcome: AttemptEnd) {
         let Some(task) = self.task.take() else {
             return;
         };
@@ -551,7 +549,7 @@ impl Machine {
         let Some(t) = self.task.as_ref() else { return };
         let result = self.build_result(t);
         let outcome = if t.incomplete {
-            RunOutcome::Failed(
+            AttemptEnd::Failed(
                 result,
                 "the command line is incomplete (an unclosed quote, a here-document or a \
                  compound command without its end): the shell asked for more input, so it \
@@ -563,7 +561,7 @@ impl Machine {
         } else if t.command_started {
             status_outcome(result, t.exit_status)
         } else {
-            RunOutcome::Failed(
+            AttemptEnd::Failed(
                 result,
                 "nothing ran: the prompt holds no command (only blank lines or comments)".into(),
             )
@@ -606,7 +604,7 @@ impl Machine {
                             result.reply = None;
                             result.ended_by = Some(by);
                             result.turn_end = Some(format!("failed: {e}"));
-                            self.finish(RunOutcome::Failed(result, e));
+                            self.finish(AttemptEnd::Failed(result, e));
                         }
                         None => self.end_turn(now, reply, &by),
                     }
@@ -704,7 +702,7 @@ impl Machine {
             Command::Run(assignment) => self.run(now, assignment),
             Command::Interrupt(InterruptReason::Cancelled) => {
                 if self.task.is_some() {
-                    self.interrupt(now, RunOutcome::Cancelled);
+                    self.interrupt(now, AttemptEnd::Cancelled);
                 }
             }
             Command::Send { text, enter } => {
@@ -730,7 +728,7 @@ impl Machine {
             };
             self.out.push(Effect::Finish {
                 task_id: assignment.task_id,
-                outcome: RunOutcome::NotStarted(why),
+                outcome: AttemptEnd::NotStarted(why),
             });
             return;
         }
@@ -826,7 +824,7 @@ impl Machine {
         })
     }
 
-    fn interrupt(&mut self, now: Instant, outcome: RunOutcome) {
+    fn interrupt(&mut self, now: Instant, outcome: AttemptEnd) {
         let keys = self.setup.profile.spec.interrupt.keys.clone();
         self.write(keys.into_bytes());
         self.phase = Phase::Interrupting {
@@ -899,7 +897,7 @@ impl Machine {
         }
         self.limited_until = Some(now + wait);
         if self.task.is_some() {
-            self.finish(RunOutcome::Limited {
+            self.finish(AttemptEnd::Limited {
                 message: message.clone(),
                 reset_in: wait,
             });
@@ -946,7 +944,7 @@ impl Machine {
         }
         if let Some(t) = &self.task {
             if now >= t.deadline && !matches!(self.phase, Phase::Interrupting { .. }) {
-                self.interrupt(now, RunOutcome::TimedOut);
+                self.interrupt(now, AttemptEnd::TimedOut);
             }
         }
         let debounce = Duration::from_millis(self.setup.profile.spec.done.debounce_ms);
@@ -1122,7 +1120,7 @@ impl Machine {
                 let why = format!(
                     "the prompt was not taken: it was still in the input box after Enter was pressed {enters} times"
                 );
-                self.finish(RunOutcome::NotTaken(why));
+                self.finish(AttemptEnd::NotTaken(why));
             }
             return;
         }
@@ -1137,7 +1135,7 @@ impl Machine {
         let uncertain = self.task.as_ref().is_some_and(|t| t.uncertain);
         if uncertain && self.classified == Some(ScreenState::Idle) && quiet {
             let limit = busy_limit.unwrap_or_default().as_millis();
-            self.finish(RunOutcome::DeliveryUncertain(format!(
+            self.finish(AttemptEnd::DeliveryUncertain(format!(
                 "delivery_uncertain: no sign that the prompt was taken within {limit} ms (no hook, no busy screen, \
                  not shown in the transcript, input box not cleared) and none that it was not; not retried \
                  automatically, so it cannot run twice: check the session and `architect retry` it"
@@ -1220,9 +1218,9 @@ impl Machine {
         let outcome = match result.exit_status {
             Some(code) if code != 0 => {
                 let msg = format!("exit status {code}");
-                RunOutcome::Failed(result, msg)
+                AttemptEnd::Failed(result, msg)
             }
-            _ => RunOutcome::Completed(result),
+            _ => AttemptEnd::Completed(result),
         };
         self.finish(outcome);
     }
@@ -1390,11 +1388,11 @@ fn question_id() -> String {
 }
 
 /// A finished command's outcome from its exit status.
-fn status_outcome(result: TaskResult, status: Option<i32>) -> RunOutcome {
+fn status_outcome(result: TaskResult, status: Option<i32>) -> AttemptEnd {
     match status {
-        Some(0) => RunOutcome::Completed(result),
-        Some(code) => RunOutcome::Failed(result, format!("exit status {code}")),
-        None => RunOutcome::Failed(result, "the command finished without an exit status".into()),
+        Some(0) => AttemptEnd::Completed(result),
+        Some(code) => AttemptEnd::Failed(result, format!("exit status {code}")),
+        None => AttemptEnd::Failed(result, "the command finished without an exit status".into()),
     }
 }
 

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::approval::{Approvals, DecidedBy, Question};
 use crate::agents::signal::AgentUsage;
 use crate::policy::{Decision, Verdict};
-use crate::spool::task::TaskResult;
-use crate::types::Complexity;
+use crate::types::{AttemptEnd, Complexity};
 use crate::worktree::Prepared;
 
 /// A session's state, as written to `sessions/<name>.json`.
@@ -104,34 +103,6 @@ pub enum Command {
     Stop,
 }
 
-/// How a task's run on a session ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    /// The agent finished.
-    Completed(TaskResult),
-    /// The agent finished, reporting failure (non-zero exit status).
-    Failed(TaskResult, String),
-    /// The timeout passed; the program was interrupted (or killed).
-    TimedOut,
-    /// Interrupted because the task was cancelled.
-    Cancelled,
-    /// The session was not ready when the task arrived; nothing was typed.
-    NotStarted(String),
-    /// The prompt is proven not taken (it was still in the input box after every Enter);
-    /// retried.
-    NotTaken(String),
-    /// Neither proof that the prompt was taken nor that it was not; the turn is over.
-    /// Failed without a retry, so that a prompt never runs twice.
-    DeliveryUncertain(String),
-    /// The agent hit a usage or rate limit: back to the queue, no attempt counted.
-    Limited {
-        /// What the agent said.
-        message: String,
-        /// How long the session waits before it takes work again.
-        reset_in: Duration,
-    },
-}
-
 /// What a session reports.
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
@@ -190,7 +161,7 @@ pub enum SessionEvent {
         /// Task id.
         task_id: String,
         /// How.
-        outcome: RunOutcome,
+        outcome: AttemptEnd,
     },
     /// A permission question was answered, by the policy or by a person.
     Permission {

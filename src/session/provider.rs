@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use super::messages::{Command, EventSink, RunOutcome, SessionEvent, SessionMessage, SessionState};
+use super::messages::{Command, EventSink, SessionEvent, SessionMessage, SessionState};
 use crate::llm::router::{Request, Router};
 use crate::llm::ProvidersFile;
 use crate::log::EventLog;
-use crate::spool::task::TaskResult;
+use crate::types::{AttemptEnd, TaskResult};
 
 /// What provider sessions share: the providers config, the event log, and where the
 /// breakers live.
@@ -100,12 +100,12 @@ pub(crate) fn run(
                     deadline: Instant::now() + a.timeout,
                 };
                 let outcome = match rt.block_on(router.ask(&req)) {
-                    Ok(answer) => RunOutcome::Completed(TaskResult {
+                    Ok(answer) => AttemptEnd::Completed(TaskResult {
                         output: answer.reply.clone(),
                         reply: Some(answer.reply),
                         ..TaskResult::default()
                     }),
-                    Err(e) => RunOutcome::Failed(TaskResult::default(), e.to_string()),
+                    Err(e) => AttemptEnd::Failed(TaskResult::default(), e.to_string()),
                 };
                 emit(SessionEvent::Finished {
                     task_id: a.task_id,

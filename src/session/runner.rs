@@ -26,13 +26,12 @@ use super::machine::{Effect, Input, Machine, Setup};
 use super::marks::{MarkScanner, Piece};
 use super::screen::Screen;
 use crate::config::ResolvedSession;
-use crate::spool::task::TaskResult;
+use crate::types::{AttemptEnd, TaskResult};
 
 // The messages the daemon and a session thread exchange: the daemon drives a session
 // through this module.
 pub use super::messages::{
-    Assignment, Command, EventSink, InterruptReason, RunOutcome, SessionEvent, SessionMessage,
-    SessionState,
+    Assignment, Command, EventSink, InterruptReason, SessionEvent, SessionMessage, SessionState,
 };
 
 /// The scheduler's side of a running session.
@@ -237,7 +236,7 @@ impl Runner {
     /// own branch first (its work committed there), so the branch is free for the next
     /// holder of its lock. The machine says a task is over only after its command or
     /// turn ended, so nothing still runs on the branch.
-    fn emit_finished(&mut self, task_id: String, outcome: RunOutcome) {
+    fn emit_finished(&mut self, task_id: String, outcome: AttemptEnd) {
         if self.on_task_branch {
             if let Err(e) = self.prepare_worktree(None) {
                 tracing::error!(session = %self.cfg.spec.name, "switching back: {e}");
@@ -666,7 +665,7 @@ impl Runner {
                 if let Some(branch) = assignment.branch.clone() {
                     if let Err(e) = self.prepare_worktree(Some(&branch)) {
                         let id = assignment.task_id.clone();
-                        self.emit_finished(id, RunOutcome::Failed(TaskResult::default(), e));
+                        self.emit_finished(id, AttemptEnd::Failed(TaskResult::default(), e));
                         return None;
                     }
                 }

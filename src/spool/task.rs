@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Complexity, Conflict};
+use crate::types::{Complexity, Conflict, TaskResult};
 
 /// The JSON Schema for task files, compiled into the binary.
 pub const TASK_SCHEMA: &str = include_str!("../../schemas/task.schema.json");
@@ -366,32 +366,6 @@ pub struct Attempt {
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// What the agent produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TaskResult {
-    /// The output: the transcript after the prompt (escape sequences removed) or the
-    /// final screen, as the profile says.
-    pub output: String,
-    /// The agent's reply, when the profile can read one off the screen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
-    /// The exit status, when the profile can read one (shell).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_status: Option<i32>,
-    /// How an agent's turn ended: `replied`, `refused: <action>`, `ended without a
-    /// reply`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_end: Option<String>,
-    /// What told the end of the task: `hook:<event>` or `screen`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_by: Option<String>,
-    /// What a reader should know about `output`: cut at the size limit, invalid UTF-8
-    /// replaced.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
 }
 
 /// A task's state: the spool directory its record is in.

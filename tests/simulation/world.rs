@@ -10,9 +10,11 @@ use std::rc::Rc;
 use architect::locks::{Conflict, Resource};
 use architect::log::EventBody;
 use architect::scheduler::{
-    AttemptEnd, Effect, Found, FreeSession, Input, Locks, Scheduler, Settings, TaskStatus,
+    Effect, Found, FreeSession, HeldBy, Input, Locks, MemHeld, MemLocks, Scheduler, Settings,
+    TaskStatus,
 };
-use architect::spool::task::{LockSpec, TaskRecord, TaskResult, TaskSpec, TaskState};
+use architect::spool::task::{LockSpec, TaskRecord, TaskSpec, TaskState};
+use architect::types::{AttemptEnd, TaskResult};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::disk::{Batch, Disk, Errno, Fault, Op, Removal, Removed, Request};
@@ -29,19 +31,11 @@ fn ms(n: i64) -> Duration {
 
 // ---- the lock table ---------------------------------------------------------------
 
-/// Who holds a lock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Holder {
-    /// A task of the daemon (an `flock` of its process: gone when it dies).
-    Task(String),
-    /// `architect lock acquire`, or any process outside the daemon.
-    Outside(u32),
-}
-
-/// The lock table shared by the daemon (through [`SimLocks`]) and outside holders.
+/// The lock table shared by the daemon (through [`SimLocks`]) and outside holders: the
+/// library's in-memory table, and a fault.
 #[derive(Default)]
 pub struct LockTable {
-    pub held: Vec<(Resource, Holder)>,
+    pub mem: MemLocks,
     /// The next `try_acquire` fails as an unusable table would (an I/O error).
     pub fail_next: bool,
 }
@@ -50,40 +44,27 @@ pub struct LockTable {
 pub struct SimLocks(Rc<RefCell<LockTable>>);
 
 impl Locks for SimLocks {
-    type Held = (String, Vec<Resource>);
+    type Held = MemHeld;
 
     fn try_acquire(
         &mut self,
         task: &str,
-        _session: &str,
+        session: &str,
         resources: &[Resource],
     ) -> Result<Result<Self::Held, Conflict>, String> {
         let mut t = self.0.borrow_mut();
         if std::mem::take(&mut t.fail_next) {
             return Err("EIO opening the lock file".into());
         }
-        for r in resources {
-            if t.held.iter().any(|(h, _)| h.overlaps(r)) {
-                return Ok(Err(Conflict {
-                    resource: r.clone(),
-                    holder: None,
-                }));
-            }
-        }
-        for r in resources {
-            t.held.push((r.clone(), Holder::Task(task.to_string())));
-        }
-        Ok(Ok((task.to_string(), resources.to_vec())))
+        t.mem.try_acquire(task, session, resources)
     }
 
     fn held_resources(&self, held: &Self::Held) -> Vec<Resource> {
-        held.1.clone()
+        self.0.borrow().mem.held_resources(held)
     }
 
     fn release(&mut self, held: Self::Held) -> u64 {
-        let who = Holder::Task(held.0);
-        self.0.borrow_mut().held.retain(|(_, h)| *h != who);
-        0
+        self.0.borrow_mut().mem.release(held)
     }
 }
 
@@ -1230,9 +1211,10 @@ impl Sim {
             let table = self.table.borrow();
             for r in need {
                 if !table
-                    .held
+                    .mem
+                    .held()
                     .iter()
-                    .any(|(h, who)| h == r && *who == Holder::Task(id.to_string()))
+                    .any(|(h, who)| h == r && *who == HeldBy::Task(id.to_string()))
                 {
                     return violation(format!("{id} runs without holding its lock {r}"));
                 }
@@ -1281,7 +1263,13 @@ impl Sim {
                 Planned::End(AttemptEnd::DeliveryUncertain("no proof".into())),
                 after,
             ),
-            Some(5) => (Planned::End(AttemptEnd::Limited("limit".into())), after),
+            Some(5) => {
+                let end = AttemptEnd::Limited {
+                    message: "limit".into(),
+                    reset_in: std::time::Duration::from_secs(60),
+                };
+                (Planned::End(end), after)
+            }
             Some(6) => (Planned::End(AttemptEnd::NotStarted("not ready".into())), 1),
             Some(7) => (Planned::Die, after),
             _ => (Planned::End(AttemptEnd::Completed(result)), after),
@@ -1594,12 +1582,18 @@ impl Sim {
 
     fn outside_lock(&mut self) {
         let mut t = self.table.borrow_mut();
-        let outside: Vec<usize> = (0..t.held.len())
-            .filter(|i| matches!(t.held[*i].1, Holder::Outside(_)))
+        // Each outside holder holds one resource: releasing one frees one lock.
+        let outside: Vec<HeldBy> = t
+            .mem
+            .held()
+            .iter()
+            .map(|(_, h)| h)
+            .filter(|h| matches!(h, HeldBy::Outside(_)))
+            .cloned()
             .collect();
         if !outside.is_empty() && self.rng.chance(500) {
-            let i = outside[self.rng.index(outside.len())];
-            t.held.remove(i);
+            let who = &outside[self.rng.index(outside.len())];
+            t.mem.release_by(who);
             return;
         }
         let r = if self.rng.chance(700) {
@@ -1607,9 +1601,9 @@ impl Sim {
         } else {
             Resource::Path(PATHS[self.rng.index(PATHS.len())].into())
         };
-        if t.held.iter().all(|(h, _)| !h.overlaps(&r)) {
+        let by = HeldBy::Outside(self.next_outside + 1);
+        if t.mem.take(&by, &[r]).is_ok() {
             self.next_outside += 1;
-            t.held.push((r, Holder::Outside(self.next_outside)));
         }
     }
 
@@ -1768,8 +1762,8 @@ impl Sim {
         self.daemon_lock = None;
         self.table
             .borrow_mut()
-            .held
-            .retain(|(_, h)| matches!(h, Holder::Outside(_)));
+            .mem
+            .retain(|_, h| matches!(h, HeldBy::Outside(_)));
         self.oracle.executing.clear();
         self.hints.clear();
         self.restart_at = Some(self.now + ms(self.rng.range(100, 2000)));
@@ -1874,7 +1868,7 @@ impl Sim {
         {
             let mut t = self.table.borrow_mut();
             t.fail_next = false;
-            t.held.retain(|(_, h)| matches!(h, Holder::Task(_)));
+            t.mem.retain(|_, h| matches!(h, HeldBy::Task(_)));
         }
         // Dependencies named but never submitted arrive now.
         let missing: Vec<String> = self
@@ -1954,8 +1948,9 @@ impl Sim {
         // No lock has two holders.
         {
             let t = self.table.borrow();
-            for (i, (a, ha)) in t.held.iter().enumerate() {
-                for (b, hb) in &t.held[i + 1..] {
+            let held = t.mem.held();
+            for (i, (a, ha)) in held.iter().enumerate() {
+                for (b, hb) in &held[i + 1..] {
                     if ha != hb && a.overlaps(b) {
                         return Err(format!("{a} is held by {ha:?} and {b} by {hb:?} at once"));
                     }
@@ -1964,8 +1959,8 @@ impl Sim {
             // A program executing a task holds the task's locks.
             for id in self.oracle.executing.keys() {
                 for r in self.oracle.resources.get(id).into_iter().flatten() {
-                    let who = Holder::Task(id.clone());
-                    if !t.held.iter().any(|(h, w)| h == r && *w == who) {
+                    let who = HeldBy::Task(id.clone());
+                    if !held.iter().any(|(h, w)| h == r && *w == who) {
                         return Err(format!("{id} executes without its lock {r}"));
                     }
                 }
@@ -2073,7 +2068,12 @@ impl Sim {
             }
         }
         let t = self.table.borrow();
-        if let Some(h) = t.held.iter().find(|(_, h)| matches!(h, Holder::Task(_))) {
+        if let Some(h) = t
+            .mem
+            .held()
+            .iter()
+            .find(|(_, h)| matches!(h, HeldBy::Task(_)))
+        {
             return Err(format!("after the drain, a lock is still held: {h:?}"));
         }
         Ok(())

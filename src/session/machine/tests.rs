@@ -113,7 +113,7 @@ impl Rig {
             .count()
     }
 
-    fn finished(&self) -> Vec<RunOutcome> {
+    fn finished(&self) -> Vec<AttemptEnd> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -146,9 +146,9 @@ impl Rig {
     }
 }
 
-fn result_of(o: &RunOutcome) -> &TaskResult {
+fn result_of(o: &AttemptEnd) -> &TaskResult {
     match o {
-        RunOutcome::Completed(r) | RunOutcome::Failed(r, _) => r,
+        AttemptEnd::Completed(r) | AttemptEnd::Failed(r, _) => r,
         other => panic!("no result in {other:?}"),
     }
 }
@@ -180,7 +180,7 @@ fn a_quiet_command_ends_at_its_finished_mark_with_its_status() {
     let done = r.finished();
     assert_eq!(done.len(), 1);
     assert!(
-        matches!(&done[0], RunOutcome::Failed(res, e) if e == "exit status 1" && res.exit_status == Some(1)),
+        matches!(&done[0], AttemptEnd::Failed(res, e) if e == "exit status 1" && res.exit_status == Some(1)),
         "{done:?}"
     );
     assert_ne!(
@@ -232,7 +232,7 @@ fn a_multi_line_prompt_runs_as_written_and_ends_with_its_last_status() {
     r.mark(30, Mark::CommandStart)
         .mark(31, Mark::CommandStart)
         .mark(32, Mark::CommandFinished(Some(1)));
-    assert!(matches!(&r.finished()[0], RunOutcome::Failed(_, e) if e == "exit status 1"));
+    assert!(matches!(&r.finished()[0], AttemptEnd::Failed(_, e) if e == "exit status 1"));
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn a_prompt_with_no_command_fails_as_nothing_ran() {
         .mark(30, Mark::Prompt);
     let done = r.finished();
     assert!(
-        matches!(&done[0], RunOutcome::Failed(_, e) if e.starts_with("nothing ran")),
+        matches!(&done[0], AttemptEnd::Failed(_, e) if e.starts_with("nothing ran")),
         "{done:?}"
     );
 }
@@ -261,7 +261,7 @@ fn an_incomplete_command_is_interrupted_and_rejected_with_the_reason() {
     );
     assert!(r.finished().is_empty());
     r.mark(40, Mark::Prompt);
-    assert!(matches!(&r.finished()[0], RunOutcome::Failed(_, e) if e.contains("incomplete")));
+    assert!(matches!(&r.finished()[0], AttemptEnd::Failed(_, e) if e.contains("incomplete")));
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn a_timeout_interrupts_and_ends_at_the_finished_mark() {
     r.tick(5011);
     assert_eq!(r.writes().last().unwrap(), b"\x03");
     r.mark(5020, Mark::CommandFinished(Some(130)));
-    assert!(matches!(r.finished()[0], RunOutcome::TimedOut));
+    assert!(matches!(r.finished()[0], AttemptEnd::TimedOut));
     r.mark(5021, Mark::Prompt);
     assert_eq!(r.m.state(), SessionState::Idle);
 }
@@ -288,7 +288,7 @@ fn a_command_ignoring_the_interrupt_gets_the_session_killed() {
         .mark(25, Mark::CommandStart)
         .tick(5011);
     r.tick(7012);
-    assert!(matches!(r.finished()[0], RunOutcome::TimedOut));
+    assert!(matches!(r.finished()[0], AttemptEnd::TimedOut));
     assert!(r.effects.iter().any(|e| matches!(e, Effect::Kill(_))));
 }
 
@@ -300,7 +300,7 @@ fn exit_in_a_task_reports_its_own_status() {
         .mark(25, Mark::CommandStart)
         .mark(6025, Mark::CommandFinished(Some(3)));
     assert!(
-        matches!(&r.finished()[0], RunOutcome::Failed(res, e) if e == "exit status 3" && res.exit_status == Some(3))
+        matches!(&r.finished()[0], AttemptEnd::Failed(res, e) if e == "exit status 3" && res.exit_status == Some(3))
     );
 }
 
@@ -481,7 +481,7 @@ fn a_prompt_still_in_the_input_box_gets_enter_again_and_is_then_proven_not_taken
         r.tick(ms);
     }
     assert_eq!(r.enters(), 3, "{:?}", r.writes());
-    assert!(matches!(&r.finished()[0], RunOutcome::NotTaken(_)));
+    assert!(matches!(&r.finished()[0], AttemptEnd::NotTaken(_)));
     assert_eq!(r.writes().last().unwrap(), b"\x15", "the box is cleared");
 }
 
@@ -501,7 +501,7 @@ fn with_no_proof_either_way_the_task_is_not_retried_blindly() {
     assert_eq!(r.enters(), 1);
     let done = r.finished();
     assert!(
-        matches!(&done[0], RunOutcome::DeliveryUncertain(w) if w.starts_with("delivery_uncertain")),
+        matches!(&done[0], AttemptEnd::DeliveryUncertain(w) if w.starts_with("delivery_uncertain")),
         "{done:?}"
     );
 }
@@ -648,7 +648,7 @@ fn a_usage_limit_hook_parks_the_session_and_it_comes_back_by_itself() {
             reset_in_s: Some(30),
         },
     );
-    assert!(matches!(r.finished()[0], RunOutcome::Limited { .. }));
+    assert!(matches!(r.finished()[0], AttemptEnd::Limited { .. }));
     assert_eq!(r.m.state(), SessionState::Limited);
     r.tick(20_000);
     assert_eq!(r.m.state(), SessionState::Limited);
@@ -688,7 +688,7 @@ fn a_usage_limit_screen_parks_the_session_until_the_time_it_names() {
     .tick(400);
     let done = r.finished();
     assert!(
-        matches!(&done[0], RunOutcome::Limited { reset_in, .. } if *reset_in == Duration::from_secs(120)),
+        matches!(&done[0], AttemptEnd::Limited { reset_in, .. } if *reset_in == Duration::from_secs(120)),
         "{done:?}"
     );
     assert_eq!(r.m.state(), SessionState::Limited);
