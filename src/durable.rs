@@ -512,10 +512,17 @@ impl WriteBatch {
 
     /// Publishes staged operations in order, keeping (in `self.kept`, in order) a failed
     /// one and every later one on the same file name.
+    ///
+    /// A copy followed at once (for its file name) by a rename of it — intake's copy into
+    /// `pending/` and the claim to `active/` in one round — is published at the rename's
+    /// target in one step, with the rename's no-replace rule: when the target exists, the
+    /// copy is published where it was bound and the rename is reported as dropped.
     fn publish_in_order(&mut self, staged: Vec<Staged>, errors: &mut Vec<Error>) {
         let mut blocked: std::collections::HashSet<std::ffi::OsString> =
             self.kept.iter().map(BatchOp::key).collect();
-        for Staged { op, file } in staged {
+        let onward = copies_renamed_next(&staged);
+        let mut done_with_copy = std::collections::HashSet::new();
+        for (i, Staged { op, file }) in staged.into_iter().enumerate() {
             let key = op.key();
             if blocked.contains(&key) {
                 if let Some((tmp, _)) = file {
@@ -524,17 +531,39 @@ impl WriteBatch {
                 self.kept.push(op);
                 continue;
             }
+            if done_with_copy.contains(&i) {
+                continue; // the rename was carried out with the copy before it
+            }
             let result = match (&op, file) {
                 (BatchOp::Write { path, copy, .. }, Some((tmp, f))) => {
-                    match self.publish_temp(&tmp, path) {
-                        Ok(()) => {
+                    let onward_to = onward.get(&i).and_then(|(rename, to)| {
+                        rename_noreplace_nosync(&tmp, to).ok().map(|()| {
+                            done_with_copy.insert(*rename);
+                            to.clone()
+                        })
+                    });
+                    let published = match onward_to {
+                        Some(to) => Ok(to),
+                        // A new file: nothing to swap with (the rename to the copy's
+                        // target, if it failed above, is carried out in its turn and
+                        // fails or is dropped as it would have).
+                        None if *copy => {
+                            fs::rename(&tmp, path).map(|()| path.clone()).map_err(|e| {
+                                let _ = fs::remove_file(&tmp);
+                                Error::io("renaming temp file onto", path, e)
+                            })
+                        }
+                        None => self.publish_temp(&tmp, path).map(|()| path.clone()),
+                    };
+                    match published {
+                        Ok(at) => {
                             if *copy {
                                 *self
                                     .published
                                     .copies_in
                                     .entry(parent(path).to_path_buf())
                                     .or_default() += 1;
-                                self.published.copies.push((path.clone(), f));
+                                self.published.copies.push((at, f));
                             }
                             Ok(())
                         }
@@ -685,6 +714,34 @@ impl WriteBatch {
             }),
         }
     }
+}
+
+/// The copies among `staged` whose next operation on the same file name is a rename of
+/// the copy itself: copy index → (rename index, the rename's target).
+fn copies_renamed_next(
+    staged: &[Staged],
+) -> std::collections::HashMap<usize, (usize, std::path::PathBuf)> {
+    let mut last_copy: std::collections::HashMap<std::ffi::OsString, usize> =
+        std::collections::HashMap::new();
+    let mut found = std::collections::HashMap::new();
+    for (i, s) in staged.iter().enumerate() {
+        let key = s.op.key();
+        let copy_before = last_copy.remove(&key);
+        match &s.op {
+            BatchOp::Write { copy: true, .. } if s.file.is_some() => {
+                last_copy.insert(key, i);
+            }
+            BatchOp::Rename(from, to) => {
+                if let Some(c) = copy_before {
+                    if matches!(&staged[c].op, BatchOp::Write { path, .. } if path == from) {
+                        found.insert(c, (i, to.clone()));
+                    }
+                }
+            }
+            BatchOp::Write { .. } => {}
+        }
+    }
+    found
 }
 
 /// Empty temp files made in advance, by directory, by a thread of their own: on ext4
@@ -1016,6 +1073,80 @@ mod tests {
         assert_eq!(fs::read_to_string(b.join("t.json")).unwrap(), "record");
         assert!(!a.join("t.json").exists());
         assert!(!inbox.exists());
+    }
+
+    #[test]
+    fn a_copy_is_visible_before_the_sync_and_its_original_goes_only_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pending, active) = (dir.path().join("pending"), dir.path().join("active"));
+        create_dir(&pending).unwrap();
+        create_dir(&active).unwrap();
+        let inbox = dir.path().join("t-inbox.json");
+        fs::write(&inbox, "task").unwrap();
+        let mut batch = WriteBatch::default();
+        batch.write_copy(&pending.join("t.json"), b"task".to_vec());
+        batch.rename(&pending.join("t.json"), &active.join("t.json"));
+        batch.remove_after(&inbox);
+        assert!(batch.publish().is_empty());
+        // Published in one step at the rename's target; nothing in flight for it now.
+        assert_eq!(fs::read_to_string(active.join("t.json")).unwrap(), "task");
+        assert!(!pending.join("t.json").exists());
+        assert!(!batch.holds(&active.join("t.json")));
+        assert!(batch.unsynced());
+        assert!(
+            inbox.exists(),
+            "the original stays until the copy is durable"
+        );
+        assert!(batch.holds(&inbox));
+        assert!(batch.sync().is_empty());
+        assert!(!inbox.exists());
+        assert!(!batch.unsynced() && batch.is_empty());
+    }
+
+    #[test]
+    fn a_copy_bound_for_a_taken_name_stays_where_it_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pending, active) = (dir.path().join("pending"), dir.path().join("active"));
+        create_dir(&pending).unwrap();
+        create_dir(&active).unwrap();
+        fs::write(active.join("t.json"), "someone else's").unwrap();
+        let mut batch = WriteBatch::default();
+        batch.write_copy(&pending.join("t.json"), b"task".to_vec());
+        batch.rename(&pending.join("t.json"), &active.join("t.json"));
+        let errors = batch.flush();
+        assert_eq!(errors.len(), 1, "the rename is reported: {errors:?}");
+        assert_eq!(fs::read_to_string(pending.join("t.json")).unwrap(), "task");
+        assert_eq!(
+            fs::read_to_string(active.join("t.json")).unwrap(),
+            "someone else's"
+        );
+        assert!(!batch.stalled(), "a rename onto a taken name is dropped");
+    }
+
+    #[test]
+    fn a_rewrite_waits_for_the_sync_while_other_files_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("r.json"), "old").unwrap();
+        fs::write(dir.path().join("m.json"), "moved").unwrap();
+        let mut batch = WriteBatch::default();
+        batch.write(&dir.path().join("r.json"), b"new".to_vec());
+        batch.rename(&dir.path().join("m.json"), &dir.path().join("n.json"));
+        assert!(batch.publish().is_empty());
+        assert!(
+            dir.path().join("n.json").exists(),
+            "a rename needs no fsync first"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("r.json")).unwrap(),
+            "old",
+            "a rewrite is published only once its data is synced"
+        );
+        assert!(batch.holds(&dir.path().join("r.json")));
+        assert!(batch.sync().is_empty());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("r.json")).unwrap(),
+            "new"
+        );
     }
 
     #[test]
