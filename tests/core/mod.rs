@@ -375,3 +375,41 @@ fn a_task_running_at_five_daemon_crashes_in_a_row_is_quarantined() {
         "{error}"
     );
 }
+
+/// A prompt sent to a session whose profile submits at most once is never sent again by
+/// the daemon itself — after a `kill -9` of the daemon too: the task fails with the reason
+/// (before, recovery put it back in `pending/` and the prompt ran a second time).
+#[test]
+fn a_daemon_crash_never_sends_an_at_most_once_prompt_twice() {
+    let env = Env::new("[[session]]\nname = \"once-1\"\nprofile = \"once-shell\"\n");
+    // The shell profile, as an agent CLI's would be: a prompt is submitted at most once.
+    let profile = include_str!("../../config/profiles/shell.toml")
+        .replace("[submit]\n", "[submit]\nat_most_once = true\n");
+    assert!(profile.contains("at_most_once = true"));
+    std::fs::create_dir_all(env.path("config/profiles")).unwrap();
+    std::fs::write(env.path("config/profiles/once-shell.toml"), profile).unwrap();
+    let witness = env.path("witness");
+    let d = env.daemon();
+    let prompt = format!("echo sent >> {}; sleep 30", witness.display());
+    env.drop_task(
+        "w.json",
+        &serde_json::json!({"id": "w", "prompt": prompt, "max_retries": 3}).to_string(),
+    );
+    wait_for("the prompt to run", T, || witness.exists());
+    d.kill9();
+    let _d = env.daemon();
+    let (state, record) = env.wait_final("w", T);
+    assert_eq!(state, TaskState::Failed, "{record:?}");
+    let error = record.error.unwrap();
+    assert!(
+        error.contains("submits at most once") && error.contains("architect retry w"),
+        "{error}"
+    );
+    assert_eq!(record.attempt_in_flight, None);
+    env.wait_idle("once-1", T);
+    assert_eq!(
+        std::fs::read_to_string(&witness).unwrap().lines().count(),
+        1,
+        "the prompt ran once"
+    );
+}
