@@ -1,7 +1,9 @@
 //! Configuration: `config/architect.toml` (node and daemon settings, optional),
 //! `config/sessions.toml` (the single source of truth for which sessions exist),
-//! `config/profiles/*.toml` (see [`crate::profile`]) and `config/prices.toml` ([`prices`]).
+//! `config/profiles/*.toml` (see [`crate::profile`]), `config/prices.toml` ([`prices`]) and
+//! `config/nodes.toml` ([`nodes`]: several nodes on one spool; not acted on yet).
 
+pub mod nodes;
 pub mod prices;
 
 use std::collections::{BTreeMap, HashSet};
@@ -279,6 +281,8 @@ pub struct Config {
     pub repo: PathBuf,
     /// What agent CLIs' models cost (`prices.toml`).
     pub prices: prices::Prices,
+    /// The nodes that share the spool (`nodes.toml`; empty: one node).
+    pub nodes: nodes::Nodes,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -469,6 +473,7 @@ impl Config {
             });
         }
         let prices = prices::Prices::load(&dir)?;
+        let nodes = nodes::Nodes::load(&dir, &node)?;
         Ok(Self {
             dir,
             node,
@@ -478,6 +483,7 @@ impl Config {
             sessions,
             repo: base,
             prices,
+            nodes,
         })
     }
 }
