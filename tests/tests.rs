@@ -11,6 +11,7 @@ mod core;
 mod delivery;
 mod failures;
 mod fake_agent;
+mod fleet;
 mod hostile;
 mod intake;
 mod layers;

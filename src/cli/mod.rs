@@ -9,6 +9,7 @@ mod hook;
 mod init;
 mod locks;
 pub mod logging;
+mod nodes;
 mod observe;
 mod policy;
 mod sql;
@@ -131,6 +132,13 @@ enum Cmd {
     Retry {
         /// Task id.
         id: String,
+    },
+    /// List the nodes that share the spool (config/nodes.toml): heartbeat, load, and
+    /// whether this node's daemon sees each alive (judged on its own clock).
+    Nodes {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// List sessions and their states.
     Sessions {
@@ -298,6 +306,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Cancel { id } => tasks::cancel(&need(&spool)?, &id),
         Cmd::Retry { id } => tasks::retry(&need(&spool)?, &id),
         Cmd::Sessions { json } => observe::sessions(&need(&spool)?, json),
+        Cmd::Nodes { json } => nodes::run(&need(&spool)?, &cli.config, json),
         Cmd::Send {
             session,
             text,

@@ -13,6 +13,7 @@
 //! whose size grows with the load.
 
 mod control;
+mod fleet;
 mod sessions;
 mod tasks;
 pub mod watch;
@@ -198,6 +199,8 @@ pub(crate) struct Daemon {
     approvals: crate::session::approval::Approvals,
     /// Providers config, log and breakers for provider sessions.
     llm: std::sync::Arc<crate::session::provider::LlmContext>,
+    /// This node's heartbeat and view of the fleet, when `nodes.toml` lists several nodes.
+    fleet: Option<fleet::FleetShell>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -279,7 +282,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         unremovable_control: HashSet::new(),
         approvals,
         llm,
+        fleet: None,
     };
+    d.fleet = fleet::FleetShell::for_config(&d.config);
     d.recover()?;
     d.unclaim_control();
     d.reconcile_worktrees();
@@ -485,6 +490,9 @@ impl Daemon {
         if let Some(at) = self.sessions_flush_at {
             next = next.min(at);
         }
+        if let Some(f) = &self.fleet {
+            next = next.min(f.next_beat);
+        }
         for slot in self.sessions.values() {
             if let Some(at) = slot.restart_at {
                 next = next.min(at);
@@ -521,6 +529,9 @@ impl Daemon {
             self.decide(Input::Tick);
         }
         self.restart_due_sessions(now);
+        if self.fleet.as_ref().is_some_and(|f| now >= f.next_beat) {
+            self.beat();
+        }
     }
 
     /// Lists the inbox: every complete-looking task file is ingested, younger files wait

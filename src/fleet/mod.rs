@@ -126,6 +126,54 @@ impl Membership {
     }
 }
 
+/// `nodes/<node>/view.json`: what one node's daemon sees of the fleet, on its own clock
+/// (`architect nodes` shows it: liveness is only meaningful as some reader's observation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    /// The lease the reader applies, ms.
+    pub lease_ms: u64,
+    /// Every node the reader has seen a heartbeat of, by name.
+    pub nodes: BTreeMap<String, NodeView>,
+}
+
+/// One node in a [`View`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeView {
+    /// Presumed alive: its heartbeat changed less than the lease ago.
+    pub alive: bool,
+    /// Since the reader saw its heartbeat change, ms.
+    pub silent_ms: u64,
+    /// The last heartbeat's sequence number.
+    pub seq: u64,
+}
+
+impl Membership {
+    /// The reader's view at `now_ms`.
+    #[must_use]
+    pub fn view(&self, now_ms: u64) -> View {
+        View {
+            lease_ms: self.lease_ms,
+            nodes: self
+                .seen
+                .iter()
+                .map(|(name, s)| {
+                    let silent_ms = now_ms.saturating_sub(s.since_ms);
+                    (
+                        name.clone(),
+                        NodeView {
+                            alive: silent_ms < self.lease_ms,
+                            silent_ms,
+                            seq: s.seq,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A node as placement sees it: its name and weight (`config/nodes.toml`), and what its
 /// last heartbeat said.
 #[derive(Debug, Clone, Copy)]

@@ -183,6 +183,13 @@ impl Spool {
         self.dir("inbox")
     }
 
+    /// `<root>/nodes/<node>`: what node `node` writes when several nodes share the spool
+    /// (`docs/multi-node.md`); no other node writes there.
+    #[must_use]
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir("nodes").join(node)
+    }
+
     /// The directory of a state.
     #[must_use]
     pub fn state_dir(&self, state: TaskState) -> PathBuf {

@@ -1,0 +1,93 @@
+//! Several nodes on one spool (issue 11; `docs/multi-node.md`). So far: the heartbeat a
+//! node's daemon writes, and `architect nodes`, which shows each listed node as this
+//! node's daemon sees it — alive while its heartbeat's `seq` changes, dead once it has not
+//! changed for the lease, judged on this machine's clock.
+
+use std::time::Duration;
+
+use crate::helper::{wait_for, Env, ONE_SHELL};
+
+const T: Duration = Duration::from_secs(20);
+
+/// The node `other`'s heartbeat, as its daemon would write it (through a syncer).
+fn write_heartbeat(env: &Env, node: &str, seq: u64) {
+    let dir = env.path(&format!("spool/nodes/{node}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hb = serde_json::json!({
+        "seq": seq, "version": "0.1.0", "epoch": 1, "running": 0,
+        "free": {"": 1}, "draining": false
+    });
+    let tmp = dir.join(".heartbeat.json.tmp");
+    std::fs::write(&tmp, hb.to_string()).unwrap();
+    std::fs::rename(tmp, dir.join("heartbeat.json")).unwrap();
+}
+
+fn nodes(env: &Env) -> Vec<serde_json::Value> {
+    serde_json::from_str(&env.ok(&["nodes", "--json"])).unwrap()
+}
+
+fn status_of(env: &Env, node: &str) -> String {
+    nodes(env)
+        .iter()
+        .find(|n| n["node"] == node)
+        .map(|n| n["status"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn a_node_is_alive_while_its_heartbeat_changes_and_dead_after_the_lease() {
+    let env = Env::new(ONE_SHELL);
+    env.write_config(
+        "nodes.toml",
+        "lease_s = 2\nheartbeat_ms = 200\n\
+         [[node]]\nname = \"test\"\n[[node]]\nname = \"other\"\nweight = 2\n",
+    );
+    // Without a daemon, nothing judges liveness.
+    assert_eq!(status_of(&env, "test"), "no view");
+    let _d = env.daemon();
+    wait_for("this node's own heartbeat", T, || {
+        env.path("spool/nodes/test/heartbeat.json").exists()
+    });
+    let mine: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.path("spool/nodes/test/heartbeat.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(mine["version"], env!("CARGO_PKG_VERSION"));
+    wait_for("this node alive in its own view", T, || {
+        status_of(&env, "test") == "alive"
+    });
+    assert_eq!(status_of(&env, "other"), "unknown");
+    // The other node beats for a while: alive.
+    for seq in 1..=10 {
+        write_heartbeat(&env, "other", seq);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(status_of(&env, "other"), "alive");
+    let row = nodes(&env)
+        .into_iter()
+        .find(|n| n["node"] == "other")
+        .unwrap();
+    assert_eq!(row["weight"], 2);
+    assert_eq!(row["heartbeat"]["seq"], 10);
+    // It stops: dead once its seq has not changed for the lease (2 s), on this clock.
+    wait_for("the silent node to be presumed dead", T, || {
+        status_of(&env, "other") == "dead"
+    });
+    assert_eq!(status_of(&env, "test"), "alive");
+    // It comes back with a fresh counter: alive again.
+    write_heartbeat(&env, "other", 1);
+    wait_for("the node back", T, || status_of(&env, "other") == "alive");
+    let table = env.ok(&["nodes"]);
+    assert!(
+        table.contains("test (this)") && table.contains("other"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_single_node_spool_says_so() {
+    let env = Env::new(ONE_SHELL);
+    let out = env.ok(&["nodes"]);
+    assert!(out.contains("one node (test)"), "{out}");
+    assert!(!env.path("spool/nodes").exists());
+}
