@@ -47,7 +47,7 @@ pub(super) fn mock_script() -> Option<PathBuf> {
 /// Starts the mock model server with `args` (after `--port 0`).
 pub(super) fn start_mock(server: &Path, args: &[&std::ffi::OsStr]) -> Result<MockServer> {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new("python3")
+    let mut child = ends_with_us(&mut Command::new("python3"))
         .arg(server)
         .args(["--port", "0"])
         .args(args)
@@ -70,11 +70,28 @@ pub(super) fn start_mock(server: &Path, args: &[&std::ffi::OsStr]) -> Result<Moc
     Ok(MockServer { child, port })
 }
 
+/// Makes `cmd`'s process get SIGTERM when the thread that starts it ends (Linux
+/// `PR_SET_PDEATHSIG`): a benchmark or demo killed by a signal leaves no daemon or mock
+/// server behind (left-over benchmark daemons skewed the next runs' figures).
+fn ends_with_us(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// `architect daemon` (this executable) on `spool` and `config`, its tracing (`-v`) in
-/// `log`, output discarded.
+/// `log`, output discarded; it gets SIGTERM if this process dies first.
 pub(super) fn spawn_daemon(spool: &Spool, config: &Path, log: &Path) -> Result<Child> {
     let exe = std::env::current_exe()?;
-    Command::new(&exe)
+    ends_with_us(&mut Command::new(&exe))
         .arg("--spool")
         .arg(spool.root())
         .arg("--config")
