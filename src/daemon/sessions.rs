@@ -226,7 +226,12 @@ impl Daemon {
                     tracing::warn!("node.name changes take effect at the next daemon start");
                 }
                 let node = self.config.node.clone();
+                let nodes_changed = new.nodes != self.config.nodes;
                 self.config = Config { node, ..new };
+                if nodes_changed {
+                    // Liveness is judged afresh: a node is unknown until its next beat.
+                    self.fleet = super::fleet::FleetShell::for_config(&self.config);
+                }
                 self.reload_policy();
                 self.log.record(
                     None,

@@ -91,3 +91,19 @@ fn a_single_node_spool_says_so() {
     assert!(out.contains("one node (test)"), "{out}");
     assert!(!env.path("spool/nodes").exists());
 }
+
+#[test]
+fn listing_nodes_while_the_daemon_runs_starts_its_heartbeat() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let beat = env.path("spool/nodes/test/heartbeat.json");
+    assert!(!beat.exists());
+    env.write_config(
+        "nodes.toml",
+        "[[node]]\nname = \"test\"\n[[node]]\nname = \"other\"\n",
+    );
+    wait_for("the heartbeat after the edit", T, || beat.exists());
+    let hb: serde_json::Value = serde_json::from_slice(&std::fs::read(&beat).unwrap()).unwrap();
+    assert_eq!(hb["free"]["shell"], 1, "{hb}");
+}
