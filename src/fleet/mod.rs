@@ -6,6 +6,8 @@
 //!
 //! **Not wired into the daemon yet**: a spool is single-node today (README).
 
+pub mod handoff;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
