@@ -140,6 +140,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a (synced) spool: Syncthing conflict copies; with several nodes, nodes
+    /// presumed dead, unknown node directories, and .stignore patterns missing. Exits 1
+    /// when anything is found.
+    Doctor {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List sessions and their states.
     Sessions {
         /// JSON output.
@@ -307,6 +315,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Retry { id } => tasks::retry(&need(&spool)?, &id),
         Cmd::Sessions { json } => observe::sessions(&need(&spool)?, json),
         Cmd::Nodes { json } => nodes::run(&need(&spool)?, &cli.config, json),
+        Cmd::Doctor { json } => nodes::doctor(&need(&spool)?, &cli.config, json),
         Cmd::Send {
             session,
             text,

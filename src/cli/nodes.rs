@@ -123,3 +123,112 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The patterns a synced spool's `.stignore` must hold: what each node keeps to itself
+/// (the inbox and control requests it takes, its kernel locks) and temp files.
+pub const STIGNORE_NEEDED: &[&str] = &["/inbox", "/control", "/locks", ".*.tmp"];
+
+/// One finding of `architect doctor`.
+#[derive(Debug, Serialize)]
+struct Finding {
+    /// `conflict_copy`, `dead_node`, `unknown_node`, `stignore`.
+    kind: &'static str,
+    /// What is wrong, and where.
+    detail: String,
+}
+
+/// `architect doctor`: what is wrong with a (synced) spool — Syncthing conflict copies
+/// anywhere in it; with several nodes, nodes this node's daemon presumes dead,
+/// directories under `nodes/` of nodes `nodes.toml` does not list, and `.stignore`
+/// patterns missing. Exit status 1 when anything is found.
+///
+/// # Errors
+/// The config cannot be loaded.
+pub fn doctor(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
+    let config = Config::load(config_dir).context("loading the config")?;
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(spool.root())
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+    {
+        let name = entry.file_name().to_string_lossy();
+        if name.contains(".sync-conflict-") {
+            found.push(Finding {
+                kind: "conflict_copy",
+                detail: format!(
+                    "{}: two nodes changed one file; resolve by hand and remove the copy",
+                    entry.path().display()
+                ),
+            });
+        }
+    }
+    if config.nodes.is_fleet() {
+        let listed: std::collections::BTreeSet<&str> =
+            config.nodes.node.iter().map(|n| n.name.as_str()).collect();
+        if let Ok(dirs) = std::fs::read_dir(spool.dir("nodes")) {
+            let mut names: Vec<String> = dirs
+                .filter_map(std::result::Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            names.sort();
+            for n in names {
+                if !listed.contains(n.as_str()) {
+                    found.push(Finding {
+                        kind: "unknown_node",
+                        detail: format!("nodes/{n}/: no such node in config/nodes.toml"),
+                    });
+                }
+            }
+        }
+        let view: Option<View> = std::fs::read(spool.node_dir(&config.node).join("view.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if architect::daemon::DaemonLock::is_held(spool).is_some() {
+            for (name, v) in view.iter().flat_map(|v| v.nodes.iter()) {
+                if !v.alive {
+                    found.push(Finding {
+                        kind: "dead_node",
+                        detail: format!(
+                            "{name}: heartbeat unchanged for {:.1} s (lease {:.1} s)",
+                            v.silent_ms as f64 / 1000.0,
+                            view.as_ref().map_or(0, |v| v.lease_ms) as f64 / 1000.0
+                        ),
+                    });
+                }
+            }
+        }
+        let stignore = std::fs::read_to_string(spool.root().join(".stignore")).unwrap_or_default();
+        let lines: std::collections::BTreeSet<&str> = stignore.lines().map(str::trim).collect();
+        let missing: Vec<&str> = STIGNORE_NEEDED
+            .iter()
+            .copied()
+            .filter(|p| !lines.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            found.push(Finding {
+                kind: "stignore",
+                detail: format!(
+                    "{}: missing {} (node-local and temp files must not be synced)",
+                    spool.root().join(".stignore").display(),
+                    missing.join(", ")
+                ),
+            });
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else if found.is_empty() {
+        println!("nothing wrong found");
+    } else {
+        for f in &found {
+            println!("{}: {}", f.kind, f.detail);
+        }
+    }
+    Ok(if found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

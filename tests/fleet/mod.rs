@@ -107,3 +107,64 @@ fn listing_nodes_while_the_daemon_runs_starts_its_heartbeat() {
     let hb: serde_json::Value = serde_json::from_slice(&std::fs::read(&beat).unwrap()).unwrap();
     assert_eq!(hb["free"]["shell"], 1, "{hb}");
 }
+
+fn doctor(env: &Env) -> (i32, Vec<serde_json::Value>) {
+    let out = env.cli(&["doctor", "--json"]);
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code().unwrap(), found)
+}
+
+fn kinds(found: &[serde_json::Value]) -> Vec<&str> {
+    found.iter().map(|f| f["kind"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn doctor_finds_conflict_copies_dead_and_unknown_nodes_and_a_missing_stignore() {
+    let env = Env::new(ONE_SHELL);
+    assert_eq!(doctor(&env), (0, Vec::new()));
+    assert!(env.ok(&["doctor"]).contains("nothing wrong found"));
+    // A conflict copy, as Syncthing names them.
+    let copy = env.path("spool/done/t1.sync-conflict-20261202-010203-ABCDEF7.json");
+    std::fs::write(&copy, "{}").unwrap();
+    let (code, found) = doctor(&env);
+    assert_eq!((code, kinds(&found)), (1, vec!["conflict_copy"]));
+    assert!(found[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("t1.sync-conflict-"));
+    std::fs::remove_file(&copy).unwrap();
+    // A fleet: the .stignore must keep node-local and temp files out of the sync.
+    env.write_config(
+        "nodes.toml",
+        "lease_s = 1\nheartbeat_ms = 200\n[[node]]\nname = \"test\"\n[[node]]\nname = \"other\"\n",
+    );
+    let (code, found) = doctor(&env);
+    assert_eq!((code, kinds(&found)), (1, vec!["stignore"]));
+    std::fs::write(
+        env.path("spool/.stignore"),
+        "/inbox\n/control\n/locks\n.*.tmp\n",
+    )
+    .unwrap();
+    assert_eq!(doctor(&env), (0, Vec::new()));
+    // A directory of a node nobody listed.
+    std::fs::create_dir_all(env.path("spool/nodes/ghost")).unwrap();
+    assert_eq!(kinds(&doctor(&env).1), ["unknown_node"]);
+    std::fs::remove_dir(env.path("spool/nodes/ghost")).unwrap();
+    // A node that beat once and went silent: dead, as this node's daemon sees it.
+    let _d = env.daemon();
+    write_heartbeat(&env, "other", 1);
+    wait_for("the silent node in doctor's findings", T, || {
+        let (code, found) = doctor(&env);
+        code == 1
+            && found.iter().any(|f| {
+                f["kind"] == "dead_node" && f["detail"].as_str().unwrap().starts_with("other:")
+            })
+    });
+    assert!(
+        !doctor(&env)
+            .1
+            .iter()
+            .any(|f| f["detail"].as_str().unwrap().starts_with("test:")),
+        "this node beats"
+    );
+}
