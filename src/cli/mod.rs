@@ -88,6 +88,11 @@ enum Cmd {
         /// Overwrite existing config files.
         #[arg(long)]
         force: bool,
+        /// This machine's node name, for a spool shared with other machines: sets
+        /// `[node] name`, writes config/nodes.toml listing it, and adds the patterns a
+        /// synced spool needs to spool/.stignore (docs/multi-node.md).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// Run the daemon in the foreground (Ctrl-C or SIGTERM stops it).
     Daemon {
@@ -293,7 +298,7 @@ enum Cmd {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let spool = Spool::new(&cli.spool);
     match cli.command {
-        Cmd::Init { force } => init::run(&spool, &cli.config, force),
+        Cmd::Init { force, node } => init::run(&spool, &cli.config, force, node.as_deref()),
         Cmd::Daemon { .. } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

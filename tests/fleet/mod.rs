@@ -168,3 +168,50 @@ fn doctor_finds_conflict_copies_dead_and_unknown_nodes_and_a_missing_stignore() 
         "this node beats"
     );
 }
+
+#[test]
+fn init_with_a_node_name_prepares_a_spool_for_syncing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::helper::BIN)
+            .arg("--spool")
+            .arg(dir.path().join("spool"))
+            .arg("--config")
+            .arg(dir.path().join("config"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init", "--node", "alpha"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let architect = std::fs::read_to_string(dir.path().join("config/architect.toml")).unwrap();
+    assert!(architect.contains("name = \"alpha\""), "{architect}");
+    let stignore = std::fs::read_to_string(dir.path().join("spool/.stignore")).unwrap();
+    for p in ["/inbox", "/control", "/locks", ".*.tmp"] {
+        assert!(stignore.lines().any(|l| l == p), "{p} in {stignore}");
+    }
+    // A second node listed: a fleet, and doctor finds the spool ready for syncing.
+    let nodes = dir.path().join("config/nodes.toml");
+    let mut text = std::fs::read_to_string(&nodes).unwrap();
+    text.push_str("\n[[node]]\nname = \"beta\"\n");
+    std::fs::write(&nodes, text).unwrap();
+    let out = run(&["doctor", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Again: what is there is kept, nothing is added twice.
+    assert!(run(&["init", "--node", "alpha"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("spool/.stignore")).unwrap(),
+        stignore
+    );
+    let out = run(&["init", "--node", "not a name"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a node name is"));
+}
