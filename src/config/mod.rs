@@ -285,6 +285,7 @@ pub struct Config {
     pub nodes: nodes::Nodes,
 }
 
+/// Reads a TOML config file; an absent one is `T::default()`.
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| Error::Config {

@@ -91,16 +91,11 @@ impl Nodes {
     /// [`Error::Io`] when the file cannot be read.
     pub fn load(config_dir: &Path, this: &str) -> Result<Self> {
         let path = config_dir.join("nodes.toml");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(Error::io("reading config", &path, e)),
-        };
+        let nodes: Self = super::read_toml(&path)?;
         let bad = |message: String| Error::Config {
             path: path.clone(),
             message,
         };
-        let nodes: Self = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, n) in nodes.node.iter().enumerate() {
             if !crate::types::valid_id(&n.name) {

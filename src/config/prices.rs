@@ -56,16 +56,11 @@ impl Prices {
     /// `pattern`; [`Error::Io`] when the file cannot be read.
     pub fn load(config_dir: &Path) -> Result<Self> {
         let path = config_dir.join("prices.toml");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(Error::io("reading config", &path, e)),
-        };
+        let prices: Self = super::read_toml(&path)?;
         let bad = |message: String| Error::Config {
             path: path.clone(),
             message,
         };
-        let prices: Self = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         for (i, m) in prices.model.iter().enumerate() {
             if m.name.is_some() == m.pattern.is_some() {
                 return Err(bad(format!(
