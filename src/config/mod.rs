@@ -154,6 +154,11 @@ pub struct SessionSpec {
     /// config directory's parent. Only with `worktree = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<PathBuf>,
+    /// The node that runs this session, when `nodes.toml` lists several (then every
+    /// session names one, so that a task naming a session runs in one place). Each
+    /// node's daemon starts only its own sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a session is.
@@ -475,6 +480,36 @@ impl Config {
         }
         let prices = prices::Prices::load(&dir)?;
         let nodes = nodes::Nodes::load(&dir, &node)?;
+        let bad = |message: String| Error::Config {
+            path: sessions_path.clone(),
+            message,
+        };
+        for s in &sessions {
+            let listed = |n: &str| nodes.node.iter().any(|spec| spec.name == n);
+            match &s.spec.node {
+                None if nodes.is_fleet() => {
+                    return Err(bad(format!(
+                        "session {:?}: nodes.toml lists several nodes, so each session says \
+                         which one runs it: add node = \"<name>\"",
+                        s.spec.name
+                    )))
+                }
+                Some(n) if !nodes.node.is_empty() && !listed(n) => {
+                    return Err(bad(format!(
+                        "session {:?}: node = {n:?} is not a [[node]] of nodes.toml",
+                        s.spec.name
+                    )))
+                }
+                Some(n) if nodes.node.is_empty() && *n != node => {
+                    return Err(bad(format!(
+                        "session {:?}: node = {n:?}, but this single node is {node:?} \
+                         (list the nodes in nodes.toml to share the spool)",
+                        s.spec.name
+                    )))
+                }
+                _ => {}
+            }
+        }
         Ok(Self {
             dir,
             node,
@@ -486,6 +521,24 @@ impl Config {
             prices,
             nodes,
         })
+    }
+}
+
+impl Config {
+    /// The node that runs session `name` (its `node`, or this node when it names none),
+    /// `None` when no session has that name.
+    #[must_use]
+    pub fn session_node(&self, name: &str) -> Option<&str> {
+        self.sessions
+            .iter()
+            .find(|s| s.spec.name == name)
+            .map(|s| s.spec.node.as_deref().unwrap_or(&self.node))
+    }
+
+    /// Whether this node's daemon runs `session` (it names this node, or none).
+    #[must_use]
+    pub fn runs_here(&self, session: &ResolvedSession) -> bool {
+        session.spec.node.as_deref().is_none_or(|n| n == self.node)
     }
 }
 

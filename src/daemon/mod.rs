@@ -335,7 +335,12 @@ impl Daemon {
     /// branches) that a crash or a removed session left in each repository.
     fn reconcile_worktrees(&mut self) {
         let mut by_repo: BTreeMap<std::path::PathBuf, Vec<String>> = BTreeMap::new();
-        for s in &self.config.sessions {
+        for s in self
+            .config
+            .sessions
+            .iter()
+            .filter(|s| self.config.runs_here(s))
+        {
             if let Some(repo) = &s.repo {
                 by_repo
                     .entry(repo.clone())

@@ -119,7 +119,14 @@ impl Daemon {
     /// changed ones (after their current task). `initial` also clears stale
     /// `sessions/*.json` files of sessions no longer configured.
     pub(super) fn apply_sessions(&mut self, initial: bool) {
-        let wanted: Vec<ResolvedSession> = self.config.sessions.clone();
+        // In a fleet, each node runs the sessions that name it.
+        let wanted: Vec<ResolvedSession> = self
+            .config
+            .sessions
+            .iter()
+            .filter(|s| self.config.runs_here(s))
+            .cloned()
+            .collect();
         if initial {
             let mut warned = std::collections::HashSet::new();
             for r in &wanted {

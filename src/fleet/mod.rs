@@ -7,6 +7,7 @@
 //! **Not wired into the daemon yet**: a spool is single-node today (README).
 
 pub mod handoff;
+pub mod node;
 
 use std::collections::BTreeMap;
 

@@ -178,6 +178,63 @@ events! {
     SessionLimited(SessionLimited) = "session_limited",
     /// Tokens an agent CLI used for a task.
     AgentUsage(AgentUsage) = "agent_usage",
+    /// A step of handing a task between nodes (`docs/multi-node.md`).
+    TaskHandoff(TaskHandoff) = "task_handoff",
+    /// This node adopted a dead node's tasks.
+    NodeAdopted(NodeAdopted) = "node_adopted",
+    /// Another node owns this task now; this node forgot it without finishing it.
+    TaskDisowned(TaskDisowned) = "task_disowned",
+    /// A task ran on two nodes (a partition made a live node look dead); the task id is
+    /// the idempotency key.
+    DuplicateRun(DuplicateRun) = "duplicate_run",
+}
+
+/// `task_handoff`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskHandoff {
+    /// `offered` (giver), `accepted` or `refused` (taker), `released` or `taken_back`
+    /// (giver).
+    pub step: String,
+    /// The other node.
+    pub peer: String,
+    /// The offer's epoch.
+    pub epoch: u64,
+    /// Why (refusals and take-backs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// `node_adopted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAdopted {
+    /// The node presumed dead.
+    pub node: String,
+    /// The fencing epoch of the adoption.
+    pub epoch: u64,
+    /// How many of its tasks were taken (queued, and started ones retried).
+    pub tasks: u64,
+    /// How long its heartbeat had been silent on this node's clock, ms.
+    pub silent_ms: u64,
+}
+
+/// `task_disowned`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDisowned {
+    /// Why (which node owns it now, at which epoch).
+    pub why: String,
+    /// It was running here: its attempt was interrupted and is not recorded.
+    pub was_running: bool,
+}
+
+/// `duplicate_run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateRun {
+    /// The task id: the idempotency key a consumer of results dedupes by.
+    pub idempotency_key: String,
+    /// The nodes it ran on.
+    pub nodes: Vec<String>,
+    /// How it came about.
+    pub why: String,
 }
 
 fn is_false(b: &bool) -> bool {

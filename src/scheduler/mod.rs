@@ -185,6 +185,16 @@ pub enum Input {
         /// Final states on disk of its dependencies.
         on_disk: HashMap<String, TaskState>,
     },
+    /// Another node owns the task now (it adopted this node's tasks, or took back what it
+    /// had offered here: `docs/multi-node.md`): forget it without a final state — its
+    /// file here is removed, its locks released, and a running attempt interrupted; how
+    /// that attempt ends is not recorded, and the task is not retried here.
+    Disown {
+        /// Task id.
+        task_id: String,
+        /// Why, for the log.
+        why: String,
+    },
     /// Timers: retry backoffs and the lock poll fall due at [`Scheduler::next_deadline`].
     Tick,
     /// Every effect returned so far is durable on disk. The dependents of tasks that
@@ -358,6 +368,7 @@ impl<L: Locks> Scheduler<L> {
     pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
         match input {
             Input::Recovered { found, on_disk } => self.recover(found, &on_disk, now),
+            Input::Disown { task_id, why } => self.disown(&task_id, why, now),
             Input::Arrived {
                 record,
                 resources,
@@ -1259,6 +1270,41 @@ impl<L: Locks> Scheduler<L> {
                 self.finish(id, TaskState::Cancelled, None, Some(why), now);
             }
         }
+    }
+
+    fn disown(&mut self, id: &str, why: String, now: DateTime<Utc>) {
+        if !self.tasks.contains_key(id) {
+            return;
+        }
+        self.release_locks(id, now);
+        let Some(t) = self.tasks.remove(id) else {
+            return;
+        };
+        self.queue.remove(id);
+        self.lock_waiters.remove(id);
+        let dir = t.status.dir();
+        let running = match t.status {
+            TaskStatus::Running { session, .. } => {
+                self.out.push(Effect::Interrupt {
+                    session: session.clone(),
+                    task_id: id.to_string(),
+                });
+                Some(session)
+            }
+            _ => None,
+        };
+        self.out.push(Effect::Remove {
+            id: id.to_string(),
+            dir,
+        });
+        self.log(
+            id,
+            running.as_deref(),
+            event::TaskDisowned {
+                why,
+                was_running: running.is_some(),
+            },
+        );
     }
 
     /// `architect retry`: a failed or cancelled task goes back to `pending/` with a fresh

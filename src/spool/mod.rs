@@ -47,10 +47,22 @@ pub const DIRS: &[&str] = &[
     "providers",
 ];
 
+/// The directories that stay on each machine when several nodes share a spool through a
+/// syncer (`.stignore` lists them): every node has its own inbox, control requests and
+/// kernel locks at the spool's root.
+pub const NODE_LOCAL_DIRS: &[&str] = &["inbox", "control", "locks"];
+
 /// A spool rooted at a directory.
+///
+/// One node alone keeps every directory at the root. A node of a fleet (`nodes.toml`
+/// lists several) keeps [`NODE_LOCAL_DIRS`] at the root and writes all the others —
+/// task states, sessions, log, provider state — under `nodes/<node>/`, where no other node
+/// writes ([`Spool::for_node`]; `docs/multi-node.md`).
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// Where the task states, sessions and log are: `root`, or `root/nodes/<node>`.
+    state_root: PathBuf,
 }
 
 /// What an inbox file name means.
@@ -138,7 +150,54 @@ impl Spool {
     /// A spool at `root` (nothing is created; see [`Spool::init`]).
     #[must_use]
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            state_root: root.clone(),
+            root,
+        }
+    }
+
+    /// The spool at `root` as node `node` of a fleet writes it: its task states, sessions
+    /// and log under `root/nodes/<node>/`, its inbox, control requests and locks at the
+    /// root (nothing is created; see [`Spool::init`]).
+    #[must_use]
+    pub fn for_node(root: impl Into<PathBuf>, node: &str) -> Self {
+        let root = root.into();
+        Self {
+            state_root: root.join("nodes").join(node),
+            root,
+        }
+    }
+
+    /// Every node's part of a fleet's spool, found under `nodes/` (each a [`Spool`] whose
+    /// states are that node's), after this spool's root itself, which holds a single
+    /// node's states. What the fleet's readers (`status`, `tasks`, `show`, `sql`) walk.
+    #[must_use]
+    pub fn members(&self) -> Vec<Spool> {
+        let mut out = vec![Spool::new(&self.root)];
+        let Ok(dir) = fs::read_dir(self.root.join("nodes")) else {
+            return out;
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::types::valid_id(n))
+            .collect();
+        names.sort();
+        out.extend(names.iter().map(|n| Spool::for_node(&self.root, n)));
+        out
+    }
+
+    /// The node whose states this spool holds (`None`: the root's, a single node's).
+    #[must_use]
+    pub fn member_node(&self) -> Option<String> {
+        (self.state_root != self.root).then(|| {
+            self.state_root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
     }
 
     /// Creates every spool directory (mode 0700) that does not exist yet, then checks
@@ -150,11 +209,12 @@ impl Spool {
     /// [`Error::Io`] when a directory cannot be created or is not ours.
     pub fn init(&self) -> Result<()> {
         for d in DIRS {
-            durable::create_dir(&self.root.join(d))?;
+            durable::create_dir(&self.dir(d))?;
         }
         durable::check_own_dir(&self.root)?;
+        durable::check_own_dir(&self.state_root)?;
         for d in DIRS.iter().filter(|d| !matches!(**d, "inbox" | "control")) {
-            durable::check_own_dir(&self.root.join(d))?;
+            durable::check_own_dir(&self.dir(d))?;
         }
         Ok(())
     }
@@ -171,10 +231,22 @@ impl Spool {
         &self.root
     }
 
-    /// `<root>/<name>`.
+    /// The directory `name` (one of [`DIRS`], or `nodes`): `<root>/<name>` for a single
+    /// node, for [`NODE_LOCAL_DIRS`] and `nodes`; `<root>/nodes/<node>/<name>` for the
+    /// states, sessions and log of a fleet's node.
     #[must_use]
     pub fn dir(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        if name == "nodes" || NODE_LOCAL_DIRS.contains(&name) {
+            self.root.join(name)
+        } else {
+            self.state_root.join(name)
+        }
+    }
+
+    /// Where this node's states are: the root, or `<root>/nodes/<node>` in a fleet.
+    #[must_use]
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
     }
 
     /// `<root>/inbox`.

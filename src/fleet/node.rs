@@ -1,0 +1,630 @@
+//! One node's part in the fleet, decided without I/O (`docs/multi-node.md`): where a new
+//! task goes ([`placement`]), and what a node does at each heartbeat ([`NodeCore::tick`])
+//! — accept offers made to it, let go of or take back what it offered, adopt a dead
+//! node's tasks when it is the successor, and stand down (disown) what another node
+//! adopted from it or took back from it.
+//!
+//! The files are reached through [`FleetFiles`] (the daemon: the spool; the simulation:
+//! a fake syncer's view of each node) and the tasks through [`TaskHost`] (the daemon: its
+//! scheduler; the simulation: a model of one). A node writes only its own files
+//! (`nodes/<me>/…`), so every method of `FleetFiles` that writes is about this node.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::handoff::{fenced, giver_step, taker_step, Answer, GiverStep, Offer, TakerStep};
+use crate::log::event::{self, EventBody};
+use crate::spool::task::TaskRecord;
+
+/// `nodes/<giver>/offers/<id>.json`: an [`Offer`] with the task's record (dropped once
+/// the offer is withdrawn: the tombstone only fences).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferFile {
+    /// The offer.
+    pub offer: Offer,
+    /// The task's record as the giver held it; `None` in a withdrawn offer.
+    #[serde(default)]
+    pub record: Option<Box<TaskRecord>>,
+}
+
+/// `nodes/<adopter>/adopted/<node>.json`: "`by` adopted these tasks of `node`, which it
+/// presumed dead, at fencing epoch `epoch`". The adopted node, when it comes back and
+/// reads this at an epoch above its own, neither finishes nor retries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adoption {
+    /// The node presumed dead.
+    pub node: String,
+    /// The adopter (the file's writer).
+    pub by: String,
+    /// One above every epoch known for `node` when it was adopted.
+    pub epoch: u64,
+    /// The ids of the tasks taken.
+    pub tasks: Vec<String>,
+}
+
+/// `nodes/<me>/duplicates/<id>.json`: a task that ran on two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Duplicate {
+    /// The task id (the idempotency key).
+    pub task_id: String,
+    /// The nodes it ran on.
+    pub nodes: Vec<String>,
+    /// How.
+    pub why: String,
+}
+
+/// Where a task lives on this node, as the node's task host knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStatus {
+    /// Not here.
+    Unknown,
+    /// Queued here (pending).
+    Queued,
+    /// Running here.
+    Running,
+    /// Finished here (a final record in this node's directory).
+    Final,
+}
+
+/// The files of the fleet as this node sees them. Reads see other nodes' files as the
+/// syncer delivered them (late, missing, resurrected); writes are this node's own files
+/// and must be durable when they return.
+pub trait FleetFiles {
+    /// Offers in other nodes' `offers/` that name this node as taker.
+    fn offers_to_me(&mut self) -> Vec<OfferFile>;
+    /// Node `giver`'s offer of task `id`, if this node sees one.
+    fn offer_of(&mut self, giver: &str, id: &str) -> Option<Offer>;
+    /// Node `taker`'s answer about task `id`, if this node sees one.
+    fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer>;
+    /// Every adoption of `node` this node sees (in any node's `adopted/`).
+    fn adoptions_of(&mut self, node: &str) -> Vec<Adoption>;
+    /// Node `node`'s live task records (its `pending/` and `active/`): each with `true`
+    /// when it was in `active/` (started).
+    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)>;
+    /// Whether any node's final directory holds task `id`.
+    fn is_final_anywhere(&mut self, id: &str) -> bool;
+    /// The epoch in `node`'s last heartbeat seen.
+    fn heartbeat_epoch(&mut self, node: &str) -> Option<u64>;
+    /// Writes this node's offer file (replacing one of the same task).
+    ///
+    /// # Errors
+    /// Why the file could not be written durably.
+    fn write_offer(&mut self, offer: &OfferFile) -> Result<(), String>;
+    /// Removes this node's offer of task `id`.
+    fn remove_offer(&mut self, id: &str);
+    /// Writes this node's answer file.
+    ///
+    /// # Errors
+    /// Why the file could not be written durably.
+    fn write_answer(&mut self, answer: &Answer) -> Result<(), String>;
+    /// Writes this node's adoption file.
+    ///
+    /// # Errors
+    /// Why the file could not be written durably.
+    fn write_adoption(&mut self, adoption: &Adoption) -> Result<(), String>;
+    /// Writes this node's epoch.
+    ///
+    /// # Errors
+    /// Why the file could not be written durably.
+    fn write_epoch(&mut self, epoch: u64) -> Result<(), String>;
+    /// Records a duplicate run in this node's `duplicates/`.
+    fn write_duplicate(&mut self, duplicate: &Duplicate);
+}
+
+/// The tasks of this node.
+pub trait TaskHost {
+    /// Where task `id` is here.
+    fn status(&self, id: &str) -> HostStatus;
+    /// Takes task `record` as this node's: its file is written (in `active/` when
+    /// `started`, so it counts an interrupted attempt and is retried, as after a crash;
+    /// else in `pending/`) durably before this returns, then it is tracked.
+    ///
+    /// # Errors
+    /// Why it could not be taken (its file could not be written): nothing changed.
+    fn take(&mut self, record: TaskRecord, started: bool) -> Result<(), String>;
+    /// Forgets task `id` without a final state (its file here is removed, a running
+    /// attempt interrupted).
+    fn disown(&mut self, id: &str, why: String);
+}
+
+/// What the tick sees of the other nodes' liveness (from [`super::Membership`]).
+#[derive(Debug, Clone, Default)]
+pub struct Liveness<'a> {
+    /// Live nodes, this one included, with their weights.
+    pub live: Vec<(&'a str, u32)>,
+    /// Nodes presumed dead, with how long their heartbeat has been silent (ms).
+    pub dead: Vec<(&'a str, u64)>,
+}
+
+/// An event for this node's log: its task id (if any) and body.
+pub type Note = (Option<String>, EventBody);
+
+/// One node's fleet state: its epoch and the offers, answers and adoptions it wrote (its
+/// own files, loaded at start-up and kept in step with them).
+#[derive(Debug, Clone)]
+pub struct NodeCore {
+    /// This node.
+    pub me: String,
+    /// Its fencing epoch: raised to an adoption's epoch when it learns it was adopted.
+    pub epoch: u64,
+    /// Its offers, by task id (withdrawn ones stay as tombstones).
+    pub offers: BTreeMap<String, OfferFile>,
+    /// Its answers, by task id.
+    pub answers: BTreeMap<String, Answer>,
+    /// Its adoptions, by adopted node.
+    pub adopted: BTreeMap<String, Adoption>,
+    /// Answers found fenced (checked once).
+    fenced: BTreeSet<String>,
+}
+
+impl NodeCore {
+    /// Node `me` at `epoch`, with the files it wrote before.
+    #[must_use]
+    pub fn new(
+        me: &str,
+        epoch: u64,
+        offers: Vec<OfferFile>,
+        answers: Vec<Answer>,
+        adopted: Vec<Adoption>,
+    ) -> Self {
+        Self {
+            me: me.to_string(),
+            epoch: epoch.max(1),
+            offers: offers
+                .into_iter()
+                .map(|o| (o.offer.task_id.clone(), o))
+                .collect(),
+            answers: answers
+                .into_iter()
+                .map(|a| (a.task_id.clone(), a))
+                .collect(),
+            adopted: adopted.into_iter().map(|a| (a.node.clone(), a)).collect(),
+            fenced: BTreeSet::new(),
+        }
+    }
+
+    /// Whether this node has an offer out for task `id` (not withdrawn): it must not run
+    /// it.
+    #[must_use]
+    pub fn has_offer_out(&self, id: &str) -> bool {
+        self.offers.get(id).is_some_and(|o| !o.offer.withdrawn)
+    }
+
+    /// Offers task `record` to node `to`: the offer file is written (durably) and kept.
+    /// The caller has not queued the task, or removes it from its queue after this.
+    ///
+    /// # Errors
+    /// The offer could not be written: the task stays the caller's.
+    pub fn offer(
+        &mut self,
+        files: &mut impl FleetFiles,
+        record: TaskRecord,
+        to: &str,
+    ) -> Result<Note, String> {
+        let epoch = self.offers.get(&record.id).map_or(1, |o| o.offer.epoch + 1);
+        let file = OfferFile {
+            offer: Offer {
+                task_id: record.id.clone(),
+                from: self.me.clone(),
+                to: to.to_string(),
+                epoch,
+                withdrawn: false,
+            },
+            record: Some(Box::new(record)),
+        };
+        files.write_offer(&file)?;
+        let id = file.offer.task_id.clone();
+        self.offers.insert(id.clone(), file);
+        Ok((
+            Some(id),
+            event::TaskHandoff {
+                step: "offered".into(),
+                peer: to.to_string(),
+                epoch,
+                why: None,
+            }
+            .into(),
+        ))
+    }
+
+    /// One heartbeat's worth of fleet work, in this order: stand down from what another
+    /// node adopted from this one; answer offers made to it; stand down from offers
+    /// taken back after it accepted them; let go of or take back its own offers; adopt
+    /// the dead nodes it succeeds. `can_take` says whether this node can run a task now
+    /// (`Err`: why not — draining, its session is not here). Returns what to log.
+    pub fn tick(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        liveness: &Liveness<'_>,
+        can_take: &dyn Fn(&TaskRecord) -> Result<(), String>,
+    ) -> Vec<Note> {
+        let mut notes = Vec::new();
+        self.stand_down_from_adoptions(files, host, &mut notes);
+        self.answer_offers(files, host, can_take, &mut notes);
+        self.stand_down_from_withdrawals(files, host, &mut notes);
+        self.settle_own_offers(files, host, liveness, &mut notes);
+        self.adopt_dead(files, host, liveness, &mut notes);
+        notes
+    }
+
+    /// Another node adopted this one at an epoch above its own: the tasks it took are
+    /// not this node's any more.
+    fn stand_down_from_adoptions(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        notes: &mut Vec<Note>,
+    ) {
+        let me = self.me.clone();
+        let mut adoptions = files.adoptions_of(&me);
+        adoptions.retain(|a| a.epoch > self.epoch);
+        adoptions.sort_by_key(|a| a.epoch);
+        for a in adoptions {
+            let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
+            for id in &a.tasks {
+                self.stand_down(files, host, id, &a.by, &why, notes);
+            }
+            if let Err(e) = files.write_epoch(a.epoch) {
+                tracing::error!("writing this node's epoch: {e}");
+            }
+            self.epoch = a.epoch;
+        }
+    }
+
+    /// Task `id` belongs to `owner` now: forget it here; if it ran or finished here too,
+    /// that is a duplicate run, recorded once.
+    fn stand_down(
+        &self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        id: &str,
+        owner: &str,
+        why: &str,
+        notes: &mut Vec<Note>,
+    ) {
+        let status = host.status(id);
+        if matches!(status, HostStatus::Queued | HostStatus::Running) {
+            host.disown(id, why.to_string());
+        }
+        if matches!(status, HostStatus::Running | HostStatus::Final) {
+            let d = Duplicate {
+                task_id: id.to_string(),
+                nodes: vec![self.me.clone(), owner.to_string()],
+                why: format!(
+                    "{why}; it had {} here",
+                    if status == HostStatus::Final {
+                        "finished"
+                    } else {
+                        "started"
+                    }
+                ),
+            };
+            files.write_duplicate(&d);
+            notes.push((
+                Some(id.to_string()),
+                event::DuplicateRun {
+                    idempotency_key: d.task_id.clone(),
+                    nodes: d.nodes.clone(),
+                    why: d.why.clone(),
+                }
+                .into(),
+            ));
+        }
+    }
+
+    fn answer_offers(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        can_take: &dyn Fn(&TaskRecord) -> Result<(), String>,
+        notes: &mut Vec<Note>,
+    ) {
+        for o in files.offers_to_me() {
+            let id = o.offer.task_id.clone();
+            let answered = self.answers.get(&id);
+            let Some(record) = o.record.as_deref() else {
+                continue;
+            };
+            if record.id != id {
+                continue; // not an offer anyone wrote: its record is another task
+            }
+            // A task already here (or finished here) is not taken twice, whatever offers
+            // say; the answer tells the giver to let go.
+            let here = host.status(&id) != HostStatus::Unknown;
+            let step = if here && answered.is_none() {
+                TakerStep::Accept
+            } else {
+                taker_step(&o.offer, &self.me, answered, can_take(record))
+            };
+            let (refused, step_name) = match step {
+                TakerStep::Nothing => continue,
+                TakerStep::Accept => {
+                    if !here {
+                        if let Err(e) = host.take(record.clone(), false) {
+                            tracing::error!(task = %id, "taking an offered task: {e}");
+                            continue;
+                        }
+                    }
+                    (None, "accepted")
+                }
+                TakerStep::Refuse(why) => (Some(why), "refused"),
+            };
+            let answer = Answer {
+                task_id: id.clone(),
+                from: o.offer.from.clone(),
+                epoch: o.offer.epoch,
+                refused: refused.clone(),
+            };
+            if let Err(e) = files.write_answer(&answer) {
+                // The task is here (if taken); the giver waits, and the answer is
+                // written at the next tick (the host knows the task by then).
+                tracing::error!(task = %id, "writing an answer: {e}");
+                continue;
+            }
+            self.answers.insert(id.clone(), answer);
+            notes.push((
+                Some(id),
+                event::TaskHandoff {
+                    step: step_name.into(),
+                    peer: o.offer.from.clone(),
+                    epoch: o.offer.epoch,
+                    why: refused,
+                }
+                .into(),
+            ));
+        }
+    }
+
+    /// A giver took back a task this node had accepted (it presumed this node dead
+    /// before it saw the answer): the giver owns it.
+    fn stand_down_from_withdrawals(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        notes: &mut Vec<Note>,
+    ) {
+        let accepted: Vec<Answer> = self
+            .answers
+            .values()
+            .filter(|a| a.refused.is_none() && !self.fenced.contains(&a.task_id))
+            .filter(|a| host.status(&a.task_id) != HostStatus::Unknown)
+            .cloned()
+            .collect();
+        for a in accepted {
+            let now = files.offer_of(&a.from, &a.task_id);
+            if fenced(&a, now.as_ref()) {
+                let why = format!("{} took it back after this node accepted it", a.from);
+                self.stand_down(files, host, &a.task_id, &a.from, &why, notes);
+                self.fenced.insert(a.task_id.clone());
+            }
+        }
+    }
+
+    fn settle_own_offers(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        liveness: &Liveness<'_>,
+        notes: &mut Vec<Note>,
+    ) {
+        let out: Vec<String> = self
+            .offers
+            .iter()
+            .filter(|(_, o)| !o.offer.withdrawn)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in out {
+            let Some(file) = self.offers.get(&id) else {
+                continue;
+            };
+            let offer = file.offer.clone();
+            let answer = files.answer_of(&offer.to, &id);
+            let taker_dead = liveness.dead.iter().any(|(n, _)| *n == offer.to);
+            match giver_step(&offer, answer.as_ref(), taker_dead) {
+                GiverStep::Wait => {}
+                GiverStep::Release => {
+                    files.remove_offer(&id);
+                    self.offers.remove(&id);
+                    notes.push((
+                        Some(id.clone()),
+                        event::TaskHandoff {
+                            step: "released".into(),
+                            peer: offer.to.clone(),
+                            epoch: offer.epoch,
+                            why: None,
+                        }
+                        .into(),
+                    ));
+                }
+                GiverStep::TakeBack { epoch, why } => {
+                    let Some(record) = file.record.clone() else {
+                        continue;
+                    };
+                    let tombstone = OfferFile {
+                        offer: Offer {
+                            epoch,
+                            withdrawn: true,
+                            ..offer.clone()
+                        },
+                        record: None,
+                    };
+                    // The withdrawal is written before the task is queued here: a taker
+                    // that accepted meanwhile is fenced before this node can run it.
+                    if let Err(e) = files.write_offer(&tombstone) {
+                        tracing::error!(task = %id, "withdrawing an offer: {e}");
+                        continue;
+                    }
+                    self.offers.insert(id.clone(), tombstone);
+                    if host.status(&id) == HostStatus::Unknown {
+                        if let Err(e) = host.take(*record, false) {
+                            tracing::error!(task = %id, "taking back an offered task: {e}");
+                        }
+                    }
+                    notes.push((
+                        Some(id.clone()),
+                        event::TaskHandoff {
+                            step: "taken_back".into(),
+                            peer: offer.to.clone(),
+                            epoch,
+                            why: Some(why),
+                        }
+                        .into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Adopts each dead node this one succeeds, once per epoch of that node: its live
+    /// tasks that are final nowhere and not here already become this node's (started
+    /// ones count an interrupted attempt and are retried), after the adoption file that
+    /// fences the dead node is written.
+    fn adopt_dead(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+        liveness: &Liveness<'_>,
+        notes: &mut Vec<Note>,
+    ) {
+        for (dead, silent_ms) in &liveness.dead {
+            if super::successor(dead, &liveness.live) != Some(self.me.as_str()) {
+                continue;
+            }
+            let its_epoch = files.heartbeat_epoch(dead).unwrap_or(1);
+            let adoptions = files.adoptions_of(dead);
+            let mut known = its_epoch;
+            for a in adoptions.iter().chain(self.adopted.get(*dead)) {
+                if a.epoch > its_epoch {
+                    // Adopted already since it last raised its epoch (by this node, or
+                    // by a successor before it): not again.
+                    known = u64::MAX;
+                    break;
+                }
+                known = known.max(a.epoch);
+            }
+            if known == u64::MAX {
+                continue;
+            }
+            let epoch = known + 1;
+            let mut take = Vec::new();
+            for (record, started) in files.live_records(dead) {
+                if host.status(&record.id) == HostStatus::Unknown
+                    && !files.is_final_anywhere(&record.id)
+                {
+                    take.push((record, started));
+                }
+            }
+            let adoption = Adoption {
+                node: (*dead).to_string(),
+                by: self.me.clone(),
+                epoch,
+                tasks: take.iter().map(|(r, _)| r.id.clone()).collect(),
+            };
+            if let Err(e) = files.write_adoption(&adoption) {
+                tracing::error!(node = %dead, "writing an adoption: {e}");
+                continue;
+            }
+            let mut taken = 0u64;
+            for (record, started) in take {
+                let id = record.id.clone();
+                match host.take(record, started) {
+                    Ok(()) => taken += 1,
+                    Err(e) => tracing::error!(task = %id, "adopting a task: {e}"),
+                }
+            }
+            self.adopted.insert((*dead).to_string(), adoption);
+            notes.push((
+                None,
+                event::NodeAdopted {
+                    node: (*dead).to_string(),
+                    epoch,
+                    tasks: taken,
+                    silent_ms: *silent_ms,
+                }
+                .into(),
+            ));
+        }
+    }
+}
+
+/// Where a new task goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// It stays on this node.
+    Here,
+    /// It is offered to this node.
+    Offer(String),
+}
+
+/// What placement knows of a task.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementAsk<'a> {
+    /// The node of the session the task names (`None`: it names none).
+    pub session_node: Option<&'a str>,
+    /// The role it asks for.
+    pub role: Option<&'a str>,
+    /// It takes locks (a branch or paths): it runs on the repository's lock home.
+    pub locks: bool,
+    /// This node has an idle session that fits it now.
+    pub idle_here: bool,
+    /// This node has any session that fits it (idle or not).
+    pub fits_here: bool,
+}
+
+/// Where a task goes (`docs/multi-node.md`, "Placement" and "Locks across nodes"): to
+/// its session's node; a locking task to the repository's lock home; otherwise it stays
+/// when a session here is idle for it, else goes to the least-loaded live node with an
+/// idle fitting session ([`super::place`]), else stays when a session here fits it at
+/// all, else goes to any live node that has one idle later (it waits here meanwhile:
+/// a later tick offers it again). `heartbeats`: the live nodes' last heartbeats, this
+/// node's included; `live`: their names and weights.
+#[must_use]
+pub fn placement(
+    me: &str,
+    ask: PlacementAsk<'_>,
+    lock_home_key: &str,
+    lock_home_configured: Option<&str>,
+    live: &[(&str, u32)],
+    heartbeats: &BTreeMap<String, super::Heartbeat>,
+) -> Placement {
+    let elsewhere = |n: &str| {
+        if n == me {
+            Placement::Here
+        } else {
+            Placement::Offer(n.to_string())
+        }
+    };
+    if let Some(node) = ask.session_node {
+        return elsewhere(node);
+    }
+    if ask.locks {
+        return super::lock_home(lock_home_key, lock_home_configured, live)
+            .map_or(Placement::Here, elsewhere);
+    }
+    if ask.idle_here {
+        return Placement::Here;
+    }
+    let candidates: Vec<super::Candidate<'_>> = live
+        .iter()
+        .filter_map(|(name, weight)| {
+            heartbeats.get(*name).map(|hb| super::Candidate {
+                name,
+                weight: *weight,
+                heartbeat: hb,
+            })
+        })
+        .collect();
+    let want = ask.role.map_or(super::Want::Any, super::Want::Role);
+    match super::place(want, &candidates) {
+        Some(n) => elsewhere(n),
+        None => Placement::Here,
+    }
+}
+
+#[cfg(test)]
+mod tests;

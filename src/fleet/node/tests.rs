@@ -1,0 +1,457 @@
+//! `NodeCore` over an in-memory fleet whose files every node sees at once (the
+//! simulation, `tests/simulation`, adds the syncer's delays, losses and resurrections).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::spool::task::parse_task;
+
+fn record(id: &str) -> TaskRecord {
+    let mut spec = parse_task(br#"{"prompt": "p"}"#).unwrap();
+    spec.id = Some(id.into());
+    TaskRecord::new(
+        id.into(),
+        spec,
+        "a".into(),
+        format!("{id}.json"),
+        chrono::Utc::now(),
+    )
+}
+
+/// Every node's files, seen by all at once.
+#[derive(Default)]
+struct Disk {
+    offers: BTreeMap<(String, String), OfferFile>,
+    answers: BTreeMap<(String, String), Answer>,
+    adoptions: BTreeMap<(String, String), Adoption>,
+    epochs: BTreeMap<String, u64>,
+    duplicates: Vec<(String, Duplicate)>,
+}
+
+/// A node's tasks: id → status, and its live records.
+#[derive(Default)]
+struct Host {
+    tasks: BTreeMap<String, (HostStatus, TaskRecord, bool)>,
+    disowned: BTreeSet<String>,
+}
+
+impl TaskHost for Host {
+    fn status(&self, id: &str) -> HostStatus {
+        self.tasks.get(id).map_or(HostStatus::Unknown, |t| t.0)
+    }
+    fn take(&mut self, record: TaskRecord, started: bool) -> Result<(), String> {
+        self.tasks
+            .insert(record.id.clone(), (HostStatus::Queued, record, started));
+        Ok(())
+    }
+    fn disown(&mut self, id: &str, _why: String) {
+        self.tasks.remove(id);
+        self.disowned.insert(id.to_string());
+    }
+}
+
+struct Fleet {
+    disk: Disk,
+    hosts: BTreeMap<String, Host>,
+}
+
+struct View<'a> {
+    me: String,
+    disk: &'a mut Disk,
+    hosts: &'a BTreeMap<String, Host>,
+}
+
+impl FleetFiles for View<'_> {
+    fn offers_to_me(&mut self) -> Vec<OfferFile> {
+        self.disk
+            .offers
+            .values()
+            .filter(|o| o.offer.to == self.me)
+            .cloned()
+            .collect()
+    }
+    fn offer_of(&mut self, giver: &str, id: &str) -> Option<Offer> {
+        self.disk
+            .offers
+            .get(&(giver.to_string(), id.to_string()))
+            .map(|o| o.offer.clone())
+    }
+    fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer> {
+        self.disk
+            .answers
+            .get(&(taker.to_string(), id.to_string()))
+            .cloned()
+    }
+    fn adoptions_of(&mut self, node: &str) -> Vec<Adoption> {
+        self.disk
+            .adoptions
+            .values()
+            .filter(|a| a.node == node)
+            .cloned()
+            .collect()
+    }
+    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+        self.hosts.get(node).map_or_else(Vec::new, |h| {
+            h.tasks
+                .values()
+                .filter(|t| t.0 != HostStatus::Final)
+                .map(|t| (t.1.clone(), t.0 == HostStatus::Running))
+                .collect()
+        })
+    }
+    fn is_final_anywhere(&mut self, id: &str) -> bool {
+        self.hosts
+            .values()
+            .any(|h| h.tasks.get(id).is_some_and(|t| t.0 == HostStatus::Final))
+    }
+    fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
+        Some(self.disk.epochs.get(node).copied().unwrap_or(1))
+    }
+    fn write_offer(&mut self, offer: &OfferFile) -> Result<(), String> {
+        self.disk.offers.insert(
+            (self.me.clone(), offer.offer.task_id.clone()),
+            offer.clone(),
+        );
+        Ok(())
+    }
+    fn remove_offer(&mut self, id: &str) {
+        self.disk.offers.remove(&(self.me.clone(), id.to_string()));
+    }
+    fn write_answer(&mut self, answer: &Answer) -> Result<(), String> {
+        self.disk
+            .answers
+            .insert((self.me.clone(), answer.task_id.clone()), answer.clone());
+        Ok(())
+    }
+    fn write_adoption(&mut self, adoption: &Adoption) -> Result<(), String> {
+        self.disk
+            .adoptions
+            .insert((self.me.clone(), adoption.node.clone()), adoption.clone());
+        Ok(())
+    }
+    fn write_epoch(&mut self, epoch: u64) -> Result<(), String> {
+        self.disk.epochs.insert(self.me.clone(), epoch);
+        Ok(())
+    }
+    fn write_duplicate(&mut self, duplicate: &Duplicate) {
+        self.disk
+            .duplicates
+            .push((self.me.clone(), duplicate.clone()));
+    }
+}
+
+impl Fleet {
+    fn new(nodes: &[&str]) -> Self {
+        Self {
+            disk: Disk::default(),
+            hosts: nodes
+                .iter()
+                .map(|n| ((*n).to_string(), Host::default()))
+                .collect(),
+        }
+    }
+
+    /// Runs `core`'s tick with `live` alive and `dead` presumed dead.
+    fn tick(&mut self, core: &mut NodeCore, live: &[&str], dead: &[&str]) -> Vec<Note> {
+        let me = core.me.clone();
+        let mut host = self.hosts.remove(&me).unwrap();
+        let liveness = Liveness {
+            live: live.iter().map(|n| (*n, 1)).collect(),
+            dead: dead.iter().map(|n| (*n, 60_000)).collect(),
+        };
+        let mut view = View {
+            me,
+            disk: &mut self.disk,
+            hosts: &self.hosts,
+        };
+        let notes = core.tick(&mut view, &mut host, &liveness, &|_| Ok(()));
+        self.hosts.insert(core.me.clone(), host);
+        notes
+    }
+
+    fn offer(&mut self, core: &mut NodeCore, id: &str, to: &str) {
+        let me = core.me.clone();
+        let mut view = View {
+            me,
+            disk: &mut self.disk,
+            hosts: &self.hosts,
+        };
+        core.offer(&mut view, record(id), to).unwrap();
+    }
+
+    fn set(&mut self, node: &str, id: &str, status: HostStatus) {
+        self.hosts
+            .get_mut(node)
+            .unwrap()
+            .tasks
+            .get_mut(id)
+            .unwrap()
+            .0 = status;
+    }
+
+    fn status(&self, node: &str, id: &str) -> HostStatus {
+        self.hosts[node].status(id)
+    }
+}
+
+fn kinds(notes: &[Note]) -> Vec<String> {
+    notes
+        .iter()
+        .map(|(_, b)| match b {
+            EventBody::TaskHandoff(h) => format!("{}:{}", b.kind(), h.step),
+            other => other.kind().to_string(),
+        })
+        .collect()
+}
+
+fn core(me: &str) -> NodeCore {
+    NodeCore::new(me, 1, Vec::new(), Vec::new(), Vec::new())
+}
+
+#[test]
+fn an_offer_is_accepted_once_and_the_giver_lets_go_after_the_answer() {
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    assert!(a.has_offer_out("t"));
+    // The giver sees no answer: it waits and does not hold the task.
+    assert!(kinds(&f.tick(&mut a, &["a", "b"], &[])).is_empty());
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+    assert_eq!(
+        kinds(&f.tick(&mut b, &["a", "b"], &[])),
+        ["task_handoff:accepted"]
+    );
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    // The offer seen again (late, resurrected): nothing more.
+    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a", "b"], &[])),
+        ["task_handoff:released"]
+    );
+    assert!(!a.has_offer_out("t"));
+    assert!(f.disk.offers.is_empty());
+    // A resurrected offer after the release: the taker's own answer stops it.
+    f.disk.offers.insert(
+        ("a".into(), "t".into()),
+        OfferFile {
+            offer: Offer {
+                task_id: "t".into(),
+                from: "a".into(),
+                to: "b".into(),
+                epoch: 1,
+                withdrawn: false,
+            },
+            record: Some(Box::new(record("t"))),
+        },
+    );
+    f.set("b", "t", HostStatus::Final);
+    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
+    assert_eq!(f.status("b", "t"), HostStatus::Final);
+}
+
+#[test]
+fn a_refused_offer_comes_back_to_the_giver() {
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    let mut host = f.hosts.remove("b").unwrap();
+    let mut view = View {
+        me: "b".into(),
+        disk: &mut f.disk,
+        hosts: &f.hosts,
+    };
+    let notes = b.tick(&mut view, &mut host, &Liveness::default(), &|_| {
+        Err("draining".into())
+    });
+    f.hosts.insert("b".into(), host);
+    assert_eq!(kinds(&notes), ["task_handoff:refused"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a", "b"], &[])),
+        ["task_handoff:taken_back"]
+    );
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    assert!(!a.has_offer_out("t"));
+    // The tombstone stays and fences; nothing more happens.
+    assert!(
+        f.disk.offers[&("a".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    assert!(kinds(&f.tick(&mut a, &["a", "b"], &[])).is_empty());
+    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
+}
+
+#[test]
+fn a_taker_whose_answer_came_too_late_stands_down_and_its_run_is_logged_as_a_duplicate() {
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b"], &[]);
+    f.set("b", "t", HostStatus::Running);
+    // The answer is lost in a partition, and b looks dead to a, which also adopts b
+    // (nothing of b's is left to take: a holds t again).
+    f.disk.answers.clear();
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a"], &["b"])),
+        ["task_handoff:taken_back", "node_adopted"]
+    );
+    assert!(f.disk.adoptions[&("a".to_string(), "b".to_string())]
+        .tasks
+        .is_empty());
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    // b heals and sees the withdrawal: it stands down, and says it ran.
+    assert_eq!(kinds(&f.tick(&mut b, &["a", "b"], &[])), ["duplicate_run"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    assert!(f.hosts["b"].disowned.contains("t"));
+    assert_eq!(f.disk.duplicates.len(), 1);
+    assert_eq!(f.disk.duplicates[0].1.task_id, "t");
+    // Once.
+    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
+}
+
+#[test]
+fn a_dead_nodes_tasks_are_adopted_once_by_its_successor_and_it_stands_down_when_back() {
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    for (id, status) in [
+        ("queued", HostStatus::Queued),
+        ("running", HostStatus::Running),
+        ("finished", HostStatus::Final),
+    ] {
+        f.hosts
+            .get_mut("a")
+            .unwrap()
+            .take(record(id), false)
+            .unwrap();
+        f.set("a", id, status);
+    }
+    let live = ["b", "c"];
+    let heir = crate::fleet::successor("a", &[("b", 1), ("c", 1)]).unwrap();
+    let (heir_core, other_core, other) = if heir == "b" {
+        (&mut b, &mut c, "c")
+    } else {
+        (&mut c, &mut b, "b")
+    };
+    // Only the successor adopts.
+    assert!(kinds(&f.tick(other_core, &live, &["a"])).is_empty());
+    assert_eq!(kinds(&f.tick(heir_core, &live, &["a"])), ["node_adopted"]);
+    assert_eq!(f.status(heir, "queued"), HostStatus::Queued);
+    assert_eq!(f.status(heir, "running"), HostStatus::Queued);
+    assert!(
+        f.hosts[heir].tasks["running"].2,
+        "a started task is taken as started"
+    );
+    assert_eq!(f.status(heir, "finished"), HostStatus::Unknown);
+    assert_eq!(f.status(other, "queued"), HostStatus::Unknown);
+    // Not twice.
+    assert!(kinds(&f.tick(heir_core, &live, &["a"])).is_empty());
+    // a comes back: it stands down from both, and its running one was a duplicate run.
+    let notes = f.tick(&mut a, &["a", "b", "c"], &[]);
+    assert_eq!(kinds(&notes), ["duplicate_run"]);
+    assert_eq!(a.epoch, 2);
+    assert_eq!(f.status("a", "queued"), HostStatus::Unknown);
+    assert_eq!(f.status("a", "running"), HostStatus::Unknown);
+    assert_eq!(f.status("a", "finished"), HostStatus::Final);
+    // Once.
+    assert!(kinds(&f.tick(&mut a, &["a", "b", "c"], &[])).is_empty());
+    // It dies again with new work: adopted again, at the next epoch.
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("later"), false)
+        .unwrap();
+    assert_eq!(kinds(&f.tick(heir_core, &live, &["a"])), ["node_adopted"]);
+    let again = &f.disk.adoptions[&(heir.to_string(), "a".to_string())];
+    assert_eq!(
+        (again.epoch, again.tasks.clone()),
+        (3, vec!["later".to_string()])
+    );
+}
+
+fn hb(running: u32, free: &[(&str, u32)], draining: bool) -> crate::fleet::Heartbeat {
+    crate::fleet::Heartbeat {
+        seq: 1,
+        version: "v".into(),
+        epoch: 1,
+        running,
+        free: free.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
+        draining,
+    }
+}
+
+#[test]
+fn placement_follows_the_session_then_the_lock_home_then_idle_sessions() {
+    let live = [("a", 1), ("b", 1)];
+    let beats: BTreeMap<String, crate::fleet::Heartbeat> = [
+        ("a".to_string(), hb(3, &[], false)),
+        ("b".to_string(), hb(0, &[("review", 1)], false)),
+    ]
+    .into();
+    let ask = PlacementAsk {
+        session_node: None,
+        role: None,
+        locks: false,
+        idle_here: false,
+        fits_here: true,
+    };
+    let go = |ask| placement("a", ask, "repo", None, &live, &beats);
+    assert_eq!(
+        go(PlacementAsk {
+            session_node: Some("b"),
+            idle_here: true,
+            ..ask
+        }),
+        Placement::Offer("b".into())
+    );
+    assert_eq!(
+        go(PlacementAsk {
+            session_node: Some("a"),
+            ..ask
+        }),
+        Placement::Here
+    );
+    // Locking tasks all meet on the lock home, wherever they arrive.
+    let home = crate::fleet::lock_home("repo", None, &live).unwrap();
+    let locking = PlacementAsk {
+        locks: true,
+        idle_here: true,
+        ..ask
+    };
+    assert_eq!(
+        placement("a", locking, "repo", None, &live, &beats) == Placement::Here,
+        home == "a"
+    );
+    assert_eq!(
+        placement("b", locking, "repo", None, &live, &beats) == Placement::Here,
+        home == "b"
+    );
+    assert_eq!(
+        placement("a", locking, "repo", Some("b"), &live, &beats),
+        Placement::Offer("b".into())
+    );
+    // Idle here: stays.
+    assert_eq!(
+        go(PlacementAsk {
+            idle_here: true,
+            ..ask
+        }),
+        Placement::Here
+    );
+    // Busy here, b idle for the role: goes.
+    assert_eq!(
+        go(PlacementAsk {
+            role: Some("review"),
+            ..ask
+        }),
+        Placement::Offer("b".into())
+    );
+    // Nobody idle for the role: stays and waits.
+    assert_eq!(
+        go(PlacementAsk {
+            role: Some("build"),
+            ..ask
+        }),
+        Placement::Here
+    );
+}
