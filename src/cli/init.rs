@@ -87,8 +87,18 @@ pub fn run(spool: &Spool, config: &Path, force: bool, node: Option<&str>) -> Res
         None => DEFAULT_ARCHITECT.to_string(),
     };
     let nodes = node.map(nodes_toml);
+    // In a fleet every session names the node that runs it: this one's sessions run here.
+    let sessions = node.map_or_else(
+        || DEFAULT_SESSIONS.to_string(),
+        |n| {
+            DEFAULT_SESSIONS.replace(
+                "\n[[session]]\n",
+                &format!("\n[[session]]\nnode = \"{n}\"\n"),
+            )
+        },
+    );
     let mut files: Vec<(std::path::PathBuf, &str)> = vec![
-        (config.join("sessions.toml"), DEFAULT_SESSIONS),
+        (config.join("sessions.toml"), &sessions),
         (config.join("architect.toml"), &architect_toml),
         (config.join("policy.toml"), DEFAULT_POLICY),
         (
@@ -123,7 +133,8 @@ pub fn run(spool: &Spool, config: &Path, force: bool, node: Option<&str>) -> Res
         }
         println!(
             "\nThis node is {n:?}. List every node in config/nodes.toml on each of them, and sync \
-             {} between them (docs/multi-node.md). Tasks are not handed between nodes yet.",
+             {} between them (docs/multi-node.md). Each session says which node runs it \
+             (node = … in sessions.toml); the sessions written here are this node's.",
             spool.root().display()
         );
     }

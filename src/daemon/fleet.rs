@@ -2,17 +2,34 @@
 //! lists several nodes, the daemon rewrites `nodes/<node>/heartbeat.json` every
 //! `heartbeat_ms`, reads the other nodes' heartbeats, judges them on its own clock
 //! ([`crate::fleet::Membership`]) and writes what it sees to `nodes/<node>/view.json`
-//! for `architect nodes`. Nothing is placed, handed over or adopted yet.
+//! for `architect nodes`.
+//!
+//! A daemon started with the fleet's layout (its states under `nodes/<node>/`) also hands
+//! tasks over: intake places each new task ([`crate::fleet::node::placement`]) and offers
+//! it when it belongs elsewhere, and every heartbeat runs [`NodeCore::tick`] over the
+//! spool's files ([`SpoolFiles`]) and this daemon's scheduler ([`Host`]).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::durable;
+use crate::fleet::handoff::{Answer, Offer};
+use crate::fleet::node::{
+    Adoption, Duplicate, FleetFiles, HostStatus, Liveness, NodeCore, OfferFile, PlacementAsk,
+    TaskHost,
+};
 use crate::fleet::{Heartbeat, Membership};
+use crate::scheduler::{Found, Input};
+use crate::spool::task::{TaskRecord, TaskState};
+use crate::spool::{Spool, MAX_TASK_BYTES};
 
 use super::Daemon;
 
 /// The largest heartbeat file read (bytes): anything larger is not one.
 const HEARTBEAT_MAX: u64 = 64 * 1024;
+/// The largest offer, answer or adoption file read (bytes): an offer holds a task record.
+const FLEET_FILE_MAX: u64 = MAX_TASK_BYTES * 2;
 
 /// The fleet state of a daemon whose config lists several nodes.
 #[derive(Debug)]
@@ -24,24 +41,291 @@ pub(super) struct FleetShell {
     /// When the next heartbeat is due.
     pub(super) next_beat: Instant,
     membership: Membership,
+    /// The last heartbeat read of each node (this one's: the last written).
+    heartbeats: BTreeMap<String, Heartbeat>,
+    /// Hand-offs and adoptions: only when the spool has the fleet's layout (a daemon
+    /// that became part of a fleet by a live config edit beats, and waits for a restart
+    /// to hand anything over).
+    pub(super) core: Option<NodeCore>,
 }
 
 impl FleetShell {
-    /// For a config whose `nodes.toml` lists several nodes; `None` otherwise.
-    pub(super) fn for_config(config: &crate::config::Config) -> Option<Self> {
+    /// For a config whose `nodes.toml` lists several nodes; `None` otherwise. `spool`:
+    /// this daemon's spool, whose layout says whether it hands tasks over.
+    pub(super) fn for_config(config: &crate::config::Config, spool: &Spool) -> Option<Self> {
+        let core = (spool.member_node().as_deref() == Some(config.node.as_str()))
+            .then(|| load_core(spool, &config.node));
         config.nodes.is_fleet().then(|| Self {
             started: Instant::now(),
             seq: 0,
             next_beat: Instant::now(),
             membership: Membership::new(config.nodes.lease_s.saturating_mul(1000)),
+            heartbeats: BTreeMap::new(),
+            core,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// This node's `NodeCore` from its own files: `epoch.json`, `offers/`, `accepted/`,
+/// `adopted/` under `nodes/<me>/`.
+fn load_core(spool: &Spool, me: &str) -> NodeCore {
+    let dir = spool.node_dir(me);
+    let epoch = read_json::<EpochFile>(&dir.join("epoch.json")).map_or(1, |e| e.epoch);
+    NodeCore::new(
+        me,
+        epoch,
+        read_all(&dir.join("offers")),
+        read_all(&dir.join("accepted")),
+        read_all(&dir.join("adopted")),
+    )
+}
+
+/// `nodes/<me>/epoch.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct EpochFile {
+    epoch: u64,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let bytes = durable::read_regular(path, FLEET_FILE_MAX).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("unreadable fleet file {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The `*.json` files of `dir` that are not temp files or conflict copies.
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            !n.starts_with('.') && n.ends_with(".json") && !n.contains(".sync-conflict-")
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> Vec<T> {
+    json_files(dir)
+        .iter()
+        .filter_map(|p| read_json(p))
+        .collect()
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        durable::create_dir(dir).map_err(|e| e.to_string())?;
+    }
+    durable::write_atomic(path, &bytes).map_err(|e| e.to_string())
+}
+
+/// The fleet's files in the spool, as this node sees them.
+pub(super) struct SpoolFiles<'a> {
+    spool: &'a Spool,
+    me: &'a str,
+    /// Every node listed in `nodes.toml`.
+    nodes: Vec<String>,
+}
+
+impl SpoolFiles<'_> {
+    fn mine(&self, sub: &str) -> PathBuf {
+        self.spool.node_dir(self.me).join(sub)
+    }
+}
+
+impl FleetFiles for SpoolFiles<'_> {
+    fn offers_to_me(&mut self) -> Vec<OfferFile> {
+        let mut out = Vec::new();
+        for n in self.nodes.iter().filter(|n| *n != self.me) {
+            for f in read_all::<OfferFile>(&self.spool.node_dir(n).join("offers")) {
+                if f.offer.to == self.me && f.offer.from == *n {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
+    fn offer_of(&mut self, giver: &str, id: &str) -> Option<Offer> {
+        let path = self
+            .spool
+            .node_dir(giver)
+            .join("offers")
+            .join(format!("{id}.json"));
+        read_json::<OfferFile>(&path).map(|f| f.offer)
+    }
+
+    fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer> {
+        let path = self
+            .spool
+            .node_dir(taker)
+            .join("accepted")
+            .join(format!("{id}.json"));
+        read_json(&path)
+    }
+
+    fn adoptions_of(&mut self, node: &str) -> Vec<Adoption> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let path = self
+                    .spool
+                    .node_dir(n)
+                    .join("adopted")
+                    .join(format!("{node}.json"));
+                read_json::<Adoption>(&path).filter(|a| a.by == *n && a.node == node)
+            })
+            .collect()
+    }
+
+    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+        let theirs = Spool::for_node(self.spool.root(), node);
+        let mut out = Vec::new();
+        for (state, started) in [(TaskState::Pending, false), (TaskState::Active, true)] {
+            for r in theirs.list(state).unwrap_or_default() {
+                out.push((r, started));
+            }
+        }
+        out
+    }
+
+    fn is_final_anywhere(&mut self, id: &str) -> bool {
+        self.nodes.iter().any(|n| {
+            let s = Spool::for_node(self.spool.root(), n);
+            [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
+                .into_iter()
+                .any(|st| s.task_path(st, id).exists())
+        })
+    }
+
+    fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
+        read_json::<Heartbeat>(&self.spool.node_dir(node).join("heartbeat.json")).map(|h| h.epoch)
+    }
+
+    fn write_offer(&mut self, offer: &OfferFile) -> Result<(), String> {
+        let path = self
+            .mine("offers")
+            .join(format!("{}.json", offer.offer.task_id));
+        write_json(&path, offer)
+    }
+
+    fn remove_offer(&mut self, id: &str) {
+        let path = self.mine("offers").join(format!("{id}.json"));
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!("removing {}: {e}", path.display());
+        }
+    }
+
+    fn write_answer(&mut self, answer: &Answer) -> Result<(), String> {
+        let path = self
+            .mine("accepted")
+            .join(format!("{}.json", answer.task_id));
+        write_json(&path, answer)
+    }
+
+    fn write_adoption(&mut self, adoption: &Adoption) -> Result<(), String> {
+        let path = self.mine("adopted").join(format!("{}.json", adoption.node));
+        write_json(&path, adoption)
+    }
+
+    fn write_epoch(&mut self, epoch: u64) -> Result<(), String> {
+        write_json(&self.mine("epoch.json"), &EpochFile { epoch })
+    }
+
+    fn write_duplicate(&mut self, duplicate: &Duplicate) {
+        let path = self
+            .mine("duplicates")
+            .join(format!("{}.json", duplicate.task_id));
+        if let Err(e) = write_json(&path, duplicate) {
+            tracing::error!("recording a duplicate run: {e}");
+        }
+    }
+}
+
+/// This daemon's tasks, for [`NodeCore`].
+pub(super) struct Host<'a>(pub(super) &'a mut Daemon);
+
+impl TaskHost for Host<'_> {
+    fn status(&self, id: &str) -> HostStatus {
+        match self.0.sched.state_of(id) {
+            Some(TaskState::Active) => HostStatus::Running,
+            Some(TaskState::Pending) => HostStatus::Queued,
+            Some(_) => HostStatus::Final,
+            None => match self.0.spool.locate(id) {
+                Some(TaskState::Pending | TaskState::Active) => HostStatus::Queued,
+                Some(_) => HostStatus::Final,
+                None => HostStatus::Unknown,
+            },
+        }
+    }
+
+    fn take(&mut self, mut record: TaskRecord, started: bool) -> Result<(), String> {
+        let d = &mut *self.0;
+        let dir = if started {
+            TaskState::Active
+        } else {
+            TaskState::Pending
+        };
+        record.state = dir;
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+        durable::write_atomic(&d.spool.task_path(dir, &record.id), &bytes)
+            .map_err(|e| e.to_string())?;
+        if started {
+            let resources = d.resources(&record.task);
+            let on_disk = d.deps_on_disk(&record.task.depends_on);
+            d.decide(Input::Recovered {
+                found: vec![Found {
+                    dir,
+                    record,
+                    also_final: None,
+                    resources,
+                }],
+                on_disk,
+            });
+        } else {
+            d.arrived(record);
+        }
+        Ok(())
+    }
+
+    fn disown(&mut self, id: &str, why: String) {
+        let d = &mut *self.0;
+        if d.sched.state_of(id).is_some() {
+            d.decide(Input::Disown {
+                task_id: id.to_string(),
+                why,
+            });
+        } else {
+            for state in [TaskState::Pending, TaskState::Active] {
+                let path = d.spool.task_path(state, id);
+                if path.exists() {
+                    d.batch.remove_after(&path);
+                }
+            }
+        }
     }
 }
 
 impl Daemon {
-    /// Writes this node's heartbeat, reads the others', and writes the view. Errors are
-    /// logged: a heartbeat that cannot be written makes this node look dead to the others
-    /// after the lease, which is what a node that cannot write is.
+    /// Writes this node's heartbeat, reads the others', writes the view, and (in the
+    /// fleet's layout) runs the hand-offs and adoptions due. Errors are logged: a
+    /// heartbeat that cannot be written makes this node look dead to the others after
+    /// the lease, which is what a node that cannot write is.
     pub(super) fn beat(&mut self) {
         let Some(mut f) = self.fleet.take() else {
             return;
@@ -50,7 +334,7 @@ impl Daemon {
         f.next_beat = now + Duration::from_millis(self.config.nodes.heartbeat_ms.max(1));
         f.seq += 1;
         let me = self.config.node.clone();
-        let mut free = std::collections::BTreeMap::new();
+        let mut free = BTreeMap::new();
         for s in self.sessions.values().filter(|s| s.is_free()) {
             let role = s.resolved.spec.role.clone().unwrap_or_default();
             *free.entry(role).or_insert(0u32) += 1;
@@ -60,7 +344,7 @@ impl Daemon {
         let beat = Heartbeat {
             seq: f.seq,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            epoch: 1,
+            epoch: f.core.as_ref().map_or(1, |c| c.epoch),
             running,
             free,
             draining: false,
@@ -75,17 +359,22 @@ impl Daemon {
         if let Err(e) = written {
             tracing::error!("writing this node's heartbeat: {e}");
         }
-        let now_ms = u64::try_from(now.duration_since(f.started).as_millis()).unwrap_or(u64::MAX);
-        for spec in &self.config.nodes.node {
+        let now_ms = f.now_ms();
+        f.heartbeats.insert(me.clone(), beat);
+        for spec in self.config.nodes.node.iter().filter(|n| n.name != me) {
             let path = self.spool.node_dir(&spec.name).join("heartbeat.json");
             let Ok(bytes) = durable::read_regular(&path, HEARTBEAT_MAX) else {
                 continue; // none yet (or not synced yet): the node stays unknown
             };
             match serde_json::from_slice::<Heartbeat>(&bytes) {
-                Ok(hb) => f.membership.observe(&spec.name, hb.seq, now_ms),
+                Ok(hb) => {
+                    f.membership.observe(&spec.name, hb.seq, now_ms);
+                    f.heartbeats.insert(spec.name.clone(), hb);
+                }
                 Err(e) => tracing::warn!(node = %spec.name, "unreadable heartbeat: {e}"),
             }
         }
+        f.membership.observe(&me, f.seq, now_ms);
         let view = f.membership.view(now_ms);
         let written = serde_json::to_vec_pretty(&view)
             .map_err(|e| crate::error::Error::json("fleet view", e))
@@ -93,6 +382,132 @@ impl Daemon {
         if let Err(e) = written {
             tracing::error!("writing this node's view of the fleet: {e}");
         }
+        if let Some(mut core) = f.core.take() {
+            let nodes = self.config.nodes.clone();
+            let liveness = Liveness {
+                live: nodes
+                    .node
+                    .iter()
+                    .filter(|n| n.name == me || view.nodes.get(&n.name).is_some_and(|v| v.alive))
+                    .map(|n| (n.name.as_str(), n.weight))
+                    .collect(),
+                dead: nodes
+                    .node
+                    .iter()
+                    .filter_map(|n| {
+                        view.nodes
+                            .get(&n.name)
+                            .filter(|v| !v.alive && n.name != me)
+                            .map(|v| (n.name.as_str(), v.silent_ms))
+                    })
+                    .collect(),
+            };
+            let spool = self.spool.clone();
+            let mut files = SpoolFiles {
+                spool: &spool,
+                me: &me,
+                nodes: nodes.node.iter().map(|n| n.name.clone()).collect(),
+            };
+            let config = self.config.clone();
+            let can_take = |r: &TaskRecord| match r.task.session.as_deref() {
+                Some(s) => match config.session_node(s) {
+                    Some(n) if n != me => Err(format!("session {s} runs on node {n}")),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
+            };
+            let notes = core.tick(&mut files, &mut Host(self), &liveness, &can_take);
+            for (task, body) in notes {
+                self.log.record(task.as_deref(), None, body);
+            }
+            f.core = Some(core);
+        }
         self.fleet = Some(f);
+    }
+
+    /// Where a task taken in here goes: `None` when it stays (single node, or placement
+    /// says here), else the node to offer it to.
+    pub(super) fn place(&self, spec: &crate::spool::task::TaskSpec) -> Option<String> {
+        let f = self.fleet.as_ref()?;
+        f.core.as_ref()?;
+        let me = self.config.node.as_str();
+        let fits = |s: &&super::sessions::SessionSlot| match spec.role.as_deref() {
+            Some(role) => s.resolved.spec.role.as_deref() == Some(role),
+            None => true,
+        };
+        let ask = PlacementAsk {
+            session_node: spec
+                .session
+                .as_deref()
+                .and_then(|s| self.config.session_node(s)),
+            role: spec.role.as_deref(),
+            locks: spec
+                .locks
+                .as_ref()
+                .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty()),
+            idle_here: self.sessions.values().filter(fits).any(|s| s.is_free()),
+            fits_here: self.sessions.values().any(|s| fits(&s)),
+        };
+        if spec.provider.is_some() || spec.complexity.is_some() {
+            return None; // provider tasks run where they arrive
+        }
+        let now_ms = f.now_ms();
+        let alive = f.membership.view(now_ms);
+        let live: Vec<(&str, u32)> = self
+            .config
+            .nodes
+            .node
+            .iter()
+            .filter(|n| n.name == me || alive.nodes.get(&n.name).is_some_and(|v| v.alive))
+            .map(|n| (n.name.as_str(), n.weight))
+            .collect();
+        let key = self
+            .config
+            .repo
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        match crate::fleet::node::placement(
+            me,
+            ask,
+            &key,
+            self.config.nodes.lock_home.as_deref(),
+            &live,
+            &f.heartbeats,
+        ) {
+            crate::fleet::node::Placement::Here => None,
+            crate::fleet::node::Placement::Offer(n) => Some(n),
+        }
+    }
+
+    /// Offers a task taken in here to node `to` (its offer file is durable when this
+    /// returns). `Err`: it could not be written; the caller keeps the task.
+    pub(super) fn offer(&mut self, record: TaskRecord, to: &str) -> Result<(), String> {
+        let Some(mut f) = self.fleet.take() else {
+            return Err("not a fleet".into());
+        };
+        let result = match f.core.as_mut() {
+            Some(core) => {
+                let nodes = self.config.nodes.node.iter().map(|n| n.name.clone());
+                let mut files = SpoolFiles {
+                    spool: &self.spool,
+                    me: &self.config.node,
+                    nodes: nodes.collect(),
+                };
+                core.offer(&mut files, record, to).map(|(task, body)| {
+                    self.log.record(task.as_deref(), None, body);
+                })
+            }
+            None => Err("this spool does not have the fleet's layout".into()),
+        };
+        self.fleet = Some(f);
+        result
+    }
+
+    /// Whether this node has an offer out for task `id` (it is not run here).
+    pub(super) fn offered(&self, id: &str) -> bool {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.core.as_ref())
+            .is_some_and(|c| c.has_offer_out(id))
     }
 }

@@ -210,7 +210,12 @@ pub(crate) struct Daemon {
 /// spool and node, a watcher that cannot start.
 pub async fn run(opts: DaemonOptions) -> Result<()> {
     let config = Config::load(&opts.config)?;
-    let spool = Spool::new(&opts.spool);
+    // In a fleet, this node's states live under nodes/<node>/ (docs/multi-node.md).
+    let spool = if config.nodes.is_fleet() {
+        Spool::for_node(&opts.spool, &config.node)
+    } else {
+        Spool::new(&opts.spool)
+    };
     spool.init()?;
     let _lock = DaemonLock::acquire(&spool, &config.node)?;
     let log =
@@ -284,8 +289,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         llm,
         fleet: None,
     };
-    d.fleet = fleet::FleetShell::for_config(&d.config);
+    d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
     d.recover()?;
+    // Before any session starts: stand down from what another node adopted from this
+    // one while it was away, and take up the fleet's hand-offs.
+    d.beat();
     d.unclaim_control();
     d.reconcile_worktrees();
     d.apply_sessions(true);

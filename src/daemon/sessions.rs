@@ -237,7 +237,15 @@ impl Daemon {
                 self.config = Config { node, ..new };
                 if nodes_changed {
                     // Liveness is judged afresh: a node is unknown until its next beat.
-                    self.fleet = super::fleet::FleetShell::for_config(&self.config);
+                    if self.config.nodes.is_fleet()
+                        != (self.spool.member_node().as_deref() == Some(self.config.node.as_str()))
+                    {
+                        tracing::warn!(
+                            "nodes.toml changed whether this spool is shared: the fleet's \
+                             layout (nodes/<node>/) takes effect at the next daemon start"
+                        );
+                    }
+                    self.fleet = super::fleet::FleetShell::for_config(&self.config, &self.spool);
                 }
                 self.reload_policy();
                 self.log.record(

@@ -134,6 +134,35 @@ impl Daemon {
             );
             return;
         }
+        if self.offered(&id) {
+            self.reject_copy(
+                name,
+                &bytes,
+                vec![Violation {
+                    path: "/id".into(),
+                    message: "duplicate id: a task with this id is offered to another node".into(),
+                }],
+            );
+            return;
+        }
+        if let Some(to) = self.place(&spec) {
+            let record = TaskRecord::new(
+                id.clone(),
+                spec.clone(),
+                self.node().to_string(),
+                name.to_string(),
+                Utc::now(),
+            );
+            let received = received_event(name, bytes.len(), &record);
+            match self.offer(record, &to) {
+                Ok(()) => {
+                    self.log.record(Some(&id), None, received);
+                    self.batch.remove_after(&path);
+                    return;
+                }
+                Err(e) => tracing::error!(task = %id, "offering it to {to}: {e}; it runs here"),
+            }
+        }
         // Intake never adopts the producer's inode: the bytes that were read and
         // validated are written to a new file of the daemon's own (0600) in pending/, and
         // the inbox file is removed once that copy is durable. A file hard-linked into the
@@ -152,18 +181,8 @@ impl Daemon {
             name.to_string(),
             Utc::now(),
         );
-        self.log.record(
-            Some(&id),
-            None,
-            event::TaskReceived {
-                file: name.to_string(),
-                bytes: file_bytes as u64,
-                // Never the whole prompt (it may be megabytes): its start, size and hash.
-                prompt: record.task.prompt.chars().take(200).collect::<String>(),
-                prompt_chars: record.task.prompt.chars().count() as u64,
-                prompt_sha256: prompt_sha256(&record.task.prompt),
-            },
-        );
+        self.log
+            .record(Some(&id), None, received_event(name, file_bytes, &record));
         self.arrived(record);
         if self.batch.bytes_queued() > BATCH_BYTES_MAX {
             self.sync_dirs();
@@ -344,7 +363,7 @@ impl Daemon {
     }
 
     /// Starts tracking a task accepted from the inbox.
-    fn arrived(&mut self, record: TaskRecord) {
+    pub(super) fn arrived(&mut self, record: TaskRecord) {
         if record.task.prompt.len() > PROMPT_IN_MEMORY_MAX {
             self.prompts_to_drop.push(record.id.clone());
         }
@@ -571,6 +590,12 @@ impl Daemon {
         for dir in [TaskState::Active, TaskState::Pending] {
             for id in self.spool.list_ids(dir)? {
                 let path = self.spool.task_path(dir, &id);
+                if dir == TaskState::Pending && self.offered(&id) {
+                    // Offered to another node before a crash, its pending file not yet
+                    // removed: the offer holds it, and this node must not run it.
+                    self.batch.remove_after(&path);
+                    continue;
+                }
                 let Some(mut record) = self.read_task_file(&path) else {
                     continue;
                 };
@@ -762,6 +787,18 @@ impl Daemon {
 }
 
 /// The SHA-256 of a prompt, hex.
+/// The `task_received` event of inbox file `name` (`bytes` long) taken in as `record`.
+fn received_event(name: &str, bytes: usize, record: &TaskRecord) -> event::TaskReceived {
+    event::TaskReceived {
+        file: name.to_string(),
+        bytes: bytes as u64,
+        // Never the whole prompt (it may be megabytes): its start, size and hash.
+        prompt: record.task.prompt.chars().take(200).collect::<String>(),
+        prompt_chars: record.task.prompt.chars().count() as u64,
+        prompt_sha256: prompt_sha256(&record.task.prompt),
+    }
+}
+
 fn prompt_sha256(prompt: &str) -> String {
     use sha2::{Digest, Sha256};
     use std::fmt::Write as _;

@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
-use crate::helper::{wait_for, Env, ONE_SHELL};
+use crate::helper::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
+
+/// One shell session, `sh-1`, run by node `test` (in a fleet every session names its node).
+const SHELL_ON_TEST: &str =
+    "[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\nrole = \"shell\"\nnode = \"test\"\n";
 
 /// The node `other`'s heartbeat, as its daemon would write it (through a syncer).
 fn write_heartbeat(env: &Env, node: &str, seq: u64) {
@@ -36,7 +40,7 @@ fn status_of(env: &Env, node: &str) -> String {
 
 #[test]
 fn a_node_is_alive_while_its_heartbeat_changes_and_dead_after_the_lease() {
-    let env = Env::new(ONE_SHELL);
+    let env = Env::new(SHELL_ON_TEST);
     env.write_config(
         "nodes.toml",
         "lease_s = 2\nheartbeat_ms = 200\n\
@@ -86,7 +90,7 @@ fn a_node_is_alive_while_its_heartbeat_changes_and_dead_after_the_lease() {
 
 #[test]
 fn a_single_node_spool_says_so() {
-    let env = Env::new(ONE_SHELL);
+    let env = Env::new(SHELL_ON_TEST);
     let out = env.ok(&["nodes"]);
     assert!(out.contains("one node (test)"), "{out}");
     assert!(!env.path("spool/nodes").exists());
@@ -94,7 +98,7 @@ fn a_single_node_spool_says_so() {
 
 #[test]
 fn listing_nodes_while_the_daemon_runs_starts_its_heartbeat() {
-    let env = Env::new(ONE_SHELL);
+    let env = Env::new(SHELL_ON_TEST);
     let _d = env.daemon();
     env.wait_idle("sh-1", T);
     let beat = env.path("spool/nodes/test/heartbeat.json");
@@ -120,7 +124,7 @@ fn kinds(found: &[serde_json::Value]) -> Vec<&str> {
 
 #[test]
 fn doctor_finds_conflict_copies_dead_and_unknown_nodes_and_a_missing_stignore() {
-    let env = Env::new(ONE_SHELL);
+    let env = Env::new(SHELL_ON_TEST);
     assert_eq!(doctor(&env), (0, Vec::new()));
     assert!(env.ok(&["doctor"]).contains("nothing wrong found"));
     // A conflict copy, as Syncthing names them.
