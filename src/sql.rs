@@ -12,7 +12,7 @@
 //!
 //! Everything is derived from the logs; nothing is a counter that can drift.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
@@ -111,27 +111,30 @@ WHERE type = 'agent_usage'
 ";
 
 /// Opens an in-memory DuckDB with the `events`, `tasks`, `llm_calls` and `agent_usage`
-/// views over
-/// `log_dir`.
+/// views over the logs in `log_dirs` (one per node of a fleet: [`crate::spool::Spool::log_dirs`]).
 ///
 /// # Errors
 /// [`Error::Sql`] when DuckDB fails, [`Error::Io`] when the directory cannot be listed.
-pub fn open(log_dir: &Path) -> Result<Connection> {
+pub fn open(log_dirs: &[PathBuf]) -> Result<Connection> {
     let conn = Connection::open_in_memory()?;
-    let has_logs = !crate::log::log_files(log_dir)
-        .unwrap_or_default()
-        .is_empty();
-    let events = if has_logs {
-        let glob = log_dir.join("events-*.jsonl");
-        let glob = glob.to_string_lossy().replace('\'', "''");
+    let globs: Vec<String> = log_dirs
+        .iter()
+        .filter(|d| !crate::log::log_files(d).unwrap_or_default().is_empty())
+        .map(|d| {
+            let glob = d.join("events-*.jsonl");
+            format!("'{}'", glob.to_string_lossy().replace('\'', "''"))
+        })
+        .collect();
+    let events = if globs.is_empty() {
+        EMPTY_EVENTS.to_string()
+    } else {
+        let glob = globs.join(", ");
         format!(
             "SELECT CAST(ts AS TIMESTAMP) AS ts, node, type, task_id, session, data \
-             FROM read_json('{glob}', format = 'newline_delimited', ignore_errors = true, \
+             FROM read_json([{glob}], format = 'newline_delimited', ignore_errors = true, \
              columns = {{ts: 'VARCHAR', node: 'VARCHAR', type: 'VARCHAR', task_id: 'VARCHAR', \
              session: 'VARCHAR', data: 'JSON'}})"
         )
-    } else {
-        EMPTY_EVENTS.to_string()
     };
     conn.execute_batch(&format!("CREATE VIEW events AS {events};"))?;
     conn.execute_batch(TASKS_VIEW)?;
@@ -163,12 +166,12 @@ pub fn query(conn: &Connection, sql: &str) -> Result<QueryResult> {
     Ok(QueryResult { columns, rows: out })
 }
 
-/// Opens the logs in `log_dir` and runs one query.
+/// Opens the logs in `log_dirs` and runs one query.
 ///
 /// # Errors
 /// As [`open`] and [`query`].
-pub fn run(log_dir: &Path, sql: &str) -> Result<QueryResult> {
-    let conn = open(log_dir)?;
+pub fn run(log_dirs: &[PathBuf], sql: &str) -> Result<QueryResult> {
+    let conn = open(log_dirs)?;
     query(&conn, sql)
 }
 

@@ -202,7 +202,7 @@ fn drive(spool: &Spool) -> Result<bool> {
     println!("\n== locks: locked-1 (src/db.rs) and locked-2 (src/, which holds it) never run at once\n== architect sql \"{query}\"");
     print!(
         "{}",
-        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
+        sql::run(&spool.log_dirs(), query)?.render(Format::Table)?
     );
     let query = "SELECT data->>'action' AS action, data->>'decision' AS decision, \
                  data->>'rule' AS rule, data->>'by' AS by FROM events \
@@ -210,19 +210,19 @@ fn drive(spool: &Spool) -> Result<bool> {
     println!("\n== auto-confirm: the agent's permission questions, answered from config/policy.toml\n== architect sql \"{query}\"");
     print!(
         "{}",
-        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
+        sql::run(&spool.log_dirs(), query)?.render(Format::Table)?
     );
 
     let query = "SELECT task_id, state, session, attempts, run_ms FROM tasks ORDER BY received_at";
     println!("\n== architect sql \"{query}\"");
     print!(
         "{}",
-        sql::run(&spool.dir("log"), query)?.render(Format::Table)?
+        sql::run(&spool.log_dirs(), query)?.render(Format::Table)?
     );
     println!("\n== architect stats");
     print!(
         "{}",
-        sql::run(&spool.dir("log"), sql::STATS_SQL)?.render(Format::Table)?
+        sql::run(&spool.log_dirs(), sql::STATS_SQL)?.render(Format::Table)?
     );
     if !ok {
         println!("\nsome tasks did not end as expected");

@@ -5,24 +5,33 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use architect::config::Config;
 use architect::daemon::DaemonLock;
-use architect::log::{log_files, read_events, Event};
+use architect::log::{log_files, Event};
 use architect::session::SessionFile;
 use architect::spool::task::TaskState;
 use architect::spool::{ControlRequest, Spool};
 
+/// Every node's sessions (in a fleet, each node writes its own `sessions/`).
 fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
-    let dir = spool.dir("sessions");
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "json") {
-            if let Ok(s) = serde_json::from_slice::<SessionFile>(&std::fs::read(&p)?) {
-                out.push(s);
+    for m in spool.members() {
+        let dir = m.dir("sessions");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            if m.member_node().is_some() {
+                continue; // a node with no session file yet
+            }
+            anyhow::bail!("listing {}: not readable", dir.display());
+        };
+        for e in entries {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Ok(s) = serde_json::from_slice::<SessionFile>(&std::fs::read(&p)?) {
+                    out.push(s);
+                }
             }
         }
     }
@@ -64,16 +73,41 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
         Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
     let daemon = DaemonLock::is_held(spool);
     let mut counts = serde_json::Map::new();
+    let members = spool.members();
+    // In a fleet, each task once, where its best copy is (a final record wins).
+    let fleet = (members.len() > 1).then(|| spool.fleet_tasks());
     for d in ["inbox"]
         .into_iter()
         .chain(TaskState::ALL.iter().map(|s| s.dir()))
         .chain(["rejected"])
     {
-        counts.insert(d.to_string(), count(spool, d).into());
+        let n = match (&fleet, TaskState::ALL.iter().find(|s| s.dir() == d)) {
+            (Some(f), Some(state)) => f.values().filter(|(s, _)| s == state).count(),
+            (Some(_), None) if d == "rejected" => members.iter().map(|m| count(m, d)).sum(),
+            _ => count(spool, d),
+        };
+        counts.insert(d.to_string(), n.into());
         if d == "pending" {
-            counts.insert("waiting_lock".into(), count_waiting_lock(spool).into());
+            let waiting: usize = members.iter().map(count_waiting_lock).sum();
+            counts.insert("waiting_lock".into(), waiting.into());
         }
     }
+    // Tasks that ran on two nodes (a partition made a live node look dead).
+    let duplicates: Vec<String> = members
+        .iter()
+        .flat_map(|m| {
+            std::fs::read_dir(m.state_root().join("duplicates"))
+                .into_iter()
+                .flatten()
+                .filter_map(std::result::Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".json")
+                        .map(str::to_string)
+                })
+        })
+        .collect();
     let sessions = read_sessions(spool)?;
     if json {
         let v = serde_json::json!({
@@ -82,6 +116,7 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
                 .unwrap_or(serde_json::json!({"running": false})),
             "tasks": counts,
             "sessions": sessions,
+            "duplicate_runs": duplicates,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -100,6 +135,14 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(" · ")
     );
+    if !duplicates.is_empty() {
+        println!(
+            "duplicates {} task(s) ran on two nodes (duplicate_run; the task id is the \
+             idempotency key): {}",
+            duplicates.len(),
+            duplicates.join(", ")
+        );
+    }
     let by_state = |st: &str| sessions.iter().filter(|s| s.state.as_str() == st).count();
     println!(
         "sessions  {} total · idle {} · busy {} · waiting_input {} · limited {} · starting {} · dead {}",
@@ -296,8 +339,11 @@ pub fn logs(
         task.is_none_or(|t| e.task_id.as_deref() == Some(t))
             && session.is_none_or(|s| e.session.as_deref() == Some(s))
     };
-    let dir = spool.dir("log");
-    let events: Vec<Event> = read_events(&dir)?.into_iter().filter(|e| keep(e)).collect();
+    let dirs = spool.log_dirs();
+    let events: Vec<Event> = architect::log::read_events_from(&dirs)?
+        .into_iter()
+        .filter(|e| keep(e))
+        .collect();
     let skip = if lines == 0 {
         0
     } else {
@@ -310,7 +356,14 @@ pub fn logs(
         return Ok(ExitCode::SUCCESS);
     }
     // Follow: remember where each file ended, poll for growth (new files included).
-    let mut offsets: std::collections::HashMap<std::path::PathBuf, u64> = log_files(&dir)?
+    let files_now = |dirs: &[std::path::PathBuf]| -> Result<Vec<std::path::PathBuf>> {
+        let mut all = Vec::new();
+        for d in dirs {
+            all.extend(log_files(d)?);
+        }
+        Ok(all)
+    };
+    let mut offsets: std::collections::HashMap<std::path::PathBuf, u64> = files_now(&dirs)?
         .into_iter()
         .map(|p| {
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
@@ -319,7 +372,9 @@ pub fn logs(
         .collect();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        for p in log_files(&dir)? {
+        // A node's log directory may appear later (synced in): list them again.
+        let dirs = spool.log_dirs();
+        for p in files_now(&dirs)? {
             let off = offsets.entry(p.clone()).or_insert(0);
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             if len <= *off {

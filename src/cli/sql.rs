@@ -29,13 +29,13 @@ impl From<FormatArg> for Format {
 }
 
 pub fn sql(spool: &Spool, query: &str, format: Format) -> Result<ExitCode> {
-    let result = sql::run(&spool.dir("log"), query)?;
+    let result = sql::run(&spool.log_dirs(), query)?;
     print!("{}", result.render(format)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn stats(spool: &Spool, json: bool) -> Result<ExitCode> {
-    let result = sql::run(&spool.dir("log"), sql::STATS_SQL)?;
+    let result = sql::run(&spool.log_dirs(), sql::STATS_SQL)?;
     if json {
         print!("{}", result.render(Format::Json)?);
     } else if result.rows.is_empty() {
@@ -71,9 +71,9 @@ const AGENT_SESSIONS_SQL: &str = "SELECT session, count(DISTINCT task_id) AS tas
 pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<ExitCode> {
     use architect::llm::{ProvidersFile, Usage};
     use architect::log::event;
-    let by_provider = sql::run(&spool.dir("log"), COST_SQL)?;
+    let by_provider = sql::run(&spool.log_dirs(), COST_SQL)?;
     let providers = ProvidersFile::load(config_dir)?;
-    let events = architect::log::read_events(&spool.dir("log"))?;
+    let events = architect::log::read_events_from(&spool.log_dirs())?;
     let mut total = 0.0;
     let mut most_expensive_total = 0.0;
     let mut task_cost: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
@@ -122,8 +122,8 @@ pub fn cost(spool: &Spool, config_dir: &std::path::Path, json: bool) -> Result<E
         })
         .map(|p| p.name.clone());
     let savings = most_expensive_total - total;
-    let agent_tasks = sql::run(&spool.dir("log"), AGENT_TASKS_SQL)?;
-    let agent_sessions = sql::run(&spool.dir("log"), AGENT_SESSIONS_SQL)?;
+    let agent_tasks = sql::run(&spool.log_dirs(), AGENT_TASKS_SQL)?;
+    let agent_sessions = sql::run(&spool.log_dirs(), AGENT_SESSIONS_SQL)?;
     let agent_total: f64 = events
         .iter()
         .filter_map(|e| e.payload::<event::AgentUsage>())

@@ -46,8 +46,22 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
         None => TaskState::ALL.to_vec(),
     };
     let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
+    // In a fleet, every node's records, each task once: where its best copy is.
+    let members = spool.members();
+    let best = (members.len() > 1).then(|| spool.fleet_tasks());
     for s in states {
-        let mut recs = spool.list(s)?;
+        let mut recs = Vec::new();
+        for m in &members {
+            for r in m.list(s)? {
+                let keep = best.as_ref().is_none_or(|b| {
+                    b.get(&r.id)
+                        .is_some_and(|(bs, bm)| *bs == s && bm.state_root() == m.state_root())
+                });
+                if keep {
+                    recs.push(r);
+                }
+            }
+        }
         if matches!(state, Some(StateArg::WaitingLock)) {
             recs.retain(|r| r.waiting_lock.is_some());
         }
@@ -113,7 +127,7 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
 }
 
 pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
-    let (state, rec) = spool.find(id)?;
+    let (state, rec) = spool.find_in_fleet(id)?;
     if json {
         let mut v = serde_json::to_value(&rec)?;
         v["state"] = state.dir().into();

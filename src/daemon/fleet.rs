@@ -423,6 +423,80 @@ impl Daemon {
             f.core = Some(core);
         }
         self.fleet = Some(f);
+        self.rebalance();
+    }
+
+    /// Offers queued tasks that placement now sends elsewhere: a task whose session is
+    /// on another node (adopted from a node that is back, or taken back from one), and
+    /// tasks waiting here while another live node has idle sessions for them — at most
+    /// as many to a node as its last heartbeat had idle sessions, so two nodes do not
+    /// trade one queue back and forth.
+    fn rebalance(&mut self) {
+        let Some(f) = self.fleet.as_ref() else {
+            return;
+        };
+        if f.core.is_none() || self.shutting_down {
+            return;
+        }
+        let mut room: BTreeMap<String, BTreeMap<String, u32>> = f
+            .heartbeats
+            .iter()
+            .filter(|(n, _)| **n != self.config.node)
+            .map(|(n, hb)| (n.clone(), hb.free.clone()))
+            .collect();
+        let queued: Vec<(String, crate::spool::task::TaskSpec)> = self
+            .sched
+            .tasks()
+            .filter(|t| matches!(t.status, crate::scheduler::TaskStatus::Queued))
+            .map(|t| (t.record.id.clone(), t.record.task.clone()))
+            .collect();
+        for (id, spec) in queued {
+            let Some(to) = self.place(&spec) else {
+                continue;
+            };
+            let pinned = spec.session.is_some()
+                || spec
+                    .locks
+                    .as_ref()
+                    .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty());
+            if !pinned {
+                let role = spec.role.clone().unwrap_or_default();
+                let Some(free) = room.get_mut(&to) else {
+                    continue;
+                };
+                let slot = if spec.role.is_some() {
+                    free.get_mut(&role)
+                } else {
+                    free.values_mut().find(|n| **n > 0)
+                };
+                match slot {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => continue,
+                }
+            }
+            let Some(task) = self.sched.task(&id) else {
+                continue;
+            };
+            let mut record = task.record.clone();
+            if record.task.prompt.is_empty() && self.prompts_on_disk.contains(&id) {
+                match self.prompt_from_disk(&id) {
+                    Ok(p) => record.task.prompt = p,
+                    Err(e) => {
+                        tracing::error!(task = %id, "not offered: {e}");
+                        continue;
+                    }
+                }
+            }
+            // The offer is durable before the task leaves this node's queue: a crash in
+            // between leaves both, and start-up drops the pending copy (the offer wins).
+            match self.offer(record, &to) {
+                Ok(()) => self.decide(Input::Disown {
+                    task_id: id,
+                    why: format!("offered to {to}"),
+                }),
+                Err(e) => tracing::error!(task = %id, "offering it to {to}: {e}"),
+            }
+        }
     }
 
     /// Where a task taken in here goes: `None` when it stays (single node, or placement

@@ -776,7 +776,7 @@ impl Daemon {
     }
 
     /// Reads task `id`'s prompt from its file, wherever it is on disk now.
-    fn prompt_from_disk(&self, id: &str) -> crate::error::Result<String> {
+    pub(super) fn prompt_from_disk(&self, id: &str) -> crate::error::Result<String> {
         let state = self
             .spool
             .locate(id)

@@ -577,7 +577,7 @@ pub struct PlacementAsk<'a> {
 }
 
 /// Where a task goes (`docs/multi-node.md`, "Placement" and "Locks across nodes"): to
-/// its session's node; a locking task to the repository's lock home; otherwise it stays
+/// its session's node (when live; else it waits here); a locking task to the repository's lock home; otherwise it stays
 /// when a session here is idle for it, else goes to the least-loaded live node with an
 /// idle fitting session ([`super::place`]), else stays when a session here fits it at
 /// all, else goes to any live node that has one idle later (it waits here meanwhile:
@@ -600,6 +600,11 @@ pub fn placement(
         }
     };
     if let Some(node) = ask.session_node {
+        // A session on a node not live now: the task waits here until it is (a later
+        // tick offers it again), rather than going to a node that cannot answer.
+        if !live.iter().any(|(n, _)| *n == node) {
+            return Placement::Here;
+        }
         return elsewhere(node);
     }
     if ask.locks {

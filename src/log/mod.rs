@@ -404,6 +404,20 @@ pub fn read_events(dir: &Path) -> Result<Vec<Event>> {
     read_events_in(dir, |_| true)
 }
 
+/// Reads the events of every log directory in `dirs` (each node's, in a fleet:
+/// [`crate::spool::Spool::log_dirs`]), sorted by time.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn read_events_from(dirs: &[std::path::PathBuf]) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for d in dirs {
+        events.extend(read_events(d)?);
+    }
+    events.sort_by_key(|e| e.ts);
+    Ok(events)
+}
+
 /// Reads the events of the log files in `dir` whose file name `keep` accepts (names are
 /// `events-<node>-<YYYYMMDD>.jsonl` or `events-<node>-<YYYYMMDD>.<n>.jsonl`), sorted by time.
 ///

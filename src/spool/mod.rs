@@ -189,6 +189,55 @@ impl Spool {
         out
     }
 
+    /// Every task of the fleet ([`Spool::members`]) with its state and the member that
+    /// holds it. A final record wins over a live one, and `active/` over `pending/`: a
+    /// node that was away keeps live records of tasks another node adopted and finished
+    /// (its files are its own to remove, when it comes back).
+    #[must_use]
+    pub fn fleet_tasks(&self) -> std::collections::BTreeMap<String, (TaskState, Spool)> {
+        let mut out: std::collections::BTreeMap<String, (TaskState, Spool)> =
+            std::collections::BTreeMap::new();
+        for m in self.members() {
+            for state in TaskState::ALL {
+                for id in m.list_ids(state).unwrap_or_default() {
+                    let better = out
+                        .get(&id)
+                        .is_none_or(|(s, _)| state_rank(state) > state_rank(*s));
+                    if better {
+                        out.insert(id, (state, m.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Finds task `id` anywhere in the fleet (as [`Spool::fleet_tasks`] ranks copies).
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], or the record's read error.
+    pub fn find_in_fleet(&self, id: &str) -> Result<(TaskState, TaskRecord)> {
+        let best = self
+            .members()
+            .into_iter()
+            .filter_map(|m| m.locate(id).map(|s| (s, m)))
+            .max_by_key(|(s, _)| state_rank(*s))
+            .ok_or_else(|| Error::TaskNotFound(id.to_string()))?;
+        let rec = best.1.read_record(&best.1.task_path(best.0, id))?;
+        Ok((best.0, rec))
+    }
+
+    /// The log directories of every member ([`Spool::members`]) that exist: what `sql`,
+    /// `stats` and `logs` read.
+    #[must_use]
+    pub fn log_dirs(&self) -> Vec<PathBuf> {
+        self.members()
+            .iter()
+            .map(|m| m.dir("log"))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
     /// The node whose states this spool holds (`None`: the root's, a single node's).
     #[must_use]
     pub fn member_node(&self) -> Option<String> {
@@ -531,6 +580,15 @@ impl Spool {
         }
         durable::write_atomic(&self.inbox().join(format!("{id}.json")), &bytes)?;
         Ok(id)
+    }
+}
+
+/// How much a copy of a task in `state` says: final over running over queued.
+fn state_rank(state: TaskState) -> u8 {
+    match state {
+        TaskState::Pending => 0,
+        TaskState::Active => 1,
+        _ => 2,
     }
 }
 

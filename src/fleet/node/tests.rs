@@ -411,6 +411,14 @@ fn placement_follows_the_session_then_the_lock_home_then_idle_sessions() {
         }),
         Placement::Here
     );
+    // Its session's node is not live: it waits here.
+    assert_eq!(
+        go(PlacementAsk {
+            session_node: Some("c"),
+            ..ask
+        }),
+        Placement::Here
+    );
     // Locking tasks all meet on the lock home, wherever they arrive.
     let home = crate::fleet::lock_home("repo", None, &live).unwrap();
     let locking = PlacementAsk {
