@@ -3,6 +3,8 @@
 //! node's daemon sees it — alive while its heartbeat's `seq` changes, dead once it has not
 //! changed for the lease, judged on this machine's clock.
 
+mod sync;
+
 use std::time::Duration;
 
 use crate::helper::{wait_for, Env};
