@@ -311,10 +311,15 @@ impl TaskHost for Host<'_> {
                 why,
             });
         } else {
+            // Not tracked (start-up, before recovery): its file goes now, durably, so
+            // that recovery never sees it and a crash cannot bring it back once this
+            // node's epoch says it stood down.
             for state in [TaskState::Pending, TaskState::Active] {
                 let path = d.spool.task_path(state, id);
-                if path.exists() {
-                    d.batch.remove_after(&path);
+                if std::fs::remove_file(&path).is_ok() {
+                    if let Err(e) = durable::sync_dir(&d.spool.state_dir(state)) {
+                        tracing::error!("{e}");
+                    }
                 }
             }
         }
@@ -322,6 +327,29 @@ impl TaskHost for Host<'_> {
 }
 
 impl Daemon {
+    /// At start-up, before recovery: stands down from the tasks another node adopted
+    /// from this one while it was away (their files here go; what ran here too is a
+    /// duplicate run, logged).
+    pub(super) fn stand_down_adopted(&mut self) {
+        let Some(mut f) = self.fleet.take() else {
+            return;
+        };
+        if let Some(mut core) = f.core.take() {
+            let spool = self.spool.clone();
+            let me = self.config.node.clone();
+            let mut files = SpoolFiles {
+                spool: &spool,
+                me: &me,
+                nodes: self.config.nodes.node.iter().map(|n| n.name.clone()).collect(),
+            };
+            for (task, body) in core.stand_down_adopted(&mut files, &mut Host(self)) {
+                self.log.record(task.as_deref(), None, body);
+            }
+            f.core = Some(core);
+        }
+        self.fleet = Some(f);
+    }
+
     /// Writes this node's heartbeat, reads the others', writes the view, and (in the
     /// fleet's layout) runs the hand-offs and adoptions due. Errors are logged: a
     /// heartbeat that cannot be written makes this node look dead to the others after

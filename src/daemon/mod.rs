@@ -290,6 +290,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         fleet: None,
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
+    d.stand_down_adopted();
     d.recover()?;
     // Before any session starts: stand down from what another node adopted from this
     // one while it was away, and take up the fleet's hand-offs.

@@ -253,7 +253,19 @@ impl NodeCore {
     }
 
     /// Another node adopted this one at an epoch above its own: the tasks it took are
-    /// not this node's any more.
+    /// not this node's any more. The first step of [`NodeCore::tick`]; a daemon also runs
+    /// it alone at start-up, before it recovers its tasks, so that it neither retries
+    /// nor logs what it no longer owns.
+    pub fn stand_down_adopted(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &mut impl TaskHost,
+    ) -> Vec<Note> {
+        let mut notes = Vec::new();
+        self.stand_down_from_adoptions(files, host, &mut notes);
+        notes
+    }
+
     fn stand_down_from_adoptions(
         &mut self,
         files: &mut impl FleetFiles,

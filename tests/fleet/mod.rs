@@ -4,6 +4,7 @@
 //! changed for the lease, judged on this machine's clock.
 
 mod sync;
+mod two_nodes;
 
 use std::time::Duration;
 

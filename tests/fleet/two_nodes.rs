@@ -1,0 +1,221 @@
+//! Two real daemons on two spools kept in sync by a real engine — two Syncthing
+//! instances on loopback, or `rsync -a` loops — running 200 tasks dropped into both
+//! inboxes, aimed at sessions on both nodes and at none; one daemon is killed with
+//! SIGKILL mid-run and restarted later (`docs/multi-node.md`).
+//!
+//! What must hold: every task finishes exactly once in the fleet (one final record, in
+//! `done/`, on one node); the killed node's tasks are adopted by the other after the
+//! lease (started ones retried there); a task naming a session of the killed node waits
+//! for it and goes back to it; the restarted node stands down from what was adopted and
+//! runs nothing twice; `sql` and `stats` over both logs count what ran.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helper::sync::{RsyncLoop, SyncthingPair};
+use crate::helper::{wait_for, Env, FAST};
+
+const T: Duration = Duration::from_secs(120);
+const TASKS: usize = 200;
+
+/// Two sessions per node; every session names its node (the config is the same file on
+/// both machines).
+const SESSIONS: &str = "\
+[[session]]\nname = \"a-1\"\nprofile = \"shell\"\nnode = \"a\"\n\
+[[session]]\nname = \"a-2\"\nprofile = \"shell\"\nnode = \"a\"\n\
+[[session]]\nname = \"b-1\"\nprofile = \"shell\"\nnode = \"b\"\n\
+[[session]]\nname = \"b-2\"\nprofile = \"shell\"\nnode = \"b\"\n";
+
+const NODES: &str = "lease_s = 3\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
+
+fn node_env(name: &str) -> Env {
+    let env = Env::new(SESSIONS);
+    env.write_config(
+        "architect.toml",
+        &FAST.replace("name = \"test\"", &format!("name = \"{name}\"")),
+    );
+    env.write_config("nodes.toml", NODES);
+    env
+}
+
+/// Every final record of every node, as `spool` sees the fleet: id → [(node, state dir)].
+fn finals(spool: &Path) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for node in ["a", "b"] {
+        for dir in ["done", "failed", "cancelled"] {
+            let Ok(entries) = std::fs::read_dir(spool.join("nodes").join(node).join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+                    out.entry(id.to_string())
+                        .or_default()
+                        .push((node.to_string(), dir.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn live_on(spool: &Path, node: &str, dir: &str) -> Vec<String> {
+    crate::helper::ids_in(&spool.join("nodes").join(node).join(dir))
+}
+
+fn alive_in_view(env: &Env, node: &str) -> bool {
+    let out = env.ok(&["nodes", "--json"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    nodes
+        .iter()
+        .any(|n| n["node"] == node && n["status"] == "alive")
+}
+
+/// The tasks: (id, which inbox, body). A third name a session on node a, a third on
+/// node b, a third nothing; half of each are dropped on each node.
+fn tasks(runs: &Path) -> Vec<(String, &'static str, String)> {
+    (0..TASKS)
+        .map(|i| {
+            let id = format!("t{i:03}");
+            let inbox = if i % 2 == 0 { "a" } else { "b" };
+            let target = match i % 3 {
+                0 => format!(r#","session": "a-{}""#, 1 + i % 2),
+                1 => format!(r#","session": "b-{}""#, 1 + i % 2),
+                _ => String::new(),
+            };
+            // Each run appends its id to a file both nodes share (one machine), so that
+            // a prompt that ran twice shows.
+            let body = format!(
+                r#"{{"id": "{id}", "prompt": "sleep 0.05; echo {id} >> {}; echo ran-{id}"{target}}}"#,
+                runs.display()
+            );
+            (id, inbox, body)
+        })
+        .collect()
+}
+
+/// The scenario, with the engine started by `start_sync` (kept alive while it runs) and
+/// `settle` waiting until both spools agree.
+fn two_nodes_finish_every_task_once(
+    start_sync: impl FnOnce(&Path, &Path) -> Box<dyn std::any::Any>,
+    settle: impl Fn(&dyn std::any::Any),
+) {
+    let (ea, eb) = (node_env("a"), node_env("b"));
+    let (a, b) = (ea.spool.clone(), eb.spool.clone());
+    let sync = start_sync(&a, &b);
+    let da = ea.daemon();
+    let _db = eb.daemon();
+    wait_for("each node to see the other alive", T, || {
+        alive_in_view(&ea, "b") && alive_in_view(&eb, "a")
+    });
+    let runs = ea.dir.path().join("runs.log");
+    let all = tasks(&runs);
+    for (id, inbox, body) in &all {
+        let env = if *inbox == "a" { &ea } else { &eb };
+        env.drop_task(&format!("{id}.json"), body);
+    }
+    // Kill a while it runs something that may run anywhere (retried on b after the lease).
+    let unpinned_running_on_a = || {
+        live_on(&a, "a", "active")
+            .iter()
+            .any(|id| all.iter().any(|(t, _, body)| t == id && !body.contains("session")))
+    };
+    wait_for("node a to run an unpinned task", T, || {
+        unpinned_running_on_a() || finals(&a).len() >= TASKS / 2
+    });
+    let started_on_a: Vec<String> = live_on(&a, "a", "active");
+    da.kill9();
+    // b adopts a after the lease; everything not pinned to a's sessions finishes on b.
+    let pinned_to_a = |id: &str| {
+        all.iter()
+            .any(|(t, _, body)| t == id && body.contains(r#""session": "a-"#))
+    };
+    wait_for("node b to adopt node a", T, || {
+        std::fs::read_dir(b.join("nodes/b/adopted")).is_ok_and(|mut d| d.next().is_some())
+    });
+    wait_for("every task not pinned to a's sessions to finish", T, || {
+        let f = finals(&b);
+        all.iter()
+            .filter(|(id, ..)| !pinned_to_a(id))
+            .all(|(id, ..)| f.contains_key(id))
+    });
+    // a comes back: it stands down from what b adopted, and runs its own sessions'
+    // tasks (b hands back those it adopted).
+    let _da = ea.daemon();
+    wait_for("all tasks to finish", T, || {
+        let f = finals(&a);
+        all.iter().all(|(id, ..)| f.contains_key(id))
+    });
+    settle(sync.as_ref());
+    for spool in [&a, &b] {
+        let f = finals(spool);
+        for (id, ..) in &all {
+            let copies = &f[id];
+            assert_eq!(copies.len(), 1, "{id} finished more than once: {copies:?}");
+            assert_eq!(copies[0].1, "done", "{id}: {copies:?}");
+            if pinned_to_a(id) {
+                assert_eq!(copies[0].0, "a", "{id} names a session of a: {copies:?}");
+            } else if all.iter().any(|(t, _, body)| t == id && body.contains(r#""session": "b-"#)) {
+                assert_eq!(copies[0].0, "b", "{id} names a session of b: {copies:?}");
+            }
+        }
+    }
+    // Each prompt ran once; only one a was running when it was killed may have run twice
+    // (its attempt was cut short, then retried on b).
+    let log = std::fs::read_to_string(&runs).unwrap();
+    let mut ran: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in log.lines() {
+        *ran.entry(line).or_default() += 1;
+    }
+    for (id, ..) in &all {
+        let n = ran.get(id.as_str()).copied().unwrap_or(0);
+        assert!(n >= 1, "{id} never ran");
+        assert!(
+            n == 1 || started_on_a.contains(id),
+            "{id} ran {n} times and was not running on a when it was killed"
+        );
+    }
+    // No duplicate run was needed: nothing was partitioned.
+    for env in [&ea, &eb] {
+        let status: serde_json::Value =
+            serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+        assert_eq!(status["duplicate_runs"], serde_json::json!([]), "{status}");
+        assert_eq!(status["tasks"]["done"], TASKS, "{status}");
+        assert_eq!(status["tasks"]["pending"], 0, "{status}");
+        assert_eq!(status["tasks"]["active"], 0, "{status}");
+        // SQL over both nodes' logs: every task completed, on the node that ran it.
+        let out = env.ok(&[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS done, count(DISTINCT node) AS nodes FROM events \
+             WHERE type = 'task_completed'",
+        ]);
+        assert_eq!(out.trim(), format!("done,nodes\n{TASKS},2"), "{out}");
+        let stats = env.ok(&["stats", "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&stats).unwrap();
+        let completed: u64 = rows.iter().map(|r| r["completed"].as_u64().unwrap_or(0)).sum();
+        assert_eq!(completed, TASKS as u64, "{stats}");
+    }
+}
+
+#[test]
+fn two_nodes_on_syncthing_finish_every_task_once_through_a_kill_and_a_restart() {
+    two_nodes_finish_every_task_once(
+        |a, b| Box::new(SyncthingPair::start(a, b)),
+        |s| {
+            s.downcast_ref::<SyncthingPair>()
+                .unwrap()
+                .wait_in_sync(Duration::from_secs(60));
+        },
+    );
+}
+
+#[test]
+fn two_nodes_on_rsync_loops_finish_every_task_once_through_a_kill_and_a_restart() {
+    two_nodes_finish_every_task_once(
+        |a, b| Box::new(RsyncLoop::start(a, "a", b, "b")),
+        |s| s.downcast_ref::<RsyncLoop>().unwrap().wait_in_sync(),
+    );
+}
