@@ -198,14 +198,45 @@ impl NodeCore {
     /// The caller has not queued the task, or removes it from its queue after this.
     ///
     /// # Errors
-    /// The offer could not be written: the task stays the caller's.
+    /// The offer could not be written, or `to` was adopted at an epoch its heartbeat
+    /// does not show yet (it would stand down from the task when it learns): the task
+    /// stays the caller's.
     pub fn offer(
         &mut self,
         files: &mut impl FleetFiles,
         record: TaskRecord,
         to: &str,
     ) -> Result<Note, String> {
-        let epoch = self.offers.get(&record.id).map_or(1, |o| o.offer.epoch + 1);
+        // A node adopted at an epoch above the one its heartbeat shows has not stood down
+        // yet: when the adoption reaches it, it stands down from every task the adoption
+        // names, this one too if it took it meanwhile — and the task would be held by
+        // nobody. Wait until its heartbeat shows the adoption's epoch.
+        let acknowledged = files.heartbeat_epoch(to).unwrap_or(1);
+        if let Some(a) = files
+            .adoptions_of(to)
+            .iter()
+            .chain(self.adopted.get(to))
+            .find(|a| a.epoch > acknowledged)
+        {
+            return Err(format!(
+                "{to} was adopted by {} at epoch {} and shows epoch {acknowledged}: \
+                 it has not stood down yet",
+                a.by, a.epoch
+            ));
+        }
+        // Above this node's last offer of the task, and above the taker's answer to an
+        // earlier one (the offer was released and forgotten since): the taker ignores
+        // an offer at or below an epoch it answered (a late or resurrected copy).
+        let answered = files
+            .answer_of(to, &record.id)
+            .filter(|a| a.from == self.me)
+            .map_or(0, |a| a.epoch);
+        let epoch = self
+            .offers
+            .get(&record.id)
+            .map_or(0, |o| o.offer.epoch)
+            .max(answered)
+            + 1;
         let file = OfferFile {
             offer: Offer {
                 task_id: record.id.clone(),
@@ -436,6 +467,28 @@ impl NodeCore {
             };
             let offer = file.offer.clone();
             let answer = files.answer_of(&offer.to, &id);
+            if let Some(a) = answer
+                .as_ref()
+                .filter(|a| a.from == self.me && a.epoch > offer.epoch)
+            {
+                // The taker answered a later offer of this task, one this node released
+                // and forgot (the answer it saw then was stale, or it restarted): the
+                // taker takes this one for a late copy and never answers. Offer it again
+                // above that answer.
+                let again = OfferFile {
+                    offer: Offer {
+                        epoch: a.epoch + 1,
+                        ..offer.clone()
+                    },
+                    record: file.record.clone(),
+                };
+                if let Err(e) = files.write_offer(&again) {
+                    tracing::error!(task = %id, "re-offering a task: {e}");
+                } else {
+                    self.offers.insert(id.clone(), again);
+                }
+                continue;
+            }
             let taker_dead = liveness.dead.iter().any(|(n, _)| *n == offer.to);
             match giver_step(&offer, answer.as_ref(), taker_dead) {
                 GiverStep::Wait => {}

@@ -463,3 +463,73 @@ fn placement_follows_the_session_then_the_lock_home_then_idle_sessions() {
         Placement::Here
     );
 }
+
+#[test]
+fn a_task_offered_again_to_a_taker_that_answered_an_earlier_offer_is_answered() {
+    // a gives t to b (epoch 1), lets go; t comes back to a (b gives it back); a offers it
+    // to b again: the new offer must be above b's answer, or b takes it for a late copy
+    // of the first and never answers.
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b"], &[]);
+    f.tick(&mut a, &["a", "b"], &[]);
+    assert!(!a.has_offer_out("t"));
+    f.hosts.get_mut("b").unwrap().disown("t", String::new());
+    f.offer(&mut a, "t", "b");
+    assert_eq!(a.offers["t"].offer.epoch, 2);
+    assert_eq!(
+        kinds(&f.tick(&mut b, &["a", "b"], &[])),
+        ["task_handoff:accepted"]
+    );
+    // An offer a forgot (a restart) and re-made below b's answer is raised above it.
+    f.tick(&mut a, &["a", "b"], &[]);
+    f.hosts.get_mut("b").unwrap().disown("t", String::new());
+    let mut forgetful = core("a");
+    f.offer(&mut forgetful, "t", "b"); // sees b's answer at 2: offers at 3
+    assert_eq!(forgetful.offers["t"].offer.epoch, 3);
+    let stale = OfferFile {
+        offer: Offer {
+            epoch: 1,
+            ..forgetful.offers["t"].offer.clone()
+        },
+        record: Some(Box::new(record("t"))),
+    };
+    f.disk
+        .offers
+        .insert(("a".into(), "t".into()), stale.clone());
+    forgetful.offers.insert("t".into(), stale);
+    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
+    f.tick(&mut forgetful, &["a", "b"], &[]);
+    assert_eq!(forgetful.offers["t"].offer.epoch, 3);
+    assert_eq!(
+        kinds(&f.tick(&mut b, &["a", "b"], &[])),
+        ["task_handoff:accepted"]
+    );
+}
+
+#[test]
+fn no_offer_goes_to_a_node_adopted_above_the_epoch_its_heartbeat_shows() {
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.hosts
+        .get_mut("b")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    assert_eq!(kinds(&f.tick(&mut a, &["a"], &["b"])), ["node_adopted"]);
+    // b is back but has not seen the adoption: given t, it would stand down from it
+    // when the adoption arrives, and nobody would hold t.
+    let me = a.me.clone();
+    let mut view = View {
+        me,
+        disk: &mut f.disk,
+        hosts: &f.hosts,
+    };
+    let err = a.offer(&mut view, record("t"), "b").unwrap_err();
+    assert!(err.contains("has not stood down"), "{err}");
+    // Once b has stood down (its epoch shows the adoption), it can be given work.
+    f.tick(&mut b, &["a", "b"], &[]);
+    assert_eq!(b.epoch, 2);
+    f.offer(&mut a, "t", "b");
+}
