@@ -340,7 +340,13 @@ impl Daemon {
             let mut files = SpoolFiles {
                 spool: &spool,
                 me: &me,
-                nodes: self.config.nodes.node.iter().map(|n| n.name.clone()).collect(),
+                nodes: self
+                    .config
+                    .nodes
+                    .node
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect(),
             };
             for (task, body) in core.stand_down_adopted(&mut files, &mut Host(self)) {
                 self.log.record(task.as_deref(), None, body);
@@ -522,7 +528,8 @@ impl Daemon {
                     task_id: id,
                     why: format!("offered to {to}"),
                 }),
-                Err(e) => tracing::error!(task = %id, "offering it to {to}: {e}"),
+                // (Refused while `to` has not stood down from an adoption: next tick.)
+                Err(e) => tracing::debug!(task = %id, "not offered to {to} yet: {e}"),
             }
         }
     }

@@ -27,7 +27,8 @@ const SESSIONS: &str = "\
 [[session]]\nname = \"b-1\"\nprofile = \"shell\"\nnode = \"b\"\n\
 [[session]]\nname = \"b-2\"\nprofile = \"shell\"\nnode = \"b\"\n";
 
-const NODES: &str = "lease_s = 3\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
+const NODES: &str =
+    "lease_s = 3\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
 
 fn node_env(name: &str) -> Env {
     let env = Env::new(SESSIONS);
@@ -49,7 +50,10 @@ fn finals(spool: &Path) -> BTreeMap<String, Vec<(String, String)>> {
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+                if let Some(id) = name
+                    .strip_suffix(".json")
+                    .filter(|_| !name.starts_with('.'))
+                {
                     out.entry(id.to_string())
                         .or_default()
                         .push((node.to_string(), dir.to_string()));
@@ -117,13 +121,20 @@ fn two_nodes_finish_every_task_once(
     }
     // Kill a while it runs something that may run anywhere (retried on b after the lease).
     let unpinned_running_on_a = || {
-        live_on(&a, "a", "active")
-            .iter()
-            .any(|id| all.iter().any(|(t, _, body)| t == id && !body.contains("session")))
+        live_on(&a, "a", "active").iter().any(|id| {
+            all.iter()
+                .any(|(t, _, body)| t == id && !body.contains("session"))
+        })
     };
-    wait_for("node a to run an unpinned task", T, || {
-        unpinned_running_on_a() || finals(&a).len() >= TASKS / 2
-    });
+    // (Inboxes are node-local: a file a never read would wait for a's return.)
+    wait_for(
+        "node a to take in its inbox and run an unpinned task",
+        T,
+        || {
+            crate::helper::ids_in(&ea.inbox()).is_empty()
+                && (unpinned_running_on_a() || finals(&a).len() >= TASKS / 2)
+        },
+    );
     let started_on_a: Vec<String> = live_on(&a, "a", "active");
     da.kill9();
     // b adopts a after the lease; everything not pinned to a's sessions finishes on b.
@@ -134,12 +145,39 @@ fn two_nodes_finish_every_task_once(
     wait_for("node b to adopt node a", T, || {
         std::fs::read_dir(b.join("nodes/b/adopted")).is_ok_and(|mut d| d.next().is_some())
     });
-    wait_for("every task not pinned to a's sessions to finish", T, || {
+    let missing = || -> Vec<String> {
         let f = finals(&b);
         all.iter()
-            .filter(|(id, ..)| !pinned_to_a(id))
-            .all(|(id, ..)| f.contains_key(id))
-    });
+            .filter(|(id, ..)| !pinned_to_a(id) && !f.contains_key(id))
+            .map(|(id, ..)| id.clone())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !missing().is_empty() {
+        if std::time::Instant::now() > deadline {
+            let m = missing();
+            let mut where_ = Vec::new();
+            for id in m.iter().take(5) {
+                for spool in [&a, &b] {
+                    for e in walk(spool) {
+                        if e.to_string_lossy().contains(id.as_str()) {
+                            where_.push(e.display().to_string());
+                        }
+                    }
+                }
+            }
+            panic!(
+                "{} unpinned or b-pinned task(s) never finished after a was killed: {m:?}\n\
+                 their files: {where_:#?}\nb's daemon log tail:\n{}",
+                m.len(),
+                tail(
+                    &std::fs::read_to_string(_db.log.clone()).unwrap_or_default(),
+                    40
+                )
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // a comes back: it stands down from what b adopted, and runs its own sessions'
     // tasks (b hands back those it adopted).
     let _da = ea.daemon();
@@ -156,7 +194,10 @@ fn two_nodes_finish_every_task_once(
             assert_eq!(copies[0].1, "done", "{id}: {copies:?}");
             if pinned_to_a(id) {
                 assert_eq!(copies[0].0, "a", "{id} names a session of a: {copies:?}");
-            } else if all.iter().any(|(t, _, body)| t == id && body.contains(r#""session": "b-"#)) {
+            } else if all
+                .iter()
+                .any(|(t, _, body)| t == id && body.contains(r#""session": "b-"#))
+            {
                 assert_eq!(copies[0].0, "b", "{id} names a session of b: {copies:?}");
             }
         }
@@ -195,9 +236,32 @@ fn two_nodes_finish_every_task_once(
         assert_eq!(out.trim(), format!("done,nodes\n{TASKS},2"), "{out}");
         let stats = env.ok(&["stats", "--json"]);
         let rows: Vec<serde_json::Value> = serde_json::from_str(&stats).unwrap();
-        let completed: u64 = rows.iter().map(|r| r["completed"].as_u64().unwrap_or(0)).sum();
+        let completed: u64 = rows
+            .iter()
+            .map(|r| r["completed"].as_u64().unwrap_or(0))
+            .sum();
         assert_eq!(completed, TASKS as u64, "{stats}");
     }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[test]
