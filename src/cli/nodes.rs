@@ -26,6 +26,8 @@ struct Row {
     silent_ms: Option<u64>,
     weight: u32,
     labels: Vec<String>,
+    /// Tasks in its `pending/` and `active/`, as synced here (it owns them).
+    owned: usize,
     heartbeat: Option<Heartbeat>,
 }
 
@@ -58,9 +60,18 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
                 (Some(_), Some(s)) if s.alive => "alive",
                 (Some(_), Some(_)) => "dead",
             };
+            let member = Spool::for_node(spool.root(), &n.name);
+            let owned = [
+                architect::spool::task::TaskState::Pending,
+                architect::spool::task::TaskState::Active,
+            ]
+            .iter()
+            .map(|s| member.list_ids(*s).map_or(0, |ids| ids.len()))
+            .sum();
             Row {
                 node: n.name.clone(),
                 this: n.name == config.node,
+                owned,
                 status: status.to_string(),
                 silent_ms: seen.map(|s| s.silent_ms),
                 weight: n.weight,
@@ -83,7 +94,8 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
-        "node", "status", "silent", "epoch", "running", "free", "draining", "version", "weight",
+        "node", "status", "silent", "epoch", "owned", "running", "free", "draining", "version",
+        "weight",
     ]);
     for r in &rows {
         let hb = r.heartbeat.as_ref();
@@ -110,6 +122,7 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
             r.silent_ms
                 .map_or_else(String::new, |ms| format!("{:.1} s", ms as f64 / 1000.0)),
             hb.map_or_else(String::new, |h| h.epoch.to_string()),
+            r.owned.to_string(),
             hb.map_or_else(String::new, |h| h.running.to_string()),
             free.unwrap_or_default(),
             hb.map_or_else(String::new, |h| if h.draining { "yes" } else { "" }.into()),
@@ -131,7 +144,8 @@ pub const STIGNORE_NEEDED: &[&str] = &["/inbox", "/control", "/locks", ".*.tmp"]
 /// One finding of `architect doctor`.
 #[derive(Debug, Serialize)]
 struct Finding {
-    /// `conflict_copy`, `dead_node`, `unknown_node`, `stignore`.
+    /// `conflict_copy`, `dead_node`, `unknown_node`, `wrong_writer`, `sync_lag`,
+    /// `syncthing`, `stignore`.
     kind: &'static str,
     /// What is wrong, and where.
     detail: String,
@@ -139,8 +153,10 @@ struct Finding {
 
 /// `architect doctor`: what is wrong with a (synced) spool — Syncthing conflict copies
 /// anywhere in it; with several nodes, nodes this node's daemon presumes dead,
-/// directories under `nodes/` of nodes `nodes.toml` does not list, and `.stignore`
-/// patterns missing. Exit status 1 when anything is found.
+/// directories under `nodes/` of nodes `nodes.toml` does not list, files under
+/// `nodes/<n>/` that another node wrote, how far Syncthing is behind (`[syncthing]` in
+/// `architect.toml`), and `.stignore` patterns missing. Exit status 1 when anything is
+/// found.
 ///
 /// # Errors
 /// The config cannot be loaded.
@@ -206,6 +222,10 @@ pub fn doctor(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> 
             .copied()
             .filter(|p| !lines.contains(p))
             .collect();
+        wrong_writers(spool, &config, &mut found);
+        if config.syncthing.url.is_some() {
+            sync_lag(&config.syncthing, &mut found);
+        }
         if !missing.is_empty() {
             found.push(Finding {
                 kind: "stignore",
@@ -231,4 +251,193 @@ pub fn doctor(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Files under `nodes/<n>/` whose content names another writer: an offer `from`, an
+/// adoption `by`, a task record whose last attempt ran on another node, a log file of
+/// another node. Every file there has one writer, node `n` (`docs/multi-node.md`).
+fn wrong_writers(spool: &Spool, config: &Config, found: &mut Vec<Finding>) {
+    use architect::fleet::node::{Adoption, OfferFile};
+    use architect::spool::task::TaskState;
+    let read = |p: &Path| -> Option<serde_json::Value> {
+        architect::durable::read_regular(p, architect::spool::MAX_TASK_BYTES * 2)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    };
+    let files = |dir: &Path| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(std::result::Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    !n.starts_with('.') && !n.contains(".sync-conflict-")
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut wrong = |path: &Path, writer: &str| {
+        found.push(Finding {
+            kind: "wrong_writer",
+            detail: format!(
+                "{}: written by node {writer:?}, in another node's directory (each node \
+                 writes only nodes/<itself>/)",
+                path.display()
+            ),
+        });
+    };
+    for n in &config.nodes.node {
+        let dir = spool.node_dir(&n.name);
+        for p in files(&dir.join("offers")) {
+            if let Some(o) = read(&p).and_then(|v| serde_json::from_value::<OfferFile>(v).ok()) {
+                if o.offer.from != n.name {
+                    wrong(&p, &o.offer.from);
+                }
+            }
+        }
+        for p in files(&dir.join("adopted")) {
+            if let Some(a) = read(&p).and_then(|v| serde_json::from_value::<Adoption>(v).ok()) {
+                if a.by != n.name {
+                    wrong(&p, &a.by);
+                }
+            }
+        }
+        for state in [TaskState::Active, TaskState::Done, TaskState::Failed] {
+            for p in files(&dir.join(state.dir())) {
+                let last = read(&p).and_then(|v| {
+                    v["attempts"]
+                        .as_array()
+                        .and_then(|a| a.last())
+                        .and_then(|a| a["node"].as_str().map(str::to_string))
+                });
+                if let Some(node) = last.filter(|w| *w != n.name && !w.is_empty()) {
+                    wrong(&p, &node);
+                }
+            }
+        }
+        for p in files(&dir.join("log")) {
+            let name = p.file_name().map(|f| f.to_string_lossy().into_owned());
+            let writer = name.as_deref().and_then(|f| {
+                f.strip_prefix("events-")
+                    .and_then(|rest| rest.rsplit_once('-'))
+                    .map(|(node, _)| node.to_string())
+            });
+            if let Some(w) = writer.filter(|w| *w != n.name) {
+                wrong(&p, &w);
+            }
+        }
+    }
+}
+
+/// Asks this node's Syncthing how far the spool's folder is behind: files this node still
+/// needs, and each connected device's completion of the folder.
+fn sync_lag(settings: &architect::config::SyncthingSettings, found: &mut Vec<Finding>) {
+    let Some(url) = settings.url.as_deref() else {
+        return;
+    };
+    let folder = settings.folder.as_deref().unwrap_or("spool");
+    let key = match &settings.api_key_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map(|k| k.trim().to_string())
+            .ok(),
+        None => std::env::var("ARCHITECT_SYNCTHING_API_KEY").ok(),
+    };
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        found.push(Finding {
+            kind: "syncthing",
+            detail: "[syncthing] url is set but no API key: set api_key_file, or \
+                     ARCHITECT_SYNCTHING_API_KEY"
+                .into(),
+        });
+        return;
+    };
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(syncthing_lag(url, folder, &key)));
+    match asked {
+        Ok(lags) => found.extend(lags.into_iter().map(|detail| Finding {
+            kind: "sync_lag",
+            detail,
+        })),
+        Err(e) => found.push(Finding {
+            kind: "syncthing",
+            detail: format!("{url}: {e}"),
+        }),
+    }
+}
+
+/// The lags Syncthing at `url` reports for `folder`, one sentence each (none: in sync).
+async fn syncthing_lag(url: &str, folder: &str, key: &str) -> Result<Vec<String>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let get = |path: String| {
+        let client = client.clone();
+        let url = format!("{}{path}", url.trim_end_matches('/'));
+        async move {
+            let resp = client
+                .get(&url)
+                .header("X-API-Key", key)
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("GET {url}: {status}: {}", body.trim()));
+            }
+            serde_json::from_str::<serde_json::Value>(&body).map_err(|e| format!("GET {url}: {e}"))
+        }
+    };
+    let mut lags = Vec::new();
+    let status = get(format!("/rest/db/status?folder={folder}")).await?;
+    let need = status["needTotalItems"]
+        .as_u64()
+        .or_else(|| status["needFiles"].as_u64())
+        .unwrap_or(0);
+    if need > 0 {
+        lags.push(format!(
+            "this node still needs {need} item(s) ({} bytes) of folder {folder:?} from the \
+             others (state {})",
+            status["needBytes"].as_u64().unwrap_or(0),
+            status["state"].as_str().unwrap_or("?")
+        ));
+    }
+    let me = get("/rest/system/status".into()).await?["myID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let connections = get("/rest/system/connections".into()).await?;
+    let devices: Vec<(String, bool)> = connections["connections"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, c)| (id.clone(), c["connected"].as_bool().unwrap_or(false)))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (device, connected) in devices {
+        let c = get(format!(
+            "/rest/db/completion?folder={folder}&device={device}"
+        ))
+        .await?;
+        let pct = c["completion"].as_f64().unwrap_or(0.0);
+        let short: String = device.chars().take(7).collect();
+        if pct < 100.0 || !connected {
+            lags.push(format!(
+                "device {short}…{}: {pct:.1} % of folder {folder:?} synced, {} item(s) behind",
+                if connected { "" } else { " (not connected)" },
+                c["needItems"].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    Ok(lags)
 }

@@ -33,6 +33,24 @@ pub struct ArchitectFile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogSettings,
+    /// `[syncthing]`.
+    #[serde(default)]
+    pub syncthing: SyncthingSettings,
+}
+
+/// `[syncthing]` in `config/architect.toml`: where this node's Syncthing answers, so that
+/// `architect doctor` can report how far the spool's folder is behind the other devices
+/// (its REST API: `/rest/db/status`, `/rest/db/completion`). Optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncthingSettings {
+    /// The GUI/REST address, e.g. `http://127.0.0.1:8384`.
+    pub url: Option<String>,
+    /// The folder id of the spool (default `spool`).
+    pub folder: Option<String>,
+    /// A file (mode 0600) holding the API key; else `ARCHITECT_SYNCTHING_API_KEY` from
+    /// the environment. Never the key itself: this file is in git.
+    pub api_key_file: Option<PathBuf>,
 }
 
 /// `[node]` in `config/architect.toml`.
@@ -288,6 +306,8 @@ pub struct Config {
     pub prices: prices::Prices,
     /// The nodes that share the spool (`nodes.toml`; empty: one node).
     pub nodes: nodes::Nodes,
+    /// This node's Syncthing, if it says where (`[syncthing]`).
+    pub syncthing: SyncthingSettings,
 }
 
 /// Reads a TOML config file; an absent one is `T::default()`.
@@ -520,6 +540,7 @@ impl Config {
             repo: base,
             prices,
             nodes,
+            syncthing: arch.syncthing,
         })
     }
 }

@@ -222,3 +222,70 @@ fn init_with_a_node_name_prepares_a_spool_for_syncing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a node name is"));
 }
+
+#[test]
+fn doctor_reads_sync_lag_from_syncthing_and_finds_files_written_by_the_wrong_node() {
+    use crate::helper::sync::SyncthingPair;
+    let (ea, eb) = (two_nodes::node_env("a"), two_nodes::node_env("b"));
+    let pair = SyncthingPair::start(&ea.spool, &eb.spool);
+    let (url, key) = pair.rest_address(0);
+    let key_file = ea.dir.path().join("syncthing.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let architect = std::fs::read_to_string(ea.config.join("architect.toml")).unwrap();
+    let with_syncthing = |key_file: &std::path::Path| {
+        format!(
+            "{architect}\n[syncthing]\nurl = \"{url}\"\napi_key_file = \"{}\"\n",
+            key_file.display()
+        )
+    };
+    ea.write_config("architect.toml", &with_syncthing(&key_file));
+    pair.wait_in_sync(Duration::from_secs(60));
+    let (code, found) = doctor(&ea);
+    assert_eq!(code, 0, "{found:?}");
+    // A file in b's directory that a wrote (here, by hand): found, from either side.
+    let offer = serde_json::json!({
+        "offer": {"task_id": "x", "from": "a", "to": "b", "epoch": 1},
+        "record": null
+    });
+    std::fs::create_dir_all(ea.path("spool/nodes/b/offers")).unwrap();
+    std::fs::write(ea.path("spool/nodes/b/offers/x.json"), offer.to_string()).unwrap();
+    let (code, found) = doctor(&ea);
+    assert_eq!(
+        (code, kinds(&found)),
+        (1, vec!["wrong_writer"]),
+        "{found:?}"
+    );
+    assert!(found[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("nodes/b/offers/x.json"));
+    std::fs::remove_file(ea.path("spool/nodes/b/offers/x.json")).unwrap();
+    // A wrong key: Syncthing refuses, and doctor says so.
+    let bad = ea.dir.path().join("bad.key");
+    std::fs::write(&bad, "not-the-key").unwrap();
+    ea.write_config("architect.toml", &with_syncthing(&bad));
+    let (code, found) = doctor(&ea);
+    assert_eq!((code, kinds(&found)), (1, vec!["syncthing"]), "{found:?}");
+    assert!(
+        found[0]["detail"].as_str().unwrap().contains("403"),
+        "{found:?}"
+    );
+    // b's Syncthing stops and a changes something: a's reports b's device behind.
+    ea.write_config("architect.toml", &with_syncthing(&key_file));
+    let b_pid = i32::try_from(pair.pids()[1]).unwrap();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(b_pid, libc::SIGTERM) };
+    std::fs::create_dir_all(ea.path("spool/nodes/a/pending")).unwrap();
+    std::fs::write(ea.path("spool/nodes/a/pending/y.json"), "{}").unwrap();
+    wait_for("doctor to report b behind", Duration::from_secs(60), || {
+        let (_, found) = doctor(&ea);
+        kinds(&found).contains(&"sync_lag")
+    });
+    let (_, found) = doctor(&ea);
+    let lag = found.iter().find(|f| f["kind"] == "sync_lag").unwrap();
+    assert!(
+        lag["detail"].as_str().unwrap().contains("not connected"),
+        "{found:?}"
+    );
+    drop(pair);
+}

@@ -30,7 +30,7 @@ const SESSIONS: &str = "\
 const NODES: &str =
     "lease_s = 3\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
 
-fn node_env(name: &str) -> Env {
+pub(super) fn node_env(name: &str) -> Env {
     let env = Env::new(SESSIONS);
     env.write_config(
         "architect.toml",
