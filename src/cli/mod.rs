@@ -145,9 +145,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drain a node, or undo it: sets `drain` on its [[node]] in config/nodes.toml (keep
+    /// that file the same on every node: commit and sync it). A draining node takes no new
+    /// work, offers its queued tasks to the others and finishes what it runs.
+    #[command(subcommand)]
+    Node(nodes::NodeCmd),
     /// Check a (synced) spool: Syncthing conflict copies; with several nodes, nodes
-    /// presumed dead, unknown node directories, and .stignore patterns missing. Exits 1
-    /// when anything is found.
+    /// presumed dead, unknown node directories, files written by the wrong node,
+    /// Syncthing's lag, and .stignore patterns missing. Exits 1 when anything is found.
     Doctor {
         /// JSON output.
         #[arg(long)]
@@ -320,6 +325,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Retry { id } => tasks::retry(&need(&spool)?, &id),
         Cmd::Sessions { json } => observe::sessions(&need(&spool)?, json),
         Cmd::Nodes { json } => nodes::run(&need(&spool)?, &cli.config, json),
+        Cmd::Node(cmd) => nodes::node(&cli.config, &cmd),
         Cmd::Doctor { json } => nodes::doctor(&need(&spool)?, &cli.config, json),
         Cmd::Send {
             session,

@@ -137,6 +137,67 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `architect node …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCmd {
+    /// Stop giving NAME new work: its queued tasks go to the other nodes, what it runs
+    /// finishes.
+    Drain {
+        /// The node.
+        name: String,
+    },
+    /// Give NAME work again.
+    Undrain {
+        /// The node.
+        name: String,
+    },
+}
+
+/// Sets or clears `drain` on a node of `config/nodes.toml`, keeping the file's comments
+/// and layout; the daemons apply it live.
+///
+/// # Errors
+/// The file cannot be read, parsed or written; no such node; the result is not a valid
+/// `nodes.toml`.
+pub fn node(config_dir: &Path, cmd: &NodeCmd) -> Result<ExitCode> {
+    let (name, drain) = match cmd {
+        NodeCmd::Drain { name } => (name, true),
+        NodeCmd::Undrain { name } => (name, false),
+    };
+    let path = config_dir.join("nodes.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (no fleet without it)", path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let nodes = doc
+        .get_mut("node")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+        .with_context(|| format!("{} lists no [[node]]", path.display()))?;
+    let Some(table) = nodes
+        .iter_mut()
+        .find(|t| t.get("name").and_then(toml_edit::Item::as_str) == Some(name.as_str()))
+    else {
+        anyhow::bail!("no [[node]] named {name:?} in {}", path.display());
+    };
+    if drain {
+        table["drain"] = toml_edit::value(true);
+    } else {
+        table.remove("drain");
+    }
+    let new = doc.to_string();
+    // Checked as the daemon will read it before it is written.
+    architect::config::nodes::Nodes::parse(&new, &path, name)
+        .map_err(|e| anyhow::anyhow!("the new nodes.toml would be invalid: {e}"))?;
+    architect::durable::write_atomic(&path, new.as_bytes())?;
+    println!(
+        "{name}: {} in {} (daemons apply it live; sync or commit the file so every node has it)",
+        if drain { "draining" } else { "takes work" },
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The patterns a synced spool's `.stignore` must hold: what each node keeps to itself
 /// (the inbox and control requests it takes, its kernel locks) and temp files.
 pub const STIGNORE_NEEDED: &[&str] = &["/inbox", "/control", "/locks", ".*.tmp"];

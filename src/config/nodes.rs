@@ -37,6 +37,10 @@ pub struct NodeSpec {
     /// Relative capacity, ≥ 1.
     #[serde(default = "one")]
     pub weight: u32,
+    /// Draining (`architect node drain`): the node takes no new work, offers its queued
+    /// tasks to the others, and finishes what it runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
 }
 
 fn one() -> u32 {
@@ -92,6 +96,25 @@ impl Nodes {
     pub fn load(config_dir: &Path, this: &str) -> Result<Self> {
         let path = config_dir.join("nodes.toml");
         let nodes: Self = super::read_toml(&path)?;
+        nodes.checked(&path, this)
+    }
+
+    /// `text` as the `nodes.toml` at `path` (which is not read), checked as [`Nodes::load`]
+    /// checks it.
+    ///
+    /// # Errors
+    /// As [`Nodes::load`].
+    pub fn parse(text: &str, path: &Path, this: &str) -> Result<Self> {
+        let nodes: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        nodes.checked(path, this)
+    }
+
+    fn checked(self, path: &Path, this: &str) -> Result<Self> {
+        let nodes = self;
+        let path = path.to_path_buf();
         let bad = |message: String| Error::Config {
             path: path.clone(),
             message,
@@ -131,6 +154,12 @@ impl Nodes {
             )));
         }
         Ok(nodes)
+    }
+
+    /// Whether node `name` is draining.
+    #[must_use]
+    pub fn draining(&self, name: &str) -> bool {
+        self.node.iter().any(|n| n.name == name && n.drain)
     }
 
     /// Whether several nodes share the spool.

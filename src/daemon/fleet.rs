@@ -381,7 +381,7 @@ impl Daemon {
             epoch: f.core.as_ref().map_or(1, |c| c.epoch),
             running,
             free,
-            draining: false,
+            draining: self.config.nodes.draining(&me),
         };
         let dir = self.spool.node_dir(&me);
         let written = durable::create_dir(&dir).and_then(|()| {
@@ -443,7 +443,9 @@ impl Daemon {
                 nodes: nodes.node.iter().map(|n| n.name.clone()).collect(),
             };
             let config = self.config.clone();
+            let draining = config.nodes.draining(&me);
             let can_take = |r: &TaskRecord| match r.task.session.as_deref() {
+                _ if draining => Err(format!("{me} is draining")),
                 Some(s) => match config.session_node(s) {
                     Some(n) if n != me => Err(format!("session {s} runs on node {n}")),
                     _ => Ok(()),
@@ -493,7 +495,8 @@ impl Daemon {
                     .locks
                     .as_ref()
                     .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty());
-            if !pinned {
+            // A draining node gives its queue away whatever the others' idle sessions.
+            if !pinned && !self.config.nodes.draining(&self.config.node) {
                 let role = spec.role.clone().unwrap_or_default();
                 let Some(free) = room.get_mut(&to) else {
                     continue;
@@ -556,6 +559,7 @@ impl Daemon {
                 .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty()),
             idle_here: self.sessions.values().filter(fits).any(|s| s.is_free()),
             fits_here: self.sessions.values().any(|s| fits(&s)),
+            draining_here: self.config.nodes.draining(me),
         };
         if spec.provider.is_some() || spec.complexity.is_some() {
             return None; // provider tasks run where they arrive

@@ -639,6 +639,9 @@ pub struct PlacementAsk<'a> {
     pub idle_here: bool,
     /// This node has any session that fits it (idle or not).
     pub fits_here: bool,
+    /// This node is draining: it keeps only tasks no other node can run (those naming
+    /// its sessions).
+    pub draining_here: bool,
 }
 
 /// Where a task goes (`docs/multi-node.md`, "Placement" and "Locks across nodes"): to
@@ -665,9 +668,12 @@ pub fn placement(
         }
     };
     if let Some(node) = ask.session_node {
-        // A session on a node not live now: the task waits here until it is (a later
-        // tick offers it again), rather than going to a node that cannot answer.
-        if !live.iter().any(|(n, _)| *n == node) {
+        // A session on a node not live now, or draining: the task waits here until it
+        // can go (a later tick offers it again), rather than going to a node that
+        // cannot answer or would refuse it.
+        if !live.iter().any(|(n, _)| *n == node)
+            || (node != me && heartbeats.get(node).is_some_and(|h| h.draining))
+        {
             return Placement::Here;
         }
         return elsewhere(node);
@@ -676,7 +682,7 @@ pub fn placement(
         return super::lock_home(lock_home_key, lock_home_configured, live)
             .map_or(Placement::Here, elsewhere);
     }
-    if ask.idle_here {
+    if ask.idle_here && !ask.draining_here {
         return Placement::Here;
     }
     let candidates: Vec<super::Candidate<'_>> = live
@@ -692,6 +698,19 @@ pub fn placement(
     let want = ask.role.map_or(super::Want::Any, super::Want::Role);
     match super::place(want, &candidates) {
         Some(n) => elsewhere(n),
+        None if ask.draining_here => {
+            // Nobody idle: a draining node still gives its queue away, to the
+            // least-loaded node that takes work (the task waits there instead).
+            candidates
+                .iter()
+                .filter(|c| c.name != me && !c.heartbeat.draining)
+                .min_by(|a, b| {
+                    let la = u64::from(a.heartbeat.running) * u64::from(b.weight.max(1));
+                    let lb = u64::from(b.heartbeat.running) * u64::from(a.weight.max(1));
+                    la.cmp(&lb).then_with(|| a.name.cmp(b.name))
+                })
+                .map_or(Placement::Here, |c| elsewhere(c.name))
+        }
         None => Placement::Here,
     }
 }

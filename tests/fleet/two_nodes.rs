@@ -283,3 +283,64 @@ fn two_nodes_on_rsync_loops_finish_every_task_once_through_a_kill_and_a_restart(
         |s| s.downcast_ref::<RsyncLoop>().unwrap().wait_in_sync(),
     );
 }
+
+#[test]
+fn a_drained_node_gives_its_inbox_away_and_gets_its_sessions_tasks_only_after_undrain() {
+    let (ea, eb) = (node_env("a"), node_env("b"));
+    let (a, b) = (ea.spool.clone(), eb.spool.clone());
+    let sync = RsyncLoop::start(&a, "a", &b, "b");
+    let _da = ea.daemon();
+    let _db = eb.daemon();
+    wait_for("each node to see the other alive", T, || {
+        alive_in_view(&ea, "b") && alive_in_view(&eb, "a")
+    });
+    // The same edit on both machines (the file is in git).
+    for env in [&ea, &eb] {
+        assert!(env.ok(&["node", "drain", "b"]).contains("b: draining"));
+    }
+    let text = std::fs::read_to_string(ea.config.join("nodes.toml")).unwrap();
+    assert!(text.contains("drain = true"), "{text}");
+    wait_for("b's heartbeat to say it drains, on a", T, || {
+        let nodes: Vec<serde_json::Value> =
+            serde_json::from_str(&ea.ok(&["nodes", "--json"])).unwrap();
+        nodes
+            .iter()
+            .any(|n| n["node"] == "b" && n["heartbeat"]["draining"] == true)
+    });
+    // Work dropped on b runs on a; a task for b's session waits on a.
+    for i in 0..10 {
+        eb.drop_task(
+            &format!("d{i}.json"),
+            &format!(r#"{{"id": "d{i}", "prompt": "echo d{i}"}}"#),
+        );
+    }
+    ea.drop_task(
+        "pinned.json",
+        r#"{"id": "pinned", "prompt": "echo p", "session": "b-1"}"#,
+    );
+    wait_for("b's inbox to run on a", T, || {
+        let f = finals(&a);
+        (0..10).all(|i| f.get(&format!("d{i}")).is_some_and(|c| c[0].0 == "a"))
+    });
+    sync.wait_in_sync();
+    assert!(!finals(&a).contains_key("pinned"));
+    assert_eq!(live_on(&a, "a", "pending"), ["pinned"]);
+    // Undrained: b takes its session's task.
+    for env in [&ea, &eb] {
+        assert!(env.ok(&["node", "undrain", "b"]).contains("b: takes work"));
+    }
+    wait_for("the pinned task to run on b", T, || {
+        finals(&a)
+            .get("pinned")
+            .is_some_and(|c| c == &[("b".to_string(), "done".to_string())])
+    });
+    // An unknown node is refused, and the file is left as it was.
+    let before = std::fs::read_to_string(ea.config.join("nodes.toml")).unwrap();
+    let out = ea.cli(&["node", "drain", "zeta"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [[node]] named \"zeta\""));
+    assert_eq!(
+        std::fs::read_to_string(ea.config.join("nodes.toml")).unwrap(),
+        before
+    );
+}

@@ -394,6 +394,7 @@ fn placement_follows_the_session_then_the_lock_home_then_idle_sessions() {
         locks: false,
         idle_here: false,
         fits_here: true,
+        draining_here: false,
     };
     let go = |ask| placement("a", ask, "repo", None, &live, &beats);
     assert_eq!(
@@ -460,6 +461,49 @@ fn placement_follows_the_session_then_the_lock_home_then_idle_sessions() {
             role: Some("build"),
             ..ask
         }),
+        Placement::Here
+    );
+}
+
+#[test]
+fn a_draining_node_gives_its_work_away_and_gets_none_but_its_own_sessions_tasks() {
+    let live = [("a", 1), ("b", 1), ("c", 1)];
+    let beats: BTreeMap<String, crate::fleet::Heartbeat> = [
+        ("a".to_string(), hb(0, &[("", 2)], true)),
+        ("b".to_string(), hb(2, &[], false)),
+        ("c".to_string(), hb(1, &[], true)),
+    ]
+    .into();
+    let ask = PlacementAsk {
+        session_node: None,
+        role: None,
+        locks: false,
+        idle_here: true,
+        fits_here: true,
+        draining_here: true,
+    };
+    // Idle here, but draining: to the least-loaded node that takes work (c drains too).
+    assert_eq!(
+        placement("a", ask, "repo", None, &live, &beats),
+        Placement::Offer("b".into())
+    );
+    // A task naming one of its own sessions stays: nobody else can run it.
+    let own = PlacementAsk {
+        session_node: Some("a"),
+        ..ask
+    };
+    assert_eq!(
+        placement("a", own, "repo", None, &live, &beats),
+        Placement::Here
+    );
+    // Elsewhere, a task naming a draining node's session waits where it is.
+    let theirs = PlacementAsk {
+        session_node: Some("c"),
+        draining_here: false,
+        ..ask
+    };
+    assert_eq!(
+        placement("b", theirs, "repo", None, &live, &beats),
         Placement::Here
     );
 }
