@@ -1563,6 +1563,7 @@ impl Sim {
                     .enumerate()
                     .any(|(s, spec)| host.busy[s].is_none() && fits(spec)),
                 fits_here: sessions.iter().any(fits),
+                draining_here: false,
             };
             placement(&names[i], ask, REPO, None, &liveness.live, &beats)
         };
