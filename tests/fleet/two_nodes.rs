@@ -27,8 +27,10 @@ const SESSIONS: &str = "\
 [[session]]\nname = \"b-1\"\nprofile = \"shell\"\nnode = \"b\"\n\
 [[session]]\nname = \"b-2\"\nprofile = \"shell\"\nnode = \"b\"\n";
 
+/// A lease of 5 s: long enough that a daemon slowed down by a loaded CI machine is not
+/// presumed dead, which would make a duplicate run the test rightly refuses.
 const NODES: &str =
-    "lease_s = 3\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
+    "lease_s = 5\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
 
 pub(super) fn node_env(name: &str) -> Env {
     let env = Env::new(SESSIONS);
@@ -201,6 +203,22 @@ fn two_nodes_finish_every_task_once(
                 assert_eq!(copies[0].0, "b", "{id} names a session of b: {copies:?}");
             }
         }
+    }
+    // What a was running when it was killed was retried (an interrupted attempt counted),
+    // by b or — for a's own sessions — by a after b handed it back.
+    for id in &started_on_a {
+        let copies = &finals(&a)[id];
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(a.join(format!("nodes/{}/done/{id}.json", copies[0].0))).unwrap(),
+        )
+        .unwrap();
+        let outcomes: Vec<&str> = record["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["outcome"].as_str().unwrap())
+            .collect();
+        assert!(outcomes.contains(&"interrupted"), "{id}: {outcomes:?}");
     }
     // Each prompt ran once; only one a was running when it was killed may have run twice
     // (its attempt was cut short, then retried on b).
