@@ -543,10 +543,8 @@ impl Daemon {
         let f = self.fleet.as_ref()?;
         f.core.as_ref()?;
         let me = self.config.node.as_str();
-        let fits = |s: &&super::sessions::SessionSlot| match spec.role.as_deref() {
-            Some(role) => s.resolved.spec.role.as_deref() == Some(role),
-            None => true,
-        };
+        // A session fits when the task asks for no role, or for the session's.
+        let fits = |role: Option<&str>| spec.role.as_deref().is_none_or(|want| role == Some(want));
         let ask = PlacementAsk {
             session_node: spec
                 .session
@@ -557,8 +555,14 @@ impl Daemon {
                 .locks
                 .as_ref()
                 .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty()),
-            idle_here: self.sessions.values().filter(fits).any(|s| s.is_free()),
-            fits_here: self.sessions.values().any(|s| fits(&s)),
+            idle_here: self
+                .sessions
+                .values()
+                .any(|s| s.is_free() && fits(s.resolved.spec.role.as_deref())),
+            fits_here: self
+                .sessions
+                .values()
+                .any(|s| fits(s.resolved.spec.role.as_deref())),
             draining_here: self.config.nodes.draining(me),
         };
         if spec.provider.is_some() || spec.complexity.is_some() {

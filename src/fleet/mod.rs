@@ -219,13 +219,17 @@ pub fn place<'a>(want: Want<'_>, candidates: &[Candidate<'a>]) -> Option<&'a str
             Want::Role(role) => c.heartbeat.free.get(role).copied().unwrap_or(0) > 0,
             _ => c.heartbeat.free.values().any(|n| *n > 0),
         })
-        .min_by(|a, b| {
-            // running / weight, compared without division: a.r * b.w vs b.r * a.w.
-            let la = u64::from(a.heartbeat.running) * u64::from(b.weight.max(1));
-            let lb = u64::from(b.heartbeat.running) * u64::from(a.weight.max(1));
-            la.cmp(&lb).then_with(|| a.name.cmp(b.name))
-        })
+        .min_by(|a, b| by_load(a, b))
         .map(|c| c.name)
+}
+
+/// Orders candidates by load — running tasks per unit of weight, compared without
+/// division (`a.running * b.weight` vs `b.running * a.weight`) — then by name.
+#[must_use]
+pub fn by_load(a: &Candidate<'_>, b: &Candidate<'_>) -> std::cmp::Ordering {
+    let la = u64::from(a.heartbeat.running) * u64::from(b.weight.max(1));
+    let lb = u64::from(b.heartbeat.running) * u64::from(a.weight.max(1));
+    la.cmp(&lb).then_with(|| a.name.cmp(b.name))
 }
 
 /// Rendezvous (highest-random-weight) hashing: the node `key` belongs to among `nodes`

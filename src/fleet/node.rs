@@ -704,11 +704,7 @@ pub fn placement(
             candidates
                 .iter()
                 .filter(|c| c.name != me && !c.heartbeat.draining)
-                .min_by(|a, b| {
-                    let la = u64::from(a.heartbeat.running) * u64::from(b.weight.max(1));
-                    let lb = u64::from(b.heartbeat.running) * u64::from(a.weight.max(1));
-                    la.cmp(&lb).then_with(|| a.name.cmp(b.name))
-                })
+                .min_by(|a, b| super::by_load(a, b))
                 .map_or(Placement::Here, |c| elsewhere(c.name))
         }
         None => Placement::Here,
