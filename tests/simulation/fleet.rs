@@ -92,7 +92,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use architect::fleet::handoff::{Answer, Offer};
+use architect::fleet::handoff::{superseded, Answer, Offer};
 use architect::fleet::node::{
     placement, Adoption, Duplicate, FleetFiles, HostStatus, Liveness, NodeCore, OfferFile,
     Placement, PlacementAsk, TaskHost,
@@ -703,6 +703,12 @@ impl FleetFiles for Files<'_> {
 
 // ---- one node's tasks, as TaskHost ------------------------------------------------
 
+/// `ARCHITECT_SIM_TRACE` is set (a replay prints what hosts do too).
+fn tracing_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ARCHITECT_SIM_TRACE").is_some())
+}
+
 #[derive(Debug, Clone)]
 struct Local {
     status: HostStatus,
@@ -795,7 +801,11 @@ impl TaskHost for HostRef<'_> {
         Ok(())
     }
 
-    fn disown(&mut self, id: &str, _why: String) {
+    fn disown(&mut self, id: &str, why: String) {
+        if tracing_on() {
+            let sh = self.sh.borrow();
+            println!("[t={}] {}: disown {id}: {why}", sh.now, sh.names[self.me]);
+        }
         self.stop_run(id);
         // The record goes before the file does: the task is someone else's.
         self.remove_record(Dir::Pending, id);
@@ -1399,6 +1409,9 @@ impl Sim {
             t.status = HostStatus::Final;
             t.record.state = TaskState::Done;
             let record = t.record.clone();
+            if tracing_on() {
+                println!("[t={now}] {}: done {id}", names[i]);
+            }
             h.write_record(Dir::Done, &record);
             h.remove_record(Dir::Active, &id);
             h.remove_record(Dir::Pending, &id);
@@ -1662,7 +1675,9 @@ impl Sim {
             {
                 let mut sh = self.sh.borrow_mut();
                 let out = match sh.own(i, Dir::Offers, &id).map(|e| &*e.body) {
-                    Some(Body::Offer(o)) if !o.offer.withdrawn => Some(o.offer.to.clone()),
+                    Some(Body::Offer(o)) if !o.offer.withdrawn && !o.released => {
+                        Some(o.offer.to.clone())
+                    }
                     _ => None,
                 };
                 if let Some(to) = out {
@@ -1782,7 +1797,7 @@ impl Sim {
                 if let Some(Entry { body, .. }) = sh.sync.views[g].get(&(g, Dir::Offers, t.into()))
                 {
                     if let Body::Offer(o) = &**body {
-                        return o.offer.withdrawn && o.offer.epoch > a.epoch;
+                        return superseded(a, name, Some(&o.offer));
                     }
                 }
             }
@@ -1796,7 +1811,10 @@ impl Sim {
             return false;
         }
         if self.nodes.iter().any(|n| {
-            n.core.offers.values().any(|o| !o.offer.withdrawn)
+            n.core
+                .offers
+                .values()
+                .any(|o| !o.offer.withdrawn && !o.released)
                 || n.host.tasks.values().any(|t| t.status != HostStatus::Final)
         }) {
             return false;
@@ -1816,7 +1834,7 @@ impl Sim {
                 .core
                 .offers
                 .values()
-                .filter(|o| !o.offer.withdrawn)
+                .filter(|o| !o.offer.withdrawn && !o.released)
                 .map(|o| {
                     let to = sh.names.iter().position(|x| *x == o.offer.to).unwrap_or(0);
                     let id = &o.offer.task_id;
@@ -1890,7 +1908,7 @@ impl Sim {
         for (k, v) in sh.sync.views.iter().enumerate() {
             for (key, e) in scan(v, k, Dir::Offers) {
                 if let Body::Offer(o) = &*e.body {
-                    if !o.offer.withdrawn {
+                    if !o.offer.withdrawn && !o.released {
                         return Err(self.fail(format!(
                             "after the drain the offer {} is still out",
                             path(&sh.names, key)
