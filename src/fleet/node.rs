@@ -48,8 +48,14 @@ pub struct Adoption {
     pub by: String,
     /// One above every epoch known for `node` when it was adopted.
     pub epoch: u64,
-    /// The ids of the tasks taken.
+    /// The ids of the dead node's live tasks (taken, or held by the adopter already).
     pub tasks: Vec<String>,
+    /// The adopter's own epoch when it wrote this (0 in files written before it was
+    /// kept): at or above the epoch of an adoption of the adopter by `node`, the
+    /// adopter knew of that adoption (see [`NodeCore::tick`] on two nodes that adopt
+    /// each other).
+    #[serde(default)]
+    pub by_epoch: u64,
 }
 
 /// `nodes/<me>/duplicates/<id>.json`: a task that ran on two nodes.
@@ -320,13 +326,60 @@ impl NodeCore {
         for a in adoptions {
             let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
             for id in &a.tasks {
+                if self.keeps_in_mutual_adoption(&a, id) {
+                    continue;
+                }
                 self.stand_down(files, host, id, &a.by, &why, notes);
+                self.withdraw_for_adopter(files, id);
             }
             if let Err(e) = files.write_epoch(a.epoch) {
                 tracing::error!("writing this node's epoch: {e}");
             }
             self.epoch = a.epoch;
         }
+    }
+
+    /// An offer of task `id` this node has out, when an adoption of this node names the
+    /// task: the adopter owns it, so the offer is withdrawn (a taker that accepted it
+    /// stands down) and the task is not taken back either.
+    fn withdraw_for_adopter(&mut self, files: &mut impl FleetFiles, id: &str) {
+        if !self.has_offer_out(id) {
+            return;
+        }
+        let Some(file) = self.offers.get(id) else {
+            return;
+        };
+        let tombstone = OfferFile {
+            offer: Offer {
+                epoch: file.offer.epoch + 1,
+                withdrawn: true,
+                ..file.offer.clone()
+            },
+            record: None,
+            released: false,
+        };
+        if let Err(e) = files.write_offer(&tombstone) {
+            tracing::error!(task = %id, "withdrawing an adopted task's offer: {e}");
+            return;
+        }
+        self.offers.insert(id.to_string(), tombstone);
+    }
+
+    /// Whether this node keeps task `id` although `theirs` (an adoption of this node)
+    /// names it: this node's own adoption of the adopter names it too, and neither
+    /// adopter knew of the other's adoption when it wrote its own (a partition: each
+    /// presumed the other dead). Then the node with the smaller name keeps it and the
+    /// other stands down — both decide the same, and the task is held by one of them,
+    /// never by none. An adopter that wrote its adoption knowing of this node's (its
+    /// `by_epoch` at or above it) adopted the task later: this node stands down.
+    fn keeps_in_mutual_adoption(&self, theirs: &Adoption, id: &str) -> bool {
+        let Some(mine) = self.adopted.get(&theirs.by) else {
+            return false;
+        };
+        mine.tasks.iter().any(|t| t == id)
+            && theirs.by_epoch < mine.epoch
+            && mine.by_epoch < theirs.epoch
+            && self.me < theirs.by
     }
 
     /// Task `id` belongs to `owner` now: forget it here; if it ran or finished here too,
@@ -493,7 +546,8 @@ impl NodeCore {
     /// The giver that took task `id` back from node `taker` (or gave it to another node)
     /// after `taker` accepted it, as this node sees their files; `None` when `taker`
     /// holds it by no answer, or this node is the giver, or adopted the giver naming it,
-    /// or the giver's offer now is to this node (it gave the task to this node since).
+    /// or the giver's offer now is to this node (it gave the task to this node since), or
+    /// the giver was adopted, naming the task, at an epoch it does not show yet.
     fn taken_back_from(
         &self,
         files: &mut impl FleetFiles,
@@ -502,6 +556,16 @@ impl NodeCore {
     ) -> Option<String> {
         let theirs = files.answer_of(taker, id).filter(|a| a.refused.is_none())?;
         if theirs.from == self.me || self.adopted_naming(&theirs.from, id) {
+            return None;
+        }
+        // The giver was adopted, the task named, at an epoch it has not acknowledged
+        // yet: its take-back is void (it stands down from the task when it learns).
+        let acknowledged = files.heartbeat_epoch(&theirs.from).unwrap_or(1);
+        if files
+            .adoptions_of(&theirs.from)
+            .iter()
+            .any(|a| a.epoch > acknowledged && a.tasks.iter().any(|t| t == id))
+        {
             return None;
         }
         let now = files.offer_of(&theirs.from, id);
@@ -685,6 +749,7 @@ impl NodeCore {
                 by: self.me.clone(),
                 epoch,
                 tasks: named,
+                by_epoch: self.epoch,
             };
             if let Err(e) = files.write_adoption(&adoption) {
                 tracing::error!(node = %dead, "writing an adoption: {e}");

@@ -641,3 +641,58 @@ fn an_adopter_keeps_a_task_the_giver_gave_it_after_taking_it_back_from_the_adopt
     assert_eq!(f.status(h, "t"), HostStatus::Queued);
     assert!(!a.has_offer_out("t"));
 }
+
+#[test]
+fn two_nodes_that_adopt_each_other_in_a_partition_leave_a_task_both_named_to_the_smaller_name() {
+    // Simulation seed 2 (chaotic): each side of a partition adopts the other, and both
+    // adoptions name t; each then stands down from what the other named: t was lost.
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    // a has not seen b's adoption (the partition) and adopts b, naming t (b's record).
+    let bs = f.disk.adoptions.remove(&("b".into(), "a".into())).unwrap();
+    assert_eq!(kinds(&f.tick(&mut a, &["a"], &["b"])), ["node_adopted"]);
+    assert_eq!(f.disk.adoptions[&("a".into(), "b".into())].tasks, ["t"]);
+    f.disk.adoptions.insert(("b".into(), "a".into()), bs);
+    // Healed: each sees the other's adoption. a (the smaller name) keeps t, b stands
+    // down from it.
+    f.tick(&mut a, &["a", "b"], &[]);
+    f.tick(&mut b, &["a", "b"], &[]);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+}
+
+#[test]
+fn a_node_adopted_while_its_offer_is_out_withdraws_the_offer_and_does_not_take_the_task_back() {
+    // Simulation seed 26 (chaotic): the giver, adopted with the task named while its
+    // offer was out, later took the task back from the taker it presumed dead.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let mut a = core("a");
+    f.offer(&mut a, "t", "b");
+    // c adopted a naming t (a stale record of a's).
+    f.disk.adoptions.insert(
+        ("c".into(), "a".into()),
+        Adoption {
+            node: "a".into(),
+            by: "c".into(),
+            epoch: 2,
+            tasks: vec!["t".into()],
+            by_epoch: 1,
+        },
+    );
+    f.tick(&mut a, &["a", "c"], &["b"]);
+    assert_eq!(a.epoch, 2);
+    assert!(!a.has_offer_out("t"));
+    assert!(
+        f.disk.offers[&("a".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown, "not taken back");
+}
