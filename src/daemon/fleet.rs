@@ -376,6 +376,9 @@ impl Daemon {
             running,
             free,
             draining: false,
+            // Not counted yet: the daemon does not run fleet locking under
+            // `fleet::may_take_locks` yet (its locks are this node's kernel locks).
+            locks_held: 0,
         };
         let dir = self.spool.node_dir(&me);
         let written = durable::create_dir(&dir).and_then(|()| {

@@ -97,7 +97,7 @@ use architect::fleet::node::{
     placement, Adoption, Duplicate, FleetFiles, HostStatus, Liveness, NodeCore, OfferFile,
     Placement, PlacementAsk, TaskHost,
 };
-use architect::fleet::{self, Heartbeat, Membership};
+use architect::fleet::{self, Heartbeat, HomeClock, Membership};
 use architect::log::EventBody;
 use architect::spool::task::{parse_task, LockSpec, TaskRecord, TaskSpec, TaskState};
 
@@ -822,6 +822,8 @@ struct Node {
     up: bool,
     /// Since when (true ms) it has been up.
     up_since: u64,
+    /// Since when it has been the lock home in its view (lost in a crash).
+    home_clock: HomeClock,
     /// Its monotonic clock: `offset + now * rate / 1000`.
     rate: u64,
     offset: u64,
@@ -939,6 +941,7 @@ impl Sim {
                     sessions,
                     up: true,
                     up_since: 0,
+                    home_clock: HomeClock::default(),
                     rate: 950 + rng.below(101),
                     offset: rng.below(1 << 40),
                     core: NodeCore::new(name, 1, Vec::new(), Vec::new(), Vec::new()),
@@ -1338,6 +1341,7 @@ impl Sim {
         node.seq = seq;
         node.up = true;
         node.up_since = now;
+        node.home_clock = HomeClock::default();
         let first = now + self.rng.below(HEARTBEAT_MS);
         self.at(first, Ev::Tick(i));
     }
@@ -1451,6 +1455,7 @@ impl Sim {
                 .unwrap_or(0),
             free: free(&node.host, &node.sessions),
             draining: false,
+            locks_held: u32::try_from(node.host.locks.len()).unwrap_or(u32::MAX),
         };
         let mut beats: BTreeMap<String, Heartbeat> = BTreeMap::new();
         beats.insert(node.name.clone(), beat.clone());
@@ -1474,10 +1479,6 @@ impl Sim {
             }
         }
         let mut liveness = Liveness::default();
-        // A node that has not heard of every node yet (it just started) would be its
-        // own lock home: it starts no locking task until it has, or for a lease.
-        let mut unknown = false;
-        let up_for = now.saturating_sub(self.nodes[i].up_since);
         let node = &mut self.nodes[i];
         for (j, name) in names.iter().enumerate() {
             if j == i {
@@ -1497,11 +1498,9 @@ impl Sim {
                 }
                 fleet::Liveness::Unknown => {
                     beats.remove(name);
-                    unknown = true;
                 }
             }
         }
-        let settled = !unknown || up_for >= LEASE_MS;
         let node = &mut self.nodes[i];
         let sessions = node.sessions.clone();
         let session_node = |s: &str| -> Option<usize> {
@@ -1555,7 +1554,15 @@ impl Sim {
         }
 
         // Intake, and queued tasks that belong elsewhere.
-        let home = fleet::lock_home(REPO, None, &liveness.live).map(str::to_string);
+        // Locks: the rule the daemon follows (`fleet::may_take_locks`).
+        let home = fleet::lock_home(REPO, None, &liveness.live);
+        let home_for = node.home_clock.home_for(home == Some(&names[i]), local);
+        let others: Vec<(&str, &Heartbeat)> = liveness
+            .live
+            .iter()
+            .filter_map(|(n, _)| beats.get(*n).map(|h| (*n, h)))
+            .collect();
+        let may_lock = fleet::may_take_locks(&names[i], home, home_for, LEASE_MS, &others);
         let place = |host: &Host, r: &TaskRecord| -> Placement {
             let fits = |s: &SessionSpec| match (&r.task.session, &r.task.role) {
                 (Some(name), _) => &s.name == name,
@@ -1656,11 +1663,8 @@ impl Sim {
                         (None, Some(role)) => spec.role == role,
                         (None, None) => true,
                     }
-                    && branch_of(&t.record).is_none_or(|b| {
-                        settled
-                            && !node.host.locks.contains_key(b)
-                            && home.as_deref() == Some(&names[i])
-                    })
+                    && branch_of(&t.record)
+                        .is_none_or(|b| may_lock && !node.host.locks.contains_key(b))
             });
             let Some((id, _)) = pick else {
                 continue;
@@ -1735,19 +1739,15 @@ impl Sim {
                     if split || self.fenced(&sh, *na, ta) || self.fenced(&sh, *nb, tb) {
                         continue;
                     }
-                    // The lock home moved and came back: the old home restarted while
-                    // the interim one held the branch, or a partition or a false
-                    // suspicion (until the views agree again, a lease later) made two
-                    // nodes each think they are the home.
+                    // A partition or a false suspicion (until the views agree again,
+                    // a lease later) made two nodes each think they are the home
+                    // (chaotic seeds only). A home that moves and comes back without
+                    // one is no excuse: `fleet::may_take_locks` covers it.
                     let disturbed = sh
                         .oracle
                         .disturbed_at
-                        .is_some_and(|t| t + LEASE_MS >= (*sa).min(*sb));
-                    let back = |n: usize| {
-                        let up = self.nodes[n].up_since;
-                        up > 0 && (up > (*sa).min(*sb) || up + LEASE_MS > (*sa).max(*sb))
-                    };
-                    if disturbed || back(*na) || back(*nb) {
+                        .is_some_and(|t| t + 2 * LEASE_MS >= (*sa).min(*sb));
+                    if disturbed {
                         moved += 1;
                         continue;
                     }
