@@ -43,6 +43,8 @@ pub(super) struct FleetShell {
     membership: Membership,
     /// The last heartbeat read of each node (this one's: the last written).
     heartbeats: BTreeMap<String, Heartbeat>,
+    /// How long this node has been its repository's lock home, without a break.
+    home_clock: crate::fleet::HomeClock,
     /// Hand-offs and adoptions: only when the spool has the fleet's layout (a daemon
     /// that became part of a fleet by a live config edit beats, and waits for a restart
     /// to hand anything over).
@@ -61,6 +63,7 @@ impl FleetShell {
             next_beat: Instant::now(),
             membership: Membership::new(config.nodes.lease_s.saturating_mul(1000)),
             heartbeats: BTreeMap::new(),
+            home_clock: crate::fleet::HomeClock::default(),
             core,
         })
     }
@@ -132,6 +135,13 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> 
         durable::create_dir(dir).map_err(|e| e.to_string())?;
     }
     durable::write_atomic(path, &bytes).map_err(|e| e.to_string())
+}
+
+/// Whether a task takes locks (a branch or paths): it runs on its repository's lock home.
+fn takes_locks(spec: &crate::spool::task::TaskSpec) -> bool {
+    spec.locks
+        .as_ref()
+        .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty())
 }
 
 /// The fleet's files in the spool, as this node sees them.
@@ -375,6 +385,16 @@ impl Daemon {
         }
         let running = u32::try_from(self.sessions.values().filter(|s| s.task.is_some()).count())
             .unwrap_or(u32::MAX);
+        // Running tasks that hold locks (a branch or paths): a node that becomes the lock
+        // home waits until no other node's heartbeat shows any (fleet::may_take_locks).
+        let locks_held = u32::try_from(
+            self.sched
+                .tasks()
+                .filter(|t| matches!(t.status, crate::scheduler::TaskStatus::Running { .. }))
+                .filter(|t| takes_locks(&t.record.task))
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
         let beat = Heartbeat {
             seq: f.seq,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -382,6 +402,7 @@ impl Daemon {
             running,
             free,
             draining: self.config.nodes.draining(&me),
+            locks_held,
         };
         let dir = self.spool.node_dir(&me);
         let written = durable::create_dir(&dir).and_then(|()| {
@@ -457,6 +478,31 @@ impl Daemon {
                 self.log.record(task.as_deref(), None, body);
             }
             f.core = Some(core);
+            // Locks: only the lock home takes them, once it has been home for a lease and
+            // no other live node still holds any (docs/multi-node.md).
+            let key = self.lock_home_key();
+            let home = crate::fleet::lock_home(&key, nodes.lock_home.as_deref(), &liveness.live);
+            let home_for = f.home_clock.home_for(home == Some(me.as_str()), now_ms);
+            let others: Vec<(&str, &Heartbeat)> = liveness
+                .live
+                .iter()
+                .filter(|(n, _)| *n != me)
+                .filter_map(|(n, _)| f.heartbeats.get(*n).map(|h| (*n, h)))
+                .collect();
+            let lease_ms = nodes.lease_s.saturating_mul(1000);
+            let gate = if crate::fleet::may_take_locks(&me, home, home_for, lease_ms, &others) {
+                None
+            } else {
+                Some(match home {
+                    Some(h) if h != me => format!("{h} is the lock home"),
+                    _ => "this node becomes the lock home once it has seen the fleet for a \
+                          lease and no other node holds locks"
+                        .to_string(),
+                })
+            };
+            if let Ok(mut g) = self.sched.locks().fleet_gate.lock() {
+                *g = gate;
+            }
         }
         self.fleet = Some(f);
         self.rebalance();
@@ -490,11 +536,7 @@ impl Daemon {
             let Some(to) = self.place(&spec) else {
                 continue;
             };
-            let pinned = spec.session.is_some()
-                || spec
-                    .locks
-                    .as_ref()
-                    .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty());
+            let pinned = spec.session.is_some() || takes_locks(&spec);
             // A draining node gives its queue away whatever the others' idle sessions.
             if !pinned && !self.config.nodes.draining(&self.config.node) {
                 let role = spec.role.clone().unwrap_or_default();
@@ -551,10 +593,7 @@ impl Daemon {
                 .as_deref()
                 .and_then(|s| self.config.session_node(s)),
             role: spec.role.as_deref(),
-            locks: spec
-                .locks
-                .as_ref()
-                .is_some_and(|l| l.branch.is_some() || !l.paths.is_empty()),
+            locks: takes_locks(spec),
             idle_here: self
                 .sessions
                 .values()
@@ -578,11 +617,7 @@ impl Daemon {
             .filter(|n| n.name == me || alive.nodes.get(&n.name).is_some_and(|v| v.alive))
             .map(|n| (n.name.as_str(), n.weight))
             .collect();
-        let key = self
-            .config
-            .repo
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let key = self.lock_home_key();
         match crate::fleet::node::placement(
             me,
             ask,
@@ -594,6 +629,15 @@ impl Daemon {
             crate::fleet::node::Placement::Here => None,
             crate::fleet::node::Placement::Offer(n) => Some(n),
         }
+    }
+
+    /// The key of this config's repository for [`crate::fleet::lock_home`]: its
+    /// directory's name (the same on every machine, wherever it is checked out).
+    fn lock_home_key(&self) -> String {
+        self.config
+            .repo
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     }
 
     /// Offers a task taken in here to node `to` (its offer file is durable when this

@@ -260,6 +260,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         FlockTable {
             table: crate::locks::LockTable::new(spool_locks),
             node: config.node.clone(),
+            fleet_gate: std::sync::Arc::default(),
         },
     );
     let mut d = Daemon {

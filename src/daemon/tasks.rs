@@ -681,6 +681,10 @@ impl Daemon {
 pub(crate) struct FlockTable {
     pub table: crate::locks::LockTable,
     pub node: String,
+    /// In a fleet, why this node may not take locks now (it is not, or not yet, the lock
+    /// home: `fleet::may_take_locks`); set at each heartbeat. A locking task then waits
+    /// as for a lock held elsewhere. `None`: it may.
+    pub fleet_gate: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Locks for FlockTable {
@@ -692,6 +696,16 @@ impl Locks for FlockTable {
         session: &str,
         resources: &[Resource],
     ) -> Result<Result<Self::Held, crate::locks::Conflict>, String> {
+        if let Some(first) = resources.first() {
+            let gate = self.fleet_gate.lock().map_or(None, |g| g.clone());
+            if let Some(why) = gate {
+                tracing::debug!(task, "locks wait: {why}");
+                return Ok(Err(crate::locks::Conflict {
+                    resource: first.clone(),
+                    holder: None,
+                }));
+            }
+        }
         let who = Requester {
             by: HolderKind::Daemon,
             task: Some(task.to_string()),

@@ -125,6 +125,17 @@ pub fn fenced(answer: &Answer, offer_now: Option<&Offer>) -> bool {
     offer_now.is_some_and(|o| o.withdrawn && o.from == answer.from && o.epoch > answer.epoch)
 }
 
+/// Whether the task a taker (`taker`) accepted (its `answer`) is not the taker's any
+/// more: the giver's offer as the taker now sees it is withdrawn above the answer
+/// ([`fenced`]), or went to another node above it (the giver took the task back and
+/// offered it again, or released it to that node and kept the offer as a tombstone).
+#[must_use]
+pub fn superseded(answer: &Answer, taker: &str, offer_now: Option<&Offer>) -> bool {
+    fenced(answer, offer_now)
+        || offer_now
+            .is_some_and(|o| o.from == answer.from && o.epoch > answer.epoch && o.to != taker)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +238,28 @@ mod tests {
             taker_step(&withdrawn, "b", None, Ok(())),
             TakerStep::Nothing
         );
+    }
+
+    #[test]
+    fn an_offer_of_the_task_to_another_node_above_the_answer_supersedes_it() {
+        let mine = answer(1, None);
+        let again = Offer {
+            to: "c".into(),
+            epoch: 3,
+            ..offer(3)
+        };
+        assert!(superseded(&mine, "b", Some(&again)));
+        assert!(!fenced(&mine, Some(&again)), "fenced alone misses it");
+        // Offered to this taker again above its answer: it answers that one.
+        assert!(!superseded(&mine, "b", Some(&offer(3))));
+        // The offer it answered, or an older one to another node: nothing.
+        assert!(!superseded(&mine, "b", Some(&offer(1))));
+        let older = Offer {
+            to: "c".into(),
+            ..offer(1)
+        };
+        assert!(!superseded(&mine, "b", Some(&older)));
+        assert!(!superseded(&mine, "b", None));
     }
 
     #[test]

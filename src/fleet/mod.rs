@@ -31,6 +31,11 @@ pub struct Heartbeat {
     pub free: BTreeMap<String, u32>,
     /// Takes no new work (`architect node drain`).
     pub draining: bool,
+    /// Locks its running tasks hold now (0 in a heartbeat written before this was
+    /// kept): no other node takes a lock while this says some are held
+    /// ([`may_take_locks`]).
+    #[serde(default)]
+    pub locks_held: u32,
 }
 
 /// Whether a node is alive, as one reader sees it.
@@ -276,6 +281,54 @@ pub fn lock_home<'a>(
         }
     }
     rendezvous(repo, live)
+}
+
+/// Whether node `me` may start a task that takes locks in a repository now
+/// (`docs/multi-node.md`, "Locks across nodes"): it is the repository's lock home in its
+/// own view (`home`: [`lock_home`] over the nodes it sees alive), and has been without a
+/// break for at least `lease_ms` (`home_for_ms`, kept by a [`HomeClock`]), and no other
+/// live node's last heartbeat (`others`: the live nodes' last heartbeats; this node's
+/// own is skipped) says it holds locks.
+///
+/// Why it keeps a branch from being held on two nodes without a partition: a node that
+/// just started, or just became the home (the old one died, or came back), sees the
+/// others for a lease first — it hears every live node, and a former home, which stops
+/// starting locking tasks once it sees the new home alive (within a sync delay, well
+/// under the lease), shows in its heartbeats what it still holds; the new home waits
+/// until that is 0, and it can only go down. A partition, or a sync delay beyond the
+/// lease, breaks it: then a branch may be held on both sides (a live node presumed dead).
+#[must_use]
+pub fn may_take_locks(
+    me: &str,
+    home: Option<&str>,
+    home_for_ms: u64,
+    lease_ms: u64,
+    others: &[(&str, &Heartbeat)],
+) -> bool {
+    home == Some(me)
+        && home_for_ms >= lease_ms
+        && others.iter().all(|(n, hb)| *n == me || hb.locks_held == 0)
+}
+
+/// How long a node has been a repository's lock home without a break, on its own
+/// monotonic clock (for [`may_take_locks`]). Starts empty: after a restart a node waits
+/// a lease like a new home.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HomeClock {
+    since_ms: Option<u64>,
+}
+
+impl HomeClock {
+    /// At `now_ms` the node is (`is_home`) or is not the home: how long it has been,
+    /// ms (0 when it is not).
+    pub fn home_for(&mut self, is_home: bool, now_ms: u64) -> u64 {
+        if !is_home {
+            self.since_ms = None;
+            return 0;
+        }
+        let since = *self.since_ms.get_or_insert(now_ms);
+        now_ms.saturating_sub(since)
+    }
 }
 
 /// FNV-1a, 64 bits, over the concatenation of `parts`, finished with MurmurHash3's

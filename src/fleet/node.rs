@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::handoff::{fenced, giver_step, taker_step, Answer, GiverStep, Offer, TakerStep};
+use super::handoff::{giver_step, superseded, taker_step, Answer, GiverStep, Offer, TakerStep};
 use crate::log::event::{self, EventBody};
 use crate::spool::task::TaskRecord;
 
@@ -24,9 +24,16 @@ use crate::spool::task::TaskRecord;
 pub struct OfferFile {
     /// The offer.
     pub offer: Offer,
-    /// The task's record as the giver held it; `None` in a withdrawn offer.
+    /// The task's record as the giver held it; `None` in a withdrawn or released offer.
     #[serde(default)]
     pub record: Option<Box<TaskRecord>>,
+    /// The taker took it and the giver let go, and the offer is kept (without its
+    /// record) as a tombstone: a giver keeps one for an offer above epoch 1 (the task
+    /// was offered before, maybe taken back from a taker that had accepted it), so that
+    /// an earlier taker still sees that the task went elsewhere ([`superseded`]) — a
+    /// removed offer would tell it nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// `nodes/<adopter>/adopted/<node>.json`: "`by` adopted these tasks of `node`, which it
@@ -41,8 +48,14 @@ pub struct Adoption {
     pub by: String,
     /// One above every epoch known for `node` when it was adopted.
     pub epoch: u64,
-    /// The ids of the tasks taken.
+    /// The ids of the dead node's live tasks (taken, or held by the adopter already).
     pub tasks: Vec<String>,
+    /// The adopter's own epoch when it wrote this (0 in files written before it was
+    /// kept): at or above the epoch of an adoption of the adopter by `node`, the
+    /// adopter knew of that adoption (see [`NodeCore::tick`] on two nodes that adopt
+    /// each other).
+    #[serde(default)]
+    pub by_epoch: u64,
 }
 
 /// `nodes/<me>/duplicates/<id>.json`: a task that ran on two nodes.
@@ -191,7 +204,9 @@ impl NodeCore {
     /// it.
     #[must_use]
     pub fn has_offer_out(&self, id: &str) -> bool {
-        self.offers.get(id).is_some_and(|o| !o.offer.withdrawn)
+        self.offers
+            .get(id)
+            .is_some_and(|o| !o.offer.withdrawn && !o.released)
     }
 
     /// Offers task `record` to node `to`: the offer file is written (durably) and kept.
@@ -246,6 +261,7 @@ impl NodeCore {
                 withdrawn: false,
             },
             record: Some(Box::new(record)),
+            released: false,
         };
         files.write_offer(&file)?;
         let id = file.offer.task_id.clone();
@@ -310,13 +326,60 @@ impl NodeCore {
         for a in adoptions {
             let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
             for id in &a.tasks {
+                if self.keeps_in_mutual_adoption(&a, id) {
+                    continue;
+                }
                 self.stand_down(files, host, id, &a.by, &why, notes);
+                self.withdraw_for_adopter(files, id);
             }
             if let Err(e) = files.write_epoch(a.epoch) {
                 tracing::error!("writing this node's epoch: {e}");
             }
             self.epoch = a.epoch;
         }
+    }
+
+    /// An offer of task `id` this node has out, when an adoption of this node names the
+    /// task: the adopter owns it, so the offer is withdrawn (a taker that accepted it
+    /// stands down) and the task is not taken back either.
+    fn withdraw_for_adopter(&mut self, files: &mut impl FleetFiles, id: &str) {
+        if !self.has_offer_out(id) {
+            return;
+        }
+        let Some(file) = self.offers.get(id) else {
+            return;
+        };
+        let tombstone = OfferFile {
+            offer: Offer {
+                epoch: file.offer.epoch + 1,
+                withdrawn: true,
+                ..file.offer.clone()
+            },
+            record: None,
+            released: false,
+        };
+        if let Err(e) = files.write_offer(&tombstone) {
+            tracing::error!(task = %id, "withdrawing an adopted task's offer: {e}");
+            return;
+        }
+        self.offers.insert(id.to_string(), tombstone);
+    }
+
+    /// Whether this node keeps task `id` although `theirs` (an adoption of this node)
+    /// names it: this node's own adoption of the adopter names it too, and neither
+    /// adopter knew of the other's adoption when it wrote its own (a partition: each
+    /// presumed the other dead). Then the node with the smaller name keeps it and the
+    /// other stands down — both decide the same, and the task is held by one of them,
+    /// never by none. An adopter that wrote its adoption knowing of this node's (its
+    /// `by_epoch` at or above it) adopted the task later: this node stands down.
+    fn keeps_in_mutual_adoption(&self, theirs: &Adoption, id: &str) -> bool {
+        let Some(mine) = self.adopted.get(&theirs.by) else {
+            return false;
+        };
+        mine.tasks.iter().any(|t| t == id)
+            && theirs.by_epoch < mine.epoch
+            && mine.by_epoch < theirs.epoch
+            && self.me < theirs.by
     }
 
     /// Task `id` belongs to `owner` now: forget it here; if it ran or finished here too,
@@ -387,6 +450,7 @@ impl NodeCore {
             let (refused, step_name) = match step {
                 TakerStep::Nothing => continue,
                 TakerStep::Accept => {
+                    self.fenced.remove(&id);
                     if !here {
                         if let Err(e) = host.take(record.clone(), false) {
                             tracing::error!(task = %id, "taking an offered task: {e}");
@@ -424,13 +488,16 @@ impl NodeCore {
     }
 
     /// A giver took back a task this node had accepted (it presumed this node dead
-    /// before it saw the answer): the giver owns it.
+    /// before it saw the answer), and maybe gave it to another node since: the giver's
+    /// choice stands. The same for a task this node adopted from a dead node that had
+    /// accepted it: the dead node's giver took it back.
     fn stand_down_from_withdrawals(
         &mut self,
         files: &mut impl FleetFiles,
         host: &mut impl TaskHost,
         notes: &mut Vec<Note>,
     ) {
+        let me = self.me.clone();
         let accepted: Vec<Answer> = self
             .answers
             .values()
@@ -439,13 +506,73 @@ impl NodeCore {
             .cloned()
             .collect();
         for a in accepted {
+            // This node adopted the giver after the giver took the task back (the
+            // adoption names it: the giver's record of it was live then): the adoption
+            // wins, and the giver stands down from it when it is back.
+            if self.adopted_naming(&a.from, &a.task_id) {
+                continue;
+            }
             let now = files.offer_of(&a.from, &a.task_id);
-            if fenced(&a, now.as_ref()) {
+            if superseded(&a, &me, now.as_ref()) {
                 let why = format!("{} took it back after this node accepted it", a.from);
                 self.stand_down(files, host, &a.task_id, &a.from, &why, notes);
                 self.fenced.insert(a.task_id.clone());
             }
         }
+        let adopted: Vec<(String, String)> = self
+            .adopted
+            .values()
+            .flat_map(|ad| ad.tasks.iter().map(|t| (ad.node.clone(), t.clone())))
+            .filter(|(_, t)| !self.fenced.contains(t))
+            .filter(|(_, t)| host.status(t) != HostStatus::Unknown)
+            .collect();
+        for (dead, id) in adopted {
+            if let Some(giver) = self.taken_back_from(files, &dead, &id) {
+                let why = format!("{giver} took it back from {dead}, which this node adopted");
+                self.stand_down(files, host, &id, &giver, &why, notes);
+                self.fenced.insert(id);
+            }
+        }
+    }
+
+    /// Whether this node's adoption of `node` names task `id` (a later adoption of the
+    /// same node names again the tasks an earlier one named that this node still holds).
+    fn adopted_naming(&self, node: &str, id: &str) -> bool {
+        self.adopted
+            .get(node)
+            .is_some_and(|ad| ad.tasks.iter().any(|t| t == id))
+    }
+
+    /// The giver that took task `id` back from node `taker` (or gave it to another node)
+    /// after `taker` accepted it, as this node sees their files; `None` when `taker`
+    /// holds it by no answer, or this node is the giver, or adopted the giver naming it,
+    /// or the giver's offer now is to this node (it gave the task to this node since), or
+    /// the giver was adopted, naming the task, at an epoch it does not show yet.
+    fn taken_back_from(
+        &self,
+        files: &mut impl FleetFiles,
+        taker: &str,
+        id: &str,
+    ) -> Option<String> {
+        let theirs = files.answer_of(taker, id).filter(|a| a.refused.is_none())?;
+        if theirs.from == self.me || self.adopted_naming(&theirs.from, id) {
+            return None;
+        }
+        // The giver was adopted, the task named, at an epoch it has not acknowledged
+        // yet: its take-back is void (it stands down from the task when it learns).
+        let acknowledged = files.heartbeat_epoch(&theirs.from).unwrap_or(1);
+        if files
+            .adoptions_of(&theirs.from)
+            .iter()
+            .any(|a| a.epoch > acknowledged && a.tasks.iter().any(|t| t == id))
+        {
+            return None;
+        }
+        let now = files.offer_of(&theirs.from, id);
+        if now.as_ref().is_some_and(|o| o.to == self.me) {
+            return None;
+        }
+        superseded(&theirs, taker, now.as_ref()).then_some(theirs.from)
     }
 
     fn settle_own_offers(
@@ -458,7 +585,7 @@ impl NodeCore {
         let out: Vec<String> = self
             .offers
             .iter()
-            .filter(|(_, o)| !o.offer.withdrawn)
+            .filter(|(_, o)| !o.offer.withdrawn && !o.released)
             .map(|(id, _)| id.clone())
             .collect();
         for id in out {
@@ -481,6 +608,7 @@ impl NodeCore {
                         ..offer.clone()
                     },
                     record: file.record.clone(),
+                    released: false,
                 };
                 if let Err(e) = files.write_offer(&again) {
                     tracing::error!(task = %id, "re-offering a task: {e}");
@@ -493,8 +621,21 @@ impl NodeCore {
             match giver_step(&offer, answer.as_ref(), taker_dead) {
                 GiverStep::Wait => {}
                 GiverStep::Release => {
-                    files.remove_offer(&id);
-                    self.offers.remove(&id);
+                    if offer.epoch > 1 {
+                        let tombstone = OfferFile {
+                            offer: offer.clone(),
+                            record: None,
+                            released: true,
+                        };
+                        if let Err(e) = files.write_offer(&tombstone) {
+                            tracing::error!(task = %id, "releasing an offer: {e}");
+                            continue;
+                        }
+                        self.offers.insert(id.clone(), tombstone);
+                    } else {
+                        files.remove_offer(&id);
+                        self.offers.remove(&id);
+                    }
                     notes.push((
                         Some(id.clone()),
                         event::TaskHandoff {
@@ -517,6 +658,7 @@ impl NodeCore {
                             ..offer.clone()
                         },
                         record: None,
+                        released: false,
                     };
                     // The withdrawal is written before the task is queued here: a taker
                     // that accepted meanwhile is fenced before this node can run it.
@@ -545,10 +687,11 @@ impl NodeCore {
         }
     }
 
-    /// Adopts each dead node this one succeeds, once per epoch of that node: its live
-    /// tasks that are final nowhere and not here already become this node's (started
-    /// ones count an interrupted attempt and are retried), after the adoption file that
-    /// fences the dead node is written.
+    /// Adopts each dead node this one succeeds, once per epoch of that node: the
+    /// adoption file, written first, names every live task of the dead node (it stands
+    /// down from each when it is back); those that are final nowhere and not here
+    /// already become this node's (started ones count an interrupted attempt and are
+    /// retried).
     fn adopt_dead(
         &mut self,
         files: &mut impl FleetFiles,
@@ -576,10 +719,27 @@ impl NodeCore {
                 continue;
             }
             let epoch = known + 1;
+            // Every live task of the dead node is named, so that it stands down from
+            // each when it comes back; this node takes those it does not hold already
+            // and that are final nowhere. The tasks a former adoption of it named and
+            // this node still holds are named again: this node holds them by adoption.
+            let mut named: Vec<String> = self
+                .adopted
+                .get(*dead)
+                .map(|ad| ad.tasks.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| host.status(t) != HostStatus::Unknown)
+                .collect();
             let mut take = Vec::new();
             for (record, started) in files.live_records(dead) {
+                if named.contains(&record.id) {
+                    continue;
+                }
+                named.push(record.id.clone());
                 if host.status(&record.id) == HostStatus::Unknown
                     && !files.is_final_anywhere(&record.id)
+                    && self.taken_back_from(files, dead, &record.id).is_none()
                 {
                     take.push((record, started));
                 }
@@ -588,7 +748,8 @@ impl NodeCore {
                 node: (*dead).to_string(),
                 by: self.me.clone(),
                 epoch,
-                tasks: take.iter().map(|(r, _)| r.id.clone()).collect(),
+                tasks: named,
+                by_epoch: self.epoch,
             };
             if let Err(e) = files.write_adoption(&adoption) {
                 tracing::error!(node = %dead, "writing an adoption: {e}");

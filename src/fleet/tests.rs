@@ -10,6 +10,7 @@ fn beat(running: u32, free: &[(&str, u32)], draining: bool) -> Heartbeat {
         running,
         free: free.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
         draining,
+        locks_held: 0,
     }
 }
 
@@ -211,4 +212,73 @@ fn a_heartbeat_reads_back_as_written_and_refuses_unknown_fields() {
     assert_eq!(serde_json::from_str::<Heartbeat>(&text).unwrap(), b);
     let extra = text.replacen('{', r#"{"colour":"red","#, 1);
     assert!(serde_json::from_str::<Heartbeat>(&extra).is_err());
+}
+
+#[test]
+fn a_heartbeat_written_before_locks_held_was_kept_reads_as_holding_none() {
+    let old = r#"{"seq":1,"version":"0.1.0","epoch":1,"running":0,"free":{},"draining":false}"#;
+    assert_eq!(
+        serde_json::from_str::<Heartbeat>(old).unwrap().locks_held,
+        0
+    );
+}
+
+#[test]
+fn a_node_takes_locks_only_as_the_home_for_a_lease_while_no_other_live_node_holds_any() {
+    let idle = beat(0, &[], false);
+    let holding = Heartbeat {
+        locks_held: 1,
+        ..beat(1, &[], false)
+    };
+    let lease = 10_000;
+    // The home, for a lease, with the others holding nothing.
+    assert!(may_take_locks(
+        "a",
+        Some("a"),
+        lease,
+        lease,
+        &[("b", &idle)]
+    ));
+    // Not the home, or not for a lease yet (just started, or just became the home).
+    assert!(!may_take_locks(
+        "a",
+        Some("b"),
+        lease,
+        lease,
+        &[("b", &idle)]
+    ));
+    assert!(!may_take_locks("a", None, lease, lease, &[]));
+    assert!(!may_take_locks(
+        "a",
+        Some("a"),
+        lease - 1,
+        lease,
+        &[("b", &idle)]
+    ));
+    // The former home still holds a lock: wait until its heartbeat says 0.
+    assert!(!may_take_locks(
+        "a",
+        Some("a"),
+        lease,
+        lease,
+        &[("b", &holding)]
+    ));
+    // Its own heartbeat does not count.
+    assert!(may_take_locks(
+        "a",
+        Some("a"),
+        lease,
+        lease,
+        &[("a", &holding)]
+    ));
+}
+
+#[test]
+fn the_home_clock_counts_from_when_a_node_became_the_home_and_restarts_after_a_break() {
+    let mut c = HomeClock::default();
+    assert_eq!(c.home_for(true, 1_000), 0);
+    assert_eq!(c.home_for(true, 4_000), 3_000);
+    assert_eq!(c.home_for(false, 5_000), 0);
+    assert_eq!(c.home_for(true, 6_000), 0);
+    assert_eq!(c.home_for(true, 16_000), 10_000);
 }

@@ -242,6 +242,7 @@ fn an_offer_is_accepted_once_and_the_giver_lets_go_after_the_answer() {
                 withdrawn: false,
             },
             record: Some(Box::new(record("t"))),
+            released: false,
         },
     );
     f.set("b", "t", HostStatus::Final);
@@ -290,15 +291,17 @@ fn a_taker_whose_answer_came_too_late_stands_down_and_its_run_is_logged_as_a_dup
     f.tick(&mut b, &["a", "b"], &[]);
     f.set("b", "t", HostStatus::Running);
     // The answer is lost in a partition, and b looks dead to a, which also adopts b
-    // (nothing of b's is left to take: a holds t again).
+    // (nothing of b's is left to take: a holds t again; the adoption names it all the
+    // same, so that b stands down from it).
     f.disk.answers.clear();
     assert_eq!(
         kinds(&f.tick(&mut a, &["a"], &["b"])),
         ["task_handoff:taken_back", "node_adopted"]
     );
-    assert!(f.disk.adoptions[&("a".to_string(), "b".to_string())]
-        .tasks
-        .is_empty());
+    assert_eq!(
+        f.disk.adoptions[&("a".to_string(), "b".to_string())].tasks,
+        ["t"]
+    );
     assert_eq!(f.status("a", "t"), HostStatus::Queued);
     // b heals and sees the withdrawal: it stands down, and says it ran.
     assert_eq!(kinds(&f.tick(&mut b, &["a", "b"], &[])), ["duplicate_run"]);
@@ -362,11 +365,11 @@ fn a_dead_nodes_tasks_are_adopted_once_by_its_successor_and_it_stands_down_when_
         .take(record("later"), false)
         .unwrap();
     assert_eq!(kinds(&f.tick(heir_core, &live, &["a"])), ["node_adopted"]);
+    // The new adoption names again what the first one took and the heir still holds.
     let again = &f.disk.adoptions[&(heir.to_string(), "a".to_string())];
-    assert_eq!(
-        (again.epoch, again.tasks.clone()),
-        (3, vec!["later".to_string()])
-    );
+    assert_eq!(again.epoch, 3);
+    assert_eq!(again.tasks, ["queued", "running", "later"]);
+    assert_eq!(f.status(heir, "later"), HostStatus::Queued);
 }
 
 fn hb(running: u32, free: &[(&str, u32)], draining: bool) -> crate::fleet::Heartbeat {
@@ -377,6 +380,7 @@ fn hb(running: u32, free: &[(&str, u32)], draining: bool) -> crate::fleet::Heart
         running,
         free: free.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
         draining,
+        locks_held: 0,
     }
 }
 
@@ -538,6 +542,7 @@ fn a_task_offered_again_to_a_taker_that_answered_an_earlier_offer_is_answered() 
             ..forgetful.offers["t"].offer.clone()
         },
         record: Some(Box::new(record("t"))),
+        released: false,
     };
     f.disk
         .offers
@@ -576,4 +581,163 @@ fn no_offer_goes_to_a_node_adopted_above_the_epoch_its_heartbeat_shows() {
     f.tick(&mut b, &["a", "b"], &[]);
     assert_eq!(b.epoch, 2);
     f.offer(&mut a, "t", "b");
+}
+
+#[test]
+fn a_taker_that_adopts_the_giver_after_it_took_the_task_back_keeps_the_task_and_the_giver_stands_down(
+) {
+    // Simulation seed 29 (chaotic): b accepts t, its answer is lost, a takes t back; b
+    // adopts a (a's record of t is live), then sees a's withdrawal.
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b"], &[]);
+    f.disk.answers.clear();
+    f.tick(&mut a, &["a"], &["b"]);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
+    assert_eq!(
+        f.disk.adoptions[&("b".to_string(), "a".to_string())].tasks,
+        ["t"],
+        "the adoption names t, which b holds already"
+    );
+    // The withdrawal does not make b stand down: the adoption wins.
+    assert!(kinds(&f.tick(&mut b, &["b"], &["a"])).is_empty());
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    // a is back: it stands down from t.
+    f.tick(&mut a, &["a", "b"], &[]);
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+}
+
+#[test]
+fn a_taker_fenced_while_down_stands_down_when_the_task_went_to_another_node_and_was_released() {
+    // Simulation seed 120 (strict): b accepts t and crashes before its answer syncs; a
+    // takes t back, offers it to c, and releases it to c; b comes back with t in its
+    // `pending/` and its answer, and sees no withdrawal any more.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b", "c"], &[]);
+    let lost = f.disk.answers.remove(&("b".to_string(), "t".to_string()));
+    f.tick(&mut a, &["a", "c"], &["b"]);
+    let record = f.hosts.get_mut("a").unwrap().tasks.remove("t").unwrap().1;
+    let mut view = View {
+        me: "a".into(),
+        disk: &mut f.disk,
+        hosts: &f.hosts,
+    };
+    a.offer(&mut view, record, "c").unwrap();
+    assert_eq!(a.offers["t"].offer.epoch, 3);
+    f.tick(&mut c, &["a", "c"], &["b"]);
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a", "c"], &["b"]))[0],
+        "task_handoff:released"
+    );
+    // The released offer stays as a tombstone, without its record.
+    let tomb = &f.disk.offers[&("a".to_string(), "t".to_string())];
+    assert!(tomb.released && tomb.record.is_none() && tomb.offer.to == "c");
+    assert!(!a.has_offer_out("t"));
+    // b is back (its answer synced at last): it stands down.
+    f.disk
+        .answers
+        .insert(("b".into(), "t".into()), lost.unwrap());
+    f.tick(&mut b, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
+
+#[test]
+fn an_adopter_keeps_a_task_the_giver_gave_it_after_taking_it_back_from_the_adopted_node() {
+    // Simulation seed 47 (strict): b accepts t and crashes; a takes it back; b's
+    // successor h adopts b (b's record of t is live: h takes it), sees the withdrawal and
+    // stands down; then a offers t to h, which takes it and keeps it.
+    let h = ["c", "d", "e", "f", "g", "h", "i", "j"]
+        .into_iter()
+        .find(|h| crate::fleet::successor("b", &[("a", 1), (h, 1)]) == Some(*h))
+        .unwrap();
+    let mut f = Fleet::new(&["a", "b", h]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core(h));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b", h], &[]);
+    f.disk.answers.clear();
+    assert_eq!(kinds(&f.tick(&mut c, &["a", h], &["b"])), ["node_adopted"]);
+    assert_eq!(f.status(h, "t"), HostStatus::Queued);
+    f.tick(&mut a, &["a", h], &["b"]);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    // b's answer arrives late.
+    f.disk
+        .answers
+        .insert(("b".into(), "t".into()), b.answers["t"].clone());
+    // h sees the withdrawal from b: a owns t, h stands down.
+    f.tick(&mut c, &["a", h], &["b"]);
+    assert_eq!(f.status(h, "t"), HostStatus::Unknown);
+    // a offers it to h; h takes it and keeps it, after the release too.
+    let record = f.hosts.get_mut("a").unwrap().tasks.remove("t").unwrap().1;
+    let mut view = View {
+        me: "a".into(),
+        disk: &mut f.disk,
+        hosts: &f.hosts,
+    };
+    a.offer(&mut view, record, h).unwrap();
+    f.tick(&mut c, &["a", h], &["b"]);
+    f.tick(&mut a, &["a", h], &["b"]);
+    f.tick(&mut c, &["a", h], &["b"]);
+    assert_eq!(f.status(h, "t"), HostStatus::Queued);
+    assert!(!a.has_offer_out("t"));
+}
+
+#[test]
+fn two_nodes_that_adopt_each_other_in_a_partition_leave_a_task_both_named_to_the_smaller_name() {
+    // Simulation seed 2 (chaotic): each side of a partition adopts the other, and both
+    // adoptions name t; each then stands down from what the other named: t was lost.
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    // a has not seen b's adoption (the partition) and adopts b, naming t (b's record).
+    let bs = f.disk.adoptions.remove(&("b".into(), "a".into())).unwrap();
+    assert_eq!(kinds(&f.tick(&mut a, &["a"], &["b"])), ["node_adopted"]);
+    assert_eq!(f.disk.adoptions[&("a".into(), "b".into())].tasks, ["t"]);
+    f.disk.adoptions.insert(("b".into(), "a".into()), bs);
+    // Healed: each sees the other's adoption. a (the smaller name) keeps t, b stands
+    // down from it.
+    f.tick(&mut a, &["a", "b"], &[]);
+    f.tick(&mut b, &["a", "b"], &[]);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+}
+
+#[test]
+fn a_node_adopted_while_its_offer_is_out_withdraws_the_offer_and_does_not_take_the_task_back() {
+    // Simulation seed 26 (chaotic): the giver, adopted with the task named while its
+    // offer was out, later took the task back from the taker it presumed dead.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let mut a = core("a");
+    f.offer(&mut a, "t", "b");
+    // c adopted a naming t (a stale record of a's).
+    f.disk.adoptions.insert(
+        ("c".into(), "a".into()),
+        Adoption {
+            node: "a".into(),
+            by: "c".into(),
+            epoch: 2,
+            tasks: vec!["t".into()],
+            by_epoch: 1,
+        },
+    );
+    f.tick(&mut a, &["a", "c"], &["b"]);
+    assert_eq!(a.epoch, 2);
+    assert!(!a.has_offer_out("t"));
+    assert!(
+        f.disk.offers[&("a".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown, "not taken back");
 }
