@@ -291,7 +291,11 @@ impl TaskHost for Host<'_> {
         } else {
             TaskState::Pending
         };
-        record.state = dir;
+        // A record rewritten for its final state whose move a crash cut short stays
+        // final: recovery completes the move (the task is not run again).
+        if !record.state.is_final() {
+            record.state = dir;
+        }
         let bytes = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
         durable::write_atomic(&d.spool.task_path(dir, &record.id), &bytes)
             .map_err(|e| e.to_string())?;
@@ -631,13 +635,13 @@ impl Daemon {
         }
     }
 
-    /// The key of this config's repository for [`crate::fleet::lock_home`]: its
-    /// directory's name (the same on every machine, wherever it is checked out).
+    /// The key of this config's repository for [`crate::fleet::lock_home`]. A config is
+    /// one repository's (`config/` is in it, and git carries it to every node), so the
+    /// fleet has one lock home; the key is a constant, not the checkout's path or name,
+    /// which may differ from machine to machine.
+    #[allow(clippy::unused_self)]
     fn lock_home_key(&self) -> String {
-        self.config
-            .repo
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        "repository".to_string()
     }
 
     /// Offers a task taken in here to node `to` (its offer file is durable when this

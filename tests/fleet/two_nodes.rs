@@ -192,7 +192,12 @@ fn two_nodes_finish_every_task_once(
         let f = finals(spool);
         for (id, ..) in &all {
             let copies = &f[id];
-            assert_eq!(copies.len(), 1, "{id} finished more than once: {copies:?}");
+            assert_eq!(
+                copies.len(),
+                1,
+                "{id} finished more than once: {copies:?}\n{}",
+                history(spool, id)
+            );
             assert_eq!(copies[0].1, "done", "{id}: {copies:?}");
             if pinned_to_a(id) {
                 assert_eq!(copies[0].0, "a", "{id} names a session of a: {copies:?}");
@@ -268,6 +273,25 @@ fn two_nodes_finish_every_task_once(
             .sum();
         assert_eq!(completed, TASKS as u64, "{stats}");
     }
+}
+
+/// Task `id`'s events on both nodes, in time order (for a failure's message).
+fn history(spool: &Path, id: &str) -> String {
+    let mut lines = Vec::new();
+    for node in ["a", "b"] {
+        let dir = spool.join("nodes").join(node).join("log");
+        for e in architect::log::read_events(&dir).unwrap_or_default() {
+            if e.task_id.as_deref() == Some(id) || e.kind() == "node_adopted" {
+                lines.push((e.ts, format!("{} {node} {} {:?}", e.ts, e.kind(), e.body)));
+            }
+        }
+    }
+    lines.sort();
+    lines
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -369,4 +393,51 @@ fn a_drained_node_gives_its_inbox_away_and_gets_its_sessions_tasks_only_after_un
         std::fs::read_to_string(ea.config.join("nodes.toml")).unwrap(),
         before
     );
+}
+
+#[test]
+fn tasks_naming_one_branch_all_run_on_the_lock_home_and_never_at_once() {
+    let (ea, eb) = (node_env("a"), node_env("b"));
+    let (a, b) = (ea.spool.clone(), eb.spool.clone());
+    let sync = RsyncLoop::start(&a, "a", &b, "b");
+    let _da = ea.daemon();
+    let _db = eb.daemon();
+    let ids: Vec<String> = (0..12).map(|i| format!("br{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let env = if i % 2 == 0 { &ea } else { &eb };
+        env.drop_task(
+            &format!("{id}.json"),
+            &format!(
+                r#"{{"id": "{id}", "prompt": "sleep 0.1; echo {id}", "locks": {{"branch": "feature/x"}}}}"#
+            ),
+        );
+    }
+    wait_for("every branch task to finish", T, || {
+        let f = finals(&a);
+        ids.iter().all(|id| f.contains_key(id))
+    });
+    sync.wait_in_sync();
+    let f = finals(&a);
+    let homes: std::collections::BTreeSet<&str> =
+        ids.iter().map(|id| f[id][0].0.as_str()).collect();
+    assert_eq!(homes.len(), 1, "all on one node: {f:?}");
+    // From both nodes' logs: each acquisition of the branch ends before the next begins.
+    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    for node in ["a", "b"] {
+        for e in architect::log::read_events(&a.join("nodes").join(node).join("log")).unwrap() {
+            match e.kind() {
+                "lock_acquired" => spans.push((e.ts, 1)),
+                "lock_released" => spans.push((e.ts, -1)),
+                _ => {}
+            }
+        }
+    }
+    spans.sort();
+    let (mut held, mut most) = (0, 0);
+    for (_, d) in &spans {
+        held += d;
+        most = most.max(held);
+    }
+    assert_eq!(spans.len(), 2 * ids.len(), "{spans:?}");
+    assert_eq!(most, 1, "the branch was held twice at once: {spans:?}");
 }
