@@ -3,6 +3,7 @@
 //! node's daemon sees it — alive while its heartbeat's `seq` changes, dead once it has not
 //! changed for the lease, judged on this machine's clock.
 
+mod bench;
 mod sync;
 mod two_nodes;
 

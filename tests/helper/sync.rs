@@ -377,18 +377,31 @@ impl SyncthingPair {
     pub fn wait_in_sync(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         for side in &self.sides {
-            // (Returns once the scan is done.)
-            let r = http(
-                side.gui_port,
-                &side.key,
-                "POST",
-                &format!("/rest/db/scan?folder={FOLDER}"),
-            );
-            assert!(
-                matches!(r, Ok((200, _))),
-                "rescan failed: {r:?}\n{}",
-                self.logs()
-            );
+            // (Returns once the scan is done; a scan of a busy folder can outlast the
+            // request's 10 s read timeout: then ask again.)
+            loop {
+                let r = http(
+                    side.gui_port,
+                    &side.key,
+                    "POST",
+                    &format!("/rest/db/scan?folder={FOLDER}"),
+                );
+                let timed_out = r.as_ref().is_err_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                });
+                if timed_out && Instant::now() < deadline {
+                    continue;
+                }
+                assert!(
+                    matches!(r, Ok((200, _))),
+                    "rescan failed: {r:?}\n{}",
+                    self.logs()
+                );
+                break;
+            }
         }
         let [a, b] = &self.sides;
         let mut agreed = 0;
