@@ -206,7 +206,7 @@ pub const STIGNORE_NEEDED: &[&str] = &["/inbox", "/control", "/locks", ".*.tmp"]
 #[derive(Debug, Serialize)]
 struct Finding {
     /// `conflict_copy`, `dead_node`, `unknown_node`, `wrong_writer`, `sync_lag`,
-    /// `syncthing`, `stignore`.
+    /// `sync_timing`, `syncthing`, `stignore`.
     kind: &'static str,
     /// What is wrong, and where.
     detail: String,
@@ -285,7 +285,7 @@ pub fn doctor(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> 
             .collect();
         wrong_writers(spool, &config, &mut found);
         if config.syncthing.url.is_some() {
-            sync_lag(&config.syncthing, &mut found);
+            sync_lag(&config.syncthing, &config.nodes, &mut found);
         }
         if !missing.is_empty() {
             found.push(Finding {
@@ -394,9 +394,14 @@ fn wrong_writers(spool: &Spool, config: &Config, found: &mut Vec<Finding>) {
     }
 }
 
-/// Asks this node's Syncthing how far the spool's folder is behind: files this node still
-/// needs, and each connected device's completion of the folder.
-fn sync_lag(settings: &architect::config::SyncthingSettings, found: &mut Vec<Finding>) {
+/// Asks this node's Syncthing how far the spool's folder is behind (files this node still
+/// needs, and each connected device's completion of the folder), and whether its watcher
+/// carries a heartbeat across well within the lease.
+fn sync_lag(
+    settings: &architect::config::SyncthingSettings,
+    nodes: &architect::config::nodes::Nodes,
+    found: &mut Vec<Finding>,
+) {
     let Some(url) = settings.url.as_deref() else {
         return;
     };
@@ -420,12 +425,9 @@ fn sync_lag(settings: &architect::config::SyncthingSettings, found: &mut Vec<Fin
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(syncthing_lag(url, folder, &key)));
+        .and_then(|rt| rt.block_on(syncthing_lag(url, folder, &key, nodes)));
     match asked {
-        Ok(lags) => found.extend(lags.into_iter().map(|detail| Finding {
-            kind: "sync_lag",
-            detail,
-        })),
+        Ok(lags) => found.extend(lags),
         Err(e) => found.push(Finding {
             kind: "syncthing",
             detail: format!("{url}: {e}"),
@@ -433,8 +435,31 @@ fn sync_lag(settings: &architect::config::SyncthingSettings, found: &mut Vec<Fin
     }
 }
 
-/// The lags Syncthing at `url` reports for `folder`, one sentence each (none: in sync).
-async fn syncthing_lag(url: &str, folder: &str, key: &str) -> Result<Vec<String>, String> {
+/// How long a heartbeat rewritten every `heartbeat_ms` may take to leave a node, in ms,
+/// given the folder's watcher settings. Syncthing sends a changed file once it has been
+/// still for half the watcher delay; a file that changes more often than that waits up to
+/// six delays (its watch aggregator); with the watcher off, the next rescan.
+#[must_use]
+fn heartbeat_crossing_ms(heartbeat_ms: u64, watcher: bool, delay_s: u64, rescan_s: u64) -> u64 {
+    if !watcher {
+        return rescan_s.saturating_mul(1000);
+    }
+    let delay_ms = delay_s.saturating_mul(1000);
+    if heartbeat_ms >= delay_ms / 2 {
+        delay_ms
+    } else {
+        delay_ms.saturating_mul(6)
+    }
+}
+
+/// What Syncthing at `url` says about `folder`: lags, one finding each (none: in sync),
+/// and a watcher too slow for the lease.
+async fn syncthing_lag(
+    url: &str,
+    folder: &str,
+    key: &str,
+    nodes: &architect::config::nodes::Nodes,
+) -> Result<Vec<Finding>, String> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
@@ -458,18 +483,49 @@ async fn syncthing_lag(url: &str, folder: &str, key: &str) -> Result<Vec<String>
         }
     };
     let mut lags = Vec::new();
+    let cfg = get(format!("/rest/config/folders/{folder}")).await?;
+    let crossing = heartbeat_crossing_ms(
+        nodes.heartbeat_ms,
+        cfg["fsWatcherEnabled"].as_bool().unwrap_or(false),
+        cfg["fsWatcherDelayS"].as_u64().unwrap_or(10),
+        cfg["rescanIntervalS"].as_u64().unwrap_or(3600),
+    );
+    let lease_ms = nodes.lease_s.saturating_mul(1000);
+    if lease_ms < crossing.saturating_mul(2) {
+        lags.push(Finding {
+            kind: "sync_timing",
+            detail: format!(
+                "folder {folder:?} (fsWatcherEnabled {}, fsWatcherDelayS {}, rescanIntervalS \
+                 {}) carries a heartbeat rewritten every {} ms across in up to {:.1} s, and \
+                 lease_s = {} is under twice that: live nodes would be presumed dead. Set \
+                 fsWatcherDelayS = 1 on the folder, heartbeat_ms to at least half of it, or \
+                 lease_s to at least {}",
+                cfg["fsWatcherEnabled"],
+                cfg["fsWatcherDelayS"],
+                cfg["rescanIntervalS"],
+                nodes.heartbeat_ms,
+                crossing as f64 / 1000.0,
+                nodes.lease_s,
+                crossing.saturating_mul(2).div_ceil(1000)
+            ),
+        });
+    }
     let status = get(format!("/rest/db/status?folder={folder}")).await?;
     let need = status["needTotalItems"]
         .as_u64()
         .or_else(|| status["needFiles"].as_u64())
         .unwrap_or(0);
+    let lag = |detail: String| Finding {
+        kind: "sync_lag",
+        detail,
+    };
     if need > 0 {
-        lags.push(format!(
+        lags.push(lag(format!(
             "this node still needs {need} item(s) ({} bytes) of folder {folder:?} from the \
              others (state {})",
             status["needBytes"].as_u64().unwrap_or(0),
             status["state"].as_str().unwrap_or("?")
-        ));
+        )));
     }
     let me = get("/rest/system/status".into()).await?["myID"]
         .as_str()
@@ -493,11 +549,11 @@ async fn syncthing_lag(url: &str, folder: &str, key: &str) -> Result<Vec<String>
         let pct = c["completion"].as_f64().unwrap_or(0.0);
         let short: String = device.chars().take(7).collect();
         if pct < 100.0 || !connected {
-            lags.push(format!(
+            lags.push(lag(format!(
                 "device {short}…{}: {pct:.1} % of folder {folder:?} synced, {} item(s) behind",
                 if connected { "" } else { " (not connected)" },
                 c["needItems"].as_u64().unwrap_or(0)
-            ));
+            )));
         }
     }
     Ok(lags)

@@ -243,6 +243,22 @@ fn doctor_reads_sync_lag_from_syncthing_and_finds_files_written_by_the_wrong_nod
     pair.wait_in_sync(Duration::from_secs(60));
     let (code, found) = doctor(&ea);
     assert_eq!(code, 0, "{found:?}");
+    // A heartbeat rewritten every 250 ms waits up to six watcher delays (6 s) in
+    // Syncthing: a 5 s lease would presume live nodes dead.
+    let nodes = std::fs::read_to_string(ea.config.join("nodes.toml")).unwrap();
+    ea.write_config(
+        "nodes.toml",
+        &nodes
+            .replace("lease_s = 6", "lease_s = 5")
+            .replace("heartbeat_ms = 1000", "heartbeat_ms = 250"),
+    );
+    let (code, found) = doctor(&ea);
+    assert_eq!((code, kinds(&found)), (1, vec!["sync_timing"]), "{found:?}");
+    assert!(found[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("lease_s to at least 12"));
+    ea.write_config("nodes.toml", &nodes);
     // A file in b's directory that a wrote (here, by hand): found, from either side.
     let offer = serde_json::json!({
         "offer": {"task_id": "x", "from": "a", "to": "b", "epoch": 1},

@@ -27,10 +27,14 @@ const SESSIONS: &str = "\
 [[session]]\nname = \"b-1\"\nprofile = \"shell\"\nnode = \"b\"\n\
 [[session]]\nname = \"b-2\"\nprofile = \"shell\"\nnode = \"b\"\n";
 
-/// A lease of 5 s: long enough that a daemon slowed down by a loaded CI machine is not
-/// presumed dead, which would make a duplicate run the test rightly refuses.
+/// A heartbeat every second and a lease of 6 s. Syncthing (the harness's
+/// `fsWatcherDelayS = 1`) sends a file only once it has been still for half the watcher
+/// delay, and one that changes more often waits up to 6 delays: a heartbeat every 250 ms
+/// crossed only every ~6 s, and live nodes were presumed dead (BENCHMARKS.md, "Several
+/// nodes"). The lease also leaves room for a daemon slowed down by a loaded CI machine:
+/// a live node presumed dead makes a duplicate run, which the test rightly refuses.
 const NODES: &str =
-    "lease_s = 5\nheartbeat_ms = 250\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
+    "lease_s = 6\nheartbeat_ms = 1000\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\n";
 
 pub(super) fn node_env(name: &str) -> Env {
     let env = Env::new(SESSIONS);
