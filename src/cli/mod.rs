@@ -301,7 +301,12 @@ enum Cmd {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let spool = Spool::new(&cli.spool);
+    // In a fleet (nodes.toml lists several nodes), this node's states are under
+    // spool/nodes/<node>/; the readers walk every node's (`Spool::members`).
+    let spool = match architect::config::Config::load(&cli.config) {
+        Ok(c) if c.nodes.is_fleet() => Spool::for_node(&cli.spool, &c.node),
+        _ => Spool::new(&cli.spool),
+    };
     match cli.command {
         Cmd::Init { force, node } => init::run(&spool, &cli.config, force, node.as_deref()),
         Cmd::Daemon { .. } => {

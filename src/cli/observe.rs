@@ -18,11 +18,13 @@ use architect::spool::{ControlRequest, Spool};
 /// Every node's sessions (in a fleet, each node writes its own `sessions/`).
 fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
     let mut out = Vec::new();
-    for m in spool.members() {
+    let members = spool.members();
+    let fleet = members.len() > 1;
+    for m in members {
         let dir = m.dir("sessions");
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            if m.member_node().is_some() {
-                continue; // a node with no session file yet
+            if fleet {
+                continue; // a node with no session file yet (or the root of a fleet)
             }
             anyhow::bail!("listing {}: not readable", dir.display());
         };

@@ -197,12 +197,29 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// In a fleet, the node whose directory holds task `id` when it is not this node's.
+fn owned_elsewhere(spool: &Spool, id: &str) -> Option<String> {
+    let here = spool.state_root().to_path_buf();
+    spool
+        .members()
+        .into_iter()
+        .filter(|m| m.state_root() != here)
+        .find(|m| m.locate(id).is_some())
+        .and_then(|m| m.member_node())
+}
+
 pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
     match spool.locate(id) {
         None if spool.inbox().join(format!("{id}.json")).exists() => {
             bail!("task {id} is still in the inbox (the daemon has not read it yet); try again once it is pending")
         }
-        None => bail!("no task {id:?} in the spool"),
+        None => match owned_elsewhere(spool, id) {
+            Some(node) => bail!(
+                "task {id} is node {node}'s (spool/nodes/{node}/): control requests stay on \
+                 each machine, so run `architect cancel {id}` on {node}"
+            ),
+            None => bail!("no task {id:?} in the spool"),
+        },
         Some(s) if s.is_final() => bail!("task {id} is already {}", s.dir()),
         Some(_) => {}
     }
@@ -220,7 +237,13 @@ pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
             "task {id} is {}; only failed or cancelled tasks can be retried",
             s.dir()
         ),
-        None => bail!("no task {id:?} in the spool"),
+        None => match owned_elsewhere(spool, id) {
+            Some(node) => bail!(
+                "task {id} is node {node}'s (spool/nodes/{node}/): control requests stay on \
+                 each machine, so run `architect retry {id}` on {node}"
+            ),
+            None => bail!("no task {id:?} in the spool"),
+        },
     }
     spool.write_control(&ControlRequest::Retry {
         task_id: id.to_string(),

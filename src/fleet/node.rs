@@ -618,7 +618,14 @@ impl NodeCore {
                 continue;
             }
             let taker_dead = liveness.dead.iter().any(|(n, _)| *n == offer.to);
-            match giver_step(&offer, answer.as_ref(), taker_dead) {
+            let mut step = giver_step(&offer, answer.as_ref(), taker_dead);
+            if matches!(step, GiverStep::TakeBack { .. }) && files.is_final_anywhere(&id) {
+                // Its final record is in the fleet: the taker did take it and ran it (its
+                // answer is late, or lost). Taking it back would run it twice: let go as if
+                // the answer had come.
+                step = GiverStep::Release;
+            }
+            match step {
                 GiverStep::Wait => {}
                 GiverStep::Release => {
                     if offer.epoch > 1 {

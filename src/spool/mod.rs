@@ -268,10 +268,12 @@ impl Spool {
         Ok(())
     }
 
-    /// Whether this looks like an initialised spool (has `inbox/` and `pending/`).
+    /// Whether this looks like an initialised spool (has `inbox/`, and `pending/` at the
+    /// root or in this node's directory).
     #[must_use]
     pub fn exists(&self) -> bool {
-        self.root.join("inbox").is_dir() && self.root.join("pending").is_dir()
+        self.root.join("inbox").is_dir()
+            && (self.root.join("pending").is_dir() || self.dir("pending").is_dir())
     }
 
     /// The spool root.

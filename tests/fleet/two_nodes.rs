@@ -141,8 +141,9 @@ fn two_nodes_finish_every_task_once(
                 && (unpinned_running_on_a() || finals(&a).len() >= TASKS / 2)
         },
     );
-    let started_on_a: Vec<String> = live_on(&a, "a", "active");
     da.kill9();
+    // (Read after the kill: a may claim another task up to the last moment.)
+    let started_on_a: Vec<String> = live_on(&a, "a", "active");
     // b adopts a after the lease; everything not pinned to a's sessions finishes on b.
     let pinned_to_a = |id: &str| {
         all.iter()
@@ -241,7 +242,8 @@ fn two_nodes_finish_every_task_once(
         assert!(n >= 1, "{id} never ran");
         assert!(
             n == 1 || started_on_a.contains(id),
-            "{id} ran {n} times and was not running on a when it was killed"
+            "{id} ran {n} times and was not running on a when it was killed\n{}",
+            history(&a, id)
         );
     }
     // No duplicate run was needed: nothing was partitioned.

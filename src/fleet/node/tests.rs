@@ -741,3 +741,25 @@ fn a_node_adopted_while_its_offer_is_out_withdraws_the_offer_and_does_not_take_t
     );
     assert_eq!(f.status("a", "t"), HostStatus::Unknown, "not taken back");
 }
+
+#[test]
+fn a_giver_lets_go_of_a_task_whose_final_record_it_sees_though_the_answer_never_came() {
+    let mut f = Fleet::new(&["a", "b"]);
+    let (mut a, mut b) = (core("a"), core("b"));
+    f.offer(&mut a, "t", "b");
+    f.tick(&mut b, &["a", "b"], &[]);
+    f.set("b", "t", HostStatus::Final);
+    // b's answer is lost (a slow syncer), its done record arrived, and b looks dead.
+    f.disk.answers.clear();
+    let notes = f.tick(&mut a, &["a"], &["b"]);
+    assert!(
+        kinds(&notes).contains(&"task_handoff:released".to_string()),
+        "{notes:?}"
+    );
+    assert_eq!(
+        f.status("a", "t"),
+        HostStatus::Unknown,
+        "not run again here"
+    );
+    assert!(!a.has_offer_out("t"));
+}
