@@ -341,6 +341,78 @@ impl TaskHost for Host<'_> {
 }
 
 impl Daemon {
+    /// At start-up in a fleet, before recovery: waits (at most a lease) until a fresh
+    /// heartbeat of every peer that has one has been read, and until every adoption of this
+    /// node those heartbeats claim at an epoch above its own has arrived (`adopted/`):
+    /// a daemon restarted while its adopter's file is still on the way would otherwise
+    /// run again what was adopted. A peer that does not beat within the lease is dead or
+    /// cut off, and not waited for.
+    pub(super) async fn wait_for_fleet_view(&mut self) {
+        let Some(epoch) = self
+            .fleet
+            .as_ref()
+            .and_then(|f| f.core.as_ref())
+            .map(|c| c.epoch)
+        else {
+            return;
+        };
+        let me = self.config.node.clone();
+        let read = |spool: &Spool, n: &str| {
+            durable::read_regular(&spool.node_dir(n).join("heartbeat.json"), HEARTBEAT_MAX)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok())
+        };
+        let mut waiting: BTreeMap<String, u64> = self
+            .config
+            .nodes
+            .node
+            .iter()
+            .filter(|n| n.name != me)
+            .filter_map(|n| read(&self.spool, &n.name).map(|h| (n.name.clone(), h.seq)))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(self.config.nodes.lease_s);
+        tracing::info!(
+            "waiting for a fresh heartbeat of {} before recovering (at most {} s)",
+            waiting.keys().cloned().collect::<Vec<_>>().join(", "),
+            self.config.nodes.lease_s
+        );
+        while !waiting.is_empty() && Instant::now() < deadline {
+            waiting.retain(|peer, first_seq| {
+                let Some(hb) = read(&self.spool, peer) else {
+                    return true;
+                };
+                if hb.seq == *first_seq {
+                    return true; // not fresh yet
+                }
+                match hb.adopted.get(&me) {
+                    Some(e) if *e > epoch => {
+                        let path = self
+                            .spool
+                            .node_dir(peer)
+                            .join("adopted")
+                            .join(format!("{me}.json"));
+                        !read_json::<Adoption>(&path).is_some_and(|a| a.epoch >= *e)
+                    }
+                    _ => false,
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if waiting.is_empty() {
+            tracing::info!("fleet view caught up in {:?}", started.elapsed());
+        } else {
+            tracing::warn!(
+                "no fresh heartbeat (or a claimed adoption file) from {} within the lease: \
+                 going on",
+                waiting.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+
     /// At start-up, before recovery: stands down from the tasks another node adopted
     /// from this one while it was away (their files here go; what ran here too is a
     /// duplicate run, logged).
@@ -407,6 +479,12 @@ impl Daemon {
             free,
             draining: self.config.nodes.draining(&me),
             locks_held,
+            adopted: f.core.as_ref().map_or_else(BTreeMap::new, |c| {
+                c.adopted
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.epoch))
+                    .collect()
+            }),
         };
         let dir = self.spool.node_dir(&me);
         let written = durable::create_dir(&dir).and_then(|()| {

@@ -291,6 +291,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         fleet: None,
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
+    d.wait_for_fleet_view().await;
     d.stand_down_adopted();
     d.recover()?;
     // Before any session starts: stand down from what another node adopted from this

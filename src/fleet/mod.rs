@@ -36,6 +36,13 @@ pub struct Heartbeat {
     /// ([`may_take_locks`]).
     #[serde(default)]
     pub locks_held: u32,
+    /// The nodes this node adopted, each with the epoch of its latest adoption. A node
+    /// that restarts waits until every live peer's fresh heartbeat is read, and until the
+    /// adoption files they claim about it have arrived, before it recovers its tasks: a
+    /// heartbeat is one file, so it cannot say less than the peer did before the restart,
+    /// while an adoption file may arrive after it (no order across files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adopted: BTreeMap<String, u64>,
 }
 
 /// Whether a node is alive, as one reader sees it.

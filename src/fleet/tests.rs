@@ -11,6 +11,7 @@ fn beat(running: u32, free: &[(&str, u32)], draining: bool) -> Heartbeat {
         free: free.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
         draining,
         locks_held: 0,
+        adopted: BTreeMap::new(),
     }
 }
 

@@ -378,6 +378,11 @@ fn a_drained_node_gives_its_inbox_away_and_gets_its_sessions_tasks_only_after_un
         let f = finals(&a);
         (0..10).all(|i| f.get(&format!("d{i}")).is_some_and(|c| c[0].0 == "a"))
     });
+    // (An offer a made before its daemon read b's draining heartbeat is refused and
+    // taken back: either way the task ends up waiting on a.)
+    wait_for("the task for b's session to wait on a", T, || {
+        live_on(&a, "a", "pending") == ["pinned"]
+    });
     sync.wait_in_sync();
     assert!(!finals(&a).contains_key("pinned"));
     assert_eq!(live_on(&a, "a", "pending"), ["pinned"]);

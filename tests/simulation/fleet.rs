@@ -1473,6 +1473,7 @@ impl Sim {
             free: free(&node.host, &node.sessions),
             draining: false,
             locks_held: u32::try_from(node.host.locks.len()).unwrap_or(u32::MAX),
+            adopted: BTreeMap::new(),
         };
         let mut beats: BTreeMap<String, Heartbeat> = BTreeMap::new();
         beats.insert(node.name.clone(), beat.clone());

@@ -381,6 +381,7 @@ fn hb(running: u32, free: &[(&str, u32)], draining: bool) -> crate::fleet::Heart
         free: free.iter().map(|(r, n)| ((*r).to_string(), *n)).collect(),
         draining,
         locks_held: 0,
+        adopted: BTreeMap::new(),
     }
 }
 
