@@ -395,7 +395,7 @@ impl Daemon {
                             .node_dir(peer)
                             .join("adopted")
                             .join(format!("{me}.json"));
-                        !read_json::<Adoption>(&path).is_some_and(|a| a.epoch >= *e)
+                        read_json::<Adoption>(&path).is_none_or(|a| a.epoch < *e)
                     }
                     _ => false,
                 }
