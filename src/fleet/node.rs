@@ -509,7 +509,9 @@ impl NodeCore {
             // This node adopted the giver after the giver took the task back (the
             // adoption names it: the giver's record of it was live then): the adoption
             // wins, and the giver stands down from it when it is back.
-            if self.adopted_naming(&a.from, &a.task_id) {
+            if self.adopted_naming(&a.from, &a.task_id)
+                || self.heir_of_adopter(files, &a.from, &a.task_id)
+            {
                 continue;
             }
             let now = files.offer_of(&a.from, &a.task_id);
@@ -535,6 +537,37 @@ impl NodeCore {
         }
     }
 
+    /// Whether this node holds task `id` by a chain of adoptions that starts at an
+    /// adoption of `giver` naming it: another node adopted `giver` (naming the task), and
+    /// this node adopted that adopter (naming it too), and so on. The adoption of the
+    /// giver beats the giver's withdrawal of its offer (it withdraws it for the adopter
+    /// when it learns), so the adopter's heir keeps the task; a taker that is no heir
+    /// stands down (the adopter, or its heir, holds it).
+    fn heir_of_adopter(&self, files: &mut impl FleetFiles, giver: &str, id: &str) -> bool {
+        let mut seen = BTreeSet::from([giver.to_string(), self.me.clone()]);
+        let mut frontier = vec![giver.to_string()];
+        while let Some(node) = frontier.pop() {
+            for a in files.adoptions_of(&node) {
+                if !a.tasks.iter().any(|t| t == id) {
+                    continue;
+                }
+                if a.by == self.me {
+                    if node != giver {
+                        return true;
+                    }
+                    continue;
+                }
+                if self.adopted_naming(&a.by, id) {
+                    return true;
+                }
+                if seen.insert(a.by.clone()) {
+                    frontier.push(a.by);
+                }
+            }
+        }
+        false
+    }
+
     /// Whether this node's adoption of `node` names task `id` (a later adoption of the
     /// same node names again the tasks an earlier one named that this node still holds).
     fn adopted_naming(&self, node: &str, id: &str) -> bool {
@@ -555,7 +588,10 @@ impl NodeCore {
         id: &str,
     ) -> Option<String> {
         let theirs = files.answer_of(taker, id).filter(|a| a.refused.is_none())?;
-        if theirs.from == self.me || self.adopted_naming(&theirs.from, id) {
+        if theirs.from == self.me
+            || self.adopted_naming(&theirs.from, id)
+            || self.heir_of_adopter(files, &theirs.from, id)
+        {
             return None;
         }
         // The giver was adopted, the task named, at an epoch it has not acknowledged

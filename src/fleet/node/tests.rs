@@ -741,3 +741,40 @@ fn a_node_adopted_while_its_offer_is_out_withdraws_the_offer_and_does_not_take_t
     );
     assert_eq!(f.status("a", "t"), HostStatus::Unknown, "not taken back");
 }
+
+#[test]
+fn a_taker_that_adopted_the_adopter_of_its_giver_keeps_the_task_when_the_giver_withdraws_for_the_adopter(
+) {
+    // Simulation seed 55 (chaotic): a offers t to c; b adopts a (naming t, which it
+    // takes); c takes the offer and adopts b (naming t); a learns it was adopted and
+    // withdraws its offer for its adopter. c, the adopter's heir, keeps t: it stood down
+    // as from a take-back, and b stood down from c's adoption: t was lost.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.offer(&mut a, "t", "c");
+    assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    assert_eq!(
+        kinds(&f.tick(&mut c, &["c"], &["b"])),
+        ["task_handoff:accepted", "node_adopted"]
+    );
+    assert_eq!(f.disk.adoptions[&("c".into(), "b".into())].tasks, ["t"]);
+    // a is back and withdraws its offer for b; b is back and stands down from t.
+    f.tick(&mut a, &["a", "b", "c"], &[]);
+    assert!(
+        f.disk.offers[&("a".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+    f.tick(&mut b, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    // c sees the withdrawal: it keeps t.
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
