@@ -442,6 +442,11 @@ impl NodeCore {
             // A task already here (or finished here) is not taken twice, whatever offers
             // say; the answer tells the giver to let go.
             let here = host.status(&id) != HostStatus::Unknown;
+            // Held here already by another giver's offer it took: this answer only
+            // lets this giver go.
+            let held = here
+                && answered
+                    .is_some_and(|a| a.refused.is_none() && (a.from != o.offer.from || a.held));
             let step = if here && answered.is_none() {
                 TakerStep::Accept
             } else {
@@ -466,6 +471,7 @@ impl NodeCore {
                 from: o.offer.from.clone(),
                 epoch: o.offer.epoch,
                 refused: refused.clone(),
+                held: held && refused.is_none(),
             };
             if let Err(e) = files.write_answer(&answer) {
                 // The task is here (if taken); the giver waits, and the answer is
@@ -501,7 +507,7 @@ impl NodeCore {
         let accepted: Vec<Answer> = self
             .answers
             .values()
-            .filter(|a| a.refused.is_none() && !self.fenced.contains(&a.task_id))
+            .filter(|a| a.refused.is_none() && !a.held && !self.fenced.contains(&a.task_id))
             .filter(|a| host.status(&a.task_id) != HostStatus::Unknown)
             .cloned()
             .collect();
@@ -587,7 +593,9 @@ impl NodeCore {
         taker: &str,
         id: &str,
     ) -> Option<String> {
-        let theirs = files.answer_of(taker, id).filter(|a| a.refused.is_none())?;
+        let theirs = files
+            .answer_of(taker, id)
+            .filter(|a| a.refused.is_none() && !a.held)?;
         if theirs.from == self.me
             || self.adopted_naming(&theirs.from, id)
             || self.heir_of_adopter(files, &theirs.from, id)

@@ -778,3 +778,38 @@ fn a_taker_that_adopted_the_adopter_of_its_giver_keeps_the_task_when_the_giver_w
     f.tick(&mut c, &["a", "b", "c"], &[]);
     assert_eq!(f.status("c", "t"), HostStatus::Queued);
 }
+
+#[test]
+fn a_taker_that_holds_a_task_by_one_givers_offer_keeps_it_when_a_second_giver_withdraws_its_own() {
+    // Simulation seed 146 (chaotic): a and b both held t (b adopted, not knowing it); a
+    // offered t to c and released it; b offered it to c too, and c's one answer file
+    // then named b; b withdrew its offer (for its adopter a) and c stood down as from a
+    // take-back: nobody held t. c's answer to b says it held t already: it keeps t.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    f.offer(&mut a, "t", "c");
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a", "b", "c"], &[])),
+        ["task_handoff:released"]
+    );
+    f.offer(&mut b, "t", "c");
+    assert_eq!(
+        kinds(&f.tick(&mut c, &["a", "b", "c"], &[])),
+        ["task_handoff:accepted"]
+    );
+    let answer = &f.disk.answers[&("c".to_string(), "t".to_string())];
+    assert!(answer.held && answer.from == "b");
+    // b withdraws its offer above c's answer (here: it misses the answer and takes t
+    // back); c keeps t.
+    let ans = f.disk.answers.remove(&("c".into(), "t".into())).unwrap();
+    f.tick(&mut b, &["a", "b"], &["c"]);
+    assert!(
+        f.disk.offers[&("b".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    f.disk.answers.insert(("c".into(), "t".into()), ans);
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
