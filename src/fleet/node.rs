@@ -100,6 +100,13 @@ pub trait FleetFiles {
     fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)>;
     /// Whether any node's final directory holds task `id`.
     fn is_final_anywhere(&mut self, id: &str) -> bool;
+    /// The nodes whose final directory holds task `id` (this one included), so that a
+    /// node that finished a task it holds by a transfer logs it as `duplicate_run` when
+    /// another node finished it too. The default sees none (and logs nothing that way).
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        let _ = id;
+        Vec::new()
+    }
     /// The epoch in `node`'s last heartbeat seen.
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64>;
     /// Writes this node's offer file (replacing one of the same task).
@@ -172,6 +179,9 @@ pub struct NodeCore {
     pub adopted: BTreeMap<String, Adoption>,
     /// Answers found fenced (checked once).
     fenced: BTreeSet<String>,
+    /// Tasks held by a transfer, finished here and found final on another node too,
+    /// logged as `duplicate_run` (or left to the node that logs them).
+    doubles: BTreeSet<String>,
 }
 
 impl NodeCore {
@@ -197,6 +207,7 @@ impl NodeCore {
                 .collect(),
             adopted: adopted.into_iter().map(|a| (a.node.clone(), a)).collect(),
             fenced: BTreeSet::new(),
+            doubles: BTreeSet::new(),
         }
     }
 
@@ -296,7 +307,70 @@ impl NodeCore {
         self.stand_down_from_withdrawals(files, host, &mut notes);
         self.settle_own_offers(files, host, liveness, &mut notes);
         self.adopt_dead(files, host, liveness, &mut notes);
+        self.log_double_finals(files, host, &mut notes);
         notes
+    }
+
+    /// A task this node holds by a transfer (an answer taking an offer, or an adoption)
+    /// and finished, also final on another node: two nodes owned it (one adopted during
+    /// a partition handed it on before it learnt of the adoption; a giver took back what
+    /// its taker held), and neither stood down. It is logged as `duplicate_run`, once:
+    /// by the node with the smallest name among those that finished it and hold it by an
+    /// answer (this one counts whatever it holds it by).
+    fn log_double_finals(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &impl TaskHost,
+        notes: &mut Vec<Note>,
+    ) {
+        let held: BTreeSet<String> = self
+            .answers
+            .values()
+            .filter(|a| a.refused.is_none())
+            .map(|a| a.task_id.clone())
+            .chain(
+                self.adopted
+                    .values()
+                    .flat_map(|ad| ad.tasks.iter().cloned()),
+            )
+            .filter(|id| !self.doubles.contains(id))
+            .filter(|id| host.status(id) == HostStatus::Final)
+            .collect();
+        for id in held {
+            let mut finals = files.final_on(&id);
+            if !finals.contains(&self.me) {
+                finals.push(self.me.clone()); // finished here, whatever the files say yet
+                finals.sort();
+            }
+            if !finals.iter().any(|n| *n != self.me) {
+                continue;
+            }
+            self.doubles.insert(id.clone());
+            let logger = finals
+                .iter()
+                .filter(|n| {
+                    **n == self.me || files.answer_of(n, &id).is_some_and(|a| a.refused.is_none())
+                })
+                .min();
+            if logger != Some(&self.me) {
+                continue;
+            }
+            let d = Duplicate {
+                task_id: id.clone(),
+                nodes: finals.clone(),
+                why: format!("finished on {} too", finals.join(", ")),
+            };
+            files.write_duplicate(&d);
+            notes.push((
+                Some(id),
+                event::DuplicateRun {
+                    idempotency_key: d.task_id.clone(),
+                    nodes: d.nodes.clone(),
+                    why: d.why.clone(),
+                }
+                .into(),
+            ));
+        }
     }
 
     /// Another node adopted this one at an epoch above its own: the tasks it took are
@@ -517,6 +591,7 @@ impl NodeCore {
             // wins, and the giver stands down from it when it is back.
             if self.adopted_naming(&a.from, &a.task_id)
                 || self.heir_of_adopter(files, &a.from, &a.task_id)
+                || self.adopted_from_a_later_taker(files, &a)
             {
                 continue;
             }
@@ -572,6 +647,25 @@ impl NodeCore {
             }
         }
         false
+    }
+
+    /// Whether this node holds the task of its answer `mine` by an adoption of a node
+    /// that took a later offer of the same giver: this node's answer is stale (the task
+    /// went elsewhere and came back by the adoption), and the adopted node's answer is
+    /// the one that counts (see the adopted tasks in `stand_down_from_withdrawals`).
+    fn adopted_from_a_later_taker(&self, files: &mut impl FleetFiles, mine: &Answer) -> bool {
+        let id = &mine.task_id;
+        let nodes: Vec<String> = self
+            .adopted
+            .values()
+            .filter(|ad| ad.tasks.iter().any(|t| t == id))
+            .map(|ad| ad.node.clone())
+            .collect();
+        nodes.iter().any(|n| {
+            files
+                .answer_of(n, id)
+                .is_some_and(|a| a.refused.is_none() && a.from == mine.from && a.epoch > mine.epoch)
+        })
     }
 
     /// Whether this node's adoption of `node` names task `id` (a later adoption of the

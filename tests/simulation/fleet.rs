@@ -661,6 +661,15 @@ impl FleetFiles for Files<'_> {
         (0..sh.names.len()).any(|n| view.contains_key(&(n, Dir::Done, id.to_string())))
     }
 
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        let sh = self.sh.borrow();
+        let view = &sh.sync.views[self.me];
+        (0..sh.names.len())
+            .filter(|n| view.contains_key(&(*n, Dir::Done, id.to_string())))
+            .map(|n| sh.names[n].clone())
+            .collect()
+    }
+
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
         let n = self.index(node)?;
         let sh = self.sh.borrow();

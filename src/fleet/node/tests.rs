@@ -104,6 +104,13 @@ impl FleetFiles for View<'_> {
             .values()
             .any(|h| h.tasks.get(id).is_some_and(|t| t.0 == HostStatus::Final))
     }
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.tasks.get(id).is_some_and(|t| t.0 == HostStatus::Final))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
         Some(self.disk.epochs.get(node).copied().unwrap_or(1))
     }
@@ -812,4 +819,81 @@ fn a_taker_that_holds_a_task_by_one_givers_offer_keeps_it_when_a_second_giver_wi
     f.disk.answers.insert(("c".into(), "t".into()), ans);
     f.tick(&mut c, &["a", "b", "c"], &[]);
     assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
+
+fn taken(id: &str, from: &str, epoch: u64) -> Answer {
+    Answer {
+        task_id: id.into(),
+        from: from.into(),
+        epoch,
+        refused: None,
+        held: false,
+    }
+}
+
+#[test]
+fn a_node_that_finished_a_task_it_holds_by_a_transfer_logs_it_once_when_another_node_finished_it_too(
+) {
+    // Simulation (chaotic): a node adopted during a partition hands a task on before it
+    // learns of the adoption; its taker and its adopter both own it and both finish it.
+    let mut f = Fleet::new(&["b", "c"]);
+    let mut b = NodeCore::new("b", 1, Vec::new(), vec![taken("t", "a", 1)], Vec::new());
+    for n in ["b", "c"] {
+        f.hosts
+            .get_mut(n)
+            .unwrap()
+            .take(record("t"), false)
+            .unwrap();
+        f.set(n, "t", HostStatus::Final);
+    }
+    assert_eq!(kinds(&f.tick(&mut b, &["b", "c"], &[])), ["duplicate_run"]);
+    assert_eq!(f.disk.duplicates.len(), 1);
+    assert_eq!(f.disk.duplicates[0].1.nodes, ["b", "c"]);
+    assert!(kinds(&f.tick(&mut b, &["b", "c"], &[])).is_empty(), "once");
+    // c holds it by no answer: it leaves the note to b.
+    let mut c = core("c");
+    assert!(kinds(&f.tick(&mut c, &["b", "c"], &[])).is_empty());
+}
+
+#[test]
+fn an_adopter_keeps_a_task_it_took_by_adoption_from_a_later_taker_of_the_giver_it_once_answered() {
+    // Simulation seed 43 (chaotic): x took t from g (answer at epoch 1), g took it back
+    // and gave it to y (epoch 3, released); x adopted y, naming t. x's own answer is
+    // superseded, but it holds t by the adoption of y, whose answer stands.
+    let mut f = Fleet::new(&["g", "x", "y"]);
+    f.disk.offers.insert(
+        ("g".into(), "t".into()),
+        OfferFile {
+            offer: Offer {
+                task_id: "t".into(),
+                from: "g".into(),
+                to: "y".into(),
+                epoch: 3,
+                withdrawn: false,
+            },
+            record: None,
+            released: true,
+        },
+    );
+    f.disk
+        .answers
+        .insert(("y".into(), "t".into()), taken("t", "g", 3));
+    let adoption = Adoption {
+        node: "y".into(),
+        by: "x".into(),
+        epoch: 2,
+        tasks: vec!["t".into()],
+        by_epoch: 1,
+    };
+    f.disk
+        .adoptions
+        .insert(("x".into(), "y".into()), adoption.clone());
+    let mut x = NodeCore::new("x", 1, Vec::new(), vec![taken("t", "g", 1)], vec![adoption]);
+    f.hosts
+        .get_mut("x")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut x, &["g", "x"], &["y"]);
+    assert_eq!(f.status("x", "t"), HostStatus::Queued);
 }
