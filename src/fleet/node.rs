@@ -400,7 +400,7 @@ impl NodeCore {
         for a in adoptions {
             let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
             for id in &a.tasks {
-                if self.keeps_in_mutual_adoption(&a, id) {
+                if self.keeps_in_mutual_adoption(&a, id) || self.given_back_by_heir(files, &a, id) {
                     continue;
                 }
                 self.stand_down(files, host, id, &a.by, &why, notes);
@@ -666,6 +666,37 @@ impl NodeCore {
                 .answer_of(n, id)
                 .is_some_and(|a| a.refused.is_none() && a.from == mine.from && a.epoch > mine.epoch)
         })
+    }
+
+    /// Whether this node holds task `id` again, named by `theirs` (an adoption of this
+    /// node), by an offer it took from a node that adopted the adopter naming the task
+    /// (or adopted a node that did, and so on): the task went from this node to the
+    /// adopter, on to the adopter's adopter, and back here by its offer, after the
+    /// adoption. It stays here (standing down would leave it to nobody: the adopter
+    /// stood down for its own adopter, which released it to this node).
+    fn given_back_by_heir(&self, files: &mut impl FleetFiles, theirs: &Adoption, id: &str) -> bool {
+        let Some(mine) = self.answers.get(id).filter(|a| a.refused.is_none()) else {
+            return false;
+        };
+        if mine.from == theirs.by || mine.from == self.me {
+            return false;
+        }
+        let mut seen = BTreeSet::from([theirs.by.clone()]);
+        let mut frontier = vec![theirs.by.clone()];
+        while let Some(node) = frontier.pop() {
+            for a in files.adoptions_of(&node) {
+                if !a.tasks.iter().any(|t| t == id) || a.by == self.me {
+                    continue;
+                }
+                if a.by == mine.from {
+                    return true;
+                }
+                if seen.insert(a.by.clone()) {
+                    frontier.push(a.by);
+                }
+            }
+        }
+        false
     }
 
     /// Whether this node's adoption of `node` names task `id` (a later adoption of the

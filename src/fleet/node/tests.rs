@@ -897,3 +897,52 @@ fn an_adopter_keeps_a_task_it_took_by_adoption_from_a_later_taker_of_the_giver_i
     f.tick(&mut x, &["g", "x"], &["y"]);
     assert_eq!(f.status("x", "t"), HostStatus::Queued);
 }
+
+#[test]
+fn a_node_that_got_a_task_back_from_its_adopters_adopter_keeps_it_when_it_learns_of_the_adoption() {
+    // Simulation seed 202 (chaotic, `ARCHITECT_SIM_CHAOS=1`): b adopted a (naming t), c
+    // adopted b (naming t) and offered t to a, which took it and c released it; then a
+    // learns of b's adoption: standing down left t to nobody (b stood down for c).
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    for (node, by) in [("a", "b"), ("b", "c")] {
+        f.disk.adoptions.insert(
+            (by.into(), node.into()),
+            Adoption {
+                node: node.into(),
+                by: by.into(),
+                epoch: 2,
+                tasks: vec!["t".into()],
+                by_epoch: 1,
+            },
+        );
+    }
+    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "c", 1)], Vec::new());
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut a, &["a", "b", "c"], &[]);
+    assert_eq!(a.epoch, 2);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    // Held by an answer to the adopter itself, it stands down as before.
+    let mut f = Fleet::new(&["a", "b"]);
+    f.disk.adoptions.insert(
+        ("b".into(), "a".into()),
+        Adoption {
+            node: "a".into(),
+            by: "b".into(),
+            epoch: 2,
+            tasks: vec!["t".into()],
+            by_epoch: 1,
+        },
+    );
+    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "b", 1)], Vec::new());
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut a, &["a", "b"], &[]);
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+}
