@@ -223,19 +223,6 @@ impl FleetFiles for SpoolFiles<'_> {
         })
     }
 
-    fn final_on(&mut self, id: &str) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| {
-                let s = Spool::for_node(self.spool.root(), n);
-                [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
-                    .into_iter()
-                    .any(|st| s.task_path(st, id).exists())
-            })
-            .cloned()
-            .collect()
-    }
-
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
         read_json::<Heartbeat>(&self.spool.node_dir(node).join("heartbeat.json")).map(|h| h.epoch)
     }
