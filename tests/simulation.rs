@@ -277,7 +277,8 @@ fn soak() {
 // ---- the fleet: N nodes over a fake syncer (simulation/fleet.rs) ----------------------
 
 fn run_fleet_seed(seed: u64, trace: bool) -> Result<fleet::Stats, fleet::Failure> {
-    let chaos = std::env::var_os("ARCHITECT_SIM_CHAOS").is_some();
+    // Odd seeds chaotic, even ones strict; `ARCHITECT_SIM_CHAOS=1`: three in four chaotic.
+    let chaos = std::env::var_os("ARCHITECT_SIM_CHAOS").is_some() || seed % 2 == 1;
     let mut sim = fleet::Sim::new(seed, chaos);
     sim.trace = trace;
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| sim.run()));
@@ -302,7 +303,7 @@ fn fleet_figures(st: &fleet::Stats, seeds: u64, elapsed: Duration) -> String {
          {} tasks, {} runs, {} offers, {} taken back, {} adoptions, {} crashes, {} partitions, \
          {} deliveries, {} dropped, {} stale or resurrected, {} conflict copies, \
          {} completed twice, {} duplicate_run notes, {} steps with a branch held on two nodes \
-         after a partition or a false suspicion, {} duplicates no NodeCore logged (chaotic seeds)",
+         after a partition or a false suspicion",
         st.strict_seeds,
         st.steps,
         st.steps as f64 / secs.max(1e-9),
@@ -320,7 +321,6 @@ fn fleet_figures(st: &fleet::Stats, seeds: u64, elapsed: Duration) -> String {
         st.double_completions,
         st.duplicate_runs,
         st.home_moved,
-        st.unlogged_duplicates,
     )
 }
 

@@ -39,6 +39,13 @@ pub struct Answer {
     /// Why the taker refused; `None`: it took the task.
     #[serde(default)]
     pub refused: Option<String>,
+    /// The taker held the task already when it took this offer, by an earlier offer
+    /// of another giver that it took: the answer only tells this giver to let go, and
+    /// the taker does not stand down when this giver's offer is withdrawn or goes
+    /// elsewhere (two givers offered one task to one taker: the giver that withdraws
+    /// may be the one that stands down for an adopter, and the other released it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// What the giver does next about an offer it made.
@@ -156,6 +163,7 @@ mod tests {
             from: "a".into(),
             epoch,
             refused: refused.map(str::to_string),
+            held: false,
         }
     }
 

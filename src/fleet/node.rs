@@ -100,6 +100,13 @@ pub trait FleetFiles {
     fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)>;
     /// Whether any node's final directory holds task `id`.
     fn is_final_anywhere(&mut self, id: &str) -> bool;
+    /// The nodes whose final directory holds task `id` (this one included), so that a
+    /// node that finished a task it holds by a transfer logs it as `duplicate_run` when
+    /// another node finished it too. The default sees none (and logs nothing that way).
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        let _ = id;
+        Vec::new()
+    }
     /// The epoch in `node`'s last heartbeat seen.
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64>;
     /// Writes this node's offer file (replacing one of the same task).
@@ -172,6 +179,9 @@ pub struct NodeCore {
     pub adopted: BTreeMap<String, Adoption>,
     /// Answers found fenced (checked once).
     fenced: BTreeSet<String>,
+    /// Tasks held by a transfer, finished here and found final on another node too,
+    /// logged as `duplicate_run` (or left to the node that logs them).
+    doubles: BTreeSet<String>,
 }
 
 impl NodeCore {
@@ -197,6 +207,7 @@ impl NodeCore {
                 .collect(),
             adopted: adopted.into_iter().map(|a| (a.node.clone(), a)).collect(),
             fenced: BTreeSet::new(),
+            doubles: BTreeSet::new(),
         }
     }
 
@@ -296,7 +307,70 @@ impl NodeCore {
         self.stand_down_from_withdrawals(files, host, &mut notes);
         self.settle_own_offers(files, host, liveness, &mut notes);
         self.adopt_dead(files, host, liveness, &mut notes);
+        self.log_double_finals(files, host, &mut notes);
         notes
+    }
+
+    /// A task this node holds by a transfer (an answer taking an offer, or an adoption)
+    /// and finished, also final on another node: two nodes owned it (one adopted during
+    /// a partition handed it on before it learnt of the adoption; a giver took back what
+    /// its taker held), and neither stood down. It is logged as `duplicate_run`, once:
+    /// by the node with the smallest name among those that finished it and hold it by an
+    /// answer (this one counts whatever it holds it by).
+    fn log_double_finals(
+        &mut self,
+        files: &mut impl FleetFiles,
+        host: &impl TaskHost,
+        notes: &mut Vec<Note>,
+    ) {
+        let held: BTreeSet<String> = self
+            .answers
+            .values()
+            .filter(|a| a.refused.is_none())
+            .map(|a| a.task_id.clone())
+            .chain(
+                self.adopted
+                    .values()
+                    .flat_map(|ad| ad.tasks.iter().cloned()),
+            )
+            .filter(|id| !self.doubles.contains(id))
+            .filter(|id| host.status(id) == HostStatus::Final)
+            .collect();
+        for id in held {
+            let mut finals = files.final_on(&id);
+            if !finals.contains(&self.me) {
+                finals.push(self.me.clone()); // finished here, whatever the files say yet
+                finals.sort();
+            }
+            if !finals.iter().any(|n| *n != self.me) {
+                continue;
+            }
+            self.doubles.insert(id.clone());
+            let logger = finals
+                .iter()
+                .filter(|n| {
+                    **n == self.me || files.answer_of(n, &id).is_some_and(|a| a.refused.is_none())
+                })
+                .min();
+            if logger != Some(&self.me) {
+                continue;
+            }
+            let d = Duplicate {
+                task_id: id.clone(),
+                nodes: finals.clone(),
+                why: format!("finished on {} too", finals.join(", ")),
+            };
+            files.write_duplicate(&d);
+            notes.push((
+                Some(id),
+                event::DuplicateRun {
+                    idempotency_key: d.task_id.clone(),
+                    nodes: d.nodes.clone(),
+                    why: d.why.clone(),
+                }
+                .into(),
+            ));
+        }
     }
 
     /// Another node adopted this one at an epoch above its own: the tasks it took are
@@ -326,7 +400,7 @@ impl NodeCore {
         for a in adoptions {
             let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
             for id in &a.tasks {
-                if self.keeps_in_mutual_adoption(&a, id) {
+                if self.keeps_in_mutual_adoption(&a, id) || self.given_back_by_heir(files, &a, id) {
                     continue;
                 }
                 self.stand_down(files, host, id, &a.by, &why, notes);
@@ -442,6 +516,11 @@ impl NodeCore {
             // A task already here (or finished here) is not taken twice, whatever offers
             // say; the answer tells the giver to let go.
             let here = host.status(&id) != HostStatus::Unknown;
+            // Held here already by another giver's offer it took: this answer only
+            // lets this giver go.
+            let held = here
+                && answered
+                    .is_some_and(|a| a.refused.is_none() && (a.from != o.offer.from || a.held));
             let step = if here && answered.is_none() {
                 TakerStep::Accept
             } else {
@@ -466,6 +545,7 @@ impl NodeCore {
                 from: o.offer.from.clone(),
                 epoch: o.offer.epoch,
                 refused: refused.clone(),
+                held: held && refused.is_none(),
             };
             if let Err(e) = files.write_answer(&answer) {
                 // The task is here (if taken); the giver waits, and the answer is
@@ -501,7 +581,7 @@ impl NodeCore {
         let accepted: Vec<Answer> = self
             .answers
             .values()
-            .filter(|a| a.refused.is_none() && !self.fenced.contains(&a.task_id))
+            .filter(|a| a.refused.is_none() && !a.held && !self.fenced.contains(&a.task_id))
             .filter(|a| host.status(&a.task_id) != HostStatus::Unknown)
             .cloned()
             .collect();
@@ -509,7 +589,10 @@ impl NodeCore {
             // This node adopted the giver after the giver took the task back (the
             // adoption names it: the giver's record of it was live then): the adoption
             // wins, and the giver stands down from it when it is back.
-            if self.adopted_naming(&a.from, &a.task_id) {
+            if self.adopted_naming(&a.from, &a.task_id)
+                || self.heir_of_adopter(files, &a.from, &a.task_id)
+                || self.adopted_from_a_later_taker(files, &a)
+            {
                 continue;
             }
             let now = files.offer_of(&a.from, &a.task_id);
@@ -535,6 +618,87 @@ impl NodeCore {
         }
     }
 
+    /// Whether this node holds task `id` by a chain of adoptions that starts at an
+    /// adoption of `giver` naming it: another node adopted `giver` (naming the task), and
+    /// this node adopted that adopter (naming it too), and so on. The adoption of the
+    /// giver beats the giver's withdrawal of its offer (it withdraws it for the adopter
+    /// when it learns), so the adopter's heir keeps the task; a taker that is no heir
+    /// stands down (the adopter, or its heir, holds it).
+    fn heir_of_adopter(&self, files: &mut impl FleetFiles, giver: &str, id: &str) -> bool {
+        let mut seen = BTreeSet::from([giver.to_string(), self.me.clone()]);
+        let mut frontier = vec![giver.to_string()];
+        while let Some(node) = frontier.pop() {
+            for a in files.adoptions_of(&node) {
+                if !a.tasks.iter().any(|t| t == id) {
+                    continue;
+                }
+                if a.by == self.me {
+                    if node != giver {
+                        return true;
+                    }
+                    continue;
+                }
+                if self.adopted_naming(&a.by, id) {
+                    return true;
+                }
+                if seen.insert(a.by.clone()) {
+                    frontier.push(a.by);
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether this node holds the task of its answer `mine` by an adoption of a node
+    /// that took a later offer of the same giver: this node's answer is stale (the task
+    /// went elsewhere and came back by the adoption), and the adopted node's answer is
+    /// the one that counts (see the adopted tasks in `stand_down_from_withdrawals`).
+    fn adopted_from_a_later_taker(&self, files: &mut impl FleetFiles, mine: &Answer) -> bool {
+        let id = &mine.task_id;
+        let nodes: Vec<String> = self
+            .adopted
+            .values()
+            .filter(|ad| ad.tasks.iter().any(|t| t == id))
+            .map(|ad| ad.node.clone())
+            .collect();
+        nodes.iter().any(|n| {
+            files
+                .answer_of(n, id)
+                .is_some_and(|a| a.refused.is_none() && a.from == mine.from && a.epoch > mine.epoch)
+        })
+    }
+
+    /// Whether this node holds task `id` again, named by `theirs` (an adoption of this
+    /// node), by an offer it took from a node that adopted the adopter naming the task
+    /// (or adopted a node that did, and so on): the task went from this node to the
+    /// adopter, on to the adopter's adopter, and back here by its offer, after the
+    /// adoption. It stays here (standing down would leave it to nobody: the adopter
+    /// stood down for its own adopter, which released it to this node).
+    fn given_back_by_heir(&self, files: &mut impl FleetFiles, theirs: &Adoption, id: &str) -> bool {
+        let Some(mine) = self.answers.get(id).filter(|a| a.refused.is_none()) else {
+            return false;
+        };
+        if mine.from == theirs.by || mine.from == self.me {
+            return false;
+        }
+        let mut seen = BTreeSet::from([theirs.by.clone()]);
+        let mut frontier = vec![theirs.by.clone()];
+        while let Some(node) = frontier.pop() {
+            for a in files.adoptions_of(&node) {
+                if !a.tasks.iter().any(|t| t == id) || a.by == self.me {
+                    continue;
+                }
+                if a.by == mine.from {
+                    return true;
+                }
+                if seen.insert(a.by.clone()) {
+                    frontier.push(a.by);
+                }
+            }
+        }
+        false
+    }
+
     /// Whether this node's adoption of `node` names task `id` (a later adoption of the
     /// same node names again the tasks an earlier one named that this node still holds).
     fn adopted_naming(&self, node: &str, id: &str) -> bool {
@@ -554,8 +718,13 @@ impl NodeCore {
         taker: &str,
         id: &str,
     ) -> Option<String> {
-        let theirs = files.answer_of(taker, id).filter(|a| a.refused.is_none())?;
-        if theirs.from == self.me || self.adopted_naming(&theirs.from, id) {
+        let theirs = files
+            .answer_of(taker, id)
+            .filter(|a| a.refused.is_none() && !a.held)?;
+        if theirs.from == self.me
+            || self.adopted_naming(&theirs.from, id)
+            || self.heir_of_adopter(files, &theirs.from, id)
+        {
             return None;
         }
         // The giver was adopted, the task named, at an epoch it has not acknowledged

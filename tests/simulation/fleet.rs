@@ -26,10 +26,10 @@
 //! locks) and freezes its view; a restart rebuilds `NodeCore::new` from its own files and
 //! its tasks from its own `pending/`, `active/` (interrupted: queued again) and `done/`.
 //!
-//! A quarter of the seeds are **strict**: no partitions, sync delays well under the
-//! lease, crashes either short (never noticed) or long (always noticed, and the node
-//! restarts after its view caught up), so no live node is ever presumed dead: there a
-//! task must never complete twice. The others are **chaotic**: any delay, partitions,
+//! Even seeds are **strict** (with `ARCHITECT_SIM_CHAOS=1`, one seed in four): no
+//! partitions, sync delays well under the lease, crashes either short (never noticed) or
+//! long (always noticed, and the node restarts after its view caught up), so no live node
+//! is ever presumed dead: there a task must never complete twice. The others are **chaotic**: any delay, partitions,
 //! crashes of any length, restarts before the view caught up.
 //!
 //! **Invariants, after every step**:
@@ -55,21 +55,26 @@
 //! `duplicate_run` note from `NodeCore`; every task completed twice has such a note; no
 //! offer is outstanding, in a node's memory or on its disk.
 //!
-//! Running it: `cargo test --test simulation` runs [`SEEDS`] strict seeds in
-//! `fleet_seeds` (1,177,166 steps, 49,807 tasks, 1,397 crashes; 3.7 s alone on 2 cores,
-//! 22.5 s beside the single-node simulation in one `cargo test --test simulation`, 30 s
-//! in all) and prints seeds, steps and seconds; `ARCHITECT_SIM_CHAOS=1` makes three seeds
-//! in four chaotic; `ARCHITECT_SIM_SEEDS=n` runs `n` seeds (a soak:
-//! `ARCHITECT_SIM_SEEDS=20000`, `ARCHITECT_SIM_FROM=k` picks the first);
+//! Running it: `cargo test --test simulation` runs [`SEEDS`] seeds in `fleet_seeds`,
+//! half strict (even) and half chaotic (odd): 1,253,156 steps, 49,757 tasks, 1,938
+//! crashes, 380 partitions, 1,272 adoptions; 15 to 30 s for the whole target (beside the
+//! single-node simulation) on 2 cores, 9 s alone — and prints seeds,
+//! steps and seconds; `ARCHITECT_SIM_CHAOS=1` makes three seeds in four chaotic;
+//! `ARCHITECT_SIM_SEEDS=n` runs `n` seeds (a soak: `ARCHITECT_SIM_SEEDS=20000`,
+//! `ARCHITECT_SIM_FROM=k` picks the first);
 //! `ARCHITECT_SIM_SEED=n` replays one (`ARCHITECT_SIM_TRACE=1` prints its events, and
 //! each node's disowned and finished tasks).
 //!
-//! **What holds**: in strict seeds every invariant above, with no exemption but one: a
+//! **What holds**: every invariant above, in strict and chaotic seeds. In strict seeds a
 //! task completes twice only after a crash whose last files had not synced (an adopter
 //! cannot see a done record that never arrived), and then the node that comes back stands
-//! down from it and logs `duplicate_run` (the drain checks every double final has one).
-//! Figures of the default run: 54 such double completions, 136 `duplicate_run` notes, no
-//! branch held twice.
+//! down from it and logs `duplicate_run`; in chaotic seeds also after a partition or a
+//! live node presumed dead, and every such double completion is logged too (the drain
+//! checks that every task completed twice, or final on two nodes, has a `duplicate_run`
+//! note). Figures of the default run: 1,147 double completions, 2,932 `duplicate_run`
+//! notes, 734 steps with a branch held on two nodes (all after a partition or a false
+//! suspicion). Chaotic seeds 0..199 (`ARCHITECT_SIM_CHAOS=1`, 150 of them chaotic) all
+//! pass.
 //!
 //! **The invariants bite**: each of these bugs, planted one at a time in `src/fleet/` or
 //! in this model and not committed, made the run fail (seed, step, message):
@@ -87,16 +92,22 @@
 //! - before the fixes of this branch: strict seed 120 ("t17 is final on [n0, n2], with
 //!   no duplicate_run note": a removed re-offer left a fenced taker unfenced), strict
 //!   seeds 47 and 131 (lost: an adopter standing down for a stale answer), chaotic seeds
-//!   2 and 29 (lost: mutual adoption; a taker adopting its giver).
+//!   2 and 29 (lost: mutual adoption; a taker adopting its giver);
+//! - before the fixes of branch `fleet-sim3` (seeds under `ARCHITECT_SIM_CHAOS=1`): seed 55 (lost: a taker that had
+//!   adopted its giver's adopter stood down when the giver withdrew its offer for that
+//!   adopter), 18, 73, 146, 159, 173 (lost: two givers offered one task to one taker,
+//!   whose one `accepted/<id>.json` then named the one that withdrew; now
+//!   `Answer::held`), 43 (lost: an adopter standing down for its own stale answer to a
+//!   giver whose later taker it adopted), 202 (lost: a node that got a task back from its
+//!   adopter's adopter stood down when it learnt of the first adoption), and a double completion with no note in 25 of
+//!   chaotic seeds 0..199 (taker and adopter both owning a task; now a node that
+//!   finished a task it holds by a transfer and sees it final elsewhere logs it).
 //!
-//! **Open gaps (chaotic seeds only, hence not in the default run)**: 3 of the chaotic
-//! seeds 0..79 still lose a task (18, 55, 73: chains of take-backs and adoptions across
-//! partitions; one seen: two givers offering one task to one taker, whose single
-//! `accepted/<id>.json` flips between them); and a node adopted during a partition that
-//! hands a task on before it learns of the adoption leaves taker and adopter both owning
-//! it with no `NodeCore` logging the duplicate (tolerated and counted at the end as
-//! "duplicates no NodeCore logged"; a fix: a node that holds a task by a transfer and
-//! sees it final on another node logs it, once, by a deterministic choice).
+//! **Open gaps**: beyond seed 199 the chaotic seeds are not all green: of chaotic seeds
+//! 200..399 (`ARCHITECT_SIM_CHAOS=1 ARCHITECT_SIM_FROM=200 ARCHITECT_SIM_SEEDS=200`),
+//! 323, 375 and 381 lose a task (at the time of writing, not investigated; more
+//! chains of take-backs and adoptions across partitions). A seed that fails in the
+//! default run fails the test: replay it with `ARCHITECT_SIM_SEED`.
 //!
 //! Not modelled: power loss (every write is durable when it returns), disk errors, task
 //! dependencies, cancels and retries, paths locks (branches only), draining, the
@@ -151,7 +162,6 @@ pub struct Stats {
     pub duplicate_runs: u64,
     pub double_completions: u64,
     pub home_moved: u64,
-    pub unlogged_duplicates: u64,
     pub strict_seeds: u64,
 }
 
@@ -173,7 +183,6 @@ impl Stats {
         self.double_completions += o.double_completions;
         self.strict_seeds += o.strict_seeds;
         self.home_moved += o.home_moved;
-        self.unlogged_duplicates += o.unlogged_duplicates;
     }
 }
 
@@ -661,6 +670,15 @@ impl FleetFiles for Files<'_> {
         (0..sh.names.len()).any(|n| view.contains_key(&(n, Dir::Done, id.to_string())))
     }
 
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        let sh = self.sh.borrow();
+        let view = &sh.sync.views[self.me];
+        (0..sh.names.len())
+            .filter(|n| view.contains_key(&(*n, Dir::Done, id.to_string())))
+            .map(|n| sh.names[n].clone())
+            .collect()
+    }
+
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
         let n = self.index(node)?;
         let sh = self.sh.borrow();
@@ -894,7 +912,8 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Seed `seed`: strict when `chaos` is off, else a quarter of the seeds strict.
+    /// Seed `seed`: strict when `chaos` is off, else a quarter of the seeds strict (the
+    /// default run passes `chaos` for odd seeds).
     pub fn new(seed: u64, chaos: bool) -> Self {
         let mut rng = Rng::new(seed);
         let n = 2 + usize::try_from(rng.below(3)).unwrap_or(0);
@@ -1905,20 +1924,13 @@ impl Sim {
                 .map(|k| sh.names[k].as_str())
                 .collect();
             let noted = sh.oracle.duplicate_notes.contains(id);
-            if finals.len() > 1 && !noted && !self.strict && sh.oracle.excused() {
-                // A node adopted during a partition hands a task on before it learns
-                // of the adoption: the taker and the adopter both own it, and no
-                // NodeCore sees it (see the module doc). Counted, not failed.
-                self.stats.unlogged_duplicates += 1;
-                continue;
-            }
             if finals.len() != 1 && !noted {
                 return Err(self.fail(format!(
                     "after the drain {id} is final on {finals:?}, with no duplicate_run note"
                 )));
             }
             let runs = sh.oracle.completions.get(id).map_or(0, Vec::len);
-            if runs > 1 && !noted && (self.strict || !sh.oracle.excused()) {
+            if runs > 1 && !noted {
                 return Err(self.fail(format!(
                     "{id} completed {runs} times, with no duplicate_run note"
                 )));

@@ -104,6 +104,13 @@ impl FleetFiles for View<'_> {
             .values()
             .any(|h| h.tasks.get(id).is_some_and(|t| t.0 == HostStatus::Final))
     }
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.tasks.get(id).is_some_and(|t| t.0 == HostStatus::Final))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
         Some(self.disk.epochs.get(node).copied().unwrap_or(1))
     }
@@ -763,4 +770,202 @@ fn a_giver_lets_go_of_a_task_whose_final_record_it_sees_though_the_answer_never_
         "not run again here"
     );
     assert!(!a.has_offer_out("t"));
+}
+
+#[test]
+fn a_taker_that_adopted_the_adopter_of_its_giver_keeps_the_task_when_the_giver_withdraws_for_the_adopter(
+) {
+    // Simulation seed 55 (chaotic): a offers t to c; b adopts a (naming t, which it
+    // takes); c takes the offer and adopts b (naming t); a learns it was adopted and
+    // withdraws its offer for its adopter. c, the adopter's heir, keeps t: it stood down
+    // as from a take-back, and b stood down from c's adoption: t was lost.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.offer(&mut a, "t", "c");
+    assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    assert_eq!(
+        kinds(&f.tick(&mut c, &["c"], &["b"])),
+        ["task_handoff:accepted", "node_adopted"]
+    );
+    assert_eq!(f.disk.adoptions[&("c".into(), "b".into())].tasks, ["t"]);
+    // a is back and withdraws its offer for b; b is back and stands down from t.
+    f.tick(&mut a, &["a", "b", "c"], &[]);
+    assert!(
+        f.disk.offers[&("a".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+    f.tick(&mut b, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    // c sees the withdrawal: it keeps t.
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
+
+#[test]
+fn a_taker_that_holds_a_task_by_one_givers_offer_keeps_it_when_a_second_giver_withdraws_its_own() {
+    // Simulation seed 146 (chaotic): a and b both held t (b adopted, not knowing it); a
+    // offered t to c and released it; b offered it to c too, and c's one answer file
+    // then named b; b withdrew its offer (for its adopter a) and c stood down as from a
+    // take-back: nobody held t. c's answer to b says it held t already: it keeps t.
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
+    f.offer(&mut a, "t", "c");
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(
+        kinds(&f.tick(&mut a, &["a", "b", "c"], &[])),
+        ["task_handoff:released"]
+    );
+    f.offer(&mut b, "t", "c");
+    assert_eq!(
+        kinds(&f.tick(&mut c, &["a", "b", "c"], &[])),
+        ["task_handoff:accepted"]
+    );
+    let answer = &f.disk.answers[&("c".to_string(), "t".to_string())];
+    assert!(answer.held && answer.from == "b");
+    // b withdraws its offer above c's answer (here: it misses the answer and takes t
+    // back); c keeps t.
+    let ans = f.disk.answers.remove(&("c".into(), "t".into())).unwrap();
+    f.tick(&mut b, &["a", "b"], &["c"]);
+    assert!(
+        f.disk.offers[&("b".to_string(), "t".to_string())]
+            .offer
+            .withdrawn
+    );
+    f.disk.answers.insert(("c".into(), "t".into()), ans);
+    f.tick(&mut c, &["a", "b", "c"], &[]);
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+}
+
+fn taken(id: &str, from: &str, epoch: u64) -> Answer {
+    Answer {
+        task_id: id.into(),
+        from: from.into(),
+        epoch,
+        refused: None,
+        held: false,
+    }
+}
+
+#[test]
+fn a_node_that_finished_a_task_it_holds_by_a_transfer_logs_it_once_when_another_node_finished_it_too(
+) {
+    // Simulation (chaotic): a node adopted during a partition hands a task on before it
+    // learns of the adoption; its taker and its adopter both own it and both finish it.
+    let mut f = Fleet::new(&["b", "c"]);
+    let mut b = NodeCore::new("b", 1, Vec::new(), vec![taken("t", "a", 1)], Vec::new());
+    for n in ["b", "c"] {
+        f.hosts
+            .get_mut(n)
+            .unwrap()
+            .take(record("t"), false)
+            .unwrap();
+        f.set(n, "t", HostStatus::Final);
+    }
+    assert_eq!(kinds(&f.tick(&mut b, &["b", "c"], &[])), ["duplicate_run"]);
+    assert_eq!(f.disk.duplicates.len(), 1);
+    assert_eq!(f.disk.duplicates[0].1.nodes, ["b", "c"]);
+    assert!(kinds(&f.tick(&mut b, &["b", "c"], &[])).is_empty(), "once");
+    // c holds it by no answer: it leaves the note to b.
+    let mut c = core("c");
+    assert!(kinds(&f.tick(&mut c, &["b", "c"], &[])).is_empty());
+}
+
+#[test]
+fn an_adopter_keeps_a_task_it_took_by_adoption_from_a_later_taker_of_the_giver_it_once_answered() {
+    // Simulation seed 43 (chaotic): x took t from g (answer at epoch 1), g took it back
+    // and gave it to y (epoch 3, released); x adopted y, naming t. x's own answer is
+    // superseded, but it holds t by the adoption of y, whose answer stands.
+    let mut f = Fleet::new(&["g", "x", "y"]);
+    f.disk.offers.insert(
+        ("g".into(), "t".into()),
+        OfferFile {
+            offer: Offer {
+                task_id: "t".into(),
+                from: "g".into(),
+                to: "y".into(),
+                epoch: 3,
+                withdrawn: false,
+            },
+            record: None,
+            released: true,
+        },
+    );
+    f.disk
+        .answers
+        .insert(("y".into(), "t".into()), taken("t", "g", 3));
+    let adoption = Adoption {
+        node: "y".into(),
+        by: "x".into(),
+        epoch: 2,
+        tasks: vec!["t".into()],
+        by_epoch: 1,
+    };
+    f.disk
+        .adoptions
+        .insert(("x".into(), "y".into()), adoption.clone());
+    let mut x = NodeCore::new("x", 1, Vec::new(), vec![taken("t", "g", 1)], vec![adoption]);
+    f.hosts
+        .get_mut("x")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut x, &["g", "x"], &["y"]);
+    assert_eq!(f.status("x", "t"), HostStatus::Queued);
+}
+
+#[test]
+fn a_node_that_got_a_task_back_from_its_adopters_adopter_keeps_it_when_it_learns_of_the_adoption() {
+    // Simulation seed 202 (chaotic, `ARCHITECT_SIM_CHAOS=1`): b adopted a (naming t), c
+    // adopted b (naming t) and offered t to a, which took it and c released it; then a
+    // learns of b's adoption: standing down left t to nobody (b stood down for c).
+    let mut f = Fleet::new(&["a", "b", "c"]);
+    for (node, by) in [("a", "b"), ("b", "c")] {
+        f.disk.adoptions.insert(
+            (by.into(), node.into()),
+            Adoption {
+                node: node.into(),
+                by: by.into(),
+                epoch: 2,
+                tasks: vec!["t".into()],
+                by_epoch: 1,
+            },
+        );
+    }
+    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "c", 1)], Vec::new());
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut a, &["a", "b", "c"], &[]);
+    assert_eq!(a.epoch, 2);
+    assert_eq!(f.status("a", "t"), HostStatus::Queued);
+    // Held by an answer to the adopter itself, it stands down as before.
+    let mut f = Fleet::new(&["a", "b"]);
+    f.disk.adoptions.insert(
+        ("b".into(), "a".into()),
+        Adoption {
+            node: "a".into(),
+            by: "b".into(),
+            epoch: 2,
+            tasks: vec!["t".into()],
+            by_epoch: 1,
+        },
+    );
+    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "b", 1)], Vec::new());
+    f.hosts
+        .get_mut("a")
+        .unwrap()
+        .take(record("t"), false)
+        .unwrap();
+    f.tick(&mut a, &["a", "b"], &[]);
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
 }
