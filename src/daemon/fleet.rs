@@ -137,6 +137,12 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> 
     durable::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }
 
+/// The key of this config's repository for [`crate::fleet::lock_home`]. A config is one
+/// repository's (`config/` is in it, and git carries it to every node), so the fleet has
+/// one lock home; the key is a constant, not the checkout's path or name, which may
+/// differ from machine to machine.
+const LOCK_HOME_KEY: &str = "repository";
+
 /// Whether a task takes locks (a branch or paths): it runs on its repository's lock home.
 fn takes_locks(spec: &crate::spool::task::TaskSpec) -> bool {
     spec.locks
@@ -562,8 +568,8 @@ impl Daemon {
             f.core = Some(core);
             // Locks: only the lock home takes them, once it has been home for a lease and
             // no other live node still holds any (docs/multi-node.md).
-            let key = self.lock_home_key();
-            let home = crate::fleet::lock_home(&key, nodes.lock_home.as_deref(), &liveness.live);
+            let home =
+                crate::fleet::lock_home(LOCK_HOME_KEY, nodes.lock_home.as_deref(), &liveness.live);
             let home_for = f.home_clock.home_for(home == Some(me.as_str()), now_ms);
             let others: Vec<(&str, &Heartbeat)> = liveness
                 .live
@@ -699,11 +705,10 @@ impl Daemon {
             .filter(|n| n.name == me || alive.nodes.get(&n.name).is_some_and(|v| v.alive))
             .map(|n| (n.name.as_str(), n.weight))
             .collect();
-        let key = self.lock_home_key();
         match crate::fleet::node::placement(
             me,
             ask,
-            &key,
+            LOCK_HOME_KEY,
             self.config.nodes.lock_home.as_deref(),
             &live,
             &f.heartbeats,
@@ -711,15 +716,6 @@ impl Daemon {
             crate::fleet::node::Placement::Here => None,
             crate::fleet::node::Placement::Offer(n) => Some(n),
         }
-    }
-
-    /// The key of this config's repository for [`crate::fleet::lock_home`]. A config is
-    /// one repository's (`config/` is in it, and git carries it to every node), so the
-    /// fleet has one lock home; the key is a constant, not the checkout's path or name,
-    /// which may differ from machine to machine.
-    #[allow(clippy::unused_self)]
-    fn lock_home_key(&self) -> String {
-        "repository".to_string()
     }
 
     /// Offers a task taken in here to node `to` (its offer file is durable when this
