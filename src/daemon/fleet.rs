@@ -162,6 +162,14 @@ impl SpoolFiles<'_> {
     fn mine(&self, sub: &str) -> PathBuf {
         self.spool.node_dir(self.me).join(sub)
     }
+
+    /// `nodes/<node>/<dir>/<name>.json`.
+    fn file(&self, node: &str, dir: &str, name: &str) -> PathBuf {
+        self.spool
+            .node_dir(node)
+            .join(dir)
+            .join(format!("{name}.json"))
+    }
 }
 
 impl FleetFiles for SpoolFiles<'_> {
@@ -178,33 +186,19 @@ impl FleetFiles for SpoolFiles<'_> {
     }
 
     fn offer_of(&mut self, giver: &str, id: &str) -> Option<Offer> {
-        let path = self
-            .spool
-            .node_dir(giver)
-            .join("offers")
-            .join(format!("{id}.json"));
-        read_json::<OfferFile>(&path).map(|f| f.offer)
+        read_json::<OfferFile>(&self.file(giver, "offers", id)).map(|f| f.offer)
     }
 
     fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer> {
-        let path = self
-            .spool
-            .node_dir(taker)
-            .join("accepted")
-            .join(format!("{id}.json"));
-        read_json(&path)
+        read_json(&self.file(taker, "accepted", id))
     }
 
     fn adoptions_of(&mut self, node: &str) -> Vec<Adoption> {
         self.nodes
             .iter()
             .filter_map(|n| {
-                let path = self
-                    .spool
-                    .node_dir(n)
-                    .join("adopted")
-                    .join(format!("{node}.json"));
-                read_json::<Adoption>(&path).filter(|a| a.by == *n && a.node == node)
+                read_json::<Adoption>(&self.file(n, "adopted", node))
+                    .filter(|a| a.by == *n && a.node == node)
             })
             .collect()
     }
