@@ -171,8 +171,20 @@ pub fn query(conn: &Connection, sql: &str) -> Result<QueryResult> {
 /// # Errors
 /// As [`open`] and [`query`].
 pub fn run(log_dirs: &[PathBuf], sql: &str) -> Result<QueryResult> {
-    let conn = open(log_dirs)?;
-    query(&conn, sql)
+    // A log file can vanish between DuckDB's listing and its read: another node's log is
+    // replaced by its syncer (Syncthing writes a temp file and renames it), an old one
+    // is pruned. The query then runs again over a fresh listing, a few times.
+    let mut tries = 0;
+    loop {
+        let result = open(log_dirs).and_then(|conn| query(&conn, sql));
+        match result {
+            Err(Error::Sql(e)) if tries < 5 && e.to_string().contains("Cannot open file") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn micros(unit: TimeUnit, v: i64) -> i64 {

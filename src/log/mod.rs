@@ -429,7 +429,13 @@ pub fn read_events_in(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<Eve
         .into_iter()
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep));
     for path in files {
-        let f = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            // Gone since the listing: pruned, or another node's log replaced by its
+            // syncer (temp file, then rename); the next read sees the new one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("opening", &path, e)),
+        };
         for line in BufReader::new(f).split(b'\n') {
             let line = line.map_err(|e| Error::io("reading", &path, e))?;
             if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
