@@ -158,7 +158,16 @@ pub(super) struct SpoolFiles<'a> {
     nodes: Vec<String>,
 }
 
-impl SpoolFiles<'_> {
+impl<'a> SpoolFiles<'a> {
+    /// Node `me`'s view of the fleet `nodes` lists, in `spool`.
+    fn new(spool: &'a Spool, me: &'a str, nodes: &crate::config::nodes::Nodes) -> Self {
+        Self {
+            spool,
+            me,
+            nodes: nodes.node.iter().map(|n| n.name.clone()).collect(),
+        }
+    }
+
     fn mine(&self, sub: &str) -> PathBuf {
         self.spool.node_dir(self.me).join(sub)
     }
@@ -423,17 +432,7 @@ impl Daemon {
         if let Some(mut core) = f.core.take() {
             let spool = self.spool.clone();
             let me = self.config.node.clone();
-            let mut files = SpoolFiles {
-                spool: &spool,
-                me: &me,
-                nodes: self
-                    .config
-                    .nodes
-                    .node
-                    .iter()
-                    .map(|n| n.name.clone())
-                    .collect(),
-            };
+            let mut files = SpoolFiles::new(&spool, &me, &self.config.nodes);
             for (task, body) in core.stand_down_adopted(&mut files, &mut Host(self)) {
                 self.log.record(task.as_deref(), None, body);
             }
@@ -540,11 +539,7 @@ impl Daemon {
                     .collect(),
             };
             let spool = self.spool.clone();
-            let mut files = SpoolFiles {
-                spool: &spool,
-                me: &me,
-                nodes: nodes.node.iter().map(|n| n.name.clone()).collect(),
-            };
+            let mut files = SpoolFiles::new(&spool, &me, &nodes);
             let config = self.config.clone();
             let draining = config.nodes.draining(&me);
             let can_take = |r: &TaskRecord| match r.task.session.as_deref() {
@@ -720,12 +715,7 @@ impl Daemon {
         };
         let result = match f.core.as_mut() {
             Some(core) => {
-                let nodes = self.config.nodes.node.iter().map(|n| n.name.clone());
-                let mut files = SpoolFiles {
-                    spool: &self.spool,
-                    me: &self.config.node,
-                    nodes: nodes.collect(),
-                };
+                let mut files = SpoolFiles::new(&self.spool, &self.config.node, &self.config.nodes);
                 core.offer(&mut files, record, to).map(|(task, body)| {
                     self.log.record(task.as_deref(), None, body);
                 })

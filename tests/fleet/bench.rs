@@ -49,6 +49,7 @@ use chrono::{DateTime, Utc};
 use architect::log::event::{PromptSent, TaskCompleted, TaskHandoff};
 use architect::log::{read_events, Event};
 
+use super::two_nodes::alive_in_view;
 use crate::helper::sync::{RsyncLoop, SyncthingPair};
 use crate::helper::{wait_for, Daemon, Env, FAST};
 
@@ -358,14 +359,6 @@ fn free_in_heartbeat(node_dir: &Path) -> Option<usize> {
             .filter_map(serde_json::Value::as_u64)
             .sum::<u64>() as usize,
     )
-}
-
-fn alive_in_view(env: &Env, node: &str) -> bool {
-    let out = env.ok(&["nodes", "--json"]);
-    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    nodes
-        .iter()
-        .any(|n| n["node"] == node && n["status"] == "alive")
 }
 
 fn ms(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {

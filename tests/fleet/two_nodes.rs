@@ -74,7 +74,8 @@ fn live_on(spool: &Path, node: &str, dir: &str) -> Vec<String> {
     crate::helper::ids_in(&spool.join("nodes").join(node).join(dir))
 }
 
-fn alive_in_view(env: &Env, node: &str) -> bool {
+/// Whether `env`'s daemon sees `node` alive (`architect nodes --json`).
+pub(super) fn alive_in_view(env: &Env, node: &str) -> bool {
     let out = env.ok(&["nodes", "--json"]);
     let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     nodes
