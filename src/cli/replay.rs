@@ -10,11 +10,13 @@ use architect::record::{self, asciicast, replay};
 use architect::spool::Spool;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The files are asciicast v2: `asciinema play FILE` plays them too \
+#[command(
+    after_help = "The files are asciicast v2: `asciinema play FILE` plays them too \
     (`--print` names no file; they are spool/recordings/<task>.cast, or under \
     spool/nodes/<node>/recordings/ in a fleet).\n\nExamples:\n  \
     architect replay fix-login-bug --speed 4 --idle-cap 2\n  \
-    architect replay fix-login-bug --print | less -R")]
+    architect replay fix-login-bug --print | less -R"
+)]
 pub struct ReplayArgs {
     /// Task id.
     pub id: String,
@@ -38,10 +40,7 @@ pub struct ReplayArgs {
 /// A bad argument, no recording (saying where it looked), a file that is not asciicast v2.
 pub fn run(spool: &Spool, args: &ReplayArgs) -> Result<ExitCode> {
     if !architect::types::valid_id(&args.id) {
-        bail!(
-            "{:?} is not a task id (^[A-Za-z0-9_-]{{1,64}}$)",
-            args.id
-        );
+        bail!("{:?} is not a task id (^[A-Za-z0-9_-]{{1,64}}$)", args.id);
     }
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed {} must be a number above 0", args.speed);
@@ -69,16 +68,16 @@ pub fn run(spool: &Spool, args: &ReplayArgs) -> Result<ExitCode> {
             ),
             None => format!("task {} ({}.cast)", args.id, args.id),
         };
-        let why = if spool.find_in_fleet(&args.id).is_err() {
+        let why = if !found.files.is_empty() {
+            let have: Vec<String> = found.files.iter().map(|(a, _)| a.to_string()).collect();
+            format!("recorded attempts: {}", have.join(", "))
+        } else if spool.find_in_fleet(&args.id).is_err() {
             "no such task in the spool either".to_string()
-        } else if found.files.is_empty() {
+        } else {
             "the task ran on a provider session, before recordings were on, with \
              [recording] enabled = false, or its file was pruned ([recording] keep_days, \
              keep_total_bytes)"
                 .to_string()
-        } else {
-            let have: Vec<String> = found.files.iter().map(|(a, _)| a.to_string()).collect();
-            format!("recorded attempts: {}", have.join(", "))
         };
         bail!(
             "no recording of {what}: looked in {} ({why})",
@@ -114,9 +113,7 @@ pub fn run(spool: &Spool, args: &ReplayArgs) -> Result<ExitCode> {
         eprintln!("[recording] {label}");
     }
     if cast.torn_tail {
-        eprintln!(
-            "[recording] its last line was cut short (still being written?) and was skipped"
-        );
+        eprintln!("[recording] its last line was cut short (still being written?) and was skipped");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -478,7 +478,10 @@ mod tests {
             let mut carry = Utf8Carry::default();
             let a = carry.push(&bytes[..cut]);
             let b = carry.push(&bytes[cut..]);
-            assert!(!a.contains('\u{FFFD}') && !b.contains('\u{FFFD}'), "cut {cut}");
+            assert!(
+                !a.contains('\u{FFFD}') && !b.contains('\u{FFFD}'),
+                "cut {cut}"
+            );
             assert_eq!(format!("{a}{b}"), text, "cut {cut}");
             assert_eq!(carry.finish(), "");
         }

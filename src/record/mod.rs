@@ -187,7 +187,10 @@ mod tests {
             max_bytes: 100,
             ..d
         };
-        assert!(small.validate().unwrap_err().contains("recording.max_bytes"));
+        assert!(small
+            .validate()
+            .unwrap_err()
+            .contains("recording.max_bytes"));
         let total = RecordingSettings {
             keep_total_bytes: 10_000,
             max_bytes: 20_000,

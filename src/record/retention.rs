@@ -34,7 +34,11 @@ pub fn select(
     keep_total_bytes: u64,
 ) -> Vec<PathBuf> {
     let mut by_age: Vec<&Listed> = files.iter().collect();
-    by_age.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.path.cmp(&b.path)));
+    by_age.sort_by(|a, b| {
+        a.modified
+            .cmp(&b.modified)
+            .then_with(|| a.path.cmp(&b.path))
+    });
     let cutoff = (keep_days > 0)
         .then(|| now.checked_sub(Duration::from_secs(u64::from(keep_days) * 86_400)))
         .flatten();
