@@ -79,7 +79,20 @@ struct Shared {
     enabled: AtomicBool,
     /// Output bytes sent and not yet handled by the thread.
     queued: AtomicUsize,
+    /// Most bytes that may be queued ([`QUEUE_MAX_BYTES`]).
+    queue_max: usize,
     next_tape: AtomicU64,
+}
+
+impl Shared {
+    fn new(enabled: bool, queue_max: usize) -> Self {
+        Self {
+            enabled: AtomicBool::new(enabled),
+            queued: AtomicUsize::new(0),
+            queue_max,
+            next_tape: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A handle on the recorder thread: cheap to clone, one per session thread. A handle
@@ -97,11 +110,7 @@ impl Recorder {
         let (tx, _) = mpsc::channel();
         Self {
             tx,
-            shared: Arc::new(Shared {
-                enabled: AtomicBool::new(false),
-                queued: AtomicUsize::new(0),
-                next_tape: AtomicU64::new(0),
-            }),
+            shared: Arc::new(Shared::new(false, 0)),
         }
     }
 
@@ -187,7 +196,7 @@ impl SessionTape {
         }
         let shared = &self.recorder.shared;
         let before = shared.queued.fetch_add(bytes.len(), Ordering::SeqCst);
-        if before + bytes.len() > QUEUE_MAX_BYTES {
+        if before + bytes.len() > shared.queue_max {
             shared.queued.fetch_sub(bytes.len(), Ordering::SeqCst);
             self.dropped += bytes.len() as u64;
             return;
@@ -289,11 +298,7 @@ impl RecorderThread {
     /// When the thread cannot be spawned.
     pub fn start(dir: PathBuf, settings: RecordingSettings) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            enabled: AtomicBool::new(settings.enabled),
-            queued: AtomicUsize::new(0),
-            next_tape: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(settings.enabled, QUEUE_MAX_BYTES));
         let writer = Writer {
             dir,
             settings,
@@ -685,6 +690,71 @@ mod tests {
         let cast = read(&path);
         assert_eq!(cast.events.last().unwrap().kind, EventKind::Marker);
         assert!(cast.markers()[0].contains("truncated"));
+    }
+
+    #[test]
+    fn output_past_a_full_queue_is_dropped_and_the_gap_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        // The thread starts only once the queue is full: nothing drains it before.
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::new(true, 100));
+        let recorder = Recorder {
+            tx,
+            shared: shared.clone(),
+        };
+        let mut tape = recorder.tape("sh-1", 80, 24);
+        tape.task_started("t1", 1);
+        tape.output(&[b'a'; 60]);
+        tape.output(&[b'b'; 60]);
+        tape.output(&[b'c'; 10]);
+        tape.task_ended("t1");
+        drop(tape);
+        drop(recorder);
+        let writer = Writer {
+            dir: dir.path().to_path_buf(),
+            settings: settings(1 << 20),
+            tapes: HashMap::new(),
+            shared: shared.clone(),
+        };
+        writer.run(&rx);
+        let cast = read(&dir.path().join("t1.cast"));
+        assert_eq!(
+            cast.output(),
+            format!("{}{}", "a".repeat(60), "c".repeat(10))
+        );
+        assert_eq!(
+            cast.markers(),
+            ["gap: 60 bytes of output not recorded (the recorder fell behind)"]
+        );
+        assert_eq!(shared.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn turning_recording_off_closes_the_files_and_on_again_records_the_next_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = RecorderThread::start(dir.path().to_path_buf(), settings(1 << 20)).unwrap();
+        let recorder = rt.recorder();
+        let mut tape = recorder.tape("sh-1", 80, 24);
+        tape.task_started("t1", 1);
+        tape.output(b"before");
+        recorder.apply(RecordingSettings {
+            enabled: false,
+            ..settings(1 << 20)
+        });
+        tape.output(b"while off");
+        tape.task_ended("t1");
+        tape.task_started("t2", 1);
+        tape.output(b"t2 while off");
+        recorder.apply(settings(1 << 20));
+        tape.task_ended("t2");
+        tape.task_started("t3", 1);
+        tape.output(b"back on");
+        tape.task_ended("t3");
+        drop(tape);
+        drop(rt);
+        assert_eq!(read(&dir.path().join("t1.cast")).output(), "before");
+        assert!(!dir.path().join("t2.cast").exists());
+        assert_eq!(read(&dir.path().join("t3.cast")).output(), "back on");
     }
 
     #[test]
