@@ -144,6 +144,35 @@ fn a_task_is_recorded_in_asciicast_v2_and_replays_its_output() {
 }
 
 #[test]
+fn each_attempt_of_a_retried_task_has_its_own_recording() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    // Counts its runs in a file: attempt n prints "run-n", then fails.
+    let prompt = "n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs; \
+                  echo run-$n; false";
+    env.ok(&["submit", "--id", "twice", "--prompt", prompt]);
+    assert_eq!(env.wait_final("twice", T).0, TaskState::Failed);
+    let first = env.spool.join("recordings").join("twice.cast");
+    wait_for("the first attempt's recording", T, || {
+        std::fs::read_to_string(&first).is_ok_and(|t| t.contains("run-1"))
+    });
+    env.ok(&["retry", "twice"]);
+    wait_for("the second attempt's recording", T, || {
+        let second = env.spool.join("recordings").join("twice.2.cast");
+        std::fs::read_to_string(second).is_ok_and(|t| t.contains("run-2"))
+    });
+    // The last attempt by default, any by number.
+    let last = env.ok(&["replay", "twice", "--print"]);
+    assert!(
+        last.contains("run-2") && !last.contains("run-1"),
+        "{last:?}"
+    );
+    let one = env.ok(&["replay", "twice", "--print", "--attempt", "1"]);
+    assert!(one.contains("run-1") && !one.contains("run-2"), "{one:?}");
+    assert!(!output_of(&read_spec(&first).1).contains("run-2"));
+}
+
+#[test]
 fn replay_says_where_it_looked_when_there_is_no_recording() {
     let env = Env::new(ONE_SHELL);
     let out = env.cli(&["replay", "nothing-here", "--print"]);
