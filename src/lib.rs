@@ -13,6 +13,7 @@ pub mod locks;
 pub mod log;
 pub mod policy;
 pub mod profile;
+pub mod record;
 pub mod redact;
 pub mod runtime_dir;
 pub mod scheduler;

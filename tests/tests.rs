@@ -20,6 +20,7 @@ mod locks;
 mod malformed;
 mod policy;
 mod profiles;
+mod record;
 mod spool_flow;
 mod sql_stats;
 mod worktrees;

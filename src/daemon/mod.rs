@@ -201,6 +201,8 @@ pub(crate) struct Daemon {
     llm: std::sync::Arc<crate::session::provider::LlmContext>,
     /// This node's heartbeat and view of the fleet, when `nodes.toml` lists several nodes.
     fleet: Option<fleet::FleetShell>,
+    /// Where the sessions' terminals are recorded (`recordings/`).
+    recorder: crate::record::recorder::Recorder,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -251,6 +253,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),
         protected_branches: config.git.protected_branches.clone(),
     };
+    // Dropped last: after the sessions, so their last output is written.
+    let recorder_thread = crate::record::recorder::RecorderThread::start(
+        spool.dir(crate::record::DIR),
+        config.recording,
+    )
+    .map_err(|e| Error::io("starting the recorder thread", "", e))?;
     let sched = Scheduler::new(
         Settings {
             node: config.node.clone(),
@@ -289,6 +297,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         approvals,
         llm,
         fleet: None,
+        recorder: recorder_thread.recorder(),
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
     d.wait_for_fleet_view().await;
@@ -338,6 +347,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     }
     d.shutdown(&mut session_rx).await;
     drop(watcher);
+    drop(d);
+    drop(recorder_thread);
     Ok(())
 }
 

@@ -248,6 +248,7 @@ impl Daemon {
                     self.fleet = super::fleet::FleetShell::for_config(&self.config, &self.spool);
                 }
                 self.reload_policy();
+                self.recorder.apply(self.config.recording);
                 self.log.record(
                     None,
                     None,
@@ -335,6 +336,7 @@ impl Daemon {
             self.approvals.clone(),
             self.llm.clone(),
             conversation,
+            &self.recorder,
         ) {
             Ok(h) => {
                 slot.handle = Some(h);
