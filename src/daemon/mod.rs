@@ -201,6 +201,8 @@ pub(crate) struct Daemon {
     llm: std::sync::Arc<crate::session::provider::LlmContext>,
     /// This node's heartbeat and view of the fleet, when `nodes.toml` lists several nodes.
     fleet: Option<fleet::FleetShell>,
+    /// `config/notify.toml`'s rules, applied to every event `log` writes.
+    notify: Arc<crate::notify::Notifications>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -229,6 +231,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let (hint_tx, mut hint_rx) = mpsc::channel(capacity);
     let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    let notify = crate::notify::Notifications::start(
+        &log,
+        crate::notify::Rules::load(&config.dir)?,
+        session_profiles(&config),
+    );
     log.record(
         None,
         None,
@@ -289,6 +296,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         approvals,
         llm,
         fleet: None,
+        notify,
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
     d.wait_for_fleet_view().await;
@@ -339,6 +347,16 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     d.shutdown(&mut session_rx).await;
     drop(watcher);
     Ok(())
+}
+
+/// Each configured session's profile, by session name (for `[[notify]]` rules'
+/// `profiles` filters).
+fn session_profiles(config: &Config) -> std::collections::HashMap<String, String> {
+    config
+        .sessions
+        .iter()
+        .map(|s| (s.spec.name.clone(), s.spec.profile.clone()))
+        .collect()
 }
 
 impl Daemon {

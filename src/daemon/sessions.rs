@@ -248,6 +248,7 @@ impl Daemon {
                     self.fleet = super::fleet::FleetShell::for_config(&self.config, &self.spool);
                 }
                 self.reload_policy();
+                self.reload_notify();
                 self.log.record(
                     None,
                     None,
@@ -307,6 +308,31 @@ impl Daemon {
                         applied: false,
                         error: Some(e.to_string()),
                         file: Some("policy.toml".into()),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reloads `config/notify.toml` (kept as it was when the new file is invalid), with
+    /// the sessions' profiles as configured now.
+    fn reload_notify(&mut self) {
+        match crate::notify::Rules::load(&self.config.dir) {
+            Ok(rules) => {
+                tracing::info!("notifications: {} rule(s)", rules.0.len());
+                self.notify
+                    .set_rules(rules, super::session_profiles(&self.config));
+            }
+            Err(e) => {
+                tracing::error!("notify.toml not applied, keeping the running rules: {e}");
+                self.log.record(
+                    None,
+                    None,
+                    event::ConfigApplied {
+                        sessions: None,
+                        applied: false,
+                        error: Some(e.to_string()),
+                        file: Some("notify.toml".into()),
                     },
                 );
             }
