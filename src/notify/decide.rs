@@ -323,7 +323,10 @@ mod tests {
     #[test]
     fn a_zero_window_sends_every_repeat() {
         let c = Clock(Instant::now());
-        let mut n = Notifier::new(rule("dedup_window_s = 0\nmin_interval_s = 0"), HashMap::new());
+        let mut n = Notifier::new(
+            rule("dedup_window_s = 0\nmin_interval_s = 0"),
+            HashMap::new(),
+        );
         for i in 0..3 {
             assert_eq!(sent(&mut n, &failed("t1"), c.at(f64::from(i))).len(), 1);
         }
@@ -366,7 +369,11 @@ mod tests {
                     [[notify]]\nname = \"all\"\nevents = [\"task_failed\"]\ncommand = [\"x\"]\n\
                     min_interval_s = 0\n";
         let mut n = Notifier::new(rules(text), HashMap::new());
-        let names = |v: Vec<Notification>| v.into_iter().map(|x| x.rule.name.clone()).collect::<Vec<_>>();
+        let names = |v: Vec<Notification>| {
+            v.into_iter()
+                .map(|x| x.rule.name.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(n.decide(&failed("a"), c.at(0.0))), ["one", "all"]);
         assert_eq!(names(n.decide(&failed("b"), c.at(1.0))), ["all"]);
     }
@@ -391,12 +398,21 @@ mod tests {
                 },
             )
         };
-        assert_eq!(by_session.decide(&on(Some("sh-1"), "a"), c.at(0.0)).len(), 1);
-        assert!(by_session.decide(&on(Some("cc"), "b"), c.at(0.0)).is_empty());
+        assert_eq!(
+            by_session.decide(&on(Some("sh-1"), "a"), c.at(0.0)).len(),
+            1
+        );
+        assert!(by_session
+            .decide(&on(Some("cc"), "b"), c.at(0.0))
+            .is_empty());
         assert!(by_session.decide(&on(None, "c"), c.at(0.0)).is_empty());
         assert_eq!(by_profile.decide(&on(Some("cc"), "d"), c.at(0.0)).len(), 1);
-        assert!(by_profile.decide(&on(Some("sh-1"), "e"), c.at(0.0)).is_empty());
-        assert!(by_profile.decide(&on(Some("gone"), "f"), c.at(0.0)).is_empty());
+        assert!(by_profile
+            .decide(&on(Some("sh-1"), "e"), c.at(0.0))
+            .is_empty());
+        assert!(by_profile
+            .decide(&on(Some("gone"), "f"), c.at(0.0))
+            .is_empty());
     }
 
     #[test]

@@ -97,7 +97,12 @@ impl WebhookUrl {
 
 impl fmt::Display for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.0.scheme(), self.0.host_str().unwrap_or(""))?;
+        write!(
+            f,
+            "{}://{}",
+            self.0.scheme(),
+            self.0.host_str().unwrap_or("")
+        )?;
         if let Some(port) = self.0.port() {
             write!(f, ":{port}")?;
         }
@@ -205,7 +210,9 @@ impl Rules {
                 return Err(bad("name must be 1–64 letters, digits, `_` or `-`".into()));
             }
             if !names.insert(r.name.clone()) {
-                return Err(bad("another rule has this name; names must be unique".into()));
+                return Err(bad(
+                    "another rule has this name; names must be unique".into()
+                ));
             }
             let events = read_events(&r.events).map_err(&bad)?;
             let action = read_action(&r, &env).map_err(&bad)?;
@@ -287,8 +294,8 @@ fn read_action(
         _ => return Err("give one action: command, webhook or webhook_env".into()),
     };
     // The URL itself is never quoted back: it may hold a token.
-    let parsed = url::Url::parse(url.trim())
-        .map_err(|e| format!("the webhook URL does not parse ({e})"))?;
+    let parsed =
+        url::Url::parse(url.trim()).map_err(|e| format!("the webhook URL does not parse ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err("the webhook URL must be http:// or https:// with a host".into());
     }

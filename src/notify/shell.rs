@@ -119,7 +119,9 @@ impl Notifications {
             }
         }));
         if set.is_err() {
-            tracing::error!("notifications: the event log has an observer already; none will be sent");
+            tracing::error!(
+                "notifications: the event log has an observer already; none will be sent"
+            );
         }
         this
     }
@@ -267,7 +269,11 @@ async fn run_command(argv: &[String], body: &[u8], timeout: Duration) -> Result<
         return Ok(());
     }
     let said = String::from_utf8_lossy(&tail);
-    let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     let how = match status.code() {
         Some(code) => format!("exit status {code}"),
         None => {
@@ -402,7 +408,10 @@ mod tests {
         );
         let _n = Notifications::start(&log, rules(&text), HashMap::new());
         fail(&log, "t1");
-        wait_for("three notify_failed events", || failures(dir.path()).len() == 3).await;
+        wait_for("three notify_failed events", || {
+            failures(dir.path()).len() == 3
+        })
+        .await;
         let mut got: Vec<(String, String)> = failures(dir.path())
             .into_iter()
             .map(|(task, f)| {
@@ -415,11 +424,23 @@ mod tests {
         assert_eq!(got[0].0, "bad");
         assert_eq!(got[0].1, "exit status 3: nope");
         assert_eq!(got[1].0, "missing");
-        assert!(got[1].1.starts_with("could not start /nonexistent/notifier"), "{got:?}");
+        assert!(
+            got[1]
+                .1
+                .starts_with("could not start /nonexistent/notifier"),
+            "{got:?}"
+        );
         assert_eq!(got[2].0, "slow");
-        assert_eq!(got[2].1, "timed out after 1 s (its process group was killed)");
+        assert_eq!(
+            got[2].1,
+            "timed out after 1 s (its process group was killed)"
+        );
         // The hanging command was killed, not left behind.
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         wait_for("the slow command to be gone", || {
             // SAFETY: signal 0 only checks whether the process exists.
             let alive = unsafe { libc::kill(pid, 0) } == 0;

@@ -134,9 +134,7 @@ pub fn summary(event: &Event) -> String {
                 Some(a) => format!("{kind} `{a}`"),
                 None => format!("{kind} (unreadable)"),
             };
-            format!(
-                "approval needed{on}: {asked} (rule {rule}); architect approve|deny {question}"
-            )
+            format!("approval needed{on}: {asked} (rule {rule}); architect approve|deny {question}")
         }
         EventBody::TaskFailed(TaskFailed::Finished {
             attempts, error, ..
@@ -178,7 +176,7 @@ pub fn summary(event: &Event) -> String {
         EventBody::DuplicateRun(DuplicateRun { nodes, why, .. }) => {
             format!("task {task} ran on nodes {}: {why}", nodes.join(", "))
         }
-        other => format!("{}", other.kind()),
+        other => other.kind().to_string(),
     };
     let line = format!("[{}] {what}", e.node).replace(['\n', '\r'], " ");
     if line.chars().count() > SUMMARY_MAX_CHARS {

@@ -121,8 +121,8 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Request>>, released: &AtomicBool, ha
         return;
     }
     let mut stream = stream;
-    let _ = stream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    let _ =
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
 }
 
 /// A port nobody listens on (bound, noted, closed).
@@ -370,7 +370,10 @@ fn a_bad_notify_toml_is_reported_and_the_running_rules_are_kept() {
     fail_task(&env, "f1");
     wait_for("f1 posted", T, || rx.tasks("/r") == ["f1"]);
     // A broken edit: reported, and the rules in force stay.
-    env.write_config("notify.toml", "[[notify]]\nname = \"r\"\nevents = [\"task_failed\"]\n");
+    env.write_config(
+        "notify.toml",
+        "[[notify]]\nname = \"r\"\nevents = [\"task_failed\"]\n",
+    );
     wait_for("the error reported", T, || {
         env.events_of::<ConfigApplied>()
             .iter()
@@ -383,11 +386,17 @@ fn a_bad_notify_toml_is_reported_and_the_running_rules_are_kept() {
         .unwrap();
     assert!(!e.data.applied);
     assert!(
-        e.data.error.as_deref().unwrap().contains("no action: give command"),
+        e.data
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no action: give command"),
         "{e:?}"
     );
     fail_task(&env, "f2");
-    wait_for("f2 posted by the kept rule", T, || rx.tasks("/r").len() == 2);
+    wait_for("f2 posted by the kept rule", T, || {
+        rx.tasks("/r").len() == 2
+    });
     assert_eq!(rx.tasks("/r"), ["f1", "f2"]);
     drop(d);
 
@@ -401,11 +410,8 @@ fn a_bad_notify_toml_is_reported_and_the_running_rules_are_kept() {
     assert!(init.status.success());
     let text = std::fs::read_to_string(fresh.path().join("config/notify.toml")).unwrap();
     assert!(text.contains("# [[notify]]"), "{text}");
-    let rules = architect::notify::Rules::parse(
-        &text,
-        std::path::Path::new("notify.toml"),
-        |_| None,
-    )
-    .unwrap();
+    let rules =
+        architect::notify::Rules::parse(&text, std::path::Path::new("notify.toml"), |_| None)
+            .unwrap();
     assert!(rules.is_empty());
 }
