@@ -464,14 +464,14 @@ mod tests {
         let dead = ev(
             "t",
             Some("sh-1"),
-            event::SessionState {
-                state: "dead".into(),
-                previous: Some("busy".into()),
-                reason: None,
+            event::SessionExited {
+                status: "exit 1".into(),
+                requested: false,
+                uptime_ms: Some(10),
             },
         );
         let x = n.decide(&dead, c.at(20.0)).remove(0);
         assert_eq!(x.body()["trigger"], "session_dead");
-        assert_eq!(x.body()["event"]["type"], "session_state");
+        assert_eq!(x.body()["event"]["type"], "session_exited");
     }
 }

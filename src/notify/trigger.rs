@@ -4,7 +4,8 @@
 use std::fmt;
 
 use crate::log::event::{
-    ApprovalNeeded, BudgetExceeded, DuplicateRun, NodeAdopted, SessionLimited, TaskFailed,
+    ApprovalNeeded, BudgetExceeded, DuplicateRun, NodeAdopted, SessionExited, SessionLimited,
+    TaskFailed,
 };
 use crate::log::{Event, EventBody};
 
@@ -17,7 +18,9 @@ pub enum Trigger {
     /// `task_failed` (a task the daemon ran, failed for good; not the `claimed: false`
     /// shape, a file another process took from `pending/`).
     TaskFailed,
-    /// `session_state` with `state = "dead"`: a session's program died.
+    /// `session_exited` with `requested = false`: a session's program exited without
+    /// being asked to (a crash; it is restarted with backoff). Stops on request — the
+    /// daemon stopping, a session replaced or removed — do not count.
     SessionDead,
     /// `session_limited`: a session hit its agent's usage limit and is parked.
     SessionLimited,
@@ -68,7 +71,7 @@ impl Trigger {
         match &event.body {
             EventBody::ApprovalNeeded(_) => Some(Self::ApprovalNeeded),
             EventBody::TaskFailed(TaskFailed::Finished { .. }) => Some(Self::TaskFailed),
-            EventBody::SessionState(s) if s.state == "dead" => Some(Self::SessionDead),
+            EventBody::SessionExited(x) if !x.requested => Some(Self::SessionDead),
             EventBody::SessionLimited(_) => Some(Self::SessionLimited),
             EventBody::BudgetExceeded(_) => Some(Self::BudgetExceeded),
             EventBody::NodeAdopted(_) => Some(Self::NodeDead),
@@ -90,7 +93,7 @@ impl Trigger {
             EventBody::ApprovalNeeded(a) => format!("{session}/{}", a.question),
             EventBody::BudgetExceeded(b) => format!("{}/{}", b.provider, b.budget),
             EventBody::NodeAdopted(n) => n.node.clone(),
-            EventBody::SessionState(_) | EventBody::SessionLimited(_) => session.to_string(),
+            EventBody::SessionExited(_) | EventBody::SessionLimited(_) => session.to_string(),
             _ => task.to_string(),
         };
         format!("{}:{about}", self.as_str())
@@ -134,7 +137,11 @@ pub fn summary(event: &Event) -> String {
                 Some(a) => format!("{kind} `{a}`"),
                 None => format!("{kind} (unreadable)"),
             };
-            format!("approval needed{on}: {asked} (rule {rule}); architect approve|deny {question}")
+            let session = e.session.as_deref().unwrap_or("SESSION");
+            format!(
+                "approval needed{on}: {asked} (rule {rule}); answer with: architect \
+                 approve|deny {session} --question {question}"
+            )
         }
         EventBody::TaskFailed(TaskFailed::Finished {
             attempts, error, ..
@@ -142,11 +149,19 @@ pub fn summary(event: &Event) -> String {
             "task {task} failed{on} after {attempts} attempt(s): {}",
             error.as_deref().unwrap_or("no error given")
         ),
-        EventBody::SessionState(s) => format!(
-            "session {} is dead (was {})",
-            e.session.as_deref().unwrap_or("?"),
-            s.previous.as_deref().unwrap_or("unknown")
-        ),
+        EventBody::SessionExited(SessionExited {
+            status, uptime_ms, ..
+        }) => {
+            let during = e
+                .task_id
+                .as_deref()
+                .map_or_else(String::new, |t| format!(" during task {t}"));
+            let after = uptime_ms.map_or_else(String::new, |ms| format!(" after {} s", ms / 1000));
+            format!(
+                "session {} died ({status}){after}{during}; it is restarted",
+                e.session.as_deref().unwrap_or("?")
+            )
+        }
         EventBody::SessionLimited(SessionLimited { message, until, .. }) => format!(
             "session {} hit a usage limit, parked until {}: {message}",
             e.session.as_deref().unwrap_or("?"),
@@ -221,11 +236,11 @@ mod tests {
         }
     }
 
-    fn state(state: &str) -> event::SessionState {
-        event::SessionState {
-            state: state.into(),
-            previous: Some("busy".into()),
-            reason: None,
+    fn exited(requested: bool) -> event::SessionExited {
+        event::SessionExited {
+            status: "signal 9".into(),
+            requested,
+            uptime_ms: Some(61_500),
         }
     }
 
@@ -250,10 +265,17 @@ mod tests {
         };
         assert_eq!(Trigger::of(&ev(Some("t"), None, not_claimed)), None);
         assert_eq!(
-            Trigger::of(&ev(None, Some("s"), state("dead"))),
+            Trigger::of(&ev(None, Some("s"), exited(false))),
             Some(Trigger::SessionDead)
         );
-        assert_eq!(Trigger::of(&ev(None, Some("s"), state("idle"))), None);
+        // A stop on request (the daemon stopping, a session replaced) is no death.
+        assert_eq!(Trigger::of(&ev(None, Some("s"), exited(true))), None);
+        let dead_state = event::SessionState {
+            state: "dead".into(),
+            previous: Some("busy".into()),
+            reason: None,
+        };
+        assert_eq!(Trigger::of(&ev(None, Some("s"), dead_state)), None);
         assert_eq!(
             Trigger::of(&ev(
                 None,
@@ -281,8 +303,12 @@ mod tests {
         assert_eq!(a, "task_failed:t1");
         assert_eq!(a, b, "the same task, whatever the error");
         assert_ne!(a, c);
-        let d = Trigger::SessionDead.dedup_key(&ev(Some("t1"), Some("s"), state("dead")));
+        let d = Trigger::SessionDead.dedup_key(&ev(Some("t1"), Some("s"), exited(false)));
         assert_eq!(d, "session_dead:s");
+        assert_eq!(
+            summary(&ev(Some("t1"), Some("s"), exited(false))),
+            "[n1] session s died (signal 9) after 61 s during task t1; it is restarted"
+        );
     }
 
     #[test]
@@ -299,6 +325,24 @@ mod tests {
         );
         assert!(!s.contains(secret), "{s}");
         assert!(!s.contains('\n'), "{s}");
+        let asked = summary(&ev(
+            Some("t1"),
+            Some("agent-1"),
+            event::ApprovalNeeded {
+                question: "q7".into(),
+                permission: "bash".into(),
+                kind: crate::profile::ActionKind::Command,
+                action: Some("npm install left-pad".into()),
+                tool: None,
+                rule: "escalate.install".into(),
+                reason: "installs code".into(),
+            },
+        ));
+        assert_eq!(
+            asked,
+            "[n1] approval needed on session agent-1: command `npm install left-pad` (rule \
+             escalate.install); answer with: architect approve|deny agent-1 --question q7"
+        );
         let long = summary(&ev(Some("t1"), None, failed(&"x".repeat(1000))));
         assert_eq!(long.chars().count(), SUMMARY_MAX_CHARS);
         assert!(long.ends_with('…'));
