@@ -79,6 +79,9 @@ fn describe_holder(content: &str) -> String {
 /// without them.
 const STOP_FLUSH_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a stopping daemon waits for notifications still being sent.
+const NOTIFY_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a starting daemon waits for the daemon lock before it reports another daemon
 /// running: long enough for a `kill -9`ed predecessor to finish exiting.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -687,6 +690,13 @@ impl Daemon {
                 "stopping with writes the disk refused for {} s: the next start recovers \
                  the tasks concerned as after a crash",
                 STOP_FLUSH_WAIT.as_secs()
+            );
+        }
+        // The last notifications (a task that failed as the daemon stopped) get a moment.
+        if !self.notify.drain(NOTIFY_DRAIN_WAIT).await {
+            tracing::warn!(
+                "stopping with notifications still being sent after {} s; they are dropped",
+                NOTIFY_DRAIN_WAIT.as_secs()
             );
         }
         self.log.record(

@@ -75,6 +75,8 @@ pub struct Notifications {
     tx: mpsc::Sender<Job>,
     log: Weak<EventLog>,
     dropped: AtomicU64,
+    /// Notifications queued or being sent.
+    pending: Arc<AtomicU64>,
 }
 
 impl Notifications {
@@ -105,13 +107,15 @@ impl Notifications {
         capacity: usize,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let pending = Arc::new(AtomicU64::new(0));
         let this = Arc::new(Self {
             notifier: Mutex::new(Notifier::new(rules, profiles)),
             tx,
             log: Arc::downgrade(log),
             dropped: AtomicU64::new(0),
+            pending: pending.clone(),
         });
-        tokio::spawn(worker(rx, Arc::downgrade(log)));
+        tokio::spawn(worker(rx, Arc::downgrade(log), pending));
         let observer = Arc::downgrade(&this);
         let set = log.set_observer(Box::new(move |event| {
             if let Some(n) = observer.upgrade() {
@@ -137,6 +141,19 @@ impl Notifications {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Waits until every queued notification has been sent (or has failed), for at most
+    /// `max`: the daemon's stop gives the last ones a chance. True when none is left.
+    pub async fn drain(&self, max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     fn notifier(&self) -> std::sync::MutexGuard<'_, Notifier> {
         self.notifier
             .lock()
@@ -154,12 +171,24 @@ impl Notifications {
         };
         for n in &sends {
             let job = Job::of(n);
-            if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            let refused = match self.tx.try_send(job) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(job)) => Some((job, "queue full")),
+                Err(mpsc::error::TrySendError::Closed(job)) => Some((job, "worker gone")),
+            };
+            if let Some((job, why)) = refused {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                let error = format!(
-                    "queue full: {QUEUE_CAPACITY} notifications wait for slow or unreachable \
-                     receivers; this one was dropped"
-                );
+                let error = if why == "queue full" {
+                    format!(
+                        "queue full: {} notifications wait for slow or unreachable receivers; \
+                         this one was dropped",
+                        self.tx.max_capacity()
+                    )
+                } else {
+                    format!("{why}: this notification was dropped")
+                };
                 tracing::warn!(rule = %job.rule, "notification dropped: {error}");
                 if let Some(log) = self.log.upgrade() {
                     log.record(
@@ -175,7 +204,7 @@ impl Notifications {
 
 /// Takes jobs off the queue and runs each in its own task, [`CONCURRENT_SENDS`] at a
 /// time. Ends when the sending side is gone.
-async fn worker(mut rx: mpsc::Receiver<Job>, log: Weak<EventLog>) {
+async fn worker(mut rx: mpsc::Receiver<Job>, log: Weak<EventLog>, pending: Arc<AtomicU64>) {
     let http = reqwest::Client::builder()
         .user_agent(concat!("architect/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -187,6 +216,7 @@ async fn worker(mut rx: mpsc::Receiver<Job>, log: Weak<EventLog>) {
         };
         let http = http.clone();
         let log = log.clone();
+        let pending = pending.clone();
         tokio::spawn(async move {
             let result = match &job.action {
                 Action::Command(argv) => run_command(argv, &job.body, job.timeout).await,
@@ -208,6 +238,7 @@ async fn worker(mut rx: mpsc::Receiver<Job>, log: Weak<EventLog>) {
                     }
                 }
             }
+            pending.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -447,6 +478,38 @@ mod tests {
             !alive
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_the_sends_in_flight_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EventLog::new(dir.path(), "n1"));
+        let out = dir.path().join("late");
+        let text = format!(
+            "[[notify]]\nname = \"late\"\nevents = [\"task_failed\"]\nmin_interval_s = 0\n\
+             command = [\"sh\", \"-c\", \"sleep 0.3; touch {}\"]\n\
+             [[notify]]\nname = \"hang\"\nevents = [\"session_dead\"]\ntimeout_s = 60\n\
+             command = [\"sleep\", \"60\"]\n",
+            out.display()
+        );
+        let n = Notifications::start(&log, rules(&text), HashMap::new());
+        assert!(n.drain(Duration::ZERO).await, "nothing queued");
+        fail(&log, "t1");
+        assert!(n.drain(Duration::from_secs(20)).await);
+        assert!(out.exists(), "drained means done");
+        log.record(
+            None,
+            Some("sh-1"),
+            event::SessionExited {
+                status: "signal 9".into(),
+                requested: false,
+                uptime_ms: None,
+            },
+        );
+        assert!(
+            !n.drain(Duration::from_millis(200)).await,
+            "a hanging send is left"
+        );
     }
 
     /// On a current-thread runtime the worker cannot run while the test logs, so the
