@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use architect::log::event::{ConfigApplied, NotifyFailed, TaskFailed};
+use architect::log::event::{ApprovalNeeded, ConfigApplied, NotifyFailed, TaskFailed};
 use architect::spool::task::TaskState;
 use serde_json::Value;
 
-use crate::helper::{wait_for, Env, BIN, ONE_SHELL};
+use crate::helper::{fake_agent_session, wait_for, Env, BIN, ONE_SHELL};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -213,26 +213,111 @@ fn a_failing_task_is_posted_as_json_and_as_a_slack_text() {
 }
 
 #[test]
-fn a_command_gets_the_notification_on_its_stdin() {
-    let env = Env::new(ONE_SHELL);
-    let out = env.path("notified.json");
+fn an_agent_waiting_for_a_person_is_announced_with_the_command_that_answers_it() {
+    let rx = Receiver::start(false);
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
     env.write_config(
         "notify.toml",
         &format!(
-            "[[notify]]\nname = \"script\"\nevents = [\"task_failed\"]\ncommand = [\"tee\", {:?}]\n",
+            "[[notify]]\nname = \"agents\"\nevents = [\"approval_needed\"]\nwebhook = \"{}\"\n\
+             format = \"slack\"\nprofiles = [\"fake-agent\"]\n\n\
+             [[notify]]\nname = \"shells\"\nevents = [\"approval_needed\"]\nwebhook = \"{}\"\n\
+             profiles = [\"shell\"]\n",
+            rx.url("/agents"),
+            rx.url("/shells"),
+        ),
+    );
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    env.drop_task(
+        "t1.json",
+        r#"{"id": "t1", "prompt": "deps run: npm install left-pad"}"#,
+    );
+    wait_for("the question posted", T, || {
+        !rx.bodies("/agents").is_empty()
+    });
+    // The event is logged before it is observed: it is there.
+    let question = env.events_of::<ApprovalNeeded>().remove(0).data.question;
+    let text = rx.bodies("/agents")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with(
+            "[test] approval needed on session agent-1: command `npm install left-pad` (rule escalate."
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "answer with: architect approve|deny agent-1 --question {question}"
+        )),
+        "{text}"
+    );
+    // The rule for shell sessions did not fire on an agent's question.
+    assert!(rx.bodies("/shells").is_empty());
+    wait_for("the question in the session's file", T, || {
+        env.session("agent-1")
+            .and_then(|s| s.approval)
+            .is_some_and(|a| a.id == question)
+    });
+    env.ok(&["deny", "agent-1", "--question", &question]);
+    assert_eq!(env.wait_final("t1", T).0, TaskState::Done);
+    assert_eq!(rx.bodies("/agents").len(), 1);
+}
+
+#[test]
+fn a_command_gets_each_notification_on_its_stdin_and_a_crashed_session_is_one() {
+    let env = Env::new(ONE_SHELL);
+    let out = env.path("notified.jsonl");
+    // The program is `sh` with arguments, not a shell string: `$0` is the file.
+    env.write_config(
+        "notify.toml",
+        &format!(
+            "[[notify]]\nname = \"script\"\nevents = [\"task_failed\", \"session_dead\"]\n\
+             command = [\"sh\", \"-c\", \"cat >> \\\"$0\\\"\", {:?}]\n",
             out.display().to_string()
         ),
     );
     let _d = env.daemon();
-    fail_task(&env, "f1");
-    wait_for("the command's file", T, || {
-        std::fs::read_to_string(&out).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let body: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(body["rule"], "script");
-    assert_eq!(body["trigger"], "task_failed");
-    assert_eq!(body["event"]["type"], "task_failed");
-    assert_eq!(body["event"]["task_id"], "f1");
+    env.wait_idle("sh-1", T);
+    // The task kills its session's shell: the session dies and the task fails.
+    env.drop_task(
+        "die.json",
+        r#"{"id": "die", "prompt": "kill -9 $$", "max_retries": 0}"#,
+    );
+    assert_eq!(env.wait_final("die", T).0, TaskState::Failed);
+    let lines = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_for("two notifications", T, || lines().len() == 2);
+    let mut by_trigger: Vec<(String, Value)> = lines()
+        .into_iter()
+        .map(|b| (b["trigger"].as_str().unwrap().to_string(), b))
+        .collect();
+    by_trigger.sort_by(|a, b| a.0.cmp(&b.0));
+    let [(dead, died), (failed, task)] = &by_trigger[..] else {
+        panic!("{by_trigger:?}")
+    };
+    assert_eq!(
+        (dead.as_str(), failed.as_str()),
+        ("session_dead", "task_failed")
+    );
+    assert_eq!(died["rule"], "script");
+    assert_eq!(died["event"]["type"], "session_exited");
+    assert_eq!(died["event"]["session"], "sh-1");
+    assert_eq!(died["event"]["data"]["requested"], false);
+    let summary = died["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("[test] session sh-1 died (signal 9)"),
+        "{summary}"
+    );
+    assert_eq!(task["event"]["type"], "task_failed");
+    assert_eq!(task["event"]["task_id"], "die");
 }
 
 #[test]
