@@ -135,7 +135,7 @@ impl Notifications {
         self.notifier().set_rules(rules, profiles);
     }
 
-    /// Notifications dropped because the queue was full, since start.
+    /// Notifications dropped since start (the queue was full, or the worker gone).
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -174,21 +174,22 @@ impl Notifications {
             self.pending.fetch_add(1, Ordering::SeqCst);
             let refused = match self.tx.try_send(job) {
                 Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(job)) => Some((job, "queue full")),
-                Err(mpsc::error::TrySendError::Closed(job)) => Some((job, "worker gone")),
-            };
-            if let Some((job, why)) = refused {
-                self.pending.fetch_sub(1, Ordering::SeqCst);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                let error = if why == "queue full" {
-                    format!(
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    let error = format!(
                         "queue full: {} notifications wait for slow or unreachable receivers; \
                          this one was dropped",
                         self.tx.max_capacity()
-                    )
-                } else {
-                    format!("{why}: this notification was dropped")
-                };
+                    );
+                    Some((job, error))
+                }
+                Err(mpsc::error::TrySendError::Closed(job)) => Some((
+                    job,
+                    "the sender has stopped: this one was dropped".to_string(),
+                )),
+            };
+            if let Some((job, error)) = refused {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(rule = %job.rule, "notification dropped: {error}");
                 if let Some(log) = self.log.upgrade() {
                     log.record(
