@@ -18,6 +18,7 @@ mod layers;
 mod llm;
 mod locks;
 mod malformed;
+mod notify;
 mod policy;
 mod profiles;
 mod record;

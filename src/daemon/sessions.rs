@@ -249,6 +249,7 @@ impl Daemon {
                 }
                 self.reload_policy();
                 self.recorder.apply(self.config.recording);
+                self.reload_notify();
                 self.log.record(
                     None,
                     None,
@@ -308,6 +309,31 @@ impl Daemon {
                         applied: false,
                         error: Some(e.to_string()),
                         file: Some("policy.toml".into()),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reloads `config/notify.toml` (kept as it was when the new file is invalid), with
+    /// the sessions' profiles as configured now.
+    fn reload_notify(&mut self) {
+        match crate::notify::Rules::load(&self.config.dir) {
+            Ok(rules) => {
+                tracing::info!("notifications: {} rule(s)", rules.0.len());
+                self.notify
+                    .set_rules(rules, super::session_profiles(&self.config));
+            }
+            Err(e) => {
+                tracing::error!("notify.toml not applied, keeping the running rules: {e}");
+                self.log.record(
+                    None,
+                    None,
+                    event::ConfigApplied {
+                        sessions: None,
+                        applied: false,
+                        error: Some(e.to_string()),
+                        file: Some("notify.toml".into()),
                     },
                 );
             }
