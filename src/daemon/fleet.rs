@@ -172,6 +172,15 @@ impl<'a> SpoolFiles<'a> {
         self.spool.node_dir(self.me).join(sub)
     }
 
+    /// Whether node `node`'s final directories (`done/`, `failed/`, `cancelled/`) hold
+    /// task `id`.
+    fn final_here(&self, node: &str, id: &str) -> bool {
+        let s = Spool::for_node(self.spool.root(), node);
+        [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
+            .into_iter()
+            .any(|st| s.task_path(st, id).exists())
+    }
+
     /// `nodes/<node>/<dir>/<name>.json`.
     fn file(&self, node: &str, dir: &str, name: &str) -> PathBuf {
         self.spool
@@ -232,12 +241,15 @@ impl FleetFiles for SpoolFiles<'_> {
     }
 
     fn is_final_anywhere(&mut self, id: &str) -> bool {
-        self.nodes.iter().any(|n| {
-            let s = Spool::for_node(self.spool.root(), n);
-            [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
-                .into_iter()
-                .any(|st| s.task_path(st, id).exists())
-        })
+        self.nodes.iter().any(|n| self.final_here(n, id))
+    }
+
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| self.final_here(n, id))
+            .cloned()
+            .collect()
     }
 
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {
