@@ -43,8 +43,8 @@
 //!   a restart before the view caught up (never in strict seeds), or a crash before the
 //!   node's last files synced happened in the run;
 //! - no branch is held by two running tasks at once, unless their nodes are on different
-//!   sides of a partition now, or one of them is fenced (adopted at an epoch above its
-//!   own, or its accepted offer withdrawn or given to another node above its answer), or
+//!   sides of a partition now, or one of them is fenced (another node's own files claim
+//!   the task above its claim: `docs/multi-node.md`, "claims"), or
 //!   a partition or a live node presumed dead happened less than two leases before (each
 //!   side then thinks it is the lock home): never in strict seeds. The model starts a
 //!   locking task only when `fleet::may_take_locks` says so (the home in its view for a
