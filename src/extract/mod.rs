@@ -17,6 +17,7 @@
 //! with one and logs an `extraction` event per match, at most [`MAX_PER_ATTEMPT`]
 //! (`crate::log::event::Extraction`).
 
+pub mod corpus;
 #[cfg(test)]
 mod tests;
 
@@ -317,10 +318,12 @@ impl Extractor {
         let mut out = Extracted::default();
         for (i, line) in text.split('\n').enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
-            let matched = self.set.matches(line);
-            if !matched.matched_any() {
+            // Most lines match nothing: `is_match` answers that without building the set
+            // of matching patterns (which costs an allocation per line).
+            if !self.set.is_match(line) {
                 continue;
             }
+            let matched = self.set.matches(line);
             for p in matched.iter() {
                 if out.extractions.len() >= max {
                     out.dropped += 1;
