@@ -2,9 +2,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 
-/// `(pattern, line, fields)`: each built-in pattern on a real-looking line, with every
-/// field it must give (and no other).
-const MATCHES: &[(&str, &str, &[(&str, &str)])] = &[
+/// A sample: `(pattern, line, fields)`.
+type Sample = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// Each built-in pattern on a real-looking line, with every field it must give (and no
+/// other).
+const MATCHES: &[Sample] = &[
     // Rust
     ("rust-panic", "thread 'main' panicked at src/main.rs:5:9:", &[("thread", "main"), ("file", "src/main.rs"), ("line", "5"), ("column", "9")]),
     ("rust-panic", "thread 'tests::parse' panicked at 'called `Option::unwrap()` on a `None` value', src/lib.rs:42:17", &[("thread", "tests::parse"), ("message", "called `Option::unwrap()` on a `None` value"), ("file", "src/lib.rs"), ("line", "42"), ("column", "17")]),
