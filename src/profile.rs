@@ -1089,6 +1089,18 @@ severity = "warning"
             err.contains("extract[1]") && err.contains("defined twice"),
             "{err}"
         );
+        let err = Profile::parse(
+            "mine",
+            "[screen]\nidle = 'a'\n[[extract]]\nname = 'x'\nregex = 'x'\ncategory = 'error'\nseverity = 'error'\ncolour = 'red'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"mine\"")
+                && err.contains("unknown field `colour`")
+                && err.contains("line 8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 
 /// A sample: `(pattern, line, fields)`.
-type Sample = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Sample = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 /// Each built-in pattern on a real-looking line, with every field it must give (and no
 /// other).
