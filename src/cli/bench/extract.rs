@@ -21,6 +21,9 @@ const MATCHING_PER_MILLE: u32 = 40;
 const RUNS: usize = 3;
 
 pub(super) fn run(lines: usize, json: bool) -> Result<ExitCode> {
+    if lines == 0 {
+        bail!("--lines must be at least 1");
+    }
     let x: std::sync::Arc<Extractor> = builtin();
     let t = Instant::now();
     let (text, matching_lines) = corpus(lines, MATCHING_PER_MILLE, 0x5eed);
