@@ -231,7 +231,9 @@ fn extractions_of(spool: &Spool, rec: &TaskRecord) -> Result<Vec<ShownExtraction
         .collect())
 }
 
-/// `#1 L12  error    python-frame  file=/app/x.py line=3  (+5 dropped)`.
+/// One line of `show`'s extractions: attempt, line, severity, pattern, fields
+/// (`#1 L8     info    python-frame   file=/app/x.py function=f line=3`), and how many
+/// were not logged, on the last one of an attempt that had too many.
 fn extraction_line(e: &event::Extraction) -> String {
     let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut line = format!(
