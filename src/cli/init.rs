@@ -105,6 +105,10 @@ pub fn run(spool: &Spool, config: &Path, force: bool, node: Option<&str>) -> Res
             config.join("prices.toml"),
             architect::config::prices::DEFAULT_PRICES,
         ),
+        (
+            config.join("notify.toml"),
+            architect::notify::DEFAULT_NOTIFY,
+        ),
     ];
     if let Some(text) = &nodes {
         files.push((config.join("nodes.toml"), text));

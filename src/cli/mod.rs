@@ -12,6 +12,7 @@ pub mod logging;
 mod nodes;
 mod observe;
 mod policy;
+mod replay;
 mod sql;
 mod submit;
 mod tasks;
@@ -224,6 +225,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Play a task's terminal recording here, with its timing (asciicast v2, under
+    /// spool/recordings/; found on whichever node ran the task).
+    Replay(replay::ReplayArgs),
     /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage,
     /// extractions.
     #[command(
@@ -365,6 +369,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             lines,
             json,
         ),
+        Cmd::Replay(args) => replay::run(&need(&spool)?, &args),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format.into()),
         Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),
         Cmd::Stats { json, cost: true } => sql::cost(&need(&spool)?, &cli.config, json),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::log::LogSettings;
 use crate::profile::Profile;
+use crate::record::RecordingSettings;
 use crate::types::valid_id;
 use crate::worktree::GitSettings;
 
@@ -36,6 +37,9 @@ pub struct ArchitectFile {
     /// `[syncthing]`.
     #[serde(default)]
     pub syncthing: SyncthingSettings,
+    /// `[recording]`.
+    #[serde(default)]
+    pub recording: RecordingSettings,
 }
 
 /// `[syncthing]` in `config/architect.toml`: where this node's Syncthing answers, so that
@@ -308,6 +312,8 @@ pub struct Config {
     pub nodes: nodes::Nodes,
     /// This node's Syncthing, if it says where (`[syncthing]`).
     pub syncthing: SyncthingSettings,
+    /// The sessions' terminal recordings: on or off, cap, retention (`[recording]`).
+    pub recording: RecordingSettings,
 }
 
 /// Reads a TOML config file; an absent one is `T::default()`.
@@ -382,6 +388,10 @@ impl Config {
             });
         }
         arch.git.validate().map_err(|message| Error::Config {
+            path: arch_path.clone(),
+            message,
+        })?;
+        arch.recording.validate().map_err(|message| Error::Config {
             path: arch_path.clone(),
             message,
         })?;
@@ -541,6 +551,7 @@ impl Config {
             prices,
             nodes,
             syncthing: arch.syncthing,
+            recording: arch.recording,
         })
     }
 }
@@ -644,5 +655,29 @@ mod tests {
         let git = config.unwrap().git;
         assert_eq!(git.protected_branches, ["trunk"]);
         assert_eq!(git.worktrees_dir, Path::new("/srv/wt"));
+    }
+
+    #[test]
+    fn recording_settings_default_on_and_are_checked() {
+        let file: ArchitectFile = toml::from_str(DEFAULT_ARCHITECT).unwrap();
+        assert_eq!(file.recording, RecordingSettings::default());
+        let (_tmp, config) = load("", "");
+        assert!(config.unwrap().recording.enabled);
+        for (rec, says) in [
+            ("max_bytes = 1000", "recording.max_bytes"),
+            (
+                "max_bytes = 100000\nkeep_total_bytes = 5000",
+                "recording.keep_total_bytes",
+            ),
+            ("keep = 3", "unknown field"),
+        ] {
+            let (_tmp, config) = load(&format!("[recording]\n{rec}\n"), "");
+            let e = config.unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("architect.toml"), "{e}");
+        }
+        let (_tmp, config) = load("[recording]\nenabled = false\nkeep_days = 0\n", "");
+        let r = config.unwrap().recording;
+        assert!(!r.enabled);
+        assert_eq!(r.keep_days, 0);
     }
 }

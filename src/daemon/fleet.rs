@@ -182,6 +182,10 @@ impl<'a> SpoolFiles<'a> {
 }
 
 impl FleetFiles for SpoolFiles<'_> {
+    fn nodes(&mut self) -> Vec<String> {
+        self.nodes.clone()
+    }
+
     fn offers_to_me(&mut self) -> Vec<OfferFile> {
         let mut out = Vec::new();
         for n in self.nodes.iter().filter(|n| *n != self.me) {
@@ -210,6 +214,10 @@ impl FleetFiles for SpoolFiles<'_> {
                     .filter(|a| a.by == *n && a.node == node)
             })
             .collect()
+    }
+
+    fn adoptions_by(&mut self, by: &str) -> Vec<Adoption> {
+        read_all::<Adoption>(&self.spool.node_dir(by).join("adopted"))
     }
 
     fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
@@ -291,6 +299,13 @@ impl TaskHost for Host<'_> {
                 None => HostStatus::Unknown,
             },
         }
+    }
+
+    fn live(&self) -> Vec<String> {
+        let spool = &self.0.spool;
+        let mut ids = spool.list_ids(TaskState::Pending).unwrap_or_default();
+        ids.extend(spool.list_ids(TaskState::Active).unwrap_or_default());
+        ids
     }
 
     fn take(&mut self, mut record: TaskRecord, started: bool) -> Result<(), String> {

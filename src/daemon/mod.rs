@@ -79,6 +79,9 @@ fn describe_holder(content: &str) -> String {
 /// without them.
 const STOP_FLUSH_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a stopping daemon waits for notifications still being sent.
+const NOTIFY_DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a starting daemon waits for the daemon lock before it reports another daemon
 /// running: long enough for a `kill -9`ed predecessor to finish exiting.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -201,6 +204,10 @@ pub(crate) struct Daemon {
     llm: std::sync::Arc<crate::session::provider::LlmContext>,
     /// This node's heartbeat and view of the fleet, when `nodes.toml` lists several nodes.
     fleet: Option<fleet::FleetShell>,
+    /// Where the sessions' terminals are recorded (`recordings/`).
+    recorder: crate::record::recorder::Recorder,
+    /// `config/notify.toml`'s rules, applied to every event `log` writes.
+    notify: Arc<crate::notify::Notifications>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -229,6 +236,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let (hint_tx, mut hint_rx) = mpsc::channel(capacity);
     let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    let notify = crate::notify::Notifications::start(
+        &log,
+        crate::notify::Rules::load(&config.dir)?,
+        session_profiles(&config),
+    );
     log.record(
         None,
         None,
@@ -251,6 +263,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         policy: std::sync::Arc::new(crate::policy::Policy::load(&config.dir)?),
         protected_branches: config.git.protected_branches.clone(),
     };
+    // Dropped last: after the sessions, so their last output is written.
+    let recorder_thread = crate::record::recorder::RecorderThread::start(
+        spool.dir(crate::record::DIR),
+        config.recording,
+    )
+    .map_err(|e| Error::io("starting the recorder thread", "", e))?;
     let sched = Scheduler::new(
         Settings {
             node: config.node.clone(),
@@ -289,6 +307,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         approvals,
         llm,
         fleet: None,
+        recorder: recorder_thread.recorder(),
+        notify,
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
     d.wait_for_fleet_view().await;
@@ -338,7 +358,19 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     }
     d.shutdown(&mut session_rx).await;
     drop(watcher);
+    drop(d);
+    drop(recorder_thread);
     Ok(())
+}
+
+/// Each configured session's profile, by session name (for `[[notify]]` rules'
+/// `profiles` filters).
+fn session_profiles(config: &Config) -> std::collections::HashMap<String, String> {
+    config
+        .sessions
+        .iter()
+        .map(|s| (s.spec.name.clone(), s.spec.profile.clone()))
+        .collect()
 }
 
 impl Daemon {
@@ -669,6 +701,13 @@ impl Daemon {
                 "stopping with writes the disk refused for {} s: the next start recovers \
                  the tasks concerned as after a crash",
                 STOP_FLUSH_WAIT.as_secs()
+            );
+        }
+        // The last notifications (a task that failed as the daemon stopped) get a moment.
+        if !self.notify.drain(NOTIFY_DRAIN_WAIT).await {
+            tracing::warn!(
+                "stopping with notifications still being sent after {} s; they are dropped",
+                NOTIFY_DRAIN_WAIT.as_secs()
             );
         }
         self.log.record(

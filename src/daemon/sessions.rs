@@ -248,6 +248,8 @@ impl Daemon {
                     self.fleet = super::fleet::FleetShell::for_config(&self.config, &self.spool);
                 }
                 self.reload_policy();
+                self.recorder.apply(self.config.recording);
+                self.reload_notify();
                 self.log.record(
                     None,
                     None,
@@ -313,6 +315,31 @@ impl Daemon {
         }
     }
 
+    /// Reloads `config/notify.toml` (kept as it was when the new file is invalid), with
+    /// the sessions' profiles as configured now.
+    fn reload_notify(&mut self) {
+        match crate::notify::Rules::load(&self.config.dir) {
+            Ok(rules) => {
+                tracing::info!("notifications: {} rule(s)", rules.0.len());
+                self.notify
+                    .set_rules(rules, super::session_profiles(&self.config));
+            }
+            Err(e) => {
+                tracing::error!("notify.toml not applied, keeping the running rules: {e}");
+                self.log.record(
+                    None,
+                    None,
+                    event::ConfigApplied {
+                        sessions: None,
+                        applied: false,
+                        error: Some(e.to_string()),
+                        file: Some("notify.toml".into()),
+                    },
+                );
+            }
+        }
+    }
+
     /// Starts a session's program. `after_death`: it died and is being restarted, so a
     /// profile with `[resume]` continues its conversation.
     fn start_session(&mut self, name: &str, after_death: bool) {
@@ -335,6 +362,7 @@ impl Daemon {
             self.approvals.clone(),
             self.llm.clone(),
             conversation,
+            &self.recorder,
         ) {
             Ok(h) => {
                 slot.handle = Some(h);

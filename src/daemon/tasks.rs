@@ -476,6 +476,9 @@ impl Daemon {
         let task = &t.record.task;
         let assignment = Assignment {
             task_id: id.to_string(),
+            attempt: u32::try_from(t.record.attempts.len())
+                .unwrap_or(u32::MAX)
+                .saturating_add(1),
             branch: task.locks.as_ref().and_then(|l| l.branch.clone()),
             provider: task.provider.clone(),
             model: task.model.clone(),

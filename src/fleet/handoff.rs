@@ -3,7 +3,7 @@
 //! [`Offer`] in its own directory, the taker answers with an [`Answer`] in its own, and
 //! the giver lets go once it sees the answer. Pure: each side's next step from the files
 //! it sees, in any order, late, twice, or after they were deleted (the syncer's rules).
-//! Not wired into the daemon yet.
+//! Who owns a task when these files disagree is settled by claims ([`super::node`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,10 +20,18 @@ pub struct Offer {
     /// Raised by every new offer of this task and by a take-back: an answer or an offer
     /// at a lower epoch is stale.
     pub epoch: u64,
-    /// `true` once the giver has taken the task back (see [`GiverStep::TakeBack`]): the
-    /// taker must not run it, and must not finish it if it had started.
+    /// `true` once the offer no longer stands: the giver took the task back, or stood
+    /// down from it (another node claims it above the giver). A taker takes nothing
+    /// from a withdrawn offer.
     #[serde(default)]
     pub withdrawn: bool,
+    /// The giver's claim on the task when it wrote this file (`docs/multi-node.md`,
+    /// "Claims"): below `epoch` in a standing offer, so the taker's answer claims the
+    /// task above the giver; `epoch` itself in an offer withdrawn because the giver took
+    /// the task back ([`GiverStep::TakeBack`]), above any answer to the offer, so a
+    /// taker that accepted it (its answer lost in a partition) stands down.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claim: u64,
 }
 
 /// `nodes/<taker>/accepted/<id>.json`: the taker's answer to an offer.
@@ -39,13 +47,25 @@ pub struct Answer {
     /// Why the taker refused; `None`: it took the task.
     #[serde(default)]
     pub refused: Option<String>,
-    /// The taker held the task already when it took this offer, by an earlier offer
-    /// of another giver that it took: the answer only tells this giver to let go, and
-    /// the taker does not stand down when this giver's offer is withdrawn or goes
-    /// elsewhere (two givers offered one task to one taker: the giver that withdraws
-    /// may be the one that stands down for an adopter, and the other released it).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub held: bool,
+    /// The taker's claim on the task when it wrote this answer (`docs/multi-node.md`,
+    /// "Claims"): the offer's epoch when it took the task by this offer, or more when it
+    /// held the task already by a higher claim (two givers offered it one task). 0 in a
+    /// refusal.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claim: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Answer {
+    /// The taker's claim on the task by this answer: `None` for a refusal.
+    #[must_use]
+    pub fn claim(&self) -> Option<u64> {
+        self.refused.is_none().then_some(self.claim.max(self.epoch))
+    }
 }
 
 /// What the giver does next about an offer it made.
@@ -58,9 +78,10 @@ pub enum GiverStep {
     /// taker's.
     Release,
     /// The taker refused, or is presumed dead without having answered: the task is the
-    /// giver's again. The giver rewrites its offer as withdrawn at `epoch` (one above the
-    /// offer's), so that a taker that did accept — its answer lost in a partition — is
-    /// fenced and neither finishes nor retries it; then the giver may run or re-offer it.
+    /// giver's again. The giver rewrites its offer as withdrawn and taken back at `epoch`
+    /// (one above the offer's): its claim, above the claim of a taker that did accept —
+    /// its answer lost in a partition — which stands down when it sees it; then the
+    /// giver may run or re-offer it.
     TakeBack {
         /// The epoch of the withdrawal.
         epoch: u64,
@@ -124,25 +145,6 @@ pub fn taker_step(
     }
 }
 
-/// Whether a taker that accepted a task (its `answer`) must stop short of finishing or
-/// retrying it: the giver's offer as the taker now sees it is withdrawn at a higher epoch.
-/// What the taker had finished meanwhile is a duplicate, to be logged as `duplicate_run`.
-#[must_use]
-pub fn fenced(answer: &Answer, offer_now: Option<&Offer>) -> bool {
-    offer_now.is_some_and(|o| o.withdrawn && o.from == answer.from && o.epoch > answer.epoch)
-}
-
-/// Whether the task a taker (`taker`) accepted (its `answer`) is not the taker's any
-/// more: the giver's offer as the taker now sees it is withdrawn above the answer
-/// ([`fenced`]), or went to another node above it (the giver took the task back and
-/// offered it again, or released it to that node and kept the offer as a tombstone).
-#[must_use]
-pub fn superseded(answer: &Answer, taker: &str, offer_now: Option<&Offer>) -> bool {
-    fenced(answer, offer_now)
-        || offer_now
-            .is_some_and(|o| o.from == answer.from && o.epoch > answer.epoch && o.to != taker)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +156,7 @@ mod tests {
             to: "b".into(),
             epoch,
             withdrawn: false,
+            claim: 0,
         }
     }
 
@@ -163,7 +166,7 @@ mod tests {
             from: "a".into(),
             epoch,
             refused: refused.map(str::to_string),
-            held: false,
+            claim: 0,
         }
     }
 
@@ -217,57 +220,35 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_taker_that_never_answered_loses_the_task_and_is_fenced_if_it_had_taken_it() {
+    fn a_dead_taker_that_never_answered_loses_the_task_to_a_claim_above_its_answer() {
         let o = offer(1);
         let GiverStep::TakeBack { epoch, why } = giver_step(&o, None, true) else {
             panic!("the giver takes the task back");
         };
         assert_eq!(epoch, 2);
         assert!(why.contains("presumed dead"), "{why}");
-        // The taker had accepted, but its answer was lost in a partition: once it sees
-        // the withdrawal it must not finish the task.
+        // The taker had accepted, but its answer was lost in a partition: the giver's
+        // take-back claims the task above the taker's answer.
+        let mine = answer(1, None);
+        assert!(mine.claim() < Some(epoch));
         let withdrawn = Offer {
             epoch,
             withdrawn: true,
+            claim: epoch,
             ..o.clone()
         };
-        let mine = answer(1, None);
-        assert!(fenced(&mine, Some(&withdrawn)));
-        assert!(
-            !fenced(&mine, Some(&o)),
-            "an offer that stands fences nothing"
-        );
-        assert!(
-            !fenced(&mine, None),
-            "an offer removed after the release fences nothing"
-        );
         // And it takes nothing from a withdrawn offer.
         assert_eq!(
             taker_step(&withdrawn, "b", None, Ok(())),
             TakerStep::Nothing
         );
-    }
-
-    #[test]
-    fn an_offer_of_the_task_to_another_node_above_the_answer_supersedes_it() {
-        let mine = answer(1, None);
-        let again = Offer {
-            to: "c".into(),
-            epoch: 3,
-            ..offer(3)
+        // A refusal claims nothing; a taker holding the task by a higher claim says so.
+        assert_eq!(answer(1, Some("busy")).claim(), None);
+        let held = Answer {
+            claim: 7,
+            ..answer(1, None)
         };
-        assert!(superseded(&mine, "b", Some(&again)));
-        assert!(!fenced(&mine, Some(&again)), "fenced alone misses it");
-        // Offered to this taker again above its answer: it answers that one.
-        assert!(!superseded(&mine, "b", Some(&offer(3))));
-        // The offer it answered, or an older one to another node: nothing.
-        assert!(!superseded(&mine, "b", Some(&offer(1))));
-        let older = Offer {
-            to: "c".into(),
-            ..offer(1)
-        };
-        assert!(!superseded(&mine, "b", Some(&older)));
-        assert!(!superseded(&mine, "b", None));
+        assert_eq!(held.claim(), Some(7));
     }
 
     #[test]

@@ -1,8 +1,19 @@
 //! One node's part in the fleet, decided without I/O (`docs/multi-node.md`): where a new
 //! task goes ([`placement`]), and what a node does at each heartbeat ([`NodeCore::tick`])
-//! — accept offers made to it, let go of or take back what it offered, adopt a dead
-//! node's tasks when it is the successor, and stand down (disown) what another node
-//! adopted from it or took back from it.
+//! — stand down from what another node claims above it, accept offers made to it, let go
+//! of or take back what it offered, and adopt a dead node's tasks when it is the
+//! successor.
+//!
+//! **Claims.** Who owns a task is settled by claims, never by who wrote last: a node's
+//! claim on a task is a number carried in its own files — its answer taking an offer
+//! (the offer's epoch), its withdrawn offer when it took the task back (one above the
+//! offer's), its adoption of a dead node (one above every claim and offer of the task it
+//! saw) — and 0 for a task dropped in its own inbox. Every way a task moves writes a
+//! claim above the one it moves from, so the node with the highest claim (ties: the
+//! smaller node name) owns it, and a node drops a task only when it sees another
+//! node's claim above its own. A task is therefore never held by nobody: the highest
+//! claim's writer never stands down (a late file can only make a lower claimant run a
+//! task twice, which it logs as `duplicate_run` when it learns).
 //!
 //! The files are reached through [`FleetFiles`] (the daemon: the spool; the simulation:
 //! a fake syncer's view of each node) and the tasks through [`TaskHost`] (the daemon: its
@@ -13,12 +24,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::handoff::{giver_step, superseded, taker_step, Answer, GiverStep, Offer, TakerStep};
+use super::handoff::{giver_step, taker_step, Answer, GiverStep, Offer, TakerStep};
 use crate::log::event::{self, EventBody};
 use crate::spool::task::TaskRecord;
 
 /// `nodes/<giver>/offers/<id>.json`: an [`Offer`] with the task's record (dropped once
-/// the offer is withdrawn: the tombstone only fences).
+/// the offer is withdrawn or released).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferFile {
@@ -28,17 +39,16 @@ pub struct OfferFile {
     #[serde(default)]
     pub record: Option<Box<TaskRecord>>,
     /// The taker took it and the giver let go, and the offer is kept (without its
-    /// record) as a tombstone: a giver keeps one for an offer above epoch 1 (the task
-    /// was offered before, maybe taken back from a taker that had accepted it), so that
-    /// an earlier taker still sees that the task went elsewhere ([`superseded`]) — a
-    /// removed offer would tell it nothing.
+    /// record) as a tombstone: a giver keeps one for an offer above epoch 1, so that a
+    /// late copy of the offer never reads as standing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
 }
 
 /// `nodes/<adopter>/adopted/<node>.json`: "`by` adopted these tasks of `node`, which it
-/// presumed dead, at fencing epoch `epoch`". The adopted node, when it comes back and
-/// reads this at an epoch above its own, neither finishes nor retries them.
+/// presumed dead, at fencing epoch `epoch`". The adopted node, when it comes back, raises
+/// its own epoch to this one and stands down from every task the adopter claims above
+/// it (`claims`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Adoption {
@@ -48,14 +58,13 @@ pub struct Adoption {
     pub by: String,
     /// One above every epoch known for `node` when it was adopted.
     pub epoch: u64,
-    /// The ids of the dead node's live tasks (taken, or held by the adopter already).
+    /// The ids of the dead node's live tasks the adopter saw (taken, held already, or
+    /// left to a node that claims them above the dead node).
     pub tasks: Vec<String>,
-    /// The adopter's own epoch when it wrote this (0 in files written before it was
-    /// kept): at or above the epoch of an adoption of the adopter by `node`, the
-    /// adopter knew of that adoption (see [`NodeCore::tick`] on two nodes that adopt
-    /// each other).
+    /// The adopter's claim on each task it took (see the module doc): one above every
+    /// claim and offer of it the adopter saw. Kept across later adoptions of the node.
     #[serde(default)]
-    pub by_epoch: u64,
+    pub claims: BTreeMap<String, u64>,
 }
 
 /// `nodes/<me>/duplicates/<id>.json`: a task that ran on two nodes.
@@ -87,6 +96,8 @@ pub enum HostStatus {
 /// syncer delivered them (late, missing, resurrected); writes are this node's own files
 /// and must be durable when they return.
 pub trait FleetFiles {
+    /// Every node of the fleet (`nodes.toml`), this one included.
+    fn nodes(&mut self) -> Vec<String>;
     /// Offers in other nodes' `offers/` that name this node as taker.
     fn offers_to_me(&mut self) -> Vec<OfferFile>;
     /// Node `giver`'s offer of task `id`, if this node sees one.
@@ -95,6 +106,8 @@ pub trait FleetFiles {
     fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer>;
     /// Every adoption of `node` this node sees (in any node's `adopted/`).
     fn adoptions_of(&mut self, node: &str) -> Vec<Adoption>;
+    /// Every adoption node `by` wrote, as this node sees them (`nodes/<by>/adopted/`).
+    fn adoptions_by(&mut self, by: &str) -> Vec<Adoption>;
     /// Node `node`'s live task records (its `pending/` and `active/`): each with `true`
     /// when it was in `active/` (started).
     fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)>;
@@ -139,6 +152,9 @@ pub trait FleetFiles {
 pub trait TaskHost {
     /// Where task `id` is here.
     fn status(&self, id: &str) -> HostStatus;
+    /// The ids of the tasks queued or running here (their records in `pending/` or
+    /// `active/`).
+    fn live(&self) -> Vec<String>;
     /// Takes task `record` as this node's: its file is written (in `active/` when
     /// `started`, so it counts an interrupted attempt and is retried, as after a crash;
     /// else in `pending/`) durably before this returns, then it is tracked.
@@ -163,6 +179,52 @@ pub struct Liveness<'a> {
 /// An event for this node's log: its task id (if any) and body.
 pub type Note = (Option<String>, EventBody);
 
+/// A node's claim on a task (see the module doc): the higher `(ballot, node)` owns it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Claim {
+    /// The claim's number.
+    pub ballot: u64,
+    /// Its writer; among equal ballots the smaller name wins, so it sorts as greater.
+    pub node: std::cmp::Reverse<String>,
+}
+
+impl Claim {
+    /// Node `node`'s claim `ballot`.
+    #[must_use]
+    pub fn new(ballot: u64, node: &str) -> Self {
+        Self {
+            ballot,
+            node: std::cmp::Reverse(node.to_string()),
+        }
+    }
+
+    /// The writer.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node.0
+    }
+}
+
+/// Node `node`'s claim on task `id` from its files: its `answer` about the task, its
+/// `offer` of it, and the adoptions it wrote (0 when none claims it: a task dropped in
+/// its own inbox).
+#[must_use]
+pub fn claim_in(
+    answer: Option<&Answer>,
+    offer: Option<&Offer>,
+    adoptions: &[Adoption],
+    id: &str,
+) -> u64 {
+    let by_answer = answer.and_then(Answer::claim).unwrap_or(0);
+    let by_offer = offer.map_or(0, |o| o.claim);
+    let by_adoption = adoptions
+        .iter()
+        .filter_map(|a| a.claims.get(id).copied())
+        .max()
+        .unwrap_or(0);
+    by_answer.max(by_offer).max(by_adoption)
+}
+
 /// One node's fleet state: its epoch and the offers, answers and adoptions it wrote (its
 /// own files, loaded at start-up and kept in step with them).
 #[derive(Debug, Clone)]
@@ -171,17 +233,70 @@ pub struct NodeCore {
     pub me: String,
     /// Its fencing epoch: raised to an adoption's epoch when it learns it was adopted.
     pub epoch: u64,
-    /// Its offers, by task id (withdrawn ones stay as tombstones).
+    /// Its offers, by task id (withdrawn and released ones stay as tombstones).
     pub offers: BTreeMap<String, OfferFile>,
     /// Its answers, by task id.
     pub answers: BTreeMap<String, Answer>,
     /// Its adoptions, by adopted node.
     pub adopted: BTreeMap<String, Adoption>,
-    /// Answers found fenced (checked once).
-    fenced: BTreeSet<String>,
-    /// Tasks held by a transfer, finished here and found final on another node too,
-    /// logged as `duplicate_run` (or left to the node that logs them).
+    /// Tasks found final here and on another node, logged as `duplicate_run` (or left
+    /// to the node that logs them).
     doubles: BTreeSet<String>,
+}
+
+/// Other nodes' claims seen this tick, by task id (the adoptions are read once).
+struct Claims {
+    others: Vec<String>,
+    by_adoption: BTreeMap<String, Vec<Claim>>,
+}
+
+impl Claims {
+    fn read(files: &mut impl FleetFiles, me: &str) -> Self {
+        let others: Vec<String> = files.nodes().into_iter().filter(|n| n != me).collect();
+        let mut by_adoption: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+        for n in &others {
+            for a in files.adoptions_by(n).into_iter().filter(|a| a.by == *n) {
+                for (id, ballot) in a.claims {
+                    by_adoption
+                        .entry(id)
+                        .or_default()
+                        .push(Claim::new(ballot, n));
+                }
+            }
+        }
+        Self {
+            others,
+            by_adoption,
+        }
+    }
+
+    /// The highest claim on task `id` by a node other than this one and `except`.
+    fn highest(
+        &self,
+        files: &mut impl FleetFiles,
+        id: &str,
+        except: Option<&str>,
+    ) -> Option<Claim> {
+        let mut best = self
+            .by_adoption
+            .get(id)
+            .and_then(|c| c.iter().filter(|c| Some(c.node()) != except).max().cloned());
+        for n in self.others.iter().filter(|n| Some(n.as_str()) != except) {
+            let ballot = claim_in(
+                files.answer_of(n, id).as_ref(),
+                files.offer_of(n, id).as_ref(),
+                &[],
+                id,
+            );
+            if ballot > 0 {
+                let c = Claim::new(ballot, n);
+                if best.as_ref().is_none_or(|b| c > *b) {
+                    best = Some(c);
+                }
+            }
+        }
+        best
+    }
 }
 
 impl NodeCore {
@@ -206,7 +321,6 @@ impl NodeCore {
                 .map(|a| (a.task_id.clone(), a))
                 .collect(),
             adopted: adopted.into_iter().map(|a| (a.node.clone(), a)).collect(),
-            fenced: BTreeSet::new(),
             doubles: BTreeSet::new(),
         }
     }
@@ -220,48 +334,55 @@ impl NodeCore {
             .is_some_and(|o| !o.offer.withdrawn && !o.released)
     }
 
+    /// This node's claim on task `id`, from the files it wrote (see the module doc).
+    #[must_use]
+    pub fn claim(&self, id: &str) -> u64 {
+        let by_adoption = self
+            .adopted
+            .values()
+            .filter_map(|a| a.claims.get(id).copied())
+            .max()
+            .unwrap_or(0);
+        claim_in(
+            self.answers.get(id),
+            self.offers.get(id).map(|o| &o.offer),
+            &[],
+            id,
+        )
+        .max(by_adoption)
+    }
+
+    fn my_claim(&self, id: &str) -> Claim {
+        Claim::new(self.claim(id), &self.me)
+    }
+
     /// Offers task `record` to node `to`: the offer file is written (durably) and kept.
     /// The caller has not queued the task, or removes it from its queue after this.
+    /// The offer's epoch is above this node's claim on the task, so the taker's answer
+    /// claims it above this node.
     ///
     /// # Errors
-    /// The offer could not be written, or `to` was adopted at an epoch its heartbeat
-    /// does not show yet (it would stand down from the task when it learns): the task
-    /// stays the caller's.
+    /// The offer could not be written: the task stays the caller's.
     pub fn offer(
         &mut self,
         files: &mut impl FleetFiles,
         record: TaskRecord,
         to: &str,
     ) -> Result<Note, String> {
-        // A node adopted at an epoch above the one its heartbeat shows has not stood down
-        // yet: when the adoption reaches it, it stands down from every task the adoption
-        // names, this one too if it took it meanwhile — and the task would be held by
-        // nobody. Wait until its heartbeat shows the adoption's epoch.
-        let acknowledged = files.heartbeat_epoch(to).unwrap_or(1);
-        if let Some(a) = files
-            .adoptions_of(to)
-            .iter()
-            .chain(self.adopted.get(to))
-            .find(|a| a.epoch > acknowledged)
-        {
-            return Err(format!(
-                "{to} was adopted by {} at epoch {} and shows epoch {acknowledged}: \
-                 it has not stood down yet",
-                a.by, a.epoch
-            ));
-        }
-        // Above this node's last offer of the task, and above the taker's answer to an
-        // earlier one (the offer was released and forgotten since): the taker ignores
-        // an offer at or below an epoch it answered (a late or resurrected copy).
+        // Above this node's claim, its last offer of the task, and the taker's answer
+        // to an earlier one (the offer was released and forgotten since): the taker
+        // ignores an offer at or below an epoch it answered (a late or resurrected copy).
         let answered = files
             .answer_of(to, &record.id)
             .filter(|a| a.from == self.me)
             .map_or(0, |a| a.epoch);
+        let claim = self.claim(&record.id);
         let epoch = self
             .offers
             .get(&record.id)
             .map_or(0, |o| o.offer.epoch)
             .max(answered)
+            .max(claim)
             + 1;
         let file = OfferFile {
             offer: Offer {
@@ -270,6 +391,7 @@ impl NodeCore {
                 to: to.to_string(),
                 epoch,
                 withdrawn: false,
+                claim,
             },
             record: Some(Box::new(record)),
             released: false,
@@ -289,11 +411,12 @@ impl NodeCore {
         ))
     }
 
-    /// One heartbeat's worth of fleet work, in this order: stand down from what another
-    /// node adopted from this one; answer offers made to it; stand down from offers
-    /// taken back after it accepted them; let go of or take back its own offers; adopt
-    /// the dead nodes it succeeds. `can_take` says whether this node can run a task now
-    /// (`Err`: why not — draining, its session is not here). Returns what to log.
+    /// One heartbeat's worth of fleet work, in this order: raise this node's epoch to
+    /// that of an adoption of it; stand down from what another node claims above it;
+    /// answer offers made to it; let go of or take back its own offers; adopt the dead
+    /// nodes it succeeds; log tasks finished here and elsewhere. `can_take` says whether
+    /// this node can run a task now (`Err`: why not — draining, its session is not
+    /// here). Returns what to log.
     pub fn tick(
         &mut self,
         files: &mut impl FleetFiles,
@@ -302,130 +425,102 @@ impl NodeCore {
         can_take: &dyn Fn(&TaskRecord) -> Result<(), String>,
     ) -> Vec<Note> {
         let mut notes = Vec::new();
-        self.stand_down_from_adoptions(files, host, &mut notes);
-        self.answer_offers(files, host, can_take, &mut notes);
-        self.stand_down_from_withdrawals(files, host, &mut notes);
+        let claims = Claims::read(files, &self.me);
+        self.stand_down_outclaimed(files, host, &claims, &mut notes);
+        self.answer_offers(files, host, &claims, can_take, &mut notes);
         self.settle_own_offers(files, host, liveness, &mut notes);
         self.adopt_dead(files, host, liveness, &mut notes);
         self.log_double_finals(files, host, &mut notes);
         notes
     }
 
-    /// A task this node holds by a transfer (an answer taking an offer, or an adoption)
-    /// and finished, also final on another node: two nodes owned it (one adopted during
-    /// a partition handed it on before it learnt of the adoption; a giver took back what
-    /// its taker held), and neither stood down. It is logged as `duplicate_run`, once:
-    /// by the node with the smallest name among those that finished it and hold it by an
-    /// answer (this one counts whatever it holds it by).
-    fn log_double_finals(
-        &mut self,
-        files: &mut impl FleetFiles,
-        host: &impl TaskHost,
-        notes: &mut Vec<Note>,
-    ) {
-        let held: BTreeSet<String> = self
-            .answers
-            .values()
-            .filter(|a| a.refused.is_none())
-            .map(|a| a.task_id.clone())
-            .chain(
-                self.adopted
-                    .values()
-                    .flat_map(|ad| ad.tasks.iter().cloned()),
-            )
-            .filter(|id| !self.doubles.contains(id))
-            .filter(|id| host.status(id) == HostStatus::Final)
-            .collect();
-        for id in held {
-            let mut finals = files.final_on(&id);
-            if !finals.contains(&self.me) {
-                finals.push(self.me.clone()); // finished here, whatever the files say yet
-                finals.sort();
-            }
-            if !finals.iter().any(|n| *n != self.me) {
-                continue;
-            }
-            self.doubles.insert(id.clone());
-            let logger = finals
-                .iter()
-                .filter(|n| {
-                    **n == self.me || files.answer_of(n, &id).is_some_and(|a| a.refused.is_none())
-                })
-                .min();
-            if logger != Some(&self.me) {
-                continue;
-            }
-            let d = Duplicate {
-                task_id: id.clone(),
-                nodes: finals.clone(),
-                why: format!("finished on {} too", finals.join(", ")),
-            };
-            files.write_duplicate(&d);
-            notes.push((
-                Some(id),
-                event::DuplicateRun {
-                    idempotency_key: d.task_id.clone(),
-                    nodes: d.nodes.clone(),
-                    why: d.why.clone(),
-                }
-                .into(),
-            ));
-        }
-    }
-
-    /// Another node adopted this one at an epoch above its own: the tasks it took are
-    /// not this node's any more. The first step of [`NodeCore::tick`]; a daemon also runs
-    /// it alone at start-up, before it recovers its tasks, so that it neither retries
-    /// nor logs what it no longer owns.
+    /// What the tick does first, alone: the epoch raised to that of an adoption of this
+    /// node, and every task another node claims above this one let go. A daemon runs it
+    /// at start-up, before it recovers its tasks, so that it neither retries nor logs
+    /// what it no longer owns.
     pub fn stand_down_adopted(
         &mut self,
         files: &mut impl FleetFiles,
         host: &mut impl TaskHost,
     ) -> Vec<Note> {
         let mut notes = Vec::new();
-        self.stand_down_from_adoptions(files, host, &mut notes);
+        let claims = Claims::read(files, &self.me);
+        self.stand_down_outclaimed(files, host, &claims, &mut notes);
         notes
     }
 
-    fn stand_down_from_adoptions(
+    /// Raises this node's epoch to that of the adoptions of it it sees (for its
+    /// heartbeat: the adopter's and a returning node's sign that it learnt), and stands
+    /// down from each task it holds — queued, running, offered, or finished and named by
+    /// such an adoption — that another node claims above it.
+    fn stand_down_outclaimed(
         &mut self,
         files: &mut impl FleetFiles,
         host: &mut impl TaskHost,
+        claims: &Claims,
         notes: &mut Vec<Note>,
     ) {
         let me = self.me.clone();
-        let mut adoptions = files.adoptions_of(&me);
-        adoptions.retain(|a| a.epoch > self.epoch);
-        adoptions.sort_by_key(|a| a.epoch);
-        for a in adoptions {
-            let why = format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch);
-            for id in &a.tasks {
-                if self.keeps_in_mutual_adoption(&a, id) || self.given_back_by_heir(files, &a, id) {
-                    continue;
-                }
-                self.stand_down(files, host, id, &a.by, &why, notes);
-                self.withdraw_for_adopter(files, id);
+        let adoptions: Vec<Adoption> = files
+            .adoptions_of(&me)
+            .into_iter()
+            .filter(|a| a.epoch > self.epoch)
+            .collect();
+        let mut ids: BTreeSet<String> = host.live().into_iter().collect();
+        ids.extend(
+            self.offers
+                .keys()
+                .filter(|id| self.has_offer_out(id))
+                .cloned(),
+        );
+        ids.extend(
+            adoptions
+                .iter()
+                .flat_map(|a| a.claims.keys())
+                .filter(|id| host.status(id) == HostStatus::Final)
+                .cloned(),
+        );
+        for id in ids {
+            let Some(theirs) = claims.highest(files, &id, None) else {
+                continue;
+            };
+            if theirs <= self.my_claim(&id) {
+                continue;
             }
-            if let Err(e) = files.write_epoch(a.epoch) {
+            if let Some(o) = self.offers.get(&id).filter(|_| self.has_offer_out(&id)) {
+                let answered = files.answer_of(&o.offer.to, &id).is_some_and(|a| {
+                    a.from == self.me && a.epoch == o.offer.epoch && a.refused.is_none()
+                });
+                if answered && o.offer.to == theirs.node() {
+                    continue; // its taker took it: the offer is released below
+                }
+            }
+            let why = match adoptions.iter().find(|a| a.by == theirs.node()) {
+                Some(a) => format!("{} adopted this node's tasks at epoch {}", a.by, a.epoch),
+                None => format!("{} claims it above this node", theirs.node()),
+            };
+            if self.has_offer_out(&id) {
+                self.withdraw(files, &id);
+            }
+            self.stand_down(files, host, &id, theirs.node(), &why, notes);
+        }
+        if let Some(top) = adoptions.iter().map(|a| a.epoch).max() {
+            if let Err(e) = files.write_epoch(top) {
                 tracing::error!("writing this node's epoch: {e}");
             }
-            self.epoch = a.epoch;
+            self.epoch = top;
         }
     }
 
-    /// An offer of task `id` this node has out, when an adoption of this node names the
-    /// task: the adopter owns it, so the offer is withdrawn (a taker that accepted it
-    /// stands down) and the task is not taken back either.
-    fn withdraw_for_adopter(&mut self, files: &mut impl FleetFiles, id: &str) {
-        if !self.has_offer_out(id) {
-            return;
-        }
+    /// Withdraws this node's offer of task `id`, which another node claims above it:
+    /// a taker that has not answered takes nothing from it (one that did holds the task
+    /// by its answer's claim, and the higher of the two claims wins).
+    fn withdraw(&mut self, files: &mut impl FleetFiles, id: &str) {
         let Some(file) = self.offers.get(id) else {
             return;
         };
         let tombstone = OfferFile {
             offer: Offer {
-                epoch: file.offer.epoch + 1,
                 withdrawn: true,
                 ..file.offer.clone()
             },
@@ -433,33 +528,16 @@ impl NodeCore {
             released: false,
         };
         if let Err(e) = files.write_offer(&tombstone) {
-            tracing::error!(task = %id, "withdrawing an adopted task's offer: {e}");
+            tracing::error!(task = %id, "withdrawing an offer: {e}");
             return;
         }
         self.offers.insert(id.to_string(), tombstone);
     }
 
-    /// Whether this node keeps task `id` although `theirs` (an adoption of this node)
-    /// names it: this node's own adoption of the adopter names it too, and neither
-    /// adopter knew of the other's adoption when it wrote its own (a partition: each
-    /// presumed the other dead). Then the node with the smaller name keeps it and the
-    /// other stands down — both decide the same, and the task is held by one of them,
-    /// never by none. An adopter that wrote its adoption knowing of this node's (its
-    /// `by_epoch` at or above it) adopted the task later: this node stands down.
-    fn keeps_in_mutual_adoption(&self, theirs: &Adoption, id: &str) -> bool {
-        let Some(mine) = self.adopted.get(&theirs.by) else {
-            return false;
-        };
-        mine.tasks.iter().any(|t| t == id)
-            && theirs.by_epoch < mine.epoch
-            && mine.by_epoch < theirs.epoch
-            && self.me < theirs.by
-    }
-
     /// Task `id` belongs to `owner` now: forget it here; if it ran or finished here too,
     /// that is a duplicate run, recorded once.
     fn stand_down(
-        &self,
+        &mut self,
         files: &mut impl FleetFiles,
         host: &mut impl TaskHost,
         id: &str,
@@ -471,7 +549,9 @@ impl NodeCore {
         if matches!(status, HostStatus::Queued | HostStatus::Running) {
             host.disown(id, why.to_string());
         }
-        if matches!(status, HostStatus::Running | HostStatus::Final) {
+        if matches!(status, HostStatus::Running | HostStatus::Final)
+            && self.doubles.insert(id.to_string())
+        {
             let d = Duplicate {
                 task_id: id.to_string(),
                 nodes: vec![self.me.clone(), owner.to_string()],
@@ -501,51 +581,57 @@ impl NodeCore {
         &mut self,
         files: &mut impl FleetFiles,
         host: &mut impl TaskHost,
+        claims: &Claims,
         can_take: &dyn Fn(&TaskRecord) -> Result<(), String>,
         notes: &mut Vec<Note>,
     ) {
         for o in files.offers_to_me() {
             let id = o.offer.task_id.clone();
-            let answered = self.answers.get(&id);
             let Some(record) = o.record.as_deref() else {
                 continue;
             };
             if record.id != id {
                 continue; // not an offer anyone wrote: its record is another task
             }
-            // A task already here (or finished here) is not taken twice, whatever offers
-            // say; the answer tells the giver to let go.
+            let answered = self.answers.get(&id);
+            // A task here already (or finished here) is not taken twice, whatever offers
+            // say; the answer tells the giver to let go, with this node's claim if it
+            // is above the offer's epoch.
             let here = host.status(&id) != HostStatus::Unknown;
-            // Held here already by another giver's offer it took: this answer only
-            // lets this giver go.
-            let held = here
-                && answered
-                    .is_some_and(|a| a.refused.is_none() && (a.from != o.offer.from || a.held));
-            let step = if here && answered.is_none() {
-                TakerStep::Accept
-            } else {
-                taker_step(&o.offer, &self.me, answered, can_take(record))
+            let mut can = can_take(record);
+            if !here && can.is_ok() {
+                // Another node claims it at or above this offer: the offer is stale (its
+                // giver stands down when it sees that claim).
+                if let Some(c) = claims.highest(files, &id, None) {
+                    if c > Claim::new(o.offer.epoch, &self.me) {
+                        can = Err(format!("{} holds it (claim {})", c.node(), c.ballot));
+                    }
+                }
+            }
+            let step = match taker_step(&o.offer, &self.me, answered, can) {
+                TakerStep::Refuse(_) if here => TakerStep::Accept,
+                step => step,
             };
-            let (refused, step_name) = match step {
+            let (refused, claim, step_name) = match step {
                 TakerStep::Nothing => continue,
                 TakerStep::Accept => {
-                    self.fenced.remove(&id);
+                    let claim = self.claim(&id).max(o.offer.epoch);
                     if !here {
                         if let Err(e) = host.take(record.clone(), false) {
                             tracing::error!(task = %id, "taking an offered task: {e}");
                             continue;
                         }
                     }
-                    (None, "accepted")
+                    (None, claim, "accepted")
                 }
-                TakerStep::Refuse(why) => (Some(why), "refused"),
+                TakerStep::Refuse(why) => (Some(why), 0, "refused"),
             };
             let answer = Answer {
                 task_id: id.clone(),
                 from: o.offer.from.clone(),
                 epoch: o.offer.epoch,
                 refused: refused.clone(),
-                held: held && refused.is_none(),
+                claim,
             };
             if let Err(e) = files.write_answer(&answer) {
                 // The task is here (if taken); the giver waits, and the answer is
@@ -567,181 +653,69 @@ impl NodeCore {
         }
     }
 
-    /// A giver took back a task this node had accepted (it presumed this node dead
-    /// before it saw the answer), and maybe gave it to another node since: the giver's
-    /// choice stands. The same for a task this node adopted from a dead node that had
-    /// accepted it: the dead node's giver took it back.
-    fn stand_down_from_withdrawals(
+    /// A task this node holds by a claim (an answer taking an offer, a take-back, an
+    /// adoption) and finished, also final on another node: two nodes owned it (a late
+    /// claim) and neither stood down in time. It is logged as `duplicate_run`, once: by
+    /// the node with the smallest name among those that finished it and claim it (this
+    /// one counts whatever it holds it by).
+    fn log_double_finals(
         &mut self,
         files: &mut impl FleetFiles,
-        host: &mut impl TaskHost,
+        host: &impl TaskHost,
         notes: &mut Vec<Note>,
     ) {
-        let me = self.me.clone();
-        let accepted: Vec<Answer> = self
+        let held: BTreeSet<String> = self
             .answers
-            .values()
-            .filter(|a| a.refused.is_none() && !a.held && !self.fenced.contains(&a.task_id))
-            .filter(|a| host.status(&a.task_id) != HostStatus::Unknown)
+            .keys()
+            .chain(self.offers.keys())
+            .chain(self.adopted.values().flat_map(|ad| ad.claims.keys()))
+            .filter(|id| host.status(id) == HostStatus::Final)
+            .filter(|id| !self.doubles.contains(*id) && self.claim(id) > 0)
             .cloned()
             .collect();
-        for a in accepted {
-            // This node adopted the giver after the giver took the task back (the
-            // adoption names it: the giver's record of it was live then): the adoption
-            // wins, and the giver stands down from it when it is back.
-            if self.adopted_naming(&a.from, &a.task_id)
-                || self.heir_of_adopter(files, &a.from, &a.task_id)
-                || self.adopted_from_a_later_taker(files, &a)
-            {
+        for id in held {
+            let mut finals = files.final_on(&id);
+            if !finals.contains(&self.me) {
+                finals.push(self.me.clone()); // finished here, whatever the files say yet
+                finals.sort();
+            }
+            if !finals.iter().any(|n| *n != self.me) {
                 continue;
             }
-            let now = files.offer_of(&a.from, &a.task_id);
-            if superseded(&a, &me, now.as_ref()) {
-                let why = format!("{} took it back after this node accepted it", a.from);
-                self.stand_down(files, host, &a.task_id, &a.from, &why, notes);
-                self.fenced.insert(a.task_id.clone());
-            }
-        }
-        let adopted: Vec<(String, String)> = self
-            .adopted
-            .values()
-            .flat_map(|ad| ad.tasks.iter().map(|t| (ad.node.clone(), t.clone())))
-            .filter(|(_, t)| !self.fenced.contains(t))
-            .filter(|(_, t)| host.status(t) != HostStatus::Unknown)
-            .collect();
-        for (dead, id) in adopted {
-            if let Some(giver) = self.taken_back_from(files, &dead, &id) {
-                let why = format!("{giver} took it back from {dead}, which this node adopted");
-                self.stand_down(files, host, &id, &giver, &why, notes);
-                self.fenced.insert(id);
-            }
-        }
-    }
-
-    /// Whether this node holds task `id` by a chain of adoptions that starts at an
-    /// adoption of `giver` naming it: another node adopted `giver` (naming the task), and
-    /// this node adopted that adopter (naming it too), and so on. The adoption of the
-    /// giver beats the giver's withdrawal of its offer (it withdraws it for the adopter
-    /// when it learns), so the adopter's heir keeps the task; a taker that is no heir
-    /// stands down (the adopter, or its heir, holds it).
-    fn heir_of_adopter(&self, files: &mut impl FleetFiles, giver: &str, id: &str) -> bool {
-        let mut seen = BTreeSet::from([giver.to_string(), self.me.clone()]);
-        let mut frontier = vec![giver.to_string()];
-        while let Some(node) = frontier.pop() {
-            for a in files.adoptions_of(&node) {
-                if !a.tasks.iter().any(|t| t == id) {
-                    continue;
-                }
-                if a.by == self.me {
-                    if node != giver {
-                        return true;
+            self.doubles.insert(id.clone());
+            let logger = finals
+                .iter()
+                .filter(|n| {
+                    **n == self.me || {
+                        let adoptions = files.adoptions_by(n);
+                        claim_in(
+                            files.answer_of(n, &id).as_ref(),
+                            files.offer_of(n, &id).as_ref(),
+                            &adoptions,
+                            &id,
+                        ) > 0
                     }
-                    continue;
-                }
-                if self.adopted_naming(&a.by, id) {
-                    return true;
-                }
-                if seen.insert(a.by.clone()) {
-                    frontier.push(a.by);
-                }
+                })
+                .min();
+            if logger != Some(&self.me) {
+                continue;
             }
-        }
-        false
-    }
-
-    /// Whether this node holds the task of its answer `mine` by an adoption of a node
-    /// that took a later offer of the same giver: this node's answer is stale (the task
-    /// went elsewhere and came back by the adoption), and the adopted node's answer is
-    /// the one that counts (see the adopted tasks in `stand_down_from_withdrawals`).
-    fn adopted_from_a_later_taker(&self, files: &mut impl FleetFiles, mine: &Answer) -> bool {
-        let id = &mine.task_id;
-        let nodes: Vec<String> = self
-            .adopted
-            .values()
-            .filter(|ad| ad.tasks.iter().any(|t| t == id))
-            .map(|ad| ad.node.clone())
-            .collect();
-        nodes.iter().any(|n| {
-            files
-                .answer_of(n, id)
-                .is_some_and(|a| a.refused.is_none() && a.from == mine.from && a.epoch > mine.epoch)
-        })
-    }
-
-    /// Whether this node holds task `id` again, named by `theirs` (an adoption of this
-    /// node), by an offer it took from a node that adopted the adopter naming the task
-    /// (or adopted a node that did, and so on): the task went from this node to the
-    /// adopter, on to the adopter's adopter, and back here by its offer, after the
-    /// adoption. It stays here (standing down would leave it to nobody: the adopter
-    /// stood down for its own adopter, which released it to this node).
-    fn given_back_by_heir(&self, files: &mut impl FleetFiles, theirs: &Adoption, id: &str) -> bool {
-        let Some(mine) = self.answers.get(id).filter(|a| a.refused.is_none()) else {
-            return false;
-        };
-        if mine.from == theirs.by || mine.from == self.me {
-            return false;
-        }
-        let mut seen = BTreeSet::from([theirs.by.clone()]);
-        let mut frontier = vec![theirs.by.clone()];
-        while let Some(node) = frontier.pop() {
-            for a in files.adoptions_of(&node) {
-                if !a.tasks.iter().any(|t| t == id) || a.by == self.me {
-                    continue;
+            let d = Duplicate {
+                task_id: id.clone(),
+                nodes: finals.clone(),
+                why: format!("finished on {} too", finals.join(", ")),
+            };
+            files.write_duplicate(&d);
+            notes.push((
+                Some(id),
+                event::DuplicateRun {
+                    idempotency_key: d.task_id.clone(),
+                    nodes: d.nodes.clone(),
+                    why: d.why.clone(),
                 }
-                if a.by == mine.from {
-                    return true;
-                }
-                if seen.insert(a.by.clone()) {
-                    frontier.push(a.by);
-                }
-            }
+                .into(),
+            ));
         }
-        false
-    }
-
-    /// Whether this node's adoption of `node` names task `id` (a later adoption of the
-    /// same node names again the tasks an earlier one named that this node still holds).
-    fn adopted_naming(&self, node: &str, id: &str) -> bool {
-        self.adopted
-            .get(node)
-            .is_some_and(|ad| ad.tasks.iter().any(|t| t == id))
-    }
-
-    /// The giver that took task `id` back from node `taker` (or gave it to another node)
-    /// after `taker` accepted it, as this node sees their files; `None` when `taker`
-    /// holds it by no answer, or this node is the giver, or adopted the giver naming it,
-    /// or the giver's offer now is to this node (it gave the task to this node since), or
-    /// the giver was adopted, naming the task, at an epoch it does not show yet.
-    fn taken_back_from(
-        &self,
-        files: &mut impl FleetFiles,
-        taker: &str,
-        id: &str,
-    ) -> Option<String> {
-        let theirs = files
-            .answer_of(taker, id)
-            .filter(|a| a.refused.is_none() && !a.held)?;
-        if theirs.from == self.me
-            || self.adopted_naming(&theirs.from, id)
-            || self.heir_of_adopter(files, &theirs.from, id)
-        {
-            return None;
-        }
-        // The giver was adopted, the task named, at an epoch it has not acknowledged
-        // yet: its take-back is void (it stands down from the task when it learns).
-        let acknowledged = files.heartbeat_epoch(&theirs.from).unwrap_or(1);
-        if files
-            .adoptions_of(&theirs.from)
-            .iter()
-            .any(|a| a.epoch > acknowledged && a.tasks.iter().any(|t| t == id))
-        {
-            return None;
-        }
-        let now = files.offer_of(&theirs.from, id);
-        if now.as_ref().is_some_and(|o| o.to == self.me) {
-            return None;
-        }
-        superseded(&theirs, taker, now.as_ref()).then_some(theirs.from)
     }
 
     fn settle_own_offers(
@@ -753,9 +727,9 @@ impl NodeCore {
     ) {
         let out: Vec<String> = self
             .offers
-            .iter()
-            .filter(|(_, o)| !o.offer.withdrawn && !o.released)
-            .map(|(id, _)| id.clone())
+            .keys()
+            .filter(|id| self.has_offer_out(id))
+            .cloned()
             .collect();
         for id in out {
             let Some(file) = self.offers.get(&id) else {
@@ -763,29 +737,6 @@ impl NodeCore {
             };
             let offer = file.offer.clone();
             let answer = files.answer_of(&offer.to, &id);
-            if let Some(a) = answer
-                .as_ref()
-                .filter(|a| a.from == self.me && a.epoch > offer.epoch)
-            {
-                // The taker answered a later offer of this task, one this node released
-                // and forgot (the answer it saw then was stale, or it restarted): the
-                // taker takes this one for a late copy and never answers. Offer it again
-                // above that answer.
-                let again = OfferFile {
-                    offer: Offer {
-                        epoch: a.epoch + 1,
-                        ..offer.clone()
-                    },
-                    record: file.record.clone(),
-                    released: false,
-                };
-                if let Err(e) = files.write_offer(&again) {
-                    tracing::error!(task = %id, "re-offering a task: {e}");
-                } else {
-                    self.offers.insert(id.clone(), again);
-                }
-                continue;
-            }
             let taker_dead = liveness.dead.iter().any(|(n, _)| *n == offer.to);
             let mut step = giver_step(&offer, answer.as_ref(), taker_dead);
             if matches!(step, GiverStep::TakeBack { .. }) && files.is_final_anywhere(&id) {
@@ -827,17 +778,19 @@ impl NodeCore {
                     let Some(record) = file.record.clone() else {
                         continue;
                     };
+                    // The take-back is this node's claim above the taker's answer, written
+                    // before the task is queued here: a taker that accepted meanwhile
+                    // stands down when it sees it.
                     let tombstone = OfferFile {
                         offer: Offer {
                             epoch,
                             withdrawn: true,
+                            claim: epoch,
                             ..offer.clone()
                         },
                         record: None,
                         released: false,
                     };
-                    // The withdrawal is written before the task is queued here: a taker
-                    // that accepted meanwhile is fenced before this node can run it.
                     if let Err(e) = files.write_offer(&tombstone) {
                         tracing::error!(task = %id, "withdrawing an offer: {e}");
                         continue;
@@ -863,11 +816,13 @@ impl NodeCore {
         }
     }
 
-    /// Adopts each dead node this one succeeds, once per epoch of that node: the
-    /// adoption file, written first, names every live task of the dead node (it stands
-    /// down from each when it is back); those that are final nowhere and not here
-    /// already become this node's (started ones count an interrupted attempt and are
-    /// retried).
+    /// Adopts each dead node this one succeeds, once per epoch of that node: every live
+    /// task of the dead node that it still owns as this node sees the claims (none
+    /// claims it above the dead node), that is final nowhere and not here already,
+    /// becomes this node's (started ones count an interrupted attempt and are retried),
+    /// claimed one above every claim and offer of it seen; the adoption file names the
+    /// dead node's live tasks and carries the claims, and the dead node stands down from
+    /// those when it is back.
     fn adopt_dead(
         &mut self,
         files: &mut impl FleetFiles,
@@ -895,29 +850,59 @@ impl NodeCore {
                 continue;
             }
             let epoch = known + 1;
-            // Every live task of the dead node is named, so that it stands down from
-            // each when it comes back; this node takes those it does not hold already
-            // and that are final nowhere. The tasks a former adoption of it named and
-            // this node still holds are named again: this node holds them by adoption.
-            let mut named: Vec<String> = self
-                .adopted
-                .get(*dead)
-                .map(|ad| ad.tasks.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|t| host.status(t) != HostStatus::Unknown)
-                .collect();
-            let mut take = Vec::new();
+            let before = self.adopted.get(*dead);
+            let mut named: Vec<String> = before.map(|a| a.tasks.clone()).unwrap_or_default();
+            let mut claims = before.map(|a| a.claims.clone()).unwrap_or_default();
+            let others = Claims::read(files, dead);
+            let mut taken = 0u64;
             for (record, started) in files.live_records(dead) {
-                if named.contains(&record.id) {
+                let id = record.id.clone();
+                if !named.contains(&id) {
+                    named.push(id.clone());
+                }
+                if host.status(&id) != HostStatus::Unknown || files.is_final_anywhere(&id) {
                     continue;
                 }
-                named.push(record.id.clone());
-                if host.status(&record.id) == HostStatus::Unknown
-                    && !files.is_final_anywhere(&record.id)
-                    && self.taken_back_from(files, dead, &record.id).is_none()
+                // The dead node owns it only if no other node (this one included)
+                // claims it above the dead node's own claim.
+                let its_claim = Claim::new(
+                    claim_in(
+                        files.answer_of(dead, &id).as_ref(),
+                        files.offer_of(dead, &id).as_ref(),
+                        &files.adoptions_by(dead),
+                        &id,
+                    ),
+                    dead,
+                );
+                // (This node claims nothing by a task it does not hold: 0 counts only
+                // for a task in a node's own inbox.)
+                let mine = self.my_claim(&id);
+                let top = others.highest(files, &id, Some(&self.me));
+                if (mine.ballot > 0 && mine > its_claim)
+                    || top.as_ref().is_some_and(|c| *c > its_claim)
                 {
-                    take.push((record, started));
+                    continue;
+                }
+                // Above every claim seen, and above every offer of it by or to the dead
+                // node (a late answer to one claims below this adoption).
+                let mut offered = files.offer_of(dead, &id).map_or(0, |o| o.epoch);
+                for n in others.others.iter().chain(std::iter::once(&self.me)) {
+                    if let Some(o) = files.offer_of(n, &id).filter(|o| o.to == *dead) {
+                        offered = offered.max(o.epoch);
+                    }
+                }
+                let ballot = its_claim
+                    .ballot
+                    .max(mine.ballot)
+                    .max(top.map_or(0, |c| c.ballot))
+                    .max(offered)
+                    + 1;
+                match host.take(record, started) {
+                    Ok(()) => {
+                        taken += 1;
+                        claims.insert(id, ballot);
+                    }
+                    Err(e) => tracing::error!(task = %id, "adopting a task: {e}"),
                 }
             }
             let adoption = Adoption {
@@ -925,19 +910,13 @@ impl NodeCore {
                 by: self.me.clone(),
                 epoch,
                 tasks: named,
-                by_epoch: self.epoch,
+                claims,
             };
             if let Err(e) = files.write_adoption(&adoption) {
+                // The tasks taken are here with no claim above the dead node's: this
+                // node stands down from them at the next tick, and adopts again.
                 tracing::error!(node = %dead, "writing an adoption: {e}");
                 continue;
-            }
-            let mut taken = 0u64;
-            for (record, started) in take {
-                let id = record.id.clone();
-                match host.take(record, started) {
-                    Ok(()) => taken += 1,
-                    Err(e) => tracing::error!(task = %id, "adopting a task: {e}"),
-                }
             }
             self.adopted.insert((*dead).to_string(), adoption);
             notes.push((

@@ -187,9 +187,27 @@ events! {
     /// A task ran on two nodes (a partition made a live node look dead); the task id is
     /// the idempotency key.
     DuplicateRun(DuplicateRun) = "duplicate_run",
+    /// A notification (`config/notify.toml`) could not be delivered: the command failed
+    /// or timed out, the webhook refused it or did not answer, or the queue was full.
+    NotifyFailed(NotifyFailed) = "notify_failed",
     /// A line of an attempt's output matched an extraction pattern
     /// (`config/extract.toml`, [`crate::extract`]).
     Extraction(Extraction) = "extraction",
+}
+
+/// `notify_failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyFailed {
+    /// The `[[notify]]` rule's `name`.
+    pub rule: String,
+    /// The event it was for (`task_failed`, `approval_needed`, …: a rule's `events` name).
+    pub event: String,
+    /// What it did, without secrets: `command <program>` or `webhook <scheme>://<host>`
+    /// (a webhook's path and query, where tokens live, are never written).
+    pub action: String,
+    /// What went wrong (`exit status 3: <stderr's last line>`, `HTTP 500`,
+    /// `timed out after 10 s`, `queue full`, …).
+    pub error: String,
 }
 
 /// `extraction`: one match of one extraction pattern in the output of one attempt.

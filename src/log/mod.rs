@@ -153,6 +153,27 @@ pub struct EventLog {
     node: String,
     settings: LogSettings,
     open: Mutex<Option<OpenPart>>,
+    observer: ObserverSlot,
+}
+
+/// Sees each event this log appends, as written (redaction happens when it is
+/// serialized): the daemon's notifications ([`crate::notify`]). It runs on the thread that
+/// logged, after the line is written and the file's lock released, so it must return
+/// quickly and must not block; it may log events itself (they are observed too).
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// The log's one [`Observer`], set once.
+#[derive(Default)]
+struct ObserverSlot(std::sync::OnceLock<Observer>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Some(observer)"
+        } else {
+            "None"
+        })
+    }
 }
 
 /// The file being appended to: its UTC day (`YYYYMMDD`) and part number (0 = no suffix).
@@ -172,7 +193,17 @@ impl EventLog {
             node: node.into(),
             settings: LogSettings::default(),
             open: Mutex::new(None),
+            observer: ObserverSlot::default(),
         }
+    }
+
+    /// Hands every event appended from now on to `observer` as well (the daemon's
+    /// notifications). A log has at most one observer.
+    ///
+    /// # Errors
+    /// Gives `observer` back when one is set already.
+    pub fn set_observer(&self, observer: Observer) -> std::result::Result<(), Observer> {
+        self.observer.0.set(observer)
     }
 
     /// The same log with `settings` (`[log]` in `architect.toml`): size per file and
@@ -229,6 +260,16 @@ impl EventLog {
     /// # Errors
     /// [`Error::Io`]; [`Error::Json`] when the payload cannot be written as JSON.
     pub fn append(&self, event: &Event) -> Result<()> {
+        let written = self.write_line(event);
+        // Observed even when the disk refused the line: a notification matters most then.
+        if let Some(observe) = self.observer.0.get() {
+            observe(event);
+        }
+        written
+    }
+
+    /// Writes `event`'s line (the file's lock is released on return).
+    fn write_line(&self, event: &Event) -> Result<()> {
         let mut line = serde_json::to_vec(event).map_err(|e| Error::json("event", e))?;
         line.push(b'\n');
         let day = event.ts.format("%Y%m%d").to_string();

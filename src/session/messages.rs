@@ -51,6 +51,9 @@ impl SessionState {
 pub struct Assignment {
     /// Task id.
     pub task_id: String,
+    /// Which attempt of the task this is, 1-based (its record's attempts so far + 1): names
+    /// the attempt's recording.
+    pub attempt: u32,
     /// The task's branch (`locks.branch`): a worktree session switches its worktree to
     /// it before the prompt, and back to its own branch after the task.
     pub branch: Option<String>,

@@ -26,6 +26,7 @@ use super::machine::{Effect, Input, Machine, Setup};
 use super::marks::{MarkScanner, Piece};
 use super::screen::Screen;
 use crate::config::ResolvedSession;
+use crate::record::recorder::{Recorder, SessionTape};
 use crate::types::{AttemptEnd, TaskResult};
 
 // The messages the daemon and a session thread exchange: the daemon drives a session
@@ -73,7 +74,8 @@ pub struct Conversation {
 }
 
 /// Starts a session thread, which spawns the program. Start-up failures arrive as
-/// [`SessionEvent::Exited`].
+/// [`SessionEvent::Exited`]. A terminal session's output is recorded through `recorder`
+/// ([`crate::record`]).
 ///
 /// # Errors
 /// When the wake-up socket pair or the thread cannot be created.
@@ -84,12 +86,15 @@ pub fn start(
     approvals: Approvals,
     llm: Arc<super::provider::LlmContext>,
     conversation: Option<Conversation>,
+    recorder: &Recorder,
 ) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
     wake_w.set_nonblocking(true)?;
     wake_r.set_nonblocking(true)?;
     let name = cfg.spec.name.clone();
+    let t = cfg.profile.spec.terminal;
+    let tape = recorder.tape(&name, t.cols, t.rows);
     let thread = std::thread::Builder::new()
         .name(format!("session-{name}"))
         .spawn(move || {
@@ -97,7 +102,7 @@ pub fn start(
                 super::provider::run(&cfg.spec.name, generation, &events, &rx, &llm);
                 return;
             }
-            let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals);
+            let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals, tape);
             runner.run(conversation.as_ref());
         })?;
     Ok(SessionHandle {
@@ -159,6 +164,8 @@ struct Runner {
     on_task_branch: bool,
     /// The task running (for the worktree and for hook events).
     task_id: Option<String>,
+    /// The recording of what the program prints.
+    tape: SessionTape,
 }
 
 /// How the main loop ended.
@@ -177,6 +184,7 @@ impl Runner {
         commands: mpsc::Receiver<Command>,
         wake: UnixStream,
         approvals: Approvals,
+        tape: SessionTape,
     ) -> Self {
         let profile = cfg.profile.clone();
         let worktrees = cfg
@@ -207,6 +215,7 @@ impl Runner {
             worktrees,
             on_task_branch: false,
             task_id: None,
+            tape,
         }
     }
 
@@ -245,6 +254,7 @@ impl Runner {
         if self.task_id.as_deref() == Some(task_id.as_str()) {
             self.task_id = None;
         }
+        self.tape.task_ended(&task_id);
         self.emit(SessionEvent::Finished { task_id, outcome });
     }
 
@@ -609,6 +619,7 @@ impl Runner {
         for piece in pieces {
             let input = match piece {
                 Piece::Bytes(bytes) => {
+                    self.tape.output(&bytes);
                     let replies = self.screen.feed(&bytes);
                     if !replies.is_empty() {
                         self.write(pty, &replies);
@@ -670,6 +681,8 @@ impl Runner {
                     }
                 }
                 self.task_id = Some(assignment.task_id.clone());
+                self.tape
+                    .task_started(&assignment.task_id, assignment.attempt);
             }
         }
         self.step(pty, Input::Command(cmd))

@@ -13,6 +13,7 @@
 //!   control/     requests from the CLI to the daemon (cancel, retry, send)
 //!   log/         events-<node>-<YYYYMMDD>.jsonl, append-only
 //!   locks/       lock files (daemon.lock)
+//!   recordings/  <task id>.cast, <session>/idle-<ulid>.cast: the terminals, asciicast v2
 //! ```
 //! A task's state is the directory its record is in; it moves by atomic rename only.
 
@@ -45,6 +46,7 @@ pub const DIRS: &[&str] = &[
     "log",
     "locks",
     "providers",
+    "recordings",
 ];
 
 /// The directories that stay on each machine when several nodes share a spool through a

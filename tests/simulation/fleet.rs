@@ -120,10 +120,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use architect::fleet::handoff::{superseded, Answer, Offer};
+use architect::fleet::handoff::{Answer, Offer};
 use architect::fleet::node::{
-    placement, Adoption, Duplicate, FleetFiles, HostStatus, Liveness, NodeCore, OfferFile,
-    Placement, PlacementAsk, TaskHost,
+    claim_in, placement, Adoption, Claim, Duplicate, FleetFiles, HostStatus, Liveness, NodeCore,
+    OfferFile, Placement, PlacementAsk, TaskHost,
 };
 use architect::fleet::{self, Heartbeat, HomeClock, Membership};
 use architect::log::EventBody;
@@ -140,6 +140,8 @@ const DRAIN_STEPS: u64 = 200_000;
 
 const HEARTBEAT_MS: u64 = 1_000;
 const LEASE_MS: u64 = 10_000;
+/// How long (simulated ms) the fleet must stay drained before the final checks.
+const SETTLE_MS: u64 = 3 * LEASE_MS;
 const BRANCHES: [&str; 3] = ["b0", "b1", "b2"];
 const ROLES: [&str; 2] = ["rev", "ops"];
 const REPO: &str = "repo";
@@ -406,6 +408,21 @@ impl Shared {
                 self.sync.writers.insert(key.clone(), writer);
             }
         }
+        if let Ok(watch) = std::env::var("ARCHITECT_SIM_WATCH") {
+            if key.2 == watch {
+                let what = match body.as_ref() {
+                    None => "deleted".to_string(),
+                    Some(Body::Offer(o)) => format!("{:?} record: {}", o.offer, o.record.is_some()),
+                    Some(Body::Answer(a)) => format!("{a:?}"),
+                    Some(Body::Adoption(a)) => format!("{a:?}"),
+                    Some(_) => "written".to_string(),
+                };
+                println!(
+                    "[t={}] {} {:?}/{}: {what}",
+                    self.now, self.names[writer], key.1, key.2
+                );
+            }
+        }
         let body = body.map(Rc::new);
         let old = match &body {
             Some(b) => self.sync.views[writer].insert(
@@ -589,6 +606,10 @@ fn scan(view: &View, node: usize, dir: Dir) -> impl Iterator<Item = (&Key, &Entr
 }
 
 impl FleetFiles for Files<'_> {
+    fn nodes(&mut self) -> Vec<String> {
+        self.sh.borrow().names.clone()
+    }
+
     fn offers_to_me(&mut self) -> Vec<OfferFile> {
         let sh = self.sh.borrow();
         let me = &sh.names[self.me];
@@ -645,6 +666,19 @@ impl FleetFiles for Files<'_> {
             }
         }
         out
+    }
+
+    fn adoptions_by(&mut self, by: &str) -> Vec<Adoption> {
+        let Some(n) = self.index(by) else {
+            return Vec::new();
+        };
+        let sh = self.sh.borrow();
+        scan(&sh.sync.views[self.me], n, Dir::Adopted)
+            .filter_map(|(_, e)| match &*e.body {
+                Body::Adoption(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
@@ -816,6 +850,15 @@ impl TaskHost for HostRef<'_> {
             .tasks
             .get(id)
             .map_or(HostStatus::Unknown, |t| t.status)
+    }
+
+    fn live(&self) -> Vec<String> {
+        self.host
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.status, HostStatus::Queued | HostStatus::Running))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn take(&mut self, mut record: TaskRecord, started: bool) -> Result<(), String> {
@@ -1059,7 +1102,18 @@ impl Sim {
         }
         self.begin_drain();
         let limit = self.step + DRAIN_STEPS;
-        while !self.drained() {
+        // Drained, and stays so while the last files sync and every node ticks over
+        // them (a node logs a double completion when the other copy reaches it).
+        let mut drained_at = None;
+        loop {
+            if self.drained() {
+                let at = *drained_at.get_or_insert(self.now());
+                if self.now() >= at + SETTLE_MS {
+                    break;
+                }
+            } else {
+                drained_at = None;
+            }
             if self.step >= limit {
                 return Err(self.fail(format!("the drain did not finish: {}", self.pending())));
             }
@@ -1813,34 +1867,35 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether node `n`'s hold of task `t` is stale in truth: some node adopted `n` at an
-    /// epoch above `n`'s, or the giver withdrew the offer `n` accepted.
+    /// Whether node `n`'s hold of task `t` is stale in truth: `n` is down, or another
+    /// node's own files claim `t` above `n`'s claim (the claims of `docs/multi-node.md`).
     fn fenced(&self, sh: &Shared, n: usize, t: &str) -> bool {
         if !self.nodes[n].up {
             return true;
         }
-        let epoch = self.nodes[n].core.epoch;
-        let name = &sh.names[n];
-        for (k, v) in sh.sync.views.iter().enumerate() {
-            if let Some(Entry { body, .. }) = v.get(&(k, Dir::Adopted, name.clone())) {
-                if let Body::Adoption(a) = &**body {
-                    if a.epoch > epoch {
-                        return true;
-                    }
-                }
-            }
-        }
-        if let Some(a) = self.nodes[n].core.answers.get(t) {
-            if let Some(g) = sh.names.iter().position(|x| *x == a.from) {
-                if let Some(Entry { body, .. }) = sh.sync.views[g].get(&(g, Dir::Offers, t.into()))
-                {
-                    if let Body::Offer(o) = &**body {
-                        return superseded(a, name, Some(&o.offer));
-                    }
-                }
-            }
-        }
-        false
+        let mine = Claim::new(self.nodes[n].core.claim(t), &sh.names[n]);
+        (0..sh.names.len()).filter(|k| *k != n).any(|k| {
+            let own = &sh.sync.views[k];
+            let answer = match own
+                .get(&(k, Dir::Accepted, t.to_string()))
+                .map(|e| &*e.body)
+            {
+                Some(Body::Answer(a)) => Some(a.clone()),
+                _ => None,
+            };
+            let offer = match own.get(&(k, Dir::Offers, t.to_string())).map(|e| &*e.body) {
+                Some(Body::Offer(o)) => Some(o.offer.clone()),
+                _ => None,
+            };
+            let adoptions: Vec<Adoption> = scan(own, k, Dir::Adopted)
+                .filter_map(|(_, e)| match &*e.body {
+                    Body::Adoption(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect();
+            let ballot = claim_in(answer.as_ref(), offer.as_ref(), &adoptions, t);
+            ballot > 0 && Claim::new(ballot, &sh.names[k]) > mine
+        })
     }
 
     fn drained(&self) -> bool {

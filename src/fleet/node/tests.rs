@@ -39,6 +39,13 @@ impl TaskHost for Host {
     fn status(&self, id: &str) -> HostStatus {
         self.tasks.get(id).map_or(HostStatus::Unknown, |t| t.0)
     }
+    fn live(&self) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.0 != HostStatus::Final)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
     fn take(&mut self, record: TaskRecord, started: bool) -> Result<(), String> {
         self.tasks
             .insert(record.id.clone(), (HostStatus::Queued, record, started));
@@ -62,6 +69,23 @@ struct View<'a> {
 }
 
 impl FleetFiles for View<'_> {
+    fn nodes(&mut self) -> Vec<String> {
+        self.hosts
+            .keys()
+            .cloned()
+            .chain(std::iter::once(self.me.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+    fn adoptions_by(&mut self, by: &str) -> Vec<Adoption> {
+        self.disk
+            .adoptions
+            .iter()
+            .filter(|((writer, _), _)| writer == by)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
     fn offers_to_me(&mut self) -> Vec<OfferFile> {
         self.disk
             .offers
@@ -247,6 +271,7 @@ fn an_offer_is_accepted_once_and_the_giver_lets_go_after_the_answer() {
                 to: "b".into(),
                 epoch: 1,
                 withdrawn: false,
+                claim: 0,
             },
             record: Some(Box::new(record("t"))),
             released: false,
@@ -538,26 +563,12 @@ fn a_task_offered_again_to_a_taker_that_answered_an_earlier_offer_is_answered() 
         kinds(&f.tick(&mut b, &["a", "b"], &[])),
         ["task_handoff:accepted"]
     );
-    // An offer a forgot (a restart) and re-made below b's answer is raised above it.
+    // A node that forgot its released offer (it kept no tombstone at epoch 1) offers
+    // above the taker's answer it sees.
     f.tick(&mut a, &["a", "b"], &[]);
     f.hosts.get_mut("b").unwrap().disown("t", String::new());
     let mut forgetful = core("a");
     f.offer(&mut forgetful, "t", "b"); // sees b's answer at 2: offers at 3
-    assert_eq!(forgetful.offers["t"].offer.epoch, 3);
-    let stale = OfferFile {
-        offer: Offer {
-            epoch: 1,
-            ..forgetful.offers["t"].offer.clone()
-        },
-        record: Some(Box::new(record("t"))),
-        released: false,
-    };
-    f.disk
-        .offers
-        .insert(("a".into(), "t".into()), stale.clone());
-    forgetful.offers.insert("t".into(), stale);
-    assert!(kinds(&f.tick(&mut b, &["a", "b"], &[])).is_empty());
-    f.tick(&mut forgetful, &["a", "b"], &[]);
     assert_eq!(forgetful.offers["t"].offer.epoch, 3);
     assert_eq!(
         kinds(&f.tick(&mut b, &["a", "b"], &[])),
@@ -566,29 +577,27 @@ fn a_task_offered_again_to_a_taker_that_answered_an_earlier_offer_is_answered() 
 }
 
 #[test]
-fn no_offer_goes_to_a_node_adopted_above_the_epoch_its_heartbeat_shows() {
+fn a_node_adopted_before_it_learnt_keeps_what_it_took_since_and_stands_down_from_the_rest() {
     let mut f = Fleet::new(&["a", "b"]);
     let (mut a, mut b) = (core("a"), core("b"));
     f.hosts
         .get_mut("b")
         .unwrap()
-        .take(record("t"), false)
+        .take(record("t1"), false)
         .unwrap();
     assert_eq!(kinds(&f.tick(&mut a, &["a"], &["b"])), ["node_adopted"]);
-    // b is back but has not seen the adoption: given t, it would stand down from it
-    // when the adoption arrives, and nobody would hold t.
-    let me = a.me.clone();
-    let mut view = View {
-        me,
-        disk: &mut f.disk,
-        hosts: &f.hosts,
-    };
-    let err = a.offer(&mut view, record("t"), "b").unwrap_err();
-    assert!(err.contains("has not stood down"), "{err}");
-    // Once b has stood down (its epoch shows the adoption), it can be given work.
+    assert_eq!(f.status("a", "t1"), HostStatus::Queued);
+    // b is back and, before it learns of the adoption, takes t2 by a's offer: its
+    // answer claims t2 above a; a's adoption claims t1 above b.
+    f.offer(&mut a, "t2", "b");
     f.tick(&mut b, &["a", "b"], &[]);
-    assert_eq!(b.epoch, 2);
-    f.offer(&mut a, "t", "b");
+    assert_eq!(b.epoch, 2, "it learnt of the adoption");
+    assert_eq!(f.status("b", "t1"), HostStatus::Unknown);
+    assert_eq!(f.status("b", "t2"), HostStatus::Queued);
+    f.tick(&mut a, &["a", "b"], &[]);
+    assert!(!a.has_offer_out("t2"));
+    assert_eq!(f.status("a", "t1"), HostStatus::Queued);
+    assert_eq!(f.status("a", "t2"), HostStatus::Unknown);
 }
 
 #[test]
@@ -656,10 +665,10 @@ fn a_taker_fenced_while_down_stands_down_when_the_task_went_to_another_node_and_
 }
 
 #[test]
-fn an_adopter_keeps_a_task_the_giver_gave_it_after_taking_it_back_from_the_adopted_node() {
-    // Simulation seed 47 (strict): b accepts t and crashes; a takes it back; b's
-    // successor h adopts b (b's record of t is live: h takes it), sees the withdrawal and
-    // stands down; then a offers t to h, which takes it and keeps it.
+fn an_adoption_claims_above_the_offer_to_the_dead_taker_so_its_late_answer_loses() {
+    // Simulation seed 47 (strict): b accepts t and crashes before its answer syncs; b's
+    // successor h adopts b (b's record of t is live: h takes it) above a's offer to b,
+    // so the giver withdraws its offer, and b's late answer claims below h.
     let h = ["c", "d", "e", "f", "g", "h", "i", "j"]
         .into_iter()
         .find(|h| crate::fleet::successor("b", &[("a", 1), (h, 1)]) == Some(*h))
@@ -668,37 +677,26 @@ fn an_adopter_keeps_a_task_the_giver_gave_it_after_taking_it_back_from_the_adopt
     let (mut a, mut b, mut c) = (core("a"), core("b"), core(h));
     f.offer(&mut a, "t", "b");
     f.tick(&mut b, &["a", "b", h], &[]);
-    f.disk.answers.clear();
+    let late = f.disk.answers.remove(&("b".into(), "t".into())).unwrap();
     assert_eq!(kinds(&f.tick(&mut c, &["a", h], &["b"])), ["node_adopted"]);
     assert_eq!(f.status(h, "t"), HostStatus::Queued);
+    assert!(c.claim("t") > a.offers["t"].offer.epoch);
+    // a sees h's claim above its own: it withdraws its offer, and takes nothing back.
     f.tick(&mut a, &["a", h], &["b"]);
-    assert_eq!(f.status("a", "t"), HostStatus::Queued);
-    // b's answer arrives late.
-    f.disk
-        .answers
-        .insert(("b".into(), "t".into()), b.answers["t"].clone());
-    // h sees the withdrawal from b: a owns t, h stands down.
-    f.tick(&mut c, &["a", h], &["b"]);
-    assert_eq!(f.status(h, "t"), HostStatus::Unknown);
-    // a offers it to h; h takes it and keeps it, after the release too.
-    let record = f.hosts.get_mut("a").unwrap().tasks.remove("t").unwrap().1;
-    let mut view = View {
-        me: "a".into(),
-        disk: &mut f.disk,
-        hosts: &f.hosts,
-    };
-    a.offer(&mut view, record, h).unwrap();
-    f.tick(&mut c, &["a", h], &["b"]);
-    f.tick(&mut a, &["a", h], &["b"]);
-    f.tick(&mut c, &["a", h], &["b"]);
-    assert_eq!(f.status(h, "t"), HostStatus::Queued);
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
     assert!(!a.has_offer_out("t"));
+    // b's answer arrives late, and b comes back: it stands down; h keeps t.
+    f.disk.answers.insert(("b".into(), "t".into()), late);
+    f.tick(&mut c, &["a", h], &["b"]);
+    f.tick(&mut b, &["a", "b", h], &[]);
+    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    assert_eq!(f.status(h, "t"), HostStatus::Queued);
 }
 
 #[test]
-fn two_nodes_that_adopt_each_other_in_a_partition_leave_a_task_both_named_to_the_smaller_name() {
+fn two_nodes_that_adopt_each_other_in_a_partition_leave_a_task_to_the_higher_claim() {
     // Simulation seed 2 (chaotic): each side of a partition adopts the other, and both
-    // adoptions name t; each then stands down from what the other named: t was lost.
+    // adoptions name t; before claims, each stood down from what the other named.
     let mut f = Fleet::new(&["a", "b"]);
     let (mut a, mut b) = (core("a"), core("b"));
     f.hosts
@@ -708,17 +706,17 @@ fn two_nodes_that_adopt_each_other_in_a_partition_leave_a_task_both_named_to_the
         .unwrap();
     assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
     assert_eq!(f.status("b", "t"), HostStatus::Queued);
-    // a has not seen b's adoption (the partition) and adopts b, naming t (b's record).
+    // a has not seen b's adoption (the partition) and adopts b, naming t (b's record,
+    // which it holds already: it claims nothing more for it).
     let bs = f.disk.adoptions.remove(&("b".into(), "a".into())).unwrap();
     assert_eq!(kinds(&f.tick(&mut a, &["a"], &["b"])), ["node_adopted"]);
     assert_eq!(f.disk.adoptions[&("a".into(), "b".into())].tasks, ["t"]);
     f.disk.adoptions.insert(("b".into(), "a".into()), bs);
-    // Healed: each sees the other's adoption. a (the smaller name) keeps t, b stands
-    // down from it.
+    // Healed: b's adoption claims t above a's own inbox: b keeps it, a stands down.
     f.tick(&mut a, &["a", "b"], &[]);
     f.tick(&mut b, &["a", "b"], &[]);
-    assert_eq!(f.status("a", "t"), HostStatus::Queued);
-    assert_eq!(f.status("b", "t"), HostStatus::Unknown);
+    assert_eq!(f.status("a", "t"), HostStatus::Unknown);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
 }
 
 #[test]
@@ -736,7 +734,7 @@ fn a_node_adopted_while_its_offer_is_out_withdraws_the_offer_and_does_not_take_t
             by: "c".into(),
             epoch: 2,
             tasks: vec!["t".into()],
-            by_epoch: 1,
+            claims: BTreeMap::from([("t".into(), 2)]),
         },
     );
     f.tick(&mut a, &["a", "c"], &["b"]);
@@ -773,12 +771,9 @@ fn a_giver_lets_go_of_a_task_whose_final_record_it_sees_though_the_answer_never_
 }
 
 #[test]
-fn a_taker_that_adopted_the_adopter_of_its_giver_keeps_the_task_when_the_giver_withdraws_for_the_adopter(
-) {
+fn a_taker_refuses_an_offer_another_node_claims_above_and_the_last_adopter_keeps_the_task() {
     // Simulation seed 55 (chaotic): a offers t to c; b adopts a (naming t, which it
-    // takes); c takes the offer and adopts b (naming t); a learns it was adopted and
-    // withdraws its offer for its adopter. c, the adopter's heir, keeps t: it stood down
-    // as from a take-back, and b stood down from c's adoption: t was lost.
+    // takes); c adopts b; a learns it was adopted. Before claims, t was lost.
     let mut f = Fleet::new(&["a", "b", "c"]);
     let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
     f.hosts
@@ -789,32 +784,29 @@ fn a_taker_that_adopted_the_adopter_of_its_giver_keeps_the_task_when_the_giver_w
     f.offer(&mut a, "t", "c");
     assert_eq!(kinds(&f.tick(&mut b, &["b"], &["a"])), ["node_adopted"]);
     assert_eq!(f.status("b", "t"), HostStatus::Queued);
+    // b's adoption claims t above a's offer: c refuses it, then adopts b and takes t.
     assert_eq!(
         kinds(&f.tick(&mut c, &["c"], &["b"])),
-        ["task_handoff:accepted", "node_adopted"]
+        ["task_handoff:refused", "node_adopted"]
     );
-    assert_eq!(f.disk.adoptions[&("c".into(), "b".into())].tasks, ["t"]);
-    // a is back and withdraws its offer for b; b is back and stands down from t.
+    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+    assert!(c.claim("t") > b.claim("t"));
+    // a and b are back: both stand down from t; c keeps it.
     f.tick(&mut a, &["a", "b", "c"], &[]);
-    assert!(
-        f.disk.offers[&("a".to_string(), "t".to_string())]
-            .offer
-            .withdrawn
-    );
+    assert!(!a.has_offer_out("t"));
     assert_eq!(f.status("a", "t"), HostStatus::Unknown);
     f.tick(&mut b, &["a", "b", "c"], &[]);
     assert_eq!(f.status("b", "t"), HostStatus::Unknown);
-    // c sees the withdrawal: it keeps t.
     f.tick(&mut c, &["a", "b", "c"], &[]);
     assert_eq!(f.status("c", "t"), HostStatus::Queued);
 }
 
 #[test]
-fn a_taker_that_holds_a_task_by_one_givers_offer_keeps_it_when_a_second_giver_withdraws_its_own() {
+fn a_taker_offered_one_task_by_two_givers_answers_with_its_highest_claim() {
     // Simulation seed 146 (chaotic): a and b both held t (b adopted, not knowing it); a
-    // offered t to c and released it; b offered it to c too, and c's one answer file
-    // then named b; b withdrew its offer (for its adopter a) and c stood down as from a
-    // take-back: nobody held t. c's answer to b says it held t already: it keeps t.
+    // offered t to c and released it; b offered it to c too. c's one answer file names
+    // the last giver, with c's claim kept at its highest; b's take-back (it missed the
+    // answer) claims above it: b holds t and c stands down — one of them, never none.
     let mut f = Fleet::new(&["a", "b", "c"]);
     let (mut a, mut b, mut c) = (core("a"), core("b"), core("c"));
     f.offer(&mut a, "t", "c");
@@ -829,19 +821,14 @@ fn a_taker_that_holds_a_task_by_one_givers_offer_keeps_it_when_a_second_giver_wi
         ["task_handoff:accepted"]
     );
     let answer = &f.disk.answers[&("c".to_string(), "t".to_string())];
-    assert!(answer.held && answer.from == "b");
-    // b withdraws its offer above c's answer (here: it misses the answer and takes t
-    // back); c keeps t.
+    assert!(answer.claim() >= Some(b.offers["t"].offer.epoch) && answer.from == "b");
     let ans = f.disk.answers.remove(&("c".into(), "t".into())).unwrap();
     f.tick(&mut b, &["a", "b"], &["c"]);
-    assert!(
-        f.disk.offers[&("b".to_string(), "t".to_string())]
-            .offer
-            .withdrawn
-    );
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
     f.disk.answers.insert(("c".into(), "t".into()), ans);
     f.tick(&mut c, &["a", "b", "c"], &[]);
-    assert_eq!(f.status("c", "t"), HostStatus::Queued);
+    assert_eq!(f.status("c", "t"), HostStatus::Unknown);
+    assert_eq!(f.status("b", "t"), HostStatus::Queued);
 }
 
 fn taken(id: &str, from: &str, epoch: u64) -> Answer {
@@ -850,7 +837,7 @@ fn taken(id: &str, from: &str, epoch: u64) -> Answer {
         from: from.into(),
         epoch,
         refused: None,
-        held: false,
+        claim: epoch,
     }
 }
 
@@ -893,6 +880,7 @@ fn an_adopter_keeps_a_task_it_took_by_adoption_from_a_later_taker_of_the_giver_i
                 to: "y".into(),
                 epoch: 3,
                 withdrawn: false,
+                claim: 2,
             },
             record: None,
             released: true,
@@ -906,7 +894,7 @@ fn an_adopter_keeps_a_task_it_took_by_adoption_from_a_later_taker_of_the_giver_i
         by: "x".into(),
         epoch: 2,
         tasks: vec!["t".into()],
-        by_epoch: 1,
+        claims: BTreeMap::from([("t".into(), 4)]), // above y's answer
     };
     f.disk
         .adoptions
@@ -927,7 +915,7 @@ fn a_node_that_got_a_task_back_from_its_adopters_adopter_keeps_it_when_it_learns
     // adopted b (naming t) and offered t to a, which took it and c released it; then a
     // learns of b's adoption: standing down left t to nobody (b stood down for c).
     let mut f = Fleet::new(&["a", "b", "c"]);
-    for (node, by) in [("a", "b"), ("b", "c")] {
+    for (node, by, claim) in [("a", "b", 2), ("b", "c", 3)] {
         f.disk.adoptions.insert(
             (by.into(), node.into()),
             Adoption {
@@ -935,11 +923,12 @@ fn a_node_that_got_a_task_back_from_its_adopters_adopter_keeps_it_when_it_learns
                 by: by.into(),
                 epoch: 2,
                 tasks: vec!["t".into()],
-                by_epoch: 1,
+                claims: BTreeMap::from([("t".into(), claim)]),
             },
         );
     }
-    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "c", 1)], Vec::new());
+    // c's offer to a is above c's claim.
+    let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "c", 4)], Vec::new());
     f.hosts
         .get_mut("a")
         .unwrap()
@@ -957,7 +946,7 @@ fn a_node_that_got_a_task_back_from_its_adopters_adopter_keeps_it_when_it_learns
             by: "b".into(),
             epoch: 2,
             tasks: vec!["t".into()],
-            by_epoch: 1,
+            claims: BTreeMap::from([("t".into(), 2)]),
         },
     );
     let mut a = NodeCore::new("a", 1, Vec::new(), vec![taken("t", "b", 1)], Vec::new());

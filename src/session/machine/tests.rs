@@ -86,6 +86,7 @@ impl Rig {
     fn run(&mut self, ms: u64, prompt: &str, timeout_s: u64) -> &mut Self {
         self.at(ms).step(Input::Command(Command::Run(Assignment {
             task_id: "t1".into(),
+            attempt: 1,
             branch: None,
             provider: None,
             model: None,
