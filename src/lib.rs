@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod extract;
 pub mod fleet;
 pub mod llm;
 pub mod locks;

@@ -9,6 +9,7 @@ mod cli;
 mod config_live;
 mod core;
 mod delivery;
+mod extract;
 mod failures;
 mod fake_agent;
 mod fleet;

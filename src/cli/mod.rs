@@ -121,11 +121,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one task's record (state, attempts, result or error).
+    /// Show one task's record (state, attempts, result or error) and its extractions.
     Show {
         /// Task id.
         id: String,
-        /// JSON output (the record as stored).
+        /// JSON output (the record as stored, with `state`, `display_state` and
+        /// `extractions`: the task's `extraction` events' data with their `ts`).
         #[arg(long)]
         json: bool,
     },
@@ -227,7 +228,8 @@ enum Cmd {
     /// Play a task's terminal recording here, with its timing (asciicast v2, under
     /// spool/recordings/; found on whichever node ran the task).
     Replay(replay::ReplayArgs),
-    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage.
+    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage,
+    /// extractions.
     #[command(
         after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
         tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
@@ -235,7 +237,9 @@ enum Cmd {
         llm_calls(ts, node, task_id, provider, model, status, attempt, latency_ms, input_tokens,\n        \
         output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, ok, error)\n  \
         agent_usage(ts, node, task_id, session, model, input_tokens, output_tokens,\n        \
-        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, priced)\n\nExample:\n  \
+        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, priced)\n  \
+        extractions(ts, node, task_id, session, attempt, line, pattern, category, severity,\n        \
+        fields JSON, text, dropped)\n\nExample:\n  \
         architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\""
     )]
     Sql {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
+use architect::log::{event, read_events_since};
 use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::{ControlRequest, Spool};
 
@@ -128,10 +129,12 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
 
 pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     let (state, rec) = spool.find_in_fleet(id)?;
+    let extractions = extractions_of(spool, &rec)?;
     if json {
         let mut v = serde_json::to_value(&rec)?;
         v["state"] = state.dir().into();
         v["display_state"] = rec.display_state(state).into();
+        v["extractions"] = serde_json::to_value(&extractions)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -192,9 +195,59 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
         if let Some(reply) = &r.reply {
             println!("reply     {reply}");
         }
+    }
+    if !extractions.is_empty() {
+        println!("--- extractions ({}) ---", extractions.len());
+        for e in &extractions {
+            println!("{}", extraction_line(&e.data));
+        }
+    }
+    if let Some(r) = &rec.result {
         println!("--- output ---\n{}", r.output);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `extraction` event of a task, as `show --json` lists it.
+#[derive(Debug, serde::Serialize)]
+struct ShownExtraction {
+    /// When it was logged.
+    ts: chrono::DateTime<chrono::Utc>,
+    /// The event's data.
+    #[serde(flatten)]
+    data: event::Extraction,
+}
+
+/// The task's `extraction` events, from the logs of the days since it was received.
+fn extractions_of(spool: &Spool, rec: &TaskRecord) -> Result<Vec<ShownExtraction>> {
+    let since = rec.received_at.date_naive();
+    Ok(read_events_since(&spool.log_dirs(), since)?
+        .into_iter()
+        .filter(|e| e.task_id.as_deref() == Some(rec.id.as_str()))
+        .filter_map(|e| {
+            let data = e.payload::<event::Extraction>()?.clone();
+            Some(ShownExtraction { ts: e.ts, data })
+        })
+        .collect())
+}
+
+/// One line of `show`'s extractions: attempt, line, severity, pattern, fields
+/// (`#1 L8     info    python-frame   file=/app/x.py function=f line=3`), and how many
+/// were not logged, on the last one of an attempt that had too many.
+fn extraction_line(e: &event::Extraction) -> String {
+    let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut line = format!(
+        "#{} L{:<5} {:<7} {:<26} {}",
+        e.attempt,
+        e.line,
+        e.severity.as_str(),
+        e.pattern,
+        one_line(&fields.join(" "), 160)
+    );
+    if e.dropped > 0 {
+        line.push_str(&format!("  (+{} more not logged)", e.dropped));
+    }
+    line.trim_end().to_string()
 }
 
 /// In a fleet, the node whose directory holds task `id` when it is not this node's.
