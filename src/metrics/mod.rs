@@ -498,7 +498,7 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
     }
     r.register(
         "architect_tasks",
-        "Tasks per state: the task records in the spool's pending, active, done, failed and cancelled directories.",
+        "Tasks per state: the task records in the spool's pending, active, done, failed and cancelled directories",
         tasks,
     );
 
@@ -520,7 +520,7 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
     }
     r.register(
         "architect_sessions",
-        "Sessions per state (sessions/<name>.json of every node).",
+        "Sessions per state (sessions/<name>.json of every node)",
         sessions,
     );
 
@@ -528,48 +528,48 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
     up.set(i64::from(snapshot.daemon_up));
     r.register(
         "architect_daemon_up",
-        "1 when this node's daemon holds the spool's lock, else 0.",
+        "1 when this node's daemon holds the spool's lock, else 0",
         up,
     );
 
     r.register(
         "architect_dispatch_latency_seconds",
-        "Seconds from a task being ready (queued, or its retry back-off over) to its prompt's first byte written to the session.",
+        "Seconds from a task being ready (queued, or its retry back-off over) to its prompt's first byte written to the session",
         tally.dispatch.clone(),
     );
     r.register(
         "architect_task_duration_seconds",
-        "Seconds a finished task's last attempt ran, by the session that ran it and its outcome (done or failed).",
+        "Seconds a finished task's last attempt ran, by the session that ran it and its outcome (done or failed)",
         tally.duration.clone(),
     );
     r.register(
         "architect_permission_decisions",
-        "Permission questions answered, by decision (allow, deny, escalate) and the policy rule that decided (or person).",
+        "Permission questions answered, by decision (allow, deny, escalate) and the policy rule that decided (or person)",
         tally.decisions.clone(),
     );
     r.register(
         "architect_llm_calls",
-        "HTTP calls to LLM providers, by provider, model and outcome (ok or error).",
+        "HTTP calls to LLM providers, by provider, model and outcome (ok or error)",
         tally.llm_calls.clone(),
     );
     r.register(
         "architect_llm_tokens",
-        "Tokens billed by LLM providers, by provider, model and kind (input, output, cache_read, cache_write, reasoning).",
+        "Tokens billed by LLM providers, by provider, model and kind (input, output, cache_read, cache_write, reasoning)",
         tally.llm_tokens.clone(),
     );
     r.register(
         "architect_llm_spend_usd",
-        "Spend on LLM provider calls, USD, by provider and model.",
+        "Spend on LLM provider calls, USD, by provider and model",
         tally.llm_spend.clone(),
     );
     r.register(
         "architect_agent_tokens",
-        "Tokens agent CLIs reported for their tasks, by the session's profile, model and kind.",
+        "Tokens agent CLIs reported for their tasks, by the session's profile, model and kind",
         tally.agent_tokens.clone(),
     );
     r.register(
         "architect_agent_spend_usd",
-        "Spend of agent CLIs, USD (config/prices.toml), by the session's profile and model.",
+        "Spend of agent CLIs, USD (config/prices.toml), by the session's profile and model",
         tally.agent_spend.clone(),
     );
     let breakers = Family::<ProviderLabel, Gauge>::default();
@@ -582,17 +582,17 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
     }
     r.register(
         "architect_llm_breaker_state",
-        "Each LLM provider's circuit breaker, as last logged: 0 closed, 1 half-open, 2 open.",
+        "Each LLM provider's circuit breaker, as last logged: 0 closed, 1 half-open, 2 open",
         breakers,
     );
     r.register(
         "architect_lock_waits",
-        "Times a task found the branch or path locks it needs held by another and waited.",
+        "Times a task found the branch or path locks it needs held by another and waited",
         tally.lock_waits.clone(),
     );
     r.register(
         "architect_lock_wait_seconds",
-        "Seconds tasks waited for their locks before taking them (0: no wait).",
+        "Seconds tasks waited for their locks before taking them (0: no wait)",
         tally.lock_wait.clone(),
     );
     if !snapshot.heartbeat_age_s.is_empty() {
@@ -603,7 +603,7 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
         }
         r.register(
             "architect_node_heartbeat_age_seconds",
-            "Seconds since this node's daemon last saw each node's heartbeat change (fleet only).",
+            "Seconds since this node's daemon last saw each node's heartbeat change (fleet only)",
             ages,
         );
     }
