@@ -20,7 +20,10 @@ pub fn run(spool: &Spool, output: Option<&Path>) -> Result<ExitCode> {
     match output {
         None => print!("{text}"),
         Some(path) => {
-            if !path.parent().is_none_or(|d| d.as_os_str().is_empty() || d.is_dir()) {
+            if !path
+                .parent()
+                .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir())
+            {
                 anyhow::bail!(
                     "writing metrics to {}: its directory does not exist (node_exporter's \
                      --collector.textfile.directory names the one to use)",

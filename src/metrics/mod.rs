@@ -65,8 +65,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Buckets of `architect_dispatch_latency_seconds`, s: from 5 ms (a prompt delivered at
 /// once) to 10 min (a task that waited for a free session).
 pub const DISPATCH_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-    600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Buckets of `architect_task_duration_seconds`, s: 1 s to 2 h.
@@ -290,8 +289,7 @@ impl Tally {
                 }
             }
             EventBody::PromptSent(p) => {
-                let Some(ready) = e.task_id.as_ref().and_then(|id| self.ready_at.remove(id))
-                else {
+                let Some(ready) = e.task_id.as_ref().and_then(|id| self.ready_at.remove(id)) else {
                     return;
                 };
                 let seconds = (p.written_at - ready)
@@ -418,8 +416,7 @@ impl Snapshot {
     /// figures they would give are left out, not invented).
     #[must_use]
     pub fn read(spool: &Spool, now: SystemTime) -> Self {
-        let mut tasks: BTreeMap<TaskState, u64> =
-            TaskState::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut tasks: BTreeMap<TaskState, u64> = TaskState::ALL.iter().map(|s| (*s, 0)).collect();
         for (state, _) in spool.fleet_tasks().values() {
             *tasks.entry(*state).or_default() += 1;
         }
@@ -737,7 +734,8 @@ impl Scraper {
                 events.push(ev);
             }
         }
-        self.offsets.insert(path.to_path_buf(), offset + end as u64 + 1);
+        self.offsets
+            .insert(path.to_path_buf(), offset + end as u64 + 1);
         Ok(())
     }
 }

@@ -126,11 +126,26 @@ fn snapshot() -> Snapshot {
 fn tasks_and_sessions_per_state_come_from_the_snapshot_with_zeros_written() {
     let text = metrics_from(&[], &snapshot());
     assert_eq!(value(&text, r#"architect_tasks{state="done"}"#), Some(7.0));
-    assert_eq!(value(&text, r#"architect_tasks{state="pending"}"#), Some(2.0));
-    assert_eq!(value(&text, r#"architect_tasks{state="cancelled"}"#), Some(0.0));
-    assert_eq!(value(&text, r#"architect_sessions{state="idle"}"#), Some(2.0));
-    assert_eq!(value(&text, r#"architect_sessions{state="busy"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"architect_sessions{state="dead"}"#), Some(0.0));
+    assert_eq!(
+        value(&text, r#"architect_tasks{state="pending"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"architect_tasks{state="cancelled"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, r#"architect_sessions{state="idle"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"architect_sessions{state="busy"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"architect_sessions{state="dead"}"#),
+        Some(0.0)
+    );
     assert_eq!(value(&text, "architect_daemon_up"), Some(1.0));
     assert!(
         !text.contains("architect_node_heartbeat_age_seconds"),
@@ -353,7 +368,10 @@ fn decisions_spend_breakers_and_lock_waits_are_counted() {
     );
     // The last breaker event wins: half-open is 1.
     assert_eq!(
-        value(&text, r#"architect_llm_breaker_state{provider="anthropic"}"#),
+        value(
+            &text,
+            r#"architect_llm_breaker_state{provider="anthropic"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(value(&text, "architect_lock_waits_total"), Some(1.0));
@@ -372,7 +390,10 @@ fn decisions_spend_breakers_and_lock_waits_are_counted() {
 fn the_text_is_the_classic_prometheus_format() {
     let events = [decided_once()];
     let text = metrics_from(&events, &snapshot());
-    assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
     assert!(
         text.contains("# TYPE architect_permission_decisions_total counter\n"),
         "{text}"
@@ -416,8 +437,10 @@ fn heartbeat_ages_add_the_views_age_to_what_it_said() {
     let ages = heartbeat_ages(&path, written + std::time::Duration::from_secs(10));
     assert_eq!(ages.get("n1"), Some(&11.5));
     assert_eq!(ages.get("n2"), Some(&50.0));
-    let mut snap = Snapshot::default();
-    snap.heartbeat_age_s = ages;
+    let snap = Snapshot {
+        heartbeat_age_s: ages,
+        ..Snapshot::default()
+    };
     let text = render(&Tally::new(), &snap);
     assert_eq!(
         value(&text, r#"architect_node_heartbeat_age_seconds{node="n2"}"#),
@@ -435,7 +458,8 @@ fn a_scraper_reads_only_what_was_appended_and_waits_for_a_torn_line() {
     log.append(&started(0, "a", "shell")).unwrap();
     log.append(&completed(1_000, "t1", "a", 2_000)).unwrap();
     let mut s = Scraper::new();
-    let count = r#"architect_task_duration_seconds_count{session="a",profile="shell",outcome="done"}"#;
+    let count =
+        r#"architect_task_duration_seconds_count{session="a",profile="shell",outcome="done"}"#;
     assert_eq!(value(&s.scrape(&spool).unwrap(), count), Some(1.0));
     assert_eq!(s.tally().events(), 2);
 
@@ -446,7 +470,10 @@ fn a_scraper_reads_only_what_was_appended_and_waits_for_a_torn_line() {
     let (head, tail) = line.split_at(20);
     let append = |s: &str| {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
         f.write_all(s.as_bytes()).unwrap();
     };
     append(head);

@@ -59,7 +59,13 @@ fn metrics_count_a_daemons_tasks_and_promtool_accepts_them_with_the_daemon_up_or
     let env = Env::new(ONE_SHELL);
     let d = env.daemon();
     for i in 0..3 {
-        env.ok(&["submit", "--id", &format!("ok-{i}"), "--prompt", "echo fine"]);
+        env.ok(&[
+            "submit",
+            "--id",
+            &format!("ok-{i}"),
+            "--prompt",
+            "echo fine",
+        ]);
     }
     env.ok(&[
         "submit",
@@ -77,8 +83,14 @@ fn metrics_count_a_daemons_tasks_and_promtool_accepts_them_with_the_daemon_up_or
 
     let text = env.ok(&["metrics"]);
     assert_eq!(value(&text, r#"architect_tasks{state="done"}"#), Some(3.0));
-    assert_eq!(value(&text, r#"architect_tasks{state="failed"}"#), Some(1.0));
-    assert_eq!(value(&text, r#"architect_tasks{state="pending"}"#), Some(0.0));
+    assert_eq!(
+        value(&text, r#"architect_tasks{state="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"architect_tasks{state="pending"}"#),
+        Some(0.0)
+    );
     assert_eq!(value(&text, "architect_daemon_up"), Some(1.0));
     let labels = r#"session="sh-1",profile="shell""#;
     assert_eq!(
