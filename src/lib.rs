@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod llm;
 pub mod locks;
 pub mod log;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod profile;

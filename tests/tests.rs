@@ -19,6 +19,7 @@ mod layers;
 mod llm;
 mod locks;
 mod malformed;
+mod metrics;
 mod notify;
 mod policy;
 mod profiles;

@@ -9,6 +9,7 @@ mod hook;
 mod init;
 mod locks;
 pub mod logging;
+mod metrics;
 mod nodes;
 mod observe;
 mod policy;
@@ -249,6 +250,20 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         format: sql::FormatArg,
     },
+    /// Prometheus metrics (text format 0.0.4), from the event log and the spool's files:
+    /// tasks and sessions per state, dispatch latency and task duration histograms,
+    /// permission decisions, LLM tokens and spend, breakers, lock waits, node heartbeats.
+    #[command(
+        after_help = "For node_exporter's textfile collector, run it every minute (cron or a \
+        systemd timer):\n  architect metrics --output /var/lib/node_exporter/textfile/architect.prom\n\n\
+        The file is replaced atomically (temp file, rename). Works with the daemon up or down; \
+        in a fleet it reads every node's log. README, \"Metrics\", lists the metrics."
+    )]
+    Metrics {
+        /// Write to this file (atomically, mode 0644) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Per-session completed/failed counts, success rate and p50/p95 task time, from the log.
     Stats {
         /// JSON output.
@@ -371,6 +386,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         ),
         Cmd::Replay(args) => replay::run(&need(&spool)?, &args),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format.into()),
+        Cmd::Metrics { output } => metrics::run(&need(&spool)?, output.as_deref()),
         Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),
         Cmd::Stats { json, cost: true } => sql::cost(&need(&spool)?, &cli.config, json),
         Cmd::Demo { dir } => demo::run(dir),
