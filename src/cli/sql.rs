@@ -55,7 +55,8 @@ pub(crate) const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
     FROM llm_calls GROUP BY provider, model ORDER BY usd DESC, provider";
 
 /// Agent CLIs' spend per session and task, over the `agent_usage` view.
-pub(crate) const AGENT_TASKS_SQL: &str = "SELECT session, task_id, model, sum(input_tokens) AS input, \
+pub(crate) const AGENT_TASKS_SQL: &str =
+    "SELECT session, task_id, model, sum(input_tokens) AS input, \
     sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read, \
     sum(cache_write_tokens) AS cache_write, sum(reasoning_tokens) AS reasoning, \
     round(sum(cost_usd), 6) AS usd, bool_and(priced) AS priced \

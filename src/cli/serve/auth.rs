@@ -95,7 +95,10 @@ pub fn ensure_token(spool: &Spool) -> Result<(Token, PathBuf, bool)> {
 
 /// The token a request carries: `Authorization: Bearer …`, else the login cookie.
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         return v.strip_prefix("Bearer ").map(str::trim);
     }
     headers
@@ -127,11 +130,7 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 /// Every request passes here first (the rules in the module doc).
-pub async fn guard(
-    State(st): State<Arc<super::AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn guard(State(st): State<Arc<super::AppState>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let authed = presented(headers).is_some_and(|t| st.token.matches(t));
     let host = headers
@@ -178,10 +177,7 @@ pub struct Login {
 }
 
 /// Checks the token and sets the login cookie, then sends the browser to `/`.
-pub async fn login(
-    State(st): State<Arc<super::AppState>>,
-    Query(q): Query<Login>,
-) -> Response {
+pub async fn login(State(st): State<Arc<super::AppState>>, Query(q): Query<Login>) -> Response {
     if !st.token.matches(&q.token) {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -210,10 +206,22 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_told_from_other_names() {
-        for h in ["127.0.0.1:7878", "localhost:1", "LOCALHOST", "[::1]:80", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:7878",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "127.1.2.3",
+        ] {
             assert!(loopback_host(h), "{h}");
         }
-        for h in ["evil.example:7878", "10.0.0.1:7878", "[::2]:1", "", "localhost.evil:1"] {
+        for h in [
+            "evil.example:7878",
+            "10.0.0.1:7878",
+            "[::2]:1",
+            "",
+            "localhost.evil:1",
+        ] {
             assert!(!loopback_host(h), "{h}");
         }
     }
@@ -222,7 +230,10 @@ mod tests {
     fn the_token_comes_from_the_bearer_header_or_the_cookie() {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h), None);
-        h.insert(header::COOKIE, "a=b; architect_token=xyz; c=d".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=b; architect_token=xyz; c=d".parse().unwrap(),
+        );
         assert_eq!(presented(&h), Some("xyz"));
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
         assert_eq!(presented(&h), Some("abc"));

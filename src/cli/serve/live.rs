@@ -20,7 +20,9 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Opens the stream. Starts at the logs' current end: a page renders the state, the
 /// stream brings what changes after.
-pub async fn events(State(st): State<Shared>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+pub async fn events(
+    State(st): State<Shared>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     tokio::task::spawn_blocking(move || {
         let spool = st.spool.clone();
@@ -59,8 +61,10 @@ pub async fn events(State(st): State<Shared>) -> Sse<impl Stream<Item = Result<S
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -139,11 +139,7 @@ struct PageError(StatusCode, String);
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        (
-            self.0,
-            Html(pages::error_page(self.0, &self.1)),
-        )
-            .into_response()
+        (self.0, Html(pages::error_page(self.0, &self.1))).into_response()
     }
 }
 
@@ -181,7 +177,9 @@ async fn tasks(
             )
         })?),
     };
-    blocking(move || pages::tasks(&st.spool, state)).await.map(Html)
+    blocking(move || pages::tasks(&st.spool, state))
+        .await
+        .map(Html)
 }
 
 async fn task(
@@ -194,11 +192,15 @@ async fn task(
             format!("{id:?} is not a task id"),
         ));
     }
-    blocking(move || pages::task(&st.spool, &id)).await.map(Html)
+    blocking(move || pages::task(&st.spool, &id))
+        .await
+        .map(Html)
 }
 
 async fn approvals(State(st): State<Shared>) -> Result<Html<String>, PageError> {
-    blocking(move || pages::approvals(&st.spool)).await.map(Html)
+    blocking(move || pages::approvals(&st.spool))
+        .await
+        .map(Html)
 }
 
 async fn cost(State(st): State<Shared>) -> Result<Html<String>, PageError> {
@@ -206,7 +208,9 @@ async fn cost(State(st): State<Shared>) -> Result<Html<String>, PageError> {
 }
 
 async fn nodes(State(st): State<Shared>) -> Result<Html<String>, PageError> {
-    blocking(move || pages::nodes(&st.spool, &st.config)).await.map(Html)
+    blocking(move || pages::nodes(&st.spool, &st.config))
+        .await
+        .map(Html)
 }
 
 /// `/recordings/<task>.cast` or `/recordings/<task>.<n>.cast`: the recording as it is on
@@ -242,7 +246,10 @@ async fn recording(
     })
     .await?;
     Ok((
-        [(header::CONTENT_TYPE, "application/x-asciicast; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/x-asciicast; charset=utf-8",
+        )],
         bytes,
     )
         .into_response())
@@ -251,7 +258,9 @@ async fn recording(
 /// `/api/status`: the task counts of `architect status --json` (`tasks`) and the
 /// sessions by state (`sessions`: state → count).
 async fn status_json(State(st): State<Shared>) -> Result<Json<serde_json::Value>, PageError> {
-    blocking(move || pages::status_value(&st.spool)).await.map(Json)
+    blocking(move || pages::status_value(&st.spool))
+        .await
+        .map(Json)
 }
 
 /// The body of `POST /api/answer`.
@@ -289,7 +298,10 @@ async fn answer(State(st): State<Shared>, Json(body): Json<AnswerBody>) -> Respo
         Ok(format!(
             "{}: {} on {}",
             if body.approve { "approved" } else { "denied" },
-            q.question.action.as_deref().unwrap_or("(action unreadable)"),
+            q.question
+                .action
+                .as_deref()
+                .unwrap_or("(action unreadable)"),
             body.session
         ))
     })
@@ -307,9 +319,7 @@ async fn task_action(
             .map(|()| format!("cancel requested for {id}")),
         "retry" => super::tasks::request_retry(&st.spool, &id)
             .map(|()| format!("retry requested for {id}")),
-        other => Err(anyhow::anyhow!(
-            "no action {other:?} (cancel or retry)"
-        )),
+        other => Err(anyhow::anyhow!("no action {other:?} (cancel or retry)")),
     })
     .await
     .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));

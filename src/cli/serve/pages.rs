@@ -43,7 +43,11 @@ fn layout(title: &str, page: &str, body: &str) -> String {
     ]
     .iter()
     .map(|(id, href, label)| {
-        let cur = if *id == page { " class=\"current\"" } else { "" };
+        let cur = if *id == page {
+            " class=\"current\""
+        } else {
+            ""
+        };
         format!("<a href=\"{href}\"{cur}>{label}</a>")
     })
     .collect();
@@ -225,7 +229,11 @@ pub fn fleet(spool: &Spool) -> Result<String> {
                     state,
                     " <a href=\"/approvals\">{} asks: {}</a>",
                     esc(&a.id),
-                    esc(a.question.action.as_deref().unwrap_or("(action unreadable)"))
+                    esc(a
+                        .question
+                        .action
+                        .as_deref()
+                        .unwrap_or("(action unreadable)"))
                 );
             }
             if let Some(until) = s.limited_until {
@@ -276,7 +284,11 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
     let _ = write!(
         body,
         "<a href=\"/tasks\"{}>all</a>",
-        if cur.is_none() { " class=\"current\"" } else { "" }
+        if cur.is_none() {
+            " class=\"current\""
+        } else {
+            ""
+        }
     );
     for s in [
         "pending",
@@ -289,7 +301,11 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
         let _ = write!(
             body,
             " <a href=\"/tasks?state={s}\"{}>{s}</a>",
-            if cur == Some(s) { " class=\"current\"" } else { "" }
+            if cur == Some(s) {
+                " class=\"current\""
+            } else {
+                ""
+            }
         );
     }
     body.push_str("</p>");
@@ -299,16 +315,17 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
         .map(|(s, r)| {
             vec![
                 task_link(&r.id),
-                format!(
-                    "<span class=\"state {0}\">{0}</span>",
-                    r.display_state(*s)
-                ),
+                format!("<span class=\"state {0}\">{0}</span>", r.display_state(*s)),
                 r.task.priority().to_string(),
                 esc(r.session.as_deref().unwrap_or("")),
                 r.attempts.len().to_string(),
                 r.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 esc(&one_line(&r.task.prompt, 80)),
-                esc(&r.error.as_deref().map(|e| one_line(e, 80)).unwrap_or_default()),
+                esc(&r
+                    .error
+                    .as_deref()
+                    .map(|e| one_line(e, 80))
+                    .unwrap_or_default()),
             ]
         })
         .collect();
@@ -365,7 +382,10 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
     }
     field(
         "prompt",
-        format!("<pre>{}</pre>", esc(&architect::redact::redact(&rec.task.prompt))),
+        format!(
+            "<pre>{}</pre>",
+            esc(&architect::redact::redact(&rec.task.prompt))
+        ),
     );
     if let Some(e) = &rec.error {
         field("error", format!("<pre class=\"error\">{}</pre>", esc(e)));
@@ -397,7 +417,9 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
                 esc(&a.session),
                 esc(&a.node),
                 a.started_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                (a.finished_at - a.started_at).num_milliseconds().to_string(),
+                (a.finished_at - a.started_at)
+                    .num_milliseconds()
+                    .to_string(),
                 esc(&format!("{:?}", a.outcome)),
                 esc(a.error.as_deref().unwrap_or("")),
             ]
@@ -429,7 +451,9 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
     body.push_str("<h2>Recordings</h2>");
     let found = architect::record::find_task(spool, &rec.id);
     if found.files.is_empty() {
-        body.push_str("<p class=\"empty\">no recording (a provider session, recordings off, or pruned)</p>");
+        body.push_str(
+            "<p class=\"empty\">no recording (a provider session, recordings off, or pruned)</p>",
+        );
     } else {
         body.push_str("<ul id=\"recordings\">");
         for (attempt, path) in &found.files {
@@ -506,7 +530,11 @@ pub fn approvals(spool: &Spool) -> Result<String> {
                 format!("<code>{}</code>", esc(&a.id)),
                 format!(
                     "<code>{}</code>",
-                    esc(a.question.action.as_deref().unwrap_or("(action unreadable)"))
+                    esc(a
+                        .question
+                        .action
+                        .as_deref()
+                        .unwrap_or("(action unreadable)"))
                 ),
                 esc(&a.rule),
                 esc(&a.reason),
@@ -585,9 +613,11 @@ pub fn cost(spool: &Spool) -> Result<String> {
     let by_session = sql::run(&dirs, crate::cli::sql::AGENT_SESSIONS_SQL)?;
     let by_task = sql::run(&dirs, crate::cli::sql::AGENT_TASKS_SQL)?;
     let by_day = sql::run(&dirs, COST_BY_DAY_SQL)?;
-    let mut body = String::from("<h1>Cost</h1><p class=\"hint\">USD, from the event log \
+    let mut body = String::from(
+        "<h1>Cost</h1><p class=\"hint\">USD, from the event log \
         (<code>llm_calls</code> and <code>agent_usage</code>; prices from config/providers.toml \
-        and config/prices.toml).</p>");
+        and config/prices.toml).</p>",
+    );
     body.push_str("<h2>By day</h2>");
     body.push_str(&bars(&by_day, "day", "total_usd", "chart-day"));
     body.push_str(&query_table(&by_day, "cost-day"));
