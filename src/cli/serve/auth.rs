@@ -160,7 +160,7 @@ pub async fn guard(State(st): State<Arc<super::AppState>>, req: Request, next: N
                 );
             }
         }
-    } else if !authed && !(st.bound.ip().is_loopback() && loopback_host(host)) {
+    } else if !(authed || (st.bound.ip().is_loopback() && loopback_host(host))) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "this dashboard needs its token for every request (bound beyond loopback): open \
