@@ -337,3 +337,58 @@ fn bound_beyond_loopback_every_request_needs_the_token() {
     assert_eq!(v["daemon"], false);
     assert_eq!(v["tasks"]["done"], 0);
 }
+
+#[test]
+fn the_cost_page_sums_spend_by_provider_model_session_and_day() {
+    let env = Env::new(ONE_SHELL);
+    let log = env.spool.join("log/events-test-20261201.jsonl");
+    let call = |ts: &str, provider: &str, model: &str, usd: f64| {
+        format!(
+            r#"{{"ts":"{ts}","node":"test","type":"llm_call","task_id":"t","session":null,"data":{{"attempt":1,"cache_read_tokens":0,"cache_write_tokens":0,"cost_usd":{usd},"error":null,"input_tokens":4,"latency_ms":7,"model":"{model}","ok":true,"output_tokens":10,"provider":"{provider}","reasoning_tokens":0,"status":200}}}}"#
+        )
+    };
+    let usage = r#"{"ts":"2026-12-01T10:00:00Z","node":"test","type":"agent_usage","task_id":"a1","session":"claude-1","data":{"cache_read_tokens":0,"cache_write_tokens":0,"cost_usd":0.5,"input_tokens":1000,"model":"claude-x","output_tokens":20,"priced":true,"reasoning_tokens":0}}"#;
+    let lines = [
+        call("2026-11-30T10:00:00Z", "strong", "big-model", 0.25),
+        call("2026-12-01T10:00:00Z", "strong", "big-model", 0.75),
+        call("2026-12-01T11:00:00Z", "local", "small-model", 0.0),
+        usage.to_string(),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let s = serve(&env, "127.0.0.1:0");
+    let (code, page) = http(&s.addr, "GET", "/cost", &[], "");
+    assert_eq!(code, 200, "{page}");
+    let table = |id: &str| {
+        let start = page
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} missing: {page}"));
+        let end = page[start..]
+            .find("</table>")
+            .map_or(page.len(), |e| start + e);
+        page[start..end].to_string()
+    };
+    // By provider and model: 2 calls, $1 on the strong model.
+    let by_model = table("cost-provider");
+    assert!(
+        by_model.contains("<td>strong</td><td>big-model</td><td>2</td>"),
+        "{by_model}"
+    );
+    // By day: the agent's $0.50 and the $0.75 call on Dec 1, $0.25 on Nov 30.
+    let by_day = table("cost-day");
+    assert!(
+        by_day.contains("<td>2026-11-30</td><td>0.25</td><td>0.0</td><td>0.25</td>"),
+        "{by_day}"
+    );
+    assert!(
+        by_day.contains("<td>2026-12-01</td><td>0.75</td><td>0.5</td><td>1.25</td>"),
+        "{by_day}"
+    );
+    // By session: the agent CLI's spend.
+    let by_session = table("cost-session");
+    assert!(
+        by_session.contains("<td>claude-1</td><td>1</td><td>0.5</td>"),
+        "{by_session}"
+    );
+    // The bars are scaled to the largest day.
+    assert!(page.contains("style=\"width:100.0%\""), "{page}");
+}
