@@ -24,6 +24,7 @@ mod notify;
 mod policy;
 mod profiles;
 mod record;
+mod serve;
 mod spool_flow;
 mod sql_stats;
 mod worktrees;

@@ -14,6 +14,7 @@ mod nodes;
 mod observe;
 mod policy;
 mod replay;
+mod serve;
 mod sql;
 mod submit;
 mod tasks;
@@ -70,7 +71,7 @@ impl Cli {
     pub fn is_long_running(&self) -> bool {
         matches!(
             self.command,
-            Cmd::Daemon { .. } | Cmd::Demo { .. } | Cmd::Bench(_)
+            Cmd::Daemon { .. } | Cmd::Demo { .. } | Cmd::Bench(_) | Cmd::Serve(_)
         )
     }
 
@@ -226,6 +227,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the web dashboard: sessions, queue, tasks, approvals, cost, nodes, with live
+    /// updates. Prints its address and a login URL (the token of spool/locks/serve.token).
+    #[command(
+        after_help = "Pages: / (fleet), /tasks?state=S, /tasks/ID, /approvals, /cost, /nodes; \
+        /events is the live event stream (server-sent events), /recordings/TASK.cast a task's \
+        recording.\n\nReading is open on loopback; approve, deny, cancel and retry need the \
+        token: open the printed login URL once (it sets an HttpOnly, SameSite=Strict cookie), \
+        or send `Authorization: Bearer <token>`. Bound beyond loopback, every request needs it."
+    )]
+    Serve(serve::ServeArgs),
     /// Play a task's terminal recording here, with its timing (asciicast v2, under
     /// spool/recordings/; found on whichever node ran the task).
     Replay(replay::ReplayArgs),
@@ -385,6 +396,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         ),
         Cmd::Replay(args) => replay::run(&need(&spool)?, &args),
+        Cmd::Serve(args) => serve::run(&need(&spool)?, &cli.config, &args),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format.into()),
         Cmd::Metrics { output } => metrics::run(&need(&spool)?, output.as_deref()),
         Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),

@@ -42,38 +42,7 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) -> Result<ExitCode> {
-    let states: Vec<TaskState> = match state {
-        Some(s) => vec![s.into()],
-        None => TaskState::ALL.to_vec(),
-    };
-    let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
-    // In a fleet, every node's records, each task once: where its best copy is.
-    let members = spool.members();
-    let best = (members.len() > 1).then(|| spool.fleet_tasks());
-    for s in states {
-        let mut recs = Vec::new();
-        for m in &members {
-            for r in m.list(s)? {
-                let keep = best.as_ref().is_none_or(|b| {
-                    b.get(&r.id)
-                        .is_some_and(|(bs, bm)| *bs == s && bm.state_root() == m.state_root())
-                });
-                if keep {
-                    recs.push(r);
-                }
-            }
-        }
-        if matches!(state, Some(StateArg::WaitingLock)) {
-            recs.retain(|r| r.waiting_lock.is_some());
-        }
-        recs.sort_by(|a, b| {
-            a.received_at
-                .cmp(&b.received_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        let skip = recs.len().saturating_sub(limit);
-        rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
-    }
+    let rows = collect(spool, state, limit)?;
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -125,6 +94,52 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     }
     println!("{t}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `architect tasks` as data: the tasks in `state` (every state when `None`), each state's
+/// newest `limit` by receipt time, oldest first; in a fleet each task once, where its best
+/// copy is.
+///
+/// # Errors
+/// A state directory cannot be listed.
+pub(crate) fn collect(
+    spool: &Spool,
+    state: Option<StateArg>,
+    limit: usize,
+) -> Result<Vec<(TaskState, TaskRecord)>> {
+    let states: Vec<TaskState> = match state {
+        Some(s) => vec![s.into()],
+        None => TaskState::ALL.to_vec(),
+    };
+    let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
+    // In a fleet, every node's records, each task once: where its best copy is.
+    let members = spool.members();
+    let best = (members.len() > 1).then(|| spool.fleet_tasks());
+    for s in states {
+        let mut recs = Vec::new();
+        for m in &members {
+            for r in m.list(s)? {
+                let keep = best.as_ref().is_none_or(|b| {
+                    b.get(&r.id)
+                        .is_some_and(|(bs, bm)| *bs == s && bm.state_root() == m.state_root())
+                });
+                if keep {
+                    recs.push(r);
+                }
+            }
+        }
+        if matches!(state, Some(StateArg::WaitingLock)) {
+            recs.retain(|r| r.waiting_lock.is_some());
+        }
+        recs.sort_by(|a, b| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let skip = recs.len().saturating_sub(limit);
+        rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
+    }
+    Ok(rows)
 }
 
 pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
@@ -262,6 +277,18 @@ fn owned_elsewhere(spool: &Spool, id: &str) -> Option<String> {
 }
 
 pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_cancel(spool, id)?;
+    println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that task `id` is this node's and not final, and writes the control request
+/// that cancels it.
+///
+/// # Errors
+/// Still in the inbox, another node's, unknown, already final; the request cannot be
+/// written.
+pub(crate) fn request_cancel(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         None if spool.inbox().join(format!("{id}.json")).exists() => {
             bail!("task {id} is still in the inbox (the daemon has not read it yet); try again once it is pending")
@@ -279,11 +306,21 @@ pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Cancel {
         task_id: id.to_string(),
     })?;
-    println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_retry(spool, id)?;
+    println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that task `id` is this node's and failed or cancelled, and writes the control
+/// request that queues it again with a fresh retry budget.
+///
+/// # Errors
+/// In another state, another node's, unknown; the request cannot be written.
+pub(crate) fn request_retry(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         Some(TaskState::Failed | TaskState::Cancelled) => {}
         Some(s) => bail!(
@@ -301,6 +338,5 @@ pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Retry {
         task_id: id.to_string(),
     })?;
-    println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
