@@ -229,12 +229,23 @@ impl FleetFiles for SpoolFiles<'_> {
         read_all::<Adoption>(&self.spool.node_dir(by).join("adopted"))
     }
 
-    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+    fn live_records(
+        &mut self,
+        node: &str,
+        except: &std::collections::BTreeSet<String>,
+    ) -> Vec<(TaskRecord, bool)> {
         let theirs = Spool::for_node(self.spool.root(), node);
         let mut out = Vec::new();
         for (state, started) in [(TaskState::Pending, false), (TaskState::Active, true)] {
-            for r in theirs.list(state).unwrap_or_default() {
-                out.push((r, started));
+            for id in theirs.list_ids(state).unwrap_or_default() {
+                if except.contains(&id) {
+                    continue;
+                }
+                match theirs.read_record(&theirs.task_path(state, &id)) {
+                    Ok(r) => out.push((r, started)),
+                    // (Gone since the listing, or half-synced: the next tick sees it.)
+                    Err(e) => tracing::debug!(task = %id, "reading {node}'s record: {e}"),
+                }
             }
         }
         out

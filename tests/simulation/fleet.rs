@@ -691,7 +691,7 @@ impl FleetFiles for Files<'_> {
             .collect()
     }
 
-    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+    fn live_records(&mut self, node: &str, except: &BTreeSet<String>) -> Vec<(TaskRecord, bool)> {
         let Some(n) = self.index(node) else {
             return Vec::new();
         };
@@ -699,9 +699,11 @@ impl FleetFiles for Files<'_> {
         let view = &sh.sync.views[self.me];
         let mut out = Vec::new();
         for (dir, started) in [(Dir::Pending, false), (Dir::Active, true)] {
-            for (_, e) in scan(view, n, dir) {
+            for (k, e) in scan(view, n, dir) {
                 if let Body::Record(r) = &*e.body {
-                    out.push((r.clone(), started));
+                    if !except.contains(&k.2) {
+                        out.push((r.clone(), started));
+                    }
                 }
             }
         }
