@@ -11,12 +11,13 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use architect::config::Config;
 use architect::daemon::DaemonLock;
 use architect::log::{log_files, Event};
-use architect::session::SessionFile;
+use architect::session::{PendingApproval, SessionFile};
 use architect::spool::task::TaskState;
 use architect::spool::{ControlRequest, Spool};
 
-/// Every node's sessions (in a fleet, each node writes its own `sessions/`).
-fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
+/// Every node's sessions (in a fleet, each node writes its own `sessions/`), sorted by
+/// name.
+pub(crate) fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
     let mut out = Vec::new();
     let members = spool.members();
     let fleet = members.len() > 1;
@@ -70,13 +71,13 @@ fn count_waiting_lock(spool: &Spool) -> usize {
         .count()
 }
 
-pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
-    let node =
-        Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
-    let daemon = DaemonLock::is_held(spool);
+/// Counts of tasks per spool directory, in the order `status` prints them: `inbox`,
+/// each [`TaskState`]'s directory with `waiting_lock` (the pending tasks waiting for their
+/// locks) after `pending`, then `rejected`. In a fleet each task counts once, where its
+/// best copy is (a final record wins).
+pub(crate) fn task_counts(spool: &Spool) -> serde_json::Map<String, serde_json::Value> {
     let mut counts = serde_json::Map::new();
     let members = spool.members();
-    // In a fleet, each task once, where its best copy is (a final record wins).
     let fleet = (members.len() > 1).then(|| spool.fleet_tasks());
     for d in ["inbox"]
         .into_iter()
@@ -94,6 +95,15 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
             counts.insert("waiting_lock".into(), waiting.into());
         }
     }
+    counts
+}
+
+pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
+    let node =
+        Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
+    let daemon = DaemonLock::is_held(spool);
+    let counts = task_counts(spool);
+    let members = spool.members();
     // Tasks that ran on two nodes (a partition made a live node look dead).
     let duplicates: Vec<String> = members
         .iter()
@@ -246,20 +256,24 @@ pub fn send(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `architect approve|deny <session>`: answers the permission question the session is
-/// waiting on (its profile's yes or no key).
-pub fn answer(
+/// Checks that `session` waits on question `question` and asks the daemon (a control
+/// request) to answer it with the profile's yes (`approve`) or no key. Returns the
+/// question answered. What `architect approve|deny` and `architect top` do.
+///
+/// # Errors
+/// No such session; it waits on no question; `question` is `None` (the caller must name
+/// the question it read) or no longer the open one; the control request cannot be written.
+pub(crate) fn request_answer(
     spool: &Spool,
     session: &str,
     question: Option<&str>,
     approve: bool,
-    json: bool,
-) -> Result<ExitCode> {
+) -> Result<PendingApproval> {
     let file = read_sessions(spool)?
         .into_iter()
         .find(|s| s.name == session)
         .ok_or_else(|| anyhow::anyhow!("no session {session:?} (see `architect sessions`)"))?;
-    let Some(pending) = &file.approval else {
+    let Some(pending) = file.approval else {
         bail!(
             "session {session} is not waiting for an approval (state {}); \
              to type into it anyway use `architect send`",
@@ -293,6 +307,20 @@ pub fn answer(
         approve,
         question: question.to_string(),
     })?;
+    Ok(pending)
+}
+
+/// `architect approve|deny <session>`: answers the permission question the session is
+/// waiting on (its profile's yes or no key).
+pub fn answer(
+    spool: &Spool,
+    session: &str,
+    question: Option<&str>,
+    approve: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let pending = request_answer(spool, session, question, approve)?;
+    let verb = if approve { "approve" } else { "deny" };
     if json {
         println!(
             "{}",

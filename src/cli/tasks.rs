@@ -208,7 +208,13 @@ fn owned_elsewhere(spool: &Spool, id: &str) -> Option<String> {
         .and_then(|m| m.member_node())
 }
 
-pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
+/// Checks that task `id` is this node's and not final, then asks the daemon to cancel it
+/// (a control request). What `architect cancel` and `architect top` do.
+///
+/// # Errors
+/// The task is still in the inbox, another node's, unknown or already final; the control
+/// request cannot be written.
+pub(crate) fn request_cancel(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         None if spool.inbox().join(format!("{id}.json")).exists() => {
             bail!("task {id} is still in the inbox (the daemon has not read it yet); try again once it is pending")
@@ -226,11 +232,23 @@ pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Cancel {
         task_id: id.to_string(),
     })?;
+    Ok(())
+}
+
+pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_cancel(spool, id)?;
     println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
+/// Checks that task `id` is this node's and failed or cancelled, then asks the daemon to
+/// queue it again with a fresh retry budget (a control request). What `architect retry`
+/// and `architect top` do.
+///
+/// # Errors
+/// The task is in another state, another node's or unknown; the control request cannot be
+/// written.
+pub(crate) fn request_retry(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         Some(TaskState::Failed | TaskState::Cancelled) => {}
         Some(s) => bail!(
@@ -248,6 +266,11 @@ pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Retry {
         task_id: id.to_string(),
     })?;
+    Ok(())
+}
+
+pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_retry(spool, id)?;
     println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
     Ok(ExitCode::SUCCESS)
 }
