@@ -24,4 +24,5 @@ mod profiles;
 mod record;
 mod spool_flow;
 mod sql_stats;
+mod top;
 mod worktrees;
