@@ -224,7 +224,7 @@ impl App {
                     .cmp(&state_rank(&b.state))
                     .then_with(|| b.received_at.cmp(&a.received_at))
             }),
-            Sort::Elapsed => v.sort_by(|a, b| a.received_at.cmp(&b.received_at)),
+            Sort::Elapsed => v.sort_by_key(|a| a.received_at),
         }
         v
     }
