@@ -27,4 +27,5 @@ mod record;
 mod serve;
 mod spool_flow;
 mod sql_stats;
+mod top;
 mod worktrees;

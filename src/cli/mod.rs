@@ -18,6 +18,7 @@ mod serve;
 mod sql;
 mod submit;
 mod tasks;
+mod top;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -209,6 +210,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the fleet: sessions (state, task, elapsed, last screen line), the
+    /// queue, throughput, spend today, approvals waiting and nodes, refreshed every second.
+    #[command(
+        after_help = "Keys: q/Esc quit · ↑↓ or j/k select · Tab sessions/tasks panel · / filter · \
+        s cycle sort · a approve / d deny the selected session's question · c cancel / r retry \
+        the selected task · Enter attach to the session.\n\nWith the daemon down it shows \
+        the spool read-only (\"daemon down: read-only\"). `--once` prints one frame as text."
+    )]
+    Top(top::TopArgs),
     /// Print the event log.
     Logs {
         /// Keep printing new events as they are written.
@@ -381,6 +391,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             question,
             json,
         } => observe::answer(&need(&spool)?, &session, question.as_deref(), false, json),
+        Cmd::Top(args) => top::run(&need(&spool)?, &cli.config, &args),
         Cmd::Logs {
             follow,
             task,

@@ -13,8 +13,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde::Serialize;
 
-/// One row of `architect nodes --json`.
-#[derive(Debug, Serialize)]
+/// One row of `architect nodes --json` (and of `architect top`'s nodes panel).
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {
     pub(crate) node: String,
     /// This node.
@@ -39,6 +39,13 @@ pub(crate) struct Row {
 pub(crate) fn rows(spool: &Spool, config_dir: &Path) -> Result<(Vec<Row>, bool, String)> {
     let config = Config::load(config_dir).context("loading the config")?;
     let daemon = architect::daemon::DaemonLock::is_held(spool).is_some();
+    let rows = rows_for(spool, &config);
+    Ok((rows, daemon, config.node))
+}
+
+/// The rows of `architect nodes` for a loaded `config` (see [`rows`]).
+pub(crate) fn rows_for(spool: &Spool, config: &Config) -> Vec<Row> {
+    let daemon = architect::daemon::DaemonLock::is_held(spool).is_some();
     let view: Option<View> = if daemon {
         std::fs::read(spool.node_dir(&config.node).join("view.json"))
             .ok()
@@ -46,7 +53,7 @@ pub(crate) fn rows(spool: &Spool, config_dir: &Path) -> Result<(Vec<Row>, bool, 
     } else {
         None
     };
-    let rows: Vec<Row> = config
+    config
         .nodes
         .node
         .iter()
@@ -80,8 +87,7 @@ pub(crate) fn rows(spool: &Spool, config_dir: &Path) -> Result<(Vec<Row>, bool, 
                 heartbeat,
             }
         })
-        .collect();
-    Ok((rows, daemon, config.node))
+        .collect()
 }
 
 /// Prints the fleet. With no `nodes.toml` (or one node), says the spool is single-node.

@@ -11,7 +11,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use architect::config::Config;
 use architect::daemon::DaemonLock;
 use architect::log::{log_files, Event};
-use architect::session::SessionFile;
+use architect::session::{PendingApproval, SessionFile};
 use architect::spool::task::TaskState;
 use architect::spool::{ControlRequest, Spool};
 
@@ -77,7 +77,6 @@ fn count_waiting_lock(spool: &Spool) -> usize {
 pub(crate) fn task_counts(spool: &Spool) -> serde_json::Map<String, serde_json::Value> {
     let mut counts = serde_json::Map::new();
     let members = spool.members();
-    // In a fleet, each task once, where its best copy is (a final record wins).
     let fleet = (members.len() > 1).then(|| spool.fleet_tasks());
     for d in ["inbox"]
         .into_iter()
@@ -287,23 +286,25 @@ pub fn answer(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Checks that `session` waits on question `question` and writes the control request
-/// that answers it (yes when `approve`); returns the question answered.
+/// Checks that `session` waits on question `question` and asks the daemon (a control
+/// request) to answer it with the profile's yes (`approve`) or no key. Returns the
+/// question answered. What `architect approve|deny`, `architect top` and the dashboard do.
 ///
 /// # Errors
-/// No such session, it waits on no question or on another one (nothing is written then),
-/// or the control request cannot be written.
+/// No such session; it waits on no question; `question` is `None` (the caller must name
+/// the question it read) or no longer the open one (nothing is written then); the control
+/// request cannot be written.
 pub(crate) fn request_answer(
     spool: &Spool,
     session: &str,
     question: Option<&str>,
     approve: bool,
-) -> Result<architect::session::PendingApproval> {
+) -> Result<PendingApproval> {
     let file = read_sessions(spool)?
         .into_iter()
         .find(|s| s.name == session)
         .ok_or_else(|| anyhow::anyhow!("no session {session:?} (see `architect sessions`)"))?;
-    let Some(pending) = &file.approval else {
+    let Some(pending) = file.approval else {
         bail!(
             "session {session} is not waiting for an approval (state {}); \
              to type into it anyway use `architect send`",
