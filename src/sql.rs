@@ -53,12 +53,14 @@ const TASKS_VIEW: &str = r"
 CREATE VIEW tasks AS
 SELECT
   task_id,
-  arg_max(CASE type
-            WHEN 'task_completed' THEN 'done'
+  -- done is final (retry applies to failed and cancelled tasks): a later event of the
+  -- task on another node of a fleet (one that took a stale copy) does not undo it
+  CASE WHEN bool_or(type = 'task_completed') THEN 'done'
+  ELSE arg_max(CASE type
             WHEN 'task_failed' THEN 'failed'
             WHEN 'task_cancelled' THEN 'cancelled'
             WHEN 'task_assigned' THEN 'active'
-            ELSE 'pending' END, ts) AS state,
+            ELSE 'pending' END, ts) END AS state,
   arg_max(session, ts) FILTER (WHERE type = 'task_assigned') AS session,
   count(*) FILTER (WHERE type = 'task_assigned') AS attempts,
   CAST(any_value(data->>'priority') FILTER (WHERE type = 'task_queued') AS INTEGER) AS priority,

@@ -451,8 +451,8 @@ impl NodeCore {
 
     /// Raises this node's epoch to that of the adoptions of it it sees (for its
     /// heartbeat: the adopter's and a returning node's sign that it learnt), and stands
-    /// down from each task it holds — queued, running, offered, or finished and named by
-    /// such an adoption — that another node claims above it.
+    /// down from each task it holds — queued, running or offered — that another node
+    /// claims above it.
     fn stand_down_outclaimed(
         &mut self,
         files: &mut impl FleetFiles,
@@ -471,13 +471,6 @@ impl NodeCore {
             self.offers
                 .keys()
                 .filter(|id| self.has_offer_out(id))
-                .cloned(),
-        );
-        ids.extend(
-            adoptions
-                .iter()
-                .flat_map(|a| a.claims.keys())
-                .filter(|id| host.status(id) == HostStatus::Final)
                 .cloned(),
         );
         for id in ids {
@@ -549,20 +542,14 @@ impl NodeCore {
         if matches!(status, HostStatus::Queued | HostStatus::Running) {
             host.disown(id, why.to_string());
         }
-        if matches!(status, HostStatus::Running | HostStatus::Final)
-            && self.doubles.insert(id.to_string())
-        {
+        // (A task finished here is not disowned, and its other run, if any, is logged
+        // when both final records are seen: `log_double_finals`. An adopter may have
+        // taken it from a record that synced before its done record, and never run it.)
+        if status == HostStatus::Running && self.doubles.insert(id.to_string()) {
             let d = Duplicate {
                 task_id: id.to_string(),
                 nodes: vec![self.me.clone(), owner.to_string()],
-                why: format!(
-                    "{why}; it had {} here",
-                    if status == HostStatus::Final {
-                        "finished"
-                    } else {
-                        "started"
-                    }
-                ),
+                why: format!("{why}; it had started here"),
             };
             files.write_duplicate(&d);
             notes.push((
