@@ -70,6 +70,25 @@ fn count_waiting_lock(spool: &Spool) -> usize {
         .count()
 }
 
+/// The queue's states in the order `status`, `top` and the dashboard show them: the
+/// inbox, each state directory with `waiting_lock` after `pending`, then `rejected`.
+pub(crate) const QUEUE_STATES: [&str; 8] = [
+    "inbox",
+    "pending",
+    "waiting_lock",
+    "active",
+    "done",
+    "failed",
+    "cancelled",
+    "rejected",
+];
+
+/// The states a task list can be filtered by (the queue's, less the inbox and rejected).
+pub(crate) const TASK_STATES: &[&str] = {
+    let [_, rest @ .., _] = &QUEUE_STATES;
+    rest
+};
+
 /// Tasks per directory, as `architect status` counts them: `inbox`, each state's
 /// directory (`pending`, then `waiting_lock` — the pending ones waiting for their locks —,
 /// `active`, `done`, `failed`, `cancelled`) and `rejected`. In a fleet each task counts

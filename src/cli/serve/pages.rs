@@ -290,14 +290,7 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
             ""
         }
     );
-    for s in [
-        "pending",
-        "waiting_lock",
-        "active",
-        "done",
-        "failed",
-        "cancelled",
-    ] {
+    for &s in crate::cli::observe::TASK_STATES {
         let _ = write!(
             body,
             " <a href=\"/tasks?state={s}\"{}>{s}</a>",
@@ -696,14 +689,7 @@ mod tests {
 
     #[test]
     fn every_state_filter_round_trips() {
-        for s in [
-            "pending",
-            "waiting_lock",
-            "active",
-            "done",
-            "failed",
-            "cancelled",
-        ] {
+        for &s in crate::cli::observe::TASK_STATES {
             assert_eq!(parse_state(s).map(state_name), Some(s));
         }
         assert!(parse_state("running").is_none());

@@ -125,7 +125,7 @@ impl Snapshot {
             }
         };
         let counts = observe::task_counts(spool);
-        let queue = QUEUE_ORDER
+        let queue = observe::QUEUE_STATES
             .iter()
             .map(|k| {
                 let n = counts
@@ -165,18 +165,6 @@ impl Snapshot {
             .map_or(0, |(_, n)| *n)
     }
 }
-
-/// The queue states in the order shown.
-const QUEUE_ORDER: [&str; 8] = [
-    "inbox",
-    "pending",
-    "waiting_lock",
-    "active",
-    "done",
-    "failed",
-    "cancelled",
-    "rejected",
-];
 
 fn session_row(spool: &Spool, fleet: bool, s: SessionFile) -> SessionRow {
     let member = if fleet {
