@@ -56,9 +56,9 @@
 //! offer is outstanding, in a node's memory or on its disk.
 //!
 //! Running it: `cargo test --test simulation` runs [`SEEDS`] seeds in `fleet_seeds`,
-//! half strict (even) and half chaotic (odd): 1,253,156 steps, 49,757 tasks, 1,938
-//! crashes, 380 partitions, 1,272 adoptions; 15 to 30 s for the whole target (beside the
-//! single-node simulation) on 2 cores, 9 s alone — and prints seeds,
+//! half strict (even) and half chaotic (odd): 1,313,816 steps, 48,403 tasks, 1,875
+//! crashes, 328 partitions, 1,402 adoptions; 15 to 30 s for the whole target (beside the
+//! single-node simulation) on 2 cores, 9 to 15 s alone — and prints seeds,
 //! steps and seconds; `ARCHITECT_SIM_CHAOS=1` makes three seeds in four chaotic;
 //! `ARCHITECT_SIM_SEEDS=n` runs `n` seeds (a soak: `ARCHITECT_SIM_SEEDS=20000`,
 //! `ARCHITECT_SIM_FROM=k` picks the first);
@@ -71,10 +71,9 @@
 //! down from it and logs `duplicate_run`; in chaotic seeds also after a partition or a
 //! live node presumed dead, and every such double completion is logged too (the drain
 //! checks that every task completed twice, or final on two nodes, has a `duplicate_run`
-//! note). Figures of the default run: 1,147 double completions, 2,932 `duplicate_run`
-//! notes, 734 steps with a branch held on two nodes (all after a partition or a false
-//! suspicion). Chaotic seeds 0..199 (`ARCHITECT_SIM_CHAOS=1`, 150 of them chaotic) all
-//! pass.
+//! note). Figures of the default run: 1,223 double completions, 1,467 `duplicate_run`
+//! notes, 967 steps with a branch held on two nodes (all after a partition or a false
+//! suspicion). The soak below holds them too.
 //!
 //! **The invariants bite**: each of these bugs, planted one at a time in `src/fleet/` or
 //! in this model and not committed, made the run fail (seed, step, message):
