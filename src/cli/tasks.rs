@@ -32,7 +32,8 @@ impl From<StateArg> for TaskState {
     }
 }
 
-fn one_line(s: &str, max: usize) -> String {
+/// `s` on one line (whitespace runs as one space), cut to `max` characters with `…`.
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max - 1).collect::<String>())

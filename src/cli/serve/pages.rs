@@ -140,14 +140,7 @@ fn state_name(s: StateArg) -> &'static str {
     }
 }
 
-fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > max {
-        format!("{}…", flat.chars().take(max - 1).collect::<String>())
-    } else {
-        flat
-    }
-}
+use crate::cli::tasks::one_line;
 
 fn task_link(id: &str) -> String {
     format!("<a href=\"/tasks/{0}\">{0}</a>", esc(id))
