@@ -95,21 +95,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(parent(path))
 }
 
-/// Creates a new file (never an existing one), mode 0600, close-on-exec.
-fn create_new_private(path: &Path) -> std::io::Result<File> {
+/// Writes `bytes` to `path` atomically (temp file, rename; no `fsync`), mode 0644: for
+/// files that other users' programs read, such as the metrics file node_exporter's
+/// textfile collector picks up. The temp file is dot-named, so a reader matching `*.prom`
+/// never sees a half-written file.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_atomic_public(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_then_rename_mode(path, bytes, false, 0o644)
+}
+
+/// Creates a new file (never an existing one), with `mode` (before the umask),
+/// close-on-exec.
+fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
 }
 
 fn write_then_rename(path: &Path, bytes: &[u8], sync_file: bool) -> Result<()> {
+    write_then_rename_mode(path, bytes, sync_file, 0o600)
+}
+
+fn write_then_rename_mode(path: &Path, bytes: &[u8], sync_file: bool, mode: u32) -> Result<()> {
     let tmp = temp_name(path);
     let result = (|| {
-        let mut f =
-            create_new_private(&tmp).map_err(|e| Error::io("creating temp file", &tmp, e))?;
+        let mut f = create_new(&tmp, mode).map_err(|e| Error::io("creating temp file", &tmp, e))?;
+        if mode != 0o600 {
+            // The mode asked for, whatever the umask (a umask of 077 would hide a public
+            // file from the reader it is for).
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("setting the mode of temp file", &tmp, e))?;
+        }
         f.write_all(bytes)
             .map_err(|e| Error::io("writing temp file", &tmp, e))?;
         if sync_file {
@@ -662,7 +684,7 @@ impl WriteBatch {
             let _ = fs::remove_file(&tmp);
         }
         let tmp = temp_name(path);
-        let f = create_new_private(&tmp);
+        let f = create_new(&tmp, 0o600);
         (tmp, f)
     }
 
@@ -684,7 +706,7 @@ impl WriteBatch {
             }
         }
         let tmp = temp_name(path);
-        let f = create_new_private(&tmp);
+        let f = create_new(&tmp, 0o600);
         (tmp, f)
     }
 
@@ -857,7 +879,7 @@ fn make_spares(shared: &SparesShared) {
         };
         drop(st);
         let tmp = dir.join(format!(".spare.{}.tmp", ulid::Ulid::new()));
-        let made = create_new_private(&tmp).is_ok();
+        let made = create_new(&tmp, 0o600).is_ok();
         st = shared
             .state
             .lock()

@@ -15,10 +15,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::extract::{self, Extractor};
 
 /// The state of an agent terminal as read from its screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -108,6 +111,11 @@ pub struct ProfileFile {
     /// Continuing the conversation after the program died.
     #[serde(default)]
     pub resume: Option<ResumeSpec>,
+    /// Extraction patterns for this profile's sessions, on top of the built-in ones
+    /// (`config/extract.toml`): `[[extract]]` entries of the same shape
+    /// ([`crate::extract::PatternSpec`]); one with a built-in's name replaces it.
+    #[serde(default)]
+    pub extract: Vec<crate::extract::PatternSpec>,
 }
 
 /// `[resume]`: how a restarted session continues its conversation. `{conversation}` in
@@ -523,6 +531,9 @@ pub struct Profile {
     prompt_line: Option<Regex>,
     limits: Vec<Regex>,
     limit_menus: Vec<Option<Regex>>,
+    /// The built-in extraction patterns with `[[extract]]` laid over them; `None` when
+    /// the profile adds none (the shared built-in set is used).
+    extractor: Option<Arc<Extractor>>,
 }
 
 fn compile(profile: &str, field: &str, pattern: &str) -> Result<Regex> {
@@ -668,6 +679,27 @@ impl Profile {
                 });
             }
         }
+        let extractor = if spec.extract.is_empty() {
+            None
+        } else {
+            let merged = extract::merge(extract::builtin_specs(), &spec.extract);
+            let mut names = std::collections::HashSet::new();
+            for (i, p) in spec.extract.iter().enumerate() {
+                let at = |e: extract::ExtractError| Error::Profile {
+                    profile: name.to_string(),
+                    message: format!("extract[{i}]: {e}"),
+                };
+                extract::check(p).map_err(at)?;
+                if !names.insert(p.name.as_str()) {
+                    return Err(at(extract::ExtractError::Duplicate(p.name.clone())));
+                }
+            }
+            let x = Extractor::new(merged).map_err(|e| Error::Profile {
+                profile: name.to_string(),
+                message: format!("extract: {e}"),
+            })?;
+            Some(Arc::new(x))
+        };
         if spec.terminal.cols < 20 || spec.terminal.rows < 5 {
             return Err(Error::Profile {
                 profile: name.to_string(),
@@ -690,7 +722,15 @@ impl Profile {
             prompt_line,
             limits,
             limit_menus,
+            extractor,
         })
+    }
+
+    /// The extraction patterns for this profile's sessions: the built-in set with the
+    /// profile's `[[extract]]` entries laid over it.
+    #[must_use]
+    pub fn extractor(&self) -> Arc<Extractor> {
+        self.extractor.clone().unwrap_or_else(extract::builtin)
     }
 
     /// Loads profile `name`: `<config_dir>/profiles/<name>.toml` if it exists, else the
@@ -982,6 +1022,85 @@ no = "n"
         assert!(p.permission_request("nothing here").is_none());
         let unreadable = p.permission_request("Proceed?").unwrap();
         assert_eq!(unreadable.action, None);
+    }
+
+    #[test]
+    fn extract_entries_add_to_the_built_in_patterns_and_replace_one_of_the_same_name() {
+        let p = Profile::parse(
+            "x",
+            r#"
+[screen]
+idle = '^> $'
+[[extract]]
+name = "deploy-id"
+regex = '^Deployed (?P<id>d-[0-9]+)$'
+category = "url"
+severity = "info"
+[[extract]]
+name = "go-panic"
+regex = '^PANIC (?P<message>.+)$'
+category = "error"
+severity = "warning"
+"#,
+        )
+        .unwrap();
+        let x = p.extractor();
+        assert_eq!(x.specs().count(), crate::extract::builtin_specs().len() + 1);
+        let got = x.extract("Deployed d-42\nPANIC disk full\npanic: ignored now\nValueError: kept");
+        let summary: Vec<(&str, Option<&str>)> = got
+            .iter()
+            .map(|e| {
+                let v = e.fields.get("id").or_else(|| e.fields.get("message"));
+                (e.pattern.as_str(), v.map(String::as_str))
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("deploy-id", Some("d-42")),
+                ("go-panic", Some("disk full")),
+                ("exception", Some("kept")),
+            ]
+        );
+        // A profile without entries shares the built-in set.
+        let shell = Profile::builtin("shell").unwrap();
+        assert!(Arc::ptr_eq(&shell.extractor(), &crate::extract::builtin()));
+    }
+
+    #[test]
+    fn a_bad_extract_entry_names_the_profile_and_the_pattern() {
+        let err = Profile::parse(
+            "mine",
+            "[screen]\nidle = 'a'\n[[extract]]\nname = 'broken'\nregex = '(x'\ncategory = 'error'\nseverity = 'error'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"mine\"") && err.contains("extract[0]") && err.contains("\"broken\""),
+            "{err}"
+        );
+        let err = Profile::parse(
+            "mine",
+            "[screen]\nidle = 'a'\n[[extract]]\nname = 'twice'\nregex = 'x'\ncategory = 'error'\nseverity = 'error'\n[[extract]]\nname = 'twice'\nregex = 'y'\ncategory = 'error'\nseverity = 'error'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("extract[1]") && err.contains("defined twice"),
+            "{err}"
+        );
+        let err = Profile::parse(
+            "mine",
+            "[screen]\nidle = 'a'\n[[extract]]\nname = 'x'\nregex = 'x'\ncategory = 'error'\nseverity = 'error'\ncolour = 'red'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"mine\"")
+                && err.contains("unknown field `colour`")
+                && err.contains("line 8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //!   `attempts`, `priority`, `prompt`, `received_at`, `queued_at`, `started_at` (first
 //!   assignment), `last_started_at`, `finished_at`, `run_ms` (last assignment to finish),
 //!   `error`.
+//! - `llm_calls`, `agent_usage`: one row per `llm_call` / `agent_usage` event, its `data`
+//!   fields as columns.
+//! - `extractions`: one row per `extraction` event — `ts`, `node`, `task_id`, `session`,
+//!   `attempt`, `line` (in the attempt's output, from 1), `pattern`, `category`,
+//!   `severity`, `fields JSON` (the pattern's named groups: `fields->>'file'`), `text`
+//!   (the line), `dropped` (matches past the per-attempt limit; 0 but on the last one).
 //!
 //! Everything is derived from the logs; nothing is a counter that can drift.
 
@@ -47,12 +53,14 @@ const TASKS_VIEW: &str = r"
 CREATE VIEW tasks AS
 SELECT
   task_id,
-  arg_max(CASE type
-            WHEN 'task_completed' THEN 'done'
+  -- done is final (retry applies to failed and cancelled tasks): a later event of the
+  -- task on another node of a fleet (one that took a stale copy) does not undo it
+  CASE WHEN bool_or(type = 'task_completed') THEN 'done'
+  ELSE arg_max(CASE type
             WHEN 'task_failed' THEN 'failed'
             WHEN 'task_cancelled' THEN 'cancelled'
             WHEN 'task_assigned' THEN 'active'
-            ELSE 'pending' END, ts) AS state,
+            ELSE 'pending' END, ts) END AS state,
   arg_max(session, ts) FILTER (WHERE type = 'task_assigned') AS session,
   count(*) FILTER (WHERE type = 'task_assigned') AS attempts,
   CAST(any_value(data->>'priority') FILTER (WHERE type = 'task_queued') AS INTEGER) AS priority,
@@ -110,8 +118,24 @@ FROM events
 WHERE type = 'agent_usage'
 ";
 
-/// Opens an in-memory DuckDB with the `events`, `tasks`, `llm_calls` and `agent_usage`
-/// views over the logs in `log_dirs` (one per node of a fleet: [`crate::spool::Spool::log_dirs`]).
+const EXTRACTIONS_VIEW: &str = r"
+CREATE VIEW extractions AS
+SELECT
+  ts, node, task_id, session,
+  CAST(data->>'attempt' AS INTEGER) AS attempt,
+  CAST(data->>'line' AS BIGINT) AS line,
+  data->>'pattern' AS pattern,
+  data->>'category' AS category,
+  data->>'severity' AS severity,
+  data->'fields' AS fields,
+  data->>'text' AS text,
+  coalesce(CAST(data->>'dropped' AS BIGINT), 0) AS dropped
+FROM events
+WHERE type = 'extraction'
+";
+
+/// Opens an in-memory DuckDB with the `events`, `tasks`, `llm_calls`, `agent_usage` and
+/// `extractions` views over the logs in `log_dirs` (one per node of a fleet: [`crate::spool::Spool::log_dirs`]).
 ///
 /// # Errors
 /// [`Error::Sql`] when DuckDB fails, [`Error::Io`] when the directory cannot be listed.
@@ -140,6 +164,7 @@ pub fn open(log_dirs: &[PathBuf]) -> Result<Connection> {
     conn.execute_batch(TASKS_VIEW)?;
     conn.execute_batch(LLM_CALLS_VIEW)?;
     conn.execute_batch(AGENT_USAGE_VIEW)?;
+    conn.execute_batch(EXTRACTIONS_VIEW)?;
     Ok(conn)
 }
 

@@ -97,6 +97,20 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     );
 
     let outcome = drive(&spool);
+    if outcome.is_ok() {
+        // The live view, one frame of it, while the daemon still runs.
+        println!("\n== architect top --once (the live view: run `architect top`)");
+        let shown = std::process::Command::new(&exe)
+            .arg("--spool")
+            .arg(spool.root())
+            .arg("--config")
+            .arg(&config)
+            .args(["top", "--once", "--width", "100"])
+            .status();
+        if !shown.as_ref().is_ok_and(std::process::ExitStatus::success) {
+            println!("   (top could not draw: {shown:?})");
+        }
+    }
     // SAFETY: SIGTERM to the child we started.
     unsafe {
         libc::kill(i32::try_from(daemon.id()).unwrap_or(0), libc::SIGTERM);
@@ -107,6 +121,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         "\n== files are in {} — try: architect --spool {} tasks",
         root.display(),
         spool.root().display()
+    );
+    println!(
+        "   watch a running fleet: architect top, or architect serve (dashboard at \
+         http://127.0.0.1:7878; it prints a login URL)"
     );
     Ok(if ok {
         ExitCode::SUCCESS

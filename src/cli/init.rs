@@ -68,6 +68,12 @@ pub fn run(spool: &Spool, config: &Path, force: bool, node: Option<&str>) -> Res
         "spool   {}/ (inbox, pending, active, done, failed, cancelled, rejected, sessions, log)",
         spool.root().display()
     );
+    let (_, token_path, created) = super::serve::ensure_token(spool)?;
+    println!(
+        "{} {} (the dashboard's token, 0600, this node only: `architect serve`)",
+        if created { "wrote  " } else { "kept   " },
+        token_path.display()
+    );
     durable::create_dir(&config.join("profiles"))?;
     let architect_toml = match node {
         Some(n) => {

@@ -10,13 +10,16 @@ mod hook;
 mod init;
 mod locks;
 pub mod logging;
+mod metrics;
 mod nodes;
 mod observe;
 mod policy;
 mod replay;
+mod serve;
 mod sql;
 mod submit;
 mod tasks;
+mod top;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,7 +73,7 @@ impl Cli {
     pub fn is_long_running(&self) -> bool {
         matches!(
             self.command,
-            Cmd::Daemon { .. } | Cmd::Demo { .. } | Cmd::Bench(_)
+            Cmd::Daemon { .. } | Cmd::Demo { .. } | Cmd::Bench(_) | Cmd::Serve(_)
         )
     }
 
@@ -122,11 +125,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show one task's record (state, attempts, result or error).
+    /// Show one task's record (state, attempts, result or error) and its extractions.
     Show {
         /// Task id.
         id: String,
-        /// JSON output (the record as stored).
+        /// JSON output (the record as stored, with `state`, `display_state` and
+        /// `extractions`: the task's `extraction` events' data with their `ts`).
         #[arg(long)]
         json: bool,
     },
@@ -217,6 +221,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the fleet: sessions (state, task, elapsed, last screen line), the
+    /// queue, throughput, spend today, approvals waiting and nodes, refreshed every second.
+    #[command(
+        after_help = "Keys: q/Esc quit · ↑↓ or j/k select · Tab sessions/tasks panel · / filter · \
+        s cycle sort · a approve / d deny the selected session's question · c cancel / r retry \
+        the selected task · Enter attach to the session.\n\nWith the daemon down it shows \
+        the spool read-only (\"daemon down: read-only\"). `--once` prints one frame as text."
+    )]
+    Top(top::TopArgs),
     /// Print the event log.
     Logs {
         /// Keep printing new events as they are written.
@@ -235,10 +248,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the web dashboard: sessions, queue, tasks, approvals, cost, nodes, with live
+    /// updates. Prints its address and a login URL (the token of spool/locks/serve.token).
+    #[command(
+        after_help = "Pages: / (fleet), /tasks?state=S, /tasks/ID, /approvals, /cost, /nodes; \
+        /events is the live event stream (server-sent events), /recordings/TASK.cast a task's \
+        recording.\n\nReading is open on loopback; approve, deny, cancel and retry need the \
+        token: open the printed login URL once (it sets an HttpOnly, SameSite=Strict cookie), \
+        or send `Authorization: Bearer <token>`. Bound beyond loopback, every request needs it."
+    )]
+    Serve(serve::ServeArgs),
     /// Play a task's terminal recording here, with its timing (asciicast v2, under
     /// spool/recordings/; found on whichever node ran the task).
     Replay(replay::ReplayArgs),
-    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage.
+    /// Run SQL (DuckDB) over the event log. Views: events, tasks, llm_calls, agent_usage,
+    /// extractions.
     #[command(
         after_help = "Views:\n  events(ts, node, type, task_id, session, data JSON)\n  \
         tasks(task_id, state, session, attempts, priority, prompt, received_at, queued_at,\n        \
@@ -246,7 +270,9 @@ enum Cmd {
         llm_calls(ts, node, task_id, provider, model, status, attempt, latency_ms, input_tokens,\n        \
         output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, ok, error)\n  \
         agent_usage(ts, node, task_id, session, model, input_tokens, output_tokens,\n        \
-        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, priced)\n\nExample:\n  \
+        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_usd, priced)\n  \
+        extractions(ts, node, task_id, session, attempt, line, pattern, category, severity,\n        \
+        fields JSON, text, dropped)\n\nExample:\n  \
         architect sql \"SELECT session, count(*) AS done FROM tasks WHERE state = 'done' GROUP BY session\""
     )]
     Sql {
@@ -255,6 +281,20 @@ enum Cmd {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: sql::FormatArg,
+    },
+    /// Prometheus metrics (text format 0.0.4), from the event log and the spool's files:
+    /// tasks and sessions per state, dispatch latency and task duration histograms,
+    /// permission decisions, LLM tokens and spend, breakers, lock waits, node heartbeats.
+    #[command(
+        after_help = "For node_exporter's textfile collector, run it every minute (cron or a \
+        systemd timer):\n  architect metrics --output /var/lib/node_exporter/textfile/architect.prom\n\n\
+        The file is replaced atomically (temp file, rename). Works with the daemon up or down; \
+        in a fleet it reads every node's log. README, \"Metrics\", lists the metrics."
+    )]
+    Metrics {
+        /// Write to this file (atomically, mode 0644) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Per-session completed/failed counts, success rate and p50/p95 task time, from the log.
     Stats {
@@ -364,6 +404,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             question,
             json,
         } => observe::answer(&need(&spool)?, &session, question.as_deref(), false, json),
+        Cmd::Top(args) => top::run(&need(&spool)?, &cli.config, &args),
         Cmd::Logs {
             follow,
             task,
@@ -379,7 +420,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         ),
         Cmd::Replay(args) => replay::run(&need(&spool)?, &args),
+        Cmd::Serve(args) => serve::run(&need(&spool)?, &cli.config, &args),
         Cmd::Sql { query, format } => sql::sql(&need(&spool)?, &query, format.into()),
+        Cmd::Metrics { output } => metrics::run(&need(&spool)?, output.as_deref()),
         Cmd::Stats { json, cost: false } => sql::stats(&need(&spool)?, json),
         Cmd::Stats { json, cost: true } => sql::cost(&need(&spool)?, &cli.config, json),
         Cmd::Demo { dir } => demo::run(dir),

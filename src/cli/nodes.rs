@@ -13,30 +13,38 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde::Serialize;
 
-/// One row of `architect nodes --json`.
-#[derive(Debug, Serialize)]
-struct Row {
-    node: String,
+/// One row of `architect nodes --json` (and of `architect top`'s nodes panel).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    pub(crate) node: String,
     /// This node.
-    this: bool,
+    pub(crate) this: bool,
     /// `alive`, `dead` (no heartbeat change for the lease, as this node's daemon saw),
     /// `unknown` (no heartbeat seen), or `no view` (this node's daemon is not running).
-    status: String,
+    pub(crate) status: String,
     /// Since this node's daemon saw the heartbeat change, ms.
-    silent_ms: Option<u64>,
-    weight: u32,
-    labels: Vec<String>,
+    pub(crate) silent_ms: Option<u64>,
+    pub(crate) weight: u32,
+    pub(crate) labels: Vec<String>,
     /// Tasks in its `pending/` and `active/`, as synced here (it owns them).
-    owned: usize,
-    heartbeat: Option<Heartbeat>,
+    pub(crate) owned: usize,
+    pub(crate) heartbeat: Option<Heartbeat>,
 }
 
-/// Prints the fleet. With no `nodes.toml` (or one node), says the spool is single-node.
+/// The rows of `architect nodes` (one per `[[node]]` of `config/nodes.toml`; none for a
+/// single-node spool), whether this node's daemon runs, and this node's name.
 ///
 /// # Errors
 /// The config cannot be loaded.
-pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
+pub(crate) fn rows(spool: &Spool, config_dir: &Path) -> Result<(Vec<Row>, bool, String)> {
     let config = Config::load(config_dir).context("loading the config")?;
+    let daemon = architect::daemon::DaemonLock::is_held(spool).is_some();
+    let rows = rows_for(spool, &config);
+    Ok((rows, daemon, config.node))
+}
+
+/// The rows of `architect nodes` for a loaded `config` (see [`rows`]).
+pub(crate) fn rows_for(spool: &Spool, config: &Config) -> Vec<Row> {
     let daemon = architect::daemon::DaemonLock::is_held(spool).is_some();
     let view: Option<View> = if daemon {
         std::fs::read(spool.node_dir(&config.node).join("view.json"))
@@ -45,7 +53,7 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
     } else {
         None
     };
-    let rows: Vec<Row> = config
+    config
         .nodes
         .node
         .iter()
@@ -79,15 +87,22 @@ pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
                 heartbeat,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Prints the fleet. With no `nodes.toml` (or one node), says the spool is single-node.
+///
+/// # Errors
+/// The config cannot be loaded.
+pub fn run(spool: &Spool, config_dir: &Path, json: bool) -> Result<ExitCode> {
+    let (rows, daemon, this_node) = rows(spool, config_dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
         println!(
-            "one node ({}): no config/nodes.toml, so the spool is not shared (docs/multi-node.md)",
-            config.node
+            "one node ({this_node}): no config/nodes.toml, so the spool is not shared (docs/multi-node.md)"
         );
         return Ok(ExitCode::SUCCESS);
     }

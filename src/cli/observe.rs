@@ -11,12 +11,12 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use architect::config::Config;
 use architect::daemon::DaemonLock;
 use architect::log::{log_files, Event};
-use architect::session::SessionFile;
+use architect::session::{PendingApproval, SessionFile};
 use architect::spool::task::TaskState;
 use architect::spool::{ControlRequest, Spool};
 
 /// Every node's sessions (in a fleet, each node writes its own `sessions/`).
-fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
+pub(crate) fn read_sessions(spool: &Spool) -> Result<Vec<SessionFile>> {
     let mut out = Vec::new();
     let members = spool.members();
     let fleet = members.len() > 1;
@@ -70,13 +70,32 @@ fn count_waiting_lock(spool: &Spool) -> usize {
         .count()
 }
 
-pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
-    let node =
-        Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
-    let daemon = DaemonLock::is_held(spool);
+/// The queue's states in the order `status`, `top` and the dashboard show them: the
+/// inbox, each state directory with `waiting_lock` after `pending`, then `rejected`.
+pub(crate) const QUEUE_STATES: [&str; 8] = [
+    "inbox",
+    "pending",
+    "waiting_lock",
+    "active",
+    "done",
+    "failed",
+    "cancelled",
+    "rejected",
+];
+
+/// The states a task list can be filtered by (the queue's, less the inbox and rejected).
+pub(crate) const TASK_STATES: &[&str] = {
+    let [_, rest @ .., _] = &QUEUE_STATES;
+    rest
+};
+
+/// Tasks per directory, as `architect status` counts them: `inbox`, each state's
+/// directory (`pending`, then `waiting_lock` — the pending ones waiting for their locks —,
+/// `active`, `done`, `failed`, `cancelled`) and `rejected`. In a fleet each task counts
+/// once, where its best copy is.
+pub(crate) fn task_counts(spool: &Spool) -> serde_json::Map<String, serde_json::Value> {
     let mut counts = serde_json::Map::new();
     let members = spool.members();
-    // In a fleet, each task once, where its best copy is (a final record wins).
     let fleet = (members.len() > 1).then(|| spool.fleet_tasks());
     for d in ["inbox"]
         .into_iter()
@@ -94,6 +113,15 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
             counts.insert("waiting_lock".into(), waiting.into());
         }
     }
+    counts
+}
+
+pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
+    let node =
+        Config::load(config).map_or_else(|_| architect::config::default_node_name(), |c| c.node);
+    let daemon = DaemonLock::is_held(spool);
+    let counts = task_counts(spool);
+    let members = spool.members();
     // Tasks that ran on two nodes (a partition made a live node look dead).
     let duplicates: Vec<String> = members
         .iter()
@@ -255,11 +283,47 @@ pub fn answer(
     approve: bool,
     json: bool,
 ) -> Result<ExitCode> {
+    let pending = request_answer(spool, session, question, approve)?;
+    let verb = if approve { "approve" } else { "deny" };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"session": session, "answer": verb, "question": pending})
+        );
+    } else {
+        println!(
+            "{verb}: {} on {session} (asked {}; escalated by {})",
+            pending
+                .question
+                .action
+                .as_deref()
+                .unwrap_or("(action unreadable)"),
+            pending.since.format("%H:%M:%S"),
+            pending.rule
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that `session` waits on question `question` and asks the daemon (a control
+/// request) to answer it with the profile's yes (`approve`) or no key. Returns the
+/// question answered. What `architect approve|deny`, `architect top` and the dashboard do.
+///
+/// # Errors
+/// No such session; it waits on no question; `question` is `None` (the caller must name
+/// the question it read) or no longer the open one (nothing is written then); the control
+/// request cannot be written.
+pub(crate) fn request_answer(
+    spool: &Spool,
+    session: &str,
+    question: Option<&str>,
+    approve: bool,
+) -> Result<PendingApproval> {
     let file = read_sessions(spool)?
         .into_iter()
         .find(|s| s.name == session)
         .ok_or_else(|| anyhow::anyhow!("no session {session:?} (see `architect sessions`)"))?;
-    let Some(pending) = &file.approval else {
+    let Some(pending) = file.approval else {
         bail!(
             "session {session} is not waiting for an approval (state {}); \
              to type into it anyway use `architect send`",
@@ -293,24 +357,7 @@ pub fn answer(
         approve,
         question: question.to_string(),
     })?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"session": session, "answer": verb, "question": pending})
-        );
-    } else {
-        println!(
-            "{verb}: {} on {session} (asked {}; escalated by {})",
-            pending
-                .question
-                .action
-                .as_deref()
-                .unwrap_or("(action unreadable)"),
-            pending.since.format("%H:%M:%S"),
-            pending.rule
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(pending.clone())
 }
 
 fn print_event(e: &Event, json: bool) -> Result<()> {
@@ -358,26 +405,61 @@ pub fn logs(
         return Ok(ExitCode::SUCCESS);
     }
     // Follow: remember where each file ended, poll for growth (new files included).
-    let files_now = |dirs: &[std::path::PathBuf]| -> Result<Vec<std::path::PathBuf>> {
-        let mut all = Vec::new();
-        for d in dirs {
-            all.extend(log_files(d)?);
-        }
-        Ok(all)
-    };
-    let mut offsets: std::collections::HashMap<std::path::PathBuf, u64> = files_now(&dirs)?
-        .into_iter()
-        .map(|p| {
-            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-            (p, len)
-        })
-        .collect();
+    let mut tail = LogTail::at_end(spool)?;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        // A node's log directory may appear later (synced in): list them again.
-        let dirs = spool.log_dirs();
-        for p in files_now(&dirs)? {
-            let off = offsets.entry(p.clone()).or_insert(0);
+        for e in tail.poll(spool)? {
+            if keep(&e) {
+                print_event(&e, json)?;
+            }
+        }
+    }
+}
+
+/// Follows the event logs of every node (`Spool::log_dirs`) from where they end now:
+/// [`LogTail::poll`] returns the events written since, in each file's order. A line still
+/// being written is read once it ends; a node's log directory or a new day's file that
+/// appears later is read from its start.
+#[derive(Debug, Default)]
+pub(crate) struct LogTail {
+    /// Bytes of each file already read.
+    offsets: std::collections::HashMap<std::path::PathBuf, u64>,
+}
+
+impl LogTail {
+    /// A tail positioned at the current end of every log file.
+    ///
+    /// # Errors
+    /// A log directory cannot be listed.
+    pub(crate) fn at_end(spool: &Spool) -> Result<Self> {
+        let offsets = Self::files(spool)?
+            .into_iter()
+            .map(|p| {
+                let len = std::fs::metadata(&p).map_or(0, |m| m.len());
+                (p, len)
+            })
+            .collect();
+        Ok(Self { offsets })
+    }
+
+    fn files(spool: &Spool) -> Result<Vec<std::path::PathBuf>> {
+        let mut all = Vec::new();
+        // A node's log directory may appear later (synced in): list them each time.
+        for d in spool.log_dirs() {
+            all.extend(log_files(&d)?);
+        }
+        Ok(all)
+    }
+
+    /// The complete event lines written since the last call (lines that are not events
+    /// are skipped).
+    ///
+    /// # Errors
+    /// A log directory cannot be listed or a file read.
+    pub(crate) fn poll(&mut self, spool: &Spool) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for p in Self::files(spool)? {
+            let off = self.offsets.entry(p.clone()).or_insert(0);
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             if len <= *off {
                 continue;
@@ -394,11 +476,10 @@ pub fn logs(
                 }
                 *off += n as u64;
                 if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-                    if keep(&e) {
-                        print_event(&e, json)?;
-                    }
+                    out.push(e);
                 }
             }
         }
+        Ok(out)
     }
 }

@@ -47,7 +47,7 @@ pub fn stats(spool: &Spool, json: bool) -> Result<ExitCode> {
 }
 
 /// Spend by provider and model, over the `llm_calls` view.
-const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
+pub(crate) const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
     count(*) FILTER (WHERE ok) AS ok, sum(input_tokens) AS input, \
     sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read, \
     sum(cache_write_tokens) AS cache_write, sum(reasoning_tokens) AS reasoning, \
@@ -55,14 +55,15 @@ const COST_SQL: &str = "SELECT provider, model, count(*) AS calls, \
     FROM llm_calls GROUP BY provider, model ORDER BY usd DESC, provider";
 
 /// Agent CLIs' spend per session and task, over the `agent_usage` view.
-const AGENT_TASKS_SQL: &str = "SELECT session, task_id, model, sum(input_tokens) AS input, \
+pub(crate) const AGENT_TASKS_SQL: &str =
+    "SELECT session, task_id, model, sum(input_tokens) AS input, \
     sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read, \
     sum(cache_write_tokens) AS cache_write, sum(reasoning_tokens) AS reasoning, \
     round(sum(cost_usd), 6) AS usd, bool_and(priced) AS priced \
     FROM agent_usage GROUP BY ALL ORDER BY session, min(ts)";
 
 /// Agent CLIs' spend per session.
-const AGENT_SESSIONS_SQL: &str = "SELECT session, count(DISTINCT task_id) AS tasks, \
+pub(crate) const AGENT_SESSIONS_SQL: &str = "SELECT session, count(DISTINCT task_id) AS tasks, \
     round(sum(cost_usd), 6) AS usd, \
     round(sum(cost_usd) / count(DISTINCT task_id), 6) AS usd_per_task \
     FROM agent_usage GROUP BY session ORDER BY session";

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
+use architect::log::{event, read_events_since};
 use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::{ControlRequest, Spool};
 
@@ -31,7 +32,8 @@ impl From<StateArg> for TaskState {
     }
 }
 
-fn one_line(s: &str, max: usize) -> String {
+/// `s` on one line (whitespace runs as one space), cut to `max` characters with `…`.
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max - 1).collect::<String>())
@@ -41,38 +43,7 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) -> Result<ExitCode> {
-    let states: Vec<TaskState> = match state {
-        Some(s) => vec![s.into()],
-        None => TaskState::ALL.to_vec(),
-    };
-    let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
-    // In a fleet, every node's records, each task once: where its best copy is.
-    let members = spool.members();
-    let best = (members.len() > 1).then(|| spool.fleet_tasks());
-    for s in states {
-        let mut recs = Vec::new();
-        for m in &members {
-            for r in m.list(s)? {
-                let keep = best.as_ref().is_none_or(|b| {
-                    b.get(&r.id)
-                        .is_some_and(|(bs, bm)| *bs == s && bm.state_root() == m.state_root())
-                });
-                if keep {
-                    recs.push(r);
-                }
-            }
-        }
-        if matches!(state, Some(StateArg::WaitingLock)) {
-            recs.retain(|r| r.waiting_lock.is_some());
-        }
-        recs.sort_by(|a, b| {
-            a.received_at
-                .cmp(&b.received_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        let skip = recs.len().saturating_sub(limit);
-        rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
-    }
+    let rows = collect(spool, state, limit)?;
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -126,12 +97,60 @@ pub fn list(spool: &Spool, state: Option<StateArg>, limit: usize, json: bool) ->
     Ok(ExitCode::SUCCESS)
 }
 
+/// `architect tasks` as data: the tasks in `state` (every state when `None`), each state's
+/// newest `limit` by receipt time, oldest first; in a fleet each task once, where its best
+/// copy is.
+///
+/// # Errors
+/// A state directory cannot be listed.
+pub(crate) fn collect(
+    spool: &Spool,
+    state: Option<StateArg>,
+    limit: usize,
+) -> Result<Vec<(TaskState, TaskRecord)>> {
+    let states: Vec<TaskState> = match state {
+        Some(s) => vec![s.into()],
+        None => TaskState::ALL.to_vec(),
+    };
+    let mut rows: Vec<(TaskState, TaskRecord)> = Vec::new();
+    // In a fleet, every node's records, each task once: where its best copy is.
+    let members = spool.members();
+    let best = (members.len() > 1).then(|| spool.fleet_tasks());
+    for s in states {
+        let mut recs = Vec::new();
+        for m in &members {
+            for r in m.list(s)? {
+                let keep = best.as_ref().is_none_or(|b| {
+                    b.get(&r.id)
+                        .is_some_and(|(bs, bm)| *bs == s && bm.state_root() == m.state_root())
+                });
+                if keep {
+                    recs.push(r);
+                }
+            }
+        }
+        if matches!(state, Some(StateArg::WaitingLock)) {
+            recs.retain(|r| r.waiting_lock.is_some());
+        }
+        recs.sort_by(|a, b| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let skip = recs.len().saturating_sub(limit);
+        rows.extend(recs.into_iter().skip(skip).map(|r| (s, r)));
+    }
+    Ok(rows)
+}
+
 pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     let (state, rec) = spool.find_in_fleet(id)?;
+    let extractions = extractions_of(spool, &rec)?;
     if json {
         let mut v = serde_json::to_value(&rec)?;
         v["state"] = state.dir().into();
         v["display_state"] = rec.display_state(state).into();
+        v["extractions"] = serde_json::to_value(&extractions)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -192,9 +211,59 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
         if let Some(reply) = &r.reply {
             println!("reply     {reply}");
         }
+    }
+    if !extractions.is_empty() {
+        println!("--- extractions ({}) ---", extractions.len());
+        for e in &extractions {
+            println!("{}", extraction_line(&e.data));
+        }
+    }
+    if let Some(r) = &rec.result {
         println!("--- output ---\n{}", r.output);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `extraction` event of a task, as `show --json` lists it.
+#[derive(Debug, serde::Serialize)]
+struct ShownExtraction {
+    /// When it was logged.
+    ts: chrono::DateTime<chrono::Utc>,
+    /// The event's data.
+    #[serde(flatten)]
+    data: event::Extraction,
+}
+
+/// The task's `extraction` events, from the logs of the days since it was received.
+fn extractions_of(spool: &Spool, rec: &TaskRecord) -> Result<Vec<ShownExtraction>> {
+    let since = rec.received_at.date_naive();
+    Ok(read_events_since(&spool.log_dirs(), since)?
+        .into_iter()
+        .filter(|e| e.task_id.as_deref() == Some(rec.id.as_str()))
+        .filter_map(|e| {
+            let data = e.payload::<event::Extraction>()?.clone();
+            Some(ShownExtraction { ts: e.ts, data })
+        })
+        .collect())
+}
+
+/// One line of `show`'s extractions: attempt, line, severity, pattern, fields
+/// (`#1 L8     info    python-frame   file=/app/x.py function=f line=3`), and how many
+/// were not logged, on the last one of an attempt that had too many.
+fn extraction_line(e: &event::Extraction) -> String {
+    let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut line = format!(
+        "#{} L{:<5} {:<7} {:<26} {}",
+        e.attempt,
+        e.line,
+        e.severity.as_str(),
+        e.pattern,
+        one_line(&fields.join(" "), 160)
+    );
+    if e.dropped > 0 {
+        line.push_str(&format!("  (+{} more not logged)", e.dropped));
+    }
+    line.trim_end().to_string()
 }
 
 /// In a fleet, the node whose directory holds task `id` when it is not this node's.
@@ -209,6 +278,18 @@ fn owned_elsewhere(spool: &Spool, id: &str) -> Option<String> {
 }
 
 pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_cancel(spool, id)?;
+    println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that task `id` is this node's and not final, and writes the control request
+/// that cancels it.
+///
+/// # Errors
+/// Still in the inbox, another node's, unknown, already final; the request cannot be
+/// written.
+pub(crate) fn request_cancel(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         None if spool.inbox().join(format!("{id}.json")).exists() => {
             bail!("task {id} is still in the inbox (the daemon has not read it yet); try again once it is pending")
@@ -226,11 +307,21 @@ pub fn cancel(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Cancel {
         task_id: id.to_string(),
     })?;
-    println!("cancel requested for {id} (the daemon applies it; see `architect show {id}`)");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
+    request_retry(spool, id)?;
+    println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that task `id` is this node's and failed or cancelled, and writes the control
+/// request that queues it again with a fresh retry budget.
+///
+/// # Errors
+/// In another state, another node's, unknown; the request cannot be written.
+pub(crate) fn request_retry(spool: &Spool, id: &str) -> Result<()> {
     match spool.locate(id) {
         Some(TaskState::Failed | TaskState::Cancelled) => {}
         Some(s) => bail!(
@@ -248,6 +339,5 @@ pub fn retry(spool: &Spool, id: &str) -> Result<ExitCode> {
     spool.write_control(&ControlRequest::Retry {
         task_id: id.to_string(),
     })?;
-    println!("retry requested for {id} (the daemon queues it again with a fresh retry budget)");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -172,6 +172,15 @@ impl<'a> SpoolFiles<'a> {
         self.spool.node_dir(self.me).join(sub)
     }
 
+    /// Whether node `node`'s final directories (`done/`, `failed/`, `cancelled/`) hold
+    /// task `id`.
+    fn final_here(&self, node: &str, id: &str) -> bool {
+        let s = Spool::for_node(self.spool.root(), node);
+        [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
+            .into_iter()
+            .any(|st| s.task_path(st, id).exists())
+    }
+
     /// `nodes/<node>/<dir>/<name>.json`.
     fn file(&self, node: &str, dir: &str, name: &str) -> PathBuf {
         self.spool
@@ -220,24 +229,38 @@ impl FleetFiles for SpoolFiles<'_> {
         read_all::<Adoption>(&self.spool.node_dir(by).join("adopted"))
     }
 
-    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+    fn live_records(
+        &mut self,
+        node: &str,
+        except: &std::collections::BTreeSet<String>,
+    ) -> Vec<(TaskRecord, bool)> {
         let theirs = Spool::for_node(self.spool.root(), node);
         let mut out = Vec::new();
         for (state, started) in [(TaskState::Pending, false), (TaskState::Active, true)] {
-            for r in theirs.list(state).unwrap_or_default() {
-                out.push((r, started));
+            for id in theirs.list_ids(state).unwrap_or_default() {
+                if except.contains(&id) {
+                    continue;
+                }
+                match theirs.read_record(&theirs.task_path(state, &id)) {
+                    Ok(r) => out.push((r, started)),
+                    // (Gone since the listing, or half-synced: the next tick sees it.)
+                    Err(e) => tracing::debug!(task = %id, "reading {node}'s record: {e}"),
+                }
             }
         }
         out
     }
 
     fn is_final_anywhere(&mut self, id: &str) -> bool {
-        self.nodes.iter().any(|n| {
-            let s = Spool::for_node(self.spool.root(), n);
-            [TaskState::Done, TaskState::Failed, TaskState::Cancelled]
-                .into_iter()
-                .any(|st| s.task_path(st, id).exists())
-        })
+        self.nodes.iter().any(|n| self.final_here(n, id))
+    }
+
+    fn final_on(&mut self, id: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| self.final_here(n, id))
+            .cloned()
+            .collect()
     }
 
     fn heartbeat_epoch(&mut self, node: &str) -> Option<u64> {

@@ -274,19 +274,7 @@ impl Daemon {
                 );
                 self.apply_sessions(false);
             }
-            Err(e) => {
-                tracing::error!("config not applied, keeping the running one: {e}");
-                self.log.record(
-                    None,
-                    None,
-                    event::ConfigApplied {
-                        sessions: None,
-                        applied: false,
-                        error: Some(e.to_string()),
-                        file: None,
-                    },
-                );
-            }
+            Err(e) => self.config_not_applied(None, &e.to_string()),
         }
     }
 
@@ -305,20 +293,25 @@ impl Daemon {
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!("policy not applied, keeping the running one: {e}");
-                self.log.record(
-                    None,
-                    None,
-                    event::ConfigApplied {
-                        sessions: None,
-                        applied: false,
-                        error: Some(e.to_string()),
-                        file: Some("policy.toml".into()),
-                    },
-                );
-            }
+            Err(e) => self.config_not_applied(Some("policy.toml"), &e.to_string()),
         }
+    }
+
+    /// An edit of `file` (`None`: the config as a whole) that could not be applied:
+    /// the running one is kept, and the log says why (`config_applied`, `applied: false`).
+    fn config_not_applied(&mut self, file: Option<&str>, error: &str) {
+        let what = file.unwrap_or("config");
+        tracing::error!("{what} not applied, keeping the running one: {error}");
+        self.log.record(
+            None,
+            None,
+            event::ConfigApplied {
+                sessions: None,
+                applied: false,
+                error: Some(error.to_string()),
+                file: file.map(str::to_string),
+            },
+        );
     }
 
     /// Reloads `config/notify.toml` (kept as it was when the new file is invalid), with
@@ -330,19 +323,7 @@ impl Daemon {
                 self.notify
                     .set_rules(rules, super::session_profiles(&self.config));
             }
-            Err(e) => {
-                tracing::error!("notify.toml not applied, keeping the running rules: {e}");
-                self.log.record(
-                    None,
-                    None,
-                    event::ConfigApplied {
-                        sessions: None,
-                        applied: false,
-                        error: Some(e.to_string()),
-                        file: Some("notify.toml".into()),
-                    },
-                );
-            }
+            Err(e) => self.config_not_applied(Some("notify.toml"), &e.to_string()),
         }
     }
 

@@ -503,10 +503,22 @@ impl Daemon {
     /// A session reported how a task's attempt ended. What the agent produced is redacted
     /// before the scheduler records it (every variant is named, so that a new one that
     /// carries output cannot skip this).
+    ///
+    /// The output of an attempt that ended with one is run through the session profile's
+    /// extraction patterns first, so that its `extraction` events come before the task's
+    /// `task_completed` / `task_failed` / `task_retried`.
     pub(super) fn on_task_finished(&mut self, session: &str, task_id: &str, end: AttemptEnd) {
         let end = match end {
-            AttemptEnd::Completed(result) => AttemptEnd::Completed(redact_result(result)),
-            AttemptEnd::Failed(result, error) => AttemptEnd::Failed(redact_result(result), error),
+            AttemptEnd::Completed(result) => {
+                let result = redact_result(result);
+                self.log_extractions(session, task_id, &result.output);
+                AttemptEnd::Completed(result)
+            }
+            AttemptEnd::Failed(result, error) => {
+                let result = redact_result(result);
+                self.log_extractions(session, task_id, &result.output);
+                AttemptEnd::Failed(result, error)
+            }
             AttemptEnd::NotStarted(why) => {
                 tracing::warn!(session, task_id, "not started: {why}; queued again");
                 AttemptEnd::NotStarted(why)
@@ -542,6 +554,33 @@ impl Daemon {
             at_most_once_sent: at_most_once
                 && matches!(delivery, Some(Delivery::Sent | Delivery::Taken)),
         });
+    }
+
+    /// Logs an `extraction` event per match of the session profile's extraction patterns
+    /// in an attempt's `output`, at most [`crate::extract::MAX_PER_ATTEMPT`]; the last one
+    /// logged counts the rest (`dropped`).
+    fn log_extractions(&self, session: &str, task_id: &str, output: &str) {
+        let attempt = match self.sched.task(task_id).map(|t| &t.status) {
+            Some(TaskStatus::Running {
+                attempt,
+                session: s,
+                ..
+            }) if s == session => u64::from(*attempt),
+            _ => return, // not this session's running task any more: its end is ignored
+        };
+        let extractor = self
+            .sessions
+            .get(session)
+            .map_or_else(crate::extract::builtin, |s| s.resolved.profile.extractor());
+        let found = extractor.extract_limited(output, crate::extract::MAX_PER_ATTEMPT);
+        let last = found.extractions.len().saturating_sub(1);
+        for (i, e) in found.extractions.into_iter().enumerate() {
+            let mut body = event::Extraction::new(attempt, e);
+            if i == last {
+                body.dropped = found.dropped;
+            }
+            self.log.record(Some(task_id), Some(session), body);
+        }
     }
 
     /// Logs an `agent_usage` event per model the agent CLI reported, priced from

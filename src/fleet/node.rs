@@ -108,9 +108,9 @@ pub trait FleetFiles {
     fn adoptions_of(&mut self, node: &str) -> Vec<Adoption>;
     /// Every adoption node `by` wrote, as this node sees them (`nodes/<by>/adopted/`).
     fn adoptions_by(&mut self, by: &str) -> Vec<Adoption>;
-    /// Node `node`'s live task records (its `pending/` and `active/`): each with `true`
-    /// when it was in `active/` (started).
-    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)>;
+    /// Node `node`'s live task records (its `pending/` and `active/`) but those whose id
+    /// is in `except`: each with `true` when it was in `active/` (started).
+    fn live_records(&mut self, node: &str, except: &BTreeSet<String>) -> Vec<(TaskRecord, bool)>;
     /// Whether any node's final directory holds task `id`.
     fn is_final_anywhere(&mut self, id: &str) -> bool;
     /// The nodes whose final directory holds task `id` (this one included), so that a
@@ -451,8 +451,8 @@ impl NodeCore {
 
     /// Raises this node's epoch to that of the adoptions of it it sees (for its
     /// heartbeat: the adopter's and a returning node's sign that it learnt), and stands
-    /// down from each task it holds — queued, running, offered, or finished and named by
-    /// such an adoption — that another node claims above it.
+    /// down from each task it holds — queued, running or offered — that another node
+    /// claims above it.
     fn stand_down_outclaimed(
         &mut self,
         files: &mut impl FleetFiles,
@@ -471,13 +471,6 @@ impl NodeCore {
             self.offers
                 .keys()
                 .filter(|id| self.has_offer_out(id))
-                .cloned(),
-        );
-        ids.extend(
-            adoptions
-                .iter()
-                .flat_map(|a| a.claims.keys())
-                .filter(|id| host.status(id) == HostStatus::Final)
                 .cloned(),
         );
         for id in ids {
@@ -549,20 +542,14 @@ impl NodeCore {
         if matches!(status, HostStatus::Queued | HostStatus::Running) {
             host.disown(id, why.to_string());
         }
-        if matches!(status, HostStatus::Running | HostStatus::Final)
-            && self.doubles.insert(id.to_string())
-        {
+        // (A task finished here is not disowned, and its other run, if any, is logged
+        // when both final records are seen: `log_double_finals`. An adopter may have
+        // taken it from a record that synced before its done record, and never run it.)
+        if status == HostStatus::Running && self.doubles.insert(id.to_string()) {
             let d = Duplicate {
                 task_id: id.to_string(),
                 nodes: vec![self.me.clone(), owner.to_string()],
-                why: format!(
-                    "{why}; it had {} here",
-                    if status == HostStatus::Final {
-                        "finished"
-                    } else {
-                        "started"
-                    }
-                ),
+                why: format!("{why}; it had started here"),
             };
             files.write_duplicate(&d);
             notes.push((
@@ -816,7 +803,8 @@ impl NodeCore {
         }
     }
 
-    /// Adopts each dead node this one succeeds, once per epoch of that node: every live
+    /// Adopts each dead node this one succeeds, once per epoch of that node (extended,
+    /// while it stays dead, by the records of it that arrive late): every live
     /// task of the dead node that it still owns as this node sees the claims (none
     /// claims it above the dead node), that is final nowhere and not here already,
     /// becomes this node's (started ones count an interrupted attempt and are retried),
@@ -835,27 +823,46 @@ impl NodeCore {
                 continue;
             }
             let its_epoch = files.heartbeat_epoch(dead).unwrap_or(1);
-            let adoptions = files.adoptions_of(dead);
-            let mut known = its_epoch;
-            for a in adoptions.iter().chain(self.adopted.get(*dead)) {
-                if a.epoch > its_epoch {
-                    // Adopted already since it last raised its epoch (by this node, or
-                    // by a successor before it): not again.
-                    known = u64::MAX;
-                    break;
+            // This node's adoption of it stands (it has not come back since): extend it
+            // with the live records that reached this node since (no order across files:
+            // some arrive after the lease), keeping its epoch.
+            let standing = self
+                .adopted
+                .get(*dead)
+                .filter(|a| a.epoch > its_epoch)
+                .map(|a| a.epoch);
+            let epoch = match standing {
+                Some(e) => e,
+                None => {
+                    let mut known = its_epoch;
+                    let mut adopted_since = false;
+                    for a in files
+                        .adoptions_of(dead)
+                        .iter()
+                        .chain(self.adopted.get(*dead))
+                    {
+                        // Adopted already since it last raised its epoch, by a successor
+                        // before this node: not again.
+                        adopted_since |= a.epoch > its_epoch;
+                        known = known.max(a.epoch);
+                    }
+                    if adopted_since {
+                        continue;
+                    }
+                    known + 1
                 }
-                known = known.max(a.epoch);
-            }
-            if known == u64::MAX {
-                continue;
-            }
-            let epoch = known + 1;
+            };
             let before = self.adopted.get(*dead);
             let mut named: Vec<String> = before.map(|a| a.tasks.clone()).unwrap_or_default();
             let mut claims = before.map(|a| a.claims.clone()).unwrap_or_default();
+            let seen: BTreeSet<String> = if standing.is_some() {
+                named.iter().cloned().collect()
+            } else {
+                BTreeSet::new()
+            };
             let others = Claims::read(files, dead);
             let mut taken = 0u64;
-            for (record, started) in files.live_records(dead) {
+            for (record, started) in files.live_records(dead, &seen) {
                 let id = record.id.clone();
                 if !named.contains(&id) {
                     named.push(id.clone());
@@ -904,6 +911,9 @@ impl NodeCore {
                     }
                     Err(e) => tracing::error!(task = %id, "adopting a task: {e}"),
                 }
+            }
+            if standing.is_some() && named.len() == seen.len() {
+                continue; // nothing new
             }
             let adoption = Adoption {
                 node: (*dead).to_string(),

@@ -195,6 +195,9 @@ events! {
     /// A notification (`config/notify.toml`) could not be delivered: the command failed
     /// or timed out, the webhook refused it or did not answer, or the queue was full.
     NotifyFailed(NotifyFailed) = "notify_failed",
+    /// A line of an attempt's output matched an extraction pattern
+    /// (`config/extract.toml`, [`crate::extract`]).
+    Extraction(Extraction) = "extraction",
 }
 
 /// `notify_failed`.
@@ -210,6 +213,52 @@ pub struct NotifyFailed {
     /// What went wrong (`exit status 3: <stderr's last line>`, `HTTP 500`,
     /// `timed out after 10 s`, `queue full`, …).
     pub error: String,
+}
+
+/// `extraction`: one match of one extraction pattern in the output of one attempt.
+/// An attempt logs at most [`crate::extract::MAX_PER_ATTEMPT`]; the last one logged then
+/// says how many more there were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extraction {
+    /// The attempt whose output it is (1 = first).
+    pub attempt: u64,
+    /// The line's number in the output (`result.output`), from 1.
+    pub line: u64,
+    /// The pattern's name.
+    pub pattern: String,
+    /// The pattern's category.
+    pub category: crate::extract::Category,
+    /// The pattern's severity.
+    pub severity: crate::extract::Severity,
+    /// The pattern's named groups that took part: name → text (redacted when written).
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The line, at most [`crate::extract::MAX_TEXT_BYTES`] bytes (redacted when written).
+    pub text: String,
+    /// Matches of this attempt past the limit, not logged (written only on the last
+    /// one logged, and only when some were dropped).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+impl Extraction {
+    /// The event for `e`, a match in attempt `attempt`'s output.
+    #[must_use]
+    pub fn new(attempt: u64, e: crate::extract::Extraction) -> Self {
+        Self {
+            attempt,
+            line: e.line,
+            pattern: e.pattern,
+            category: e.category,
+            severity: e.severity,
+            fields: e.fields,
+            text: e.text,
+            dropped: 0,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `task_handoff`.

@@ -459,6 +459,39 @@ pub fn read_events_from(dirs: &[std::path::PathBuf]) -> Result<Vec<Event>> {
     Ok(events)
 }
 
+/// Reads the events of every log directory in `dirs` from the files of UTC day `since`
+/// and later (a file whose name has no day is read too), sorted by time: what a task
+/// received on `since` can have logged.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn read_events_since(dirs: &[std::path::PathBuf], since: NaiveDate) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for d in dirs {
+        events.extend(read_events_in(d, |name| {
+            file_day(name).is_none_or(|day| day >= since)
+        })?);
+    }
+    events.sort_by_key(|e| e.ts);
+    Ok(events)
+}
+
+/// The UTC day in a log file name, `events-<node>-<YYYYMMDD>.jsonl` or
+/// `events-<node>-<YYYYMMDD>.<n>.jsonl`, whatever the node; `None` for another name.
+#[must_use]
+pub fn file_day(name: &str) -> Option<NaiveDate> {
+    let stem = name.strip_prefix("events-")?.strip_suffix(".jsonl")?;
+    let stem = match stem.rsplit_once('.') {
+        Some((base, part)) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => stem,
+    };
+    let (_, day) = stem.rsplit_once('-')?;
+    if day.len() != 8 || !day.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    NaiveDate::parse_from_str(day, "%Y%m%d").ok()
+}
+
 /// Reads the events of the log files in `dir` whose file name `keep` accepts (names are
 /// `events-<node>-<YYYYMMDD>.jsonl` or `events-<node>-<YYYYMMDD>.<n>.jsonl`), sorted by time.
 ///
@@ -638,6 +671,33 @@ mod tests {
         let all: std::collections::BTreeSet<String> =
             EventBody::KINDS.iter().map(|k| (*k).to_string()).collect();
         assert_eq!(kinds, all, "the fixture has every type");
+    }
+
+    #[test]
+    fn file_day_reads_the_day_of_any_nodes_log_file_and_nothing_else() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(file_day("events-n1-20261202.jsonl"), day(2026, 12, 2));
+        assert_eq!(
+            file_day("events-node-b-20261130.3.jsonl"),
+            day(2026, 11, 30)
+        );
+        assert_eq!(file_day("events-n1-2026120.jsonl"), None);
+        assert_eq!(file_day("events-n1-20261302.jsonl"), None);
+        assert_eq!(file_day("notes.jsonl"), None);
+    }
+
+    #[test]
+    fn read_events_since_skips_the_files_of_earlier_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let new = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let log = EventLog::new(dir.path(), "n1");
+        log.append(&event("n1", old, 1)).unwrap();
+        log.append(&event("n1", new, 2)).unwrap();
+        let since = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let got = read_events_since(&[dir.path().to_path_buf()], since).unwrap();
+        let ids: Vec<Option<&str>> = got.iter().map(|e| e.task_id.as_deref()).collect();
+        assert_eq!(ids, [Some("t2")]);
     }
 
     #[test]

@@ -176,8 +176,16 @@ fn two_nodes_finish_every_task_once(
             }
             panic!(
                 "{} unpinned or b-pinned task(s) never finished after a was killed: {m:?}\n\
-                 their files: {where_:#?}\nb's daemon log tail:\n{}",
+                 their files: {where_:#?}\nthe first one's events, as b sees them:\n{}\n\
+                 b's adoptions: {:?}\nb's daemon log tail:\n{}",
                 m.len(),
+                history(&b, &m[0]),
+                std::fs::read_dir(b.join("nodes/b/adopted"))
+                    .map(|d| d
+                        .filter_map(Result::ok)
+                        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default(),
                 tail(
                     &std::fs::read_to_string(_db.log.clone()).unwrap_or_default(),
                     40

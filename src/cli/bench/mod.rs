@@ -13,10 +13,12 @@
 //!    log), and how soon a task starts after its lock holder is killed;
 //! 5. LLM routing ([`llm`]): routing overhead and concurrency against `tools/mock-llm`.
 //!
-//! `--memory` ([`memory`]) and `--fidelity` ([`fidelity`]) measure other things instead.
+//! `--memory` ([`memory`]), `--fidelity` ([`fidelity`]) and `--extract` ([`extract`])
+//! measure other things instead.
 //! The shared harness (child daemons, fake-agent fleets, the mock model server, waiting,
 //! percentiles) is [`super::harness`], which the demo uses too.
 
+mod extract;
 mod fidelity;
 mod llm;
 mod locks;
@@ -61,6 +63,13 @@ pub struct BenchArgs {
     /// With --memory: the size of each task file, MiB (at most the 4 MiB the inbox takes).
     #[arg(long, default_value_t = 4)]
     task_mib: usize,
+    /// Measure the extraction engine instead: lines per second on one core with the
+    /// built-in patterns over a synthetic transcript of --lines lines; prints matches found.
+    #[arg(long)]
+    extract: bool,
+    /// With --extract: the corpus's lines.
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: usize,
     /// Latency samples (one task at a time; also the kill -9 probes of the lock run).
     #[arg(long, default_value_t = 200)]
     pub(super) samples: usize,
@@ -89,6 +98,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    if a.extract {
+        return extract::run(a.lines, a.json);
+    }
     let temp = a.dir.is_none();
     let root = a.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("architect-bench-{}", ulid::Ulid::new()))

@@ -114,11 +114,11 @@ impl FleetFiles for View<'_> {
             .cloned()
             .collect()
     }
-    fn live_records(&mut self, node: &str) -> Vec<(TaskRecord, bool)> {
+    fn live_records(&mut self, node: &str, except: &BTreeSet<String>) -> Vec<(TaskRecord, bool)> {
         self.hosts.get(node).map_or_else(Vec::new, |h| {
             h.tasks
                 .values()
-                .filter(|t| t.0 != HostStatus::Final)
+                .filter(|t| t.0 != HostStatus::Final && !except.contains(&t.1.id))
                 .map(|t| (t.1.clone(), t.0 == HostStatus::Running))
                 .collect()
         })
