@@ -2,17 +2,18 @@
 //! session's live screen, through a node-local Unix socket of the daemon.
 //!
 //! - [`protocol`]: the frames (pure);
-//! - [`presence`]: who is attached and what it means for scheduling (pure);
 //! - [`viewers`]: the session thread's clients — a full frame, then screen diffs;
 //! - [`server`]: the daemon's socket, which reads a client's hello and hands it on;
 //! - [`client`]: the CLI's side — raw mode, keys, the detach key.
+//!
+//! Who is attached, and what it means for scheduling, is the session's own business:
+//! [`crate::session::presence`].
 //!
 //! The socket is [`socket_path`]: in the per-user runtime directory (mode 0700, the same
 //! that holds the sessions' hook sockets), never in the spool, which may be synced. The
 //! socket itself is 0600 and the daemon checks that a client runs as the same user.
 
 pub mod client;
-pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod viewers;

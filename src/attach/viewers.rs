@@ -410,8 +410,10 @@ mod tests {
         let mut t2 = vt100::Parser::new(5, 20, 0);
         render(&frames(&mut p2), &mut t2);
         render(&frames(&mut p1), &mut t1);
-        assert_eq!(t1.screen().contents(), "one");
-        assert_eq!(t2.screen().contents(), "one");
+        // vt100 keeps a written blank as a cell and a cleared one as nothing, so a
+        // diff and a full frame may differ in trailing blanks only.
+        assert_eq!(t1.screen().contents().trim_end(), "one");
+        assert_eq!(t2.screen().contents().trim_end(), "one");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Attach and watch clients in the scheduler: a client's request is checked against the
 //! sessions and handed to the session's thread (or refused with the reason); what the
 //! session reports — a client given the screen, a client gone — updates the session's
-//! [`Presence`](crate::attach::presence::Presence), the event log and
+//! [`Presence`](crate::session::presence::Presence), the event log and
 //! `sessions/<name>.json`. Whether a held session may take a task is
 //! [`SessionSlot::is_free`](super::sessions::SessionSlot::is_free)'s business.
 

@@ -47,7 +47,7 @@ pub(crate) struct SessionSlot {
     pub resuming: bool,
     /// The attach and watch clients of the running program: while a person is attached
     /// the session shows as `attached` and takes no new task.
-    pub presence: crate::attach::presence::Presence,
+    pub presence: crate::session::presence::Presence,
 }
 
 impl SessionSlot {
@@ -71,7 +71,7 @@ impl SessionSlot {
             limited_until: None,
             conversation: None,
             resuming: false,
-            presence: crate::attach::presence::Presence::default(),
+            presence: crate::session::presence::Presence::default(),
         }
     }
 

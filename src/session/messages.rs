@@ -31,11 +31,22 @@ pub enum SessionState {
     Dead,
     /// A person is attached (`architect attach`): takes no new task; a running task goes
     /// on. Never reported by a session's own machine: shown over its state
-    /// ([`crate::attach::presence`]).
+    /// ([`crate::session::presence`]).
     Attached,
 }
 
 impl SessionState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [Self; 7] = [
+        Self::Starting,
+        Self::Idle,
+        Self::Busy,
+        Self::WaitingInput,
+        Self::Attached,
+        Self::Limited,
+        Self::Dead,
+    ];
+
     /// The snake_case name.
     #[must_use]
     pub fn as_str(self) -> &'static str {

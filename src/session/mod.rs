@@ -9,6 +9,7 @@ pub mod machine;
 pub mod marks;
 pub mod messages;
 pub mod output;
+pub mod presence;
 pub mod provider;
 pub mod runner;
 pub mod screen;
@@ -56,7 +57,7 @@ pub struct SessionFile {
     /// While a person is attached (state `attached`): since when, how many clients, and
     /// the session's own state underneath.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attached: Option<crate::attach::presence::AttachedInfo>,
+    pub attached: Option<crate::session::presence::AttachedInfo>,
 }
 
 /// A permission question waiting for a person (`sessions/<name>.json`, `approval`).

@@ -13,9 +13,11 @@ use architect::session::SessionState;
 use architect::spool::task::TaskState;
 use expectrl::process::Process as _;
 
-use crate::helper::{wait_for, Env, BIN, ONE_SHELL};
+use crate::helper::{fake_agent_session, wait_for, Env, BIN, ONE_SHELL};
 
 const T: Duration = Duration::from_secs(20);
+
+const TWO_SHELLS: &str = "[[session]]\nname = \"sh-1\"\nprofile = \"shell\"\nrole = \"shell\"\n\n[[session]]\nname = \"sh-2\"\nprofile = \"shell\"\nrole = \"shell\"\n";
 
 /// `architect attach|watch …` in a pseudo-terminal of 60 × 220 (the shell profile's
 /// screen is 50 × 200), its output rendered into `term`.
@@ -74,11 +76,22 @@ impl PtyClient {
     }
 
     fn wait_screen(&self, what: &str, needle: &str) {
-        wait_for(
-            &format!("{what}: {needle:?} on the client's screen"),
-            T,
-            || self.screen().contains(needle),
-        );
+        self.wait_until(&format!("{what}: {needle:?}"), |screen| {
+            screen.contains(needle)
+        });
+    }
+
+    /// Waits until `cond` holds for the client's screen; on timeout, fails showing it.
+    fn wait_until(&self, what: &str, mut cond: impl FnMut(&str) -> bool) {
+        let deadline = std::time::Instant::now() + T;
+        while !cond(&self.screen()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {T:?} waiting for {what} on the client's screen:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn type_keys(&mut self, keys: &[u8]) {
@@ -149,10 +162,19 @@ fn submit(env: &Env, id: &str, prompt: &str) {
 
 #[test]
 fn attach_shows_the_screen_types_into_the_shell_holds_the_session_and_detaches_with_ctrl_bracket() {
-    let env = Env::new(ONE_SHELL);
+    let env = Env::new(TWO_SHELLS);
     let _d = env.daemon();
     env.wait_idle("sh-1", T);
-    submit(&env, "before", "echo marker-before-attach");
+    env.wait_idle("sh-2", T);
+    env.ok(&[
+        "submit",
+        "--id",
+        "before",
+        "--session",
+        "sh-1",
+        "--prompt",
+        "echo marker-before-attach",
+    ]);
     env.wait_final("before", T);
 
     let mut c = PtyClient::start(&env, &["attach", "sh-1"]);
@@ -166,13 +188,38 @@ fn attach_shows_the_screen_types_into_the_shell_holds_the_session_and_detaches_w
     assert_eq!(file.attached.as_ref().unwrap().state, SessionState::Idle);
 
     c.type_keys(b"echo hi-from-attach\r");
-    wait_for("the shell's output of the typed command", T, || {
-        c.screen().matches("hi-from-attach").count() >= 2 // the command line and its output
+    // The shell profile turns echo off (the daemon types whole command lines), so the
+    // screen shows the command's output alone, on a line of its own.
+    c.wait_until("the shell's output of the typed command", |screen| {
+        screen.lines().any(|l| l.trim_end() == "hi-from-attach")
     });
 
-    // A task submitted meanwhile waits: the session is held.
-    submit(&env, "waits", "echo ran-after-detach");
-    std::thread::sleep(Duration::from_millis(1500));
+    // A task for sh-1 submitted meanwhile waits: the session is held. A later task of
+    // lower priority for sh-2 runs to the end, so the scheduler has looked at the held
+    // task (it goes first) and passed it over, rather than not having got to it yet.
+    env.ok(&[
+        "submit",
+        "--id",
+        "waits",
+        "--session",
+        "sh-1",
+        "--priority",
+        "9",
+        "--prompt",
+        "echo ran-after-detach",
+    ]);
+    env.ok(&[
+        "submit",
+        "--id",
+        "other",
+        "--session",
+        "sh-2",
+        "--priority",
+        "1",
+        "--prompt",
+        "echo ran-on-sh-2",
+    ]);
+    assert_eq!(env.wait_final("other", T).0, TaskState::Done);
     assert_eq!(env.state_of("waits"), Some(TaskState::Pending));
     assert!(env
         .events_of::<TaskAssigned>()
@@ -198,6 +245,58 @@ fn attach_shows_the_screen_types_into_the_shell_holds_the_session_and_detaches_w
         .find(|e| e.task_id.as_deref() == Some("waits"))
         .unwrap();
     assert!(detached[0].ts <= assigned.ts);
+}
+
+#[test]
+fn attach_to_an_agent_mid_task_types_into_it_and_a_detach_leaves_the_task_running() {
+    let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "2500"]));
+    let _d = env.daemon();
+    env.wait_idle("agent-1", T);
+    submit(&env, "long", "write the release notes");
+    wait_for("the agent busy with the task", T, || {
+        env.events_of::<TaskAssigned>()
+            .iter()
+            .any(|e| e.task_id.as_deref() == Some("long"))
+            && state(&env, "agent-1") == Some(SessionState::Busy)
+    });
+    let mut c = PtyClient::start(&env, &["attach", "agent-1"]);
+    c.wait_screen("the agent's live screen", "> write the release notes");
+    wait_for("session shown as attached", T, || {
+        state(&env, "agent-1") == Some(SessionState::Attached)
+    });
+    // Underneath, the session is still busy with its task.
+    let file = env.session("agent-1").unwrap();
+    assert_eq!(file.attached.as_ref().unwrap().state, SessionState::Busy);
+    c.type_keys(&[0x1d]);
+    assert_eq!(c.wait_exit(), 0, "a detach exits 0; output: {}", c.raw());
+    // The task went on through the attach and the detach, and ends as usual.
+    let (st, rec) = env.wait_final("long", T);
+    assert_eq!(st, TaskState::Done, "{rec:?}");
+    env.wait_idle("agent-1", T);
+
+    // Keys reach the agent: typed text shows in its input box, Ctrl-C clears it.
+    let mut c = PtyClient::start(&env, &["attach", "agent-1"]);
+    wait_for("session shown as attached", T, || {
+        state(&env, "agent-1") == Some(SessionState::Attached)
+    });
+    c.type_keys(b"typed by a person");
+    c.wait_screen(
+        "the typed text in the agent's input box",
+        "> typed by a person",
+    );
+    c.type_keys(&[0x03]);
+    c.wait_until("the input box cleared by Ctrl-C", |screen| {
+        !screen.contains("typed by a person")
+    });
+    c.type_keys(&[0x1d]);
+    assert_eq!(c.wait_exit(), 0);
+    // Given back as it was: idle, and it takes the next task.
+    submit(&env, "next", "say hello");
+    assert_eq!(env.wait_final("next", T).0, TaskState::Done);
+    let detached = env.events_of::<SessionDetached>();
+    assert_eq!(detached.len(), 2);
+    assert_eq!(detached[0].data.state, "busy");
+    assert!(detached.iter().all(|d| d.data.reason == "detached"));
 }
 
 #[test]

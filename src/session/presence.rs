@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::protocol::Mode;
-use crate::session::SessionState;
+use super::SessionState;
+use crate::attach::protocol::Mode;
 
 /// One client looking at a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
