@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+pub mod attach;
 pub mod backoff;
 pub mod config;
 pub mod daemon;

@@ -4,6 +4,7 @@
 mod helper;
 
 mod agents;
+mod attach;
 mod autonomy;
 mod cli;
 mod config_live;

@@ -2,6 +2,7 @@
 //! works while the daemon is down; the daemon picks the work up when it starts.
 
 mod ask;
+mod attach;
 mod bench;
 mod demo;
 mod harness;
@@ -179,6 +180,16 @@ enum Cmd {
         #[arg(long)]
         no_enter: bool,
     },
+    /// Show a session's live screen here and type into it; Ctrl-] detaches.
+    #[command(
+        after_help = "While you are attached the session shows as `attached` and takes no new \
+        task; a task it runs goes on. Detaching (Ctrl-], or --detach-key), or losing the \
+        connection, leaves it as it was. Works through the daemon's socket \
+        ($XDG_RUNTIME_DIR/architect/daemon-<hash>.sock or /tmp/architect-<uid>/…, mode 0600)."
+    )]
+    Attach(attach::AttachArgs),
+    /// Show a session's live screen here, read-only; Ctrl-] or Ctrl-C ends it.
+    Watch(attach::AttachArgs),
     /// Approve the permission question a session is waiting on (types its yes key).
     #[command(
         after_help = "A question the policy (config/policy.toml) does not clearly allow \
@@ -381,6 +392,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             text,
             no_enter,
         } => observe::send(&need(&spool)?, &cli.config, &session, &text, !no_enter),
+        Cmd::Attach(args) => attach::run(&need(&spool)?, &args, architect::attach::Mode::Attach),
+        Cmd::Watch(args) => attach::run(&need(&spool)?, &args, architect::attach::Mode::Watch),
         Cmd::Approve {
             session,
             question,

@@ -173,16 +173,17 @@ pub fn status(spool: &Spool, config: &Path, json: bool) -> Result<ExitCode> {
             duplicates.join(", ")
         );
     }
-    let by_state = |st: &str| sessions.iter().filter(|s| s.state.as_str() == st).count();
+    let counts: Vec<String> = architect::session::SessionState::ALL
+        .iter()
+        .map(|st| {
+            let n = sessions.iter().filter(|s| s.state == *st).count();
+            format!("{} {n}", st.as_str())
+        })
+        .collect();
     println!(
-        "sessions  {} total · idle {} · busy {} · waiting_input {} · limited {} · starting {} · dead {}",
+        "sessions  {} total · {}",
         sessions.len(),
-        by_state("idle"),
-        by_state("busy"),
-        by_state("waiting_input"),
-        by_state("limited"),
-        by_state("starting"),
-        by_state("dead")
+        counts.join(" · ")
     );
     Ok(ExitCode::SUCCESS)
 }

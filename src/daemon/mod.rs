@@ -12,6 +12,7 @@
 //! `fsync`ed, then published in order, then one `fsync` per directory): a group commit
 //! whose size grows with the load.
 
+mod attach;
 mod control;
 mod fleet;
 mod sessions;
@@ -208,6 +209,8 @@ pub(crate) struct Daemon {
     recorder: crate::record::recorder::Recorder,
     /// `config/notify.toml`'s rules, applied to every event `log` writes.
     notify: Arc<crate::notify::Notifications>,
+    /// The last id given to an attach or watch client.
+    next_client: u64,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -236,6 +239,21 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let (hint_tx, mut hint_rx) = mpsc::channel(capacity);
     let watcher = watch::start(&spool.inbox(), &spool.dir("control"), &config.dir, hint_tx)?;
     let (session_tx, mut session_rx) = mpsc::unbounded_channel();
+    let (attach_tx, mut attach_rx) = mpsc::unbounded_channel();
+    // Attach and watch go through a node-local socket; a daemon that cannot open it
+    // runs without them (and says so).
+    let attach_server = match crate::attach::socket_path(&spool)
+        .and_then(|p| crate::attach::server::AttachServer::start(&p, attach_tx))
+    {
+        Ok(s) => {
+            tracing::info!(socket = %s.path().display(), "attach socket listening");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!("attach socket not opened, `architect attach` will not work: {e}");
+            None
+        }
+    };
     let notify = crate::notify::Notifications::start(
         &log,
         crate::notify::Rules::load(&config.dir)?,
@@ -309,6 +327,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         fleet: None,
         recorder: recorder_thread.recorder(),
         notify,
+        next_client: 0,
     };
     d.fleet = fleet::FleetShell::for_config(&d.config, &d.spool);
     d.wait_for_fleet_view().await;
@@ -339,6 +358,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     d.on_session_message(msg);
                 }
             }
+            Some(req) = attach_rx.recv() => d.on_attach_request(req),
             Some(hint) = hint_rx.recv() => {
                 let mut hints = vec![hint];
                 while let Ok(h) = hint_rx.try_recv() {
@@ -356,6 +376,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         d.dispatch();
         d.sync_dirs();
     }
+    // No new client while the sessions stop.
+    drop(attach_server);
     d.shutdown(&mut session_rx).await;
     drop(watcher);
     drop(d);

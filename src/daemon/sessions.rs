@@ -45,6 +45,9 @@ pub(crate) struct SessionSlot {
     pub conversation: Option<String>,
     /// The running program was started to resume `conversation`.
     pub resuming: bool,
+    /// The attach and watch clients of the running program: while a person is attached
+    /// the session shows as `attached` and takes no new task.
+    pub presence: crate::session::presence::Presence,
 }
 
 impl SessionSlot {
@@ -68,12 +71,15 @@ impl SessionSlot {
             limited_until: None,
             conversation: None,
             resuming: false,
+            presence: crate::session::presence::Presence::default(),
         }
     }
 
-    /// Idle with no task and not being replaced: may take a task.
+    /// Idle with no task, not held by a person (`architect attach`) and not being
+    /// replaced: may take a task.
     pub fn is_free(&self) -> bool {
         self.state == SessionState::Idle
+            && !self.presence.held()
             && self.task.is_none()
             && self.handle.is_some()
             && self.replace_with.is_none()
@@ -447,12 +453,21 @@ impl Daemon {
                 self.on_task_finished(&session, &task_id, outcome);
                 self.after_task(&session);
             }
+            SessionEvent::Attached { client, mode } => {
+                self.on_viewer_attached(&session, client, mode);
+            }
+            SessionEvent::Detached {
+                client,
+                mode,
+                reason,
+            } => self.on_viewer_detached(&session, client, mode, &reason),
             SessionEvent::Exited {
                 status,
                 requested,
                 delivery,
             } => {
                 slot.approval = None;
+                self.clear_viewers(&session, &status);
                 self.on_exited(&session, &status, requested, delivery);
             }
             SessionEvent::Conversation { id } => {
@@ -701,7 +716,7 @@ impl Daemon {
             node: self.node().to_string(),
             profile: slot.resolved.spec.profile.clone(),
             role: slot.resolved.spec.role.clone(),
-            state: slot.state,
+            state: slot.presence.shown(slot.state),
             task_id: slot.task.clone(),
             pid: slot.pid,
             since: slot.since,
@@ -709,6 +724,7 @@ impl Daemon {
             last_exit: slot.last_exit.clone(),
             limited_until: slot.limited_until,
             approval: slot.approval.clone(),
+            attached: slot.presence.info(slot.state),
         };
         let path = self.spool.dir("sessions").join(format!("{name}.json"));
         match serde_json::to_vec_pretty(&file) {

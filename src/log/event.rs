@@ -134,6 +134,11 @@ events! {
     SessionStarted(SessionStarted) = "session_started",
     /// A session's program exited.
     SessionExited(SessionExited) = "session_exited",
+    /// A client of the attach socket was given a session's screen (`architect attach` or
+    /// `watch`).
+    SessionAttached(SessionAttached) = "session_attached",
+    /// An attach or watch client left: detached, lost, or its session ended.
+    SessionDetached(SessionDetached) = "session_detached",
     /// The daemon started.
     DaemonStarted(DaemonStarted) = "daemon_started",
     /// The daemon stopped.
@@ -480,6 +485,37 @@ pub struct SessionExited {
     pub requested: bool,
     /// How long the program ran, ms; `null` when it never started.
     pub uptime_ms: Option<u64>,
+}
+
+/// `session_attached`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionAttached {
+    /// The daemon's id for the client (pairs with `session_detached`).
+    pub client: u64,
+    /// `attach` (keys go to the session; it takes no new task meanwhile) or `watch`.
+    pub mode: String,
+    /// The session's own state then (`idle`, `busy`, …).
+    pub state: String,
+    /// How many `attach` clients it has now.
+    pub clients: u32,
+}
+
+/// `session_detached`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetached {
+    /// The daemon's id for the client.
+    pub client: u64,
+    /// `attach` or `watch`.
+    pub mode: String,
+    /// `detached` (the detach key), `lost: <why>` (the connection closed without a
+    /// detach: the client was killed…), or why the session ended it.
+    pub reason: String,
+    /// The session's own state, which it shows again once no `attach` client is left.
+    pub state: String,
+    /// How many `attach` clients it still has.
+    pub clients: u32,
+    /// How long the client was connected, ms.
+    pub held_ms: u64,
 }
 
 /// `daemon_started`.

@@ -500,14 +500,7 @@ pub fn render(tally: &Tally, snapshot: &Snapshot) -> String {
     );
 
     let sessions = Family::<StateLabel, Gauge>::default();
-    for st in [
-        SessionState::Starting,
-        SessionState::Idle,
-        SessionState::Busy,
-        SessionState::WaitingInput,
-        SessionState::Limited,
-        SessionState::Dead,
-    ] {
+    for st in SessionState::ALL {
         let n = snapshot.sessions.iter().filter(|s| s.state == st).count();
         sessions
             .get_or_create(&StateLabel {

@@ -29,9 +29,24 @@ pub enum SessionState {
     Limited,
     /// The program is not running (it exited, or is waiting to be restarted).
     Dead,
+    /// A person is attached (`architect attach`): takes no new task; a running task goes
+    /// on. Never reported by a session's own machine: shown over its state
+    /// ([`crate::session::presence`]).
+    Attached,
 }
 
 impl SessionState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [Self; 7] = [
+        Self::Starting,
+        Self::Idle,
+        Self::Busy,
+        Self::WaitingInput,
+        Self::Attached,
+        Self::Limited,
+        Self::Dead,
+    ];
+
     /// The snake_case name.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -42,6 +57,7 @@ impl SessionState {
             Self::WaitingInput => "waiting_input",
             Self::Limited => "limited",
             Self::Dead => "dead",
+            Self::Attached => "attached",
         }
     }
 }
@@ -203,6 +219,23 @@ pub enum SessionEvent {
     Conversation {
         /// The id.
         id: String,
+    },
+    /// A client of the attach socket was given this session's screen
+    /// (`session_attached`).
+    Attached {
+        /// The daemon's id for the client.
+        client: u64,
+        /// Attach or watch.
+        mode: crate::attach::Mode,
+    },
+    /// A client left (`session_detached`).
+    Detached {
+        /// The daemon's id for the client.
+        client: u64,
+        /// Attach or watch.
+        mode: crate::attach::Mode,
+        /// `detached`, `lost: <why>`, or why the session ended it.
+        reason: String,
     },
     /// The program is gone; the thread has ended.
     Exited {

@@ -9,6 +9,7 @@ pub mod machine;
 pub mod marks;
 pub mod messages;
 pub mod output;
+pub mod presence;
 pub mod provider;
 pub mod runner;
 pub mod screen;
@@ -32,7 +33,7 @@ pub struct SessionFile {
     /// Role, if any.
     #[serde(default)]
     pub role: Option<String>,
-    /// `starting | idle | busy | waiting_input | limited | dead`.
+    /// `starting | idle | busy | waiting_input | limited | dead | attached`.
     pub state: SessionState,
     /// The task it is running.
     #[serde(default)]
@@ -53,6 +54,10 @@ pub struct SessionFile {
     /// The permission question waiting for `architect approve|deny`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<PendingApproval>,
+    /// While a person is attached (state `attached`): since when, how many clients, and
+    /// the session's own state underneath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<crate::session::presence::AttachedInfo>,
 }
 
 /// A permission question waiting for a person (`sessions/<name>.json`, `approval`).

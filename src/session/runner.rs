@@ -25,6 +25,7 @@ use super::hooks::{HookServer, Integration};
 use super::machine::{Effect, Input, Machine, Setup};
 use super::marks::{MarkScanner, Piece};
 use super::screen::Screen;
+use crate::attach::viewers::{ViewerConn, ViewerNote, Viewers};
 use crate::config::ResolvedSession;
 use crate::record::recorder::{Recorder, SessionTape};
 use crate::types::{AttemptEnd, TaskResult};
@@ -39,6 +40,7 @@ pub use super::messages::{
 #[derive(Debug)]
 pub struct SessionHandle {
     commands: mpsc::Sender<Command>,
+    viewers: mpsc::Sender<ViewerConn>,
     wake: UnixStream,
     /// The generation this handle drives.
     pub generation: u64,
@@ -51,6 +53,18 @@ impl SessionHandle {
         if self.commands.send(cmd).is_ok() {
             let _ = (&self.wake).write(&[1]);
         }
+    }
+
+    /// Hands an attach or watch client to the session's thread, which sends it the
+    /// screen. `Err` gives the client back when the session cannot take one (a provider
+    /// session has no terminal; a thread that has ended).
+    ///
+    /// # Errors
+    /// The client, given back.
+    pub fn attach(&self, conn: ViewerConn) -> Result<(), ViewerConn> {
+        self.viewers.send(conn).map_err(|e| e.0)?;
+        let _ = (&self.wake).write(&[1]);
+        Ok(())
     }
 }
 
@@ -89,6 +103,7 @@ pub fn start(
     recorder: &Recorder,
 ) -> std::io::Result<SessionHandle> {
     let (tx, rx) = mpsc::channel();
+    let (viewers_tx, viewers_rx) = mpsc::channel();
     let (wake_w, wake_r) = UnixStream::pair()?;
     wake_w.set_nonblocking(true)?;
     wake_r.set_nonblocking(true)?;
@@ -99,14 +114,18 @@ pub fn start(
         .name(format!("session-{name}"))
         .spawn(move || {
             if cfg.spec.kind == crate::config::SessionKind::Provider {
+                // No terminal: attach clients are refused (the channel is closed).
+                drop(viewers_rx);
                 super::provider::run(&cfg.spec.name, generation, &events, &rx, &llm);
                 return;
             }
             let mut runner = Runner::new(cfg, generation, events, rx, wake_r, approvals, tape);
+            runner.viewer_rx = Some(viewers_rx);
             runner.run(conversation.as_ref());
         })?;
     Ok(SessionHandle {
         commands: tx,
+        viewers: viewers_tx,
         wake: wake_w,
         generation,
         thread: Some(thread),
@@ -166,6 +185,10 @@ struct Runner {
     task_id: Option<String>,
     /// The recording of what the program prints.
     tape: SessionTape,
+    /// Attach and watch clients arriving from the daemon.
+    viewer_rx: Option<mpsc::Receiver<ViewerConn>>,
+    /// The attach and watch clients looking at the screen.
+    viewers: Viewers,
 }
 
 /// How the main loop ended.
@@ -216,6 +239,8 @@ impl Runner {
             on_task_branch: false,
             task_id: None,
             tape,
+            viewer_rx: None,
+            viewers: Viewers::default(),
         }
     }
 
@@ -387,6 +412,13 @@ impl Runner {
         self.emit(SessionEvent::State(SessionState::Starting));
         self.step(&mut pty, Input::Started);
         let end = self.drive(&mut pty, pid);
+        let why = match &end {
+            End::Exited(s) => format!("the session's program exited ({s})"),
+            End::Stopped(_) => {
+                "the session was stopped (daemon stopping, or its config changed)".to_string()
+            }
+        };
+        self.close_viewers(&why);
         drop(pty);
         kill_group(pid);
         // Processes that left the group (setsid, daemons such as `codex app-server`) still
@@ -494,6 +526,8 @@ impl Runner {
                     revents: 0,
                 }));
             }
+            let viewers_at = fds.len();
+            fds.extend(self.viewers.poll_fds());
             let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
             let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(2);
             // SAFETY: fds is a valid array of nfds pollfd for the duration of the call.
@@ -524,7 +558,7 @@ impl Runner {
                 let mut sink = [0u8; 64];
                 while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
             }
-            if fds.len() > 2 && fds[2..].iter().any(|f| f.revents != 0) {
+            if viewers_at > 2 && fds[2..viewers_at].iter().any(|f| f.revents != 0) {
                 let received = self
                     .hooks
                     .as_mut()
@@ -543,6 +577,11 @@ impl Runner {
                     }
                 }
             }
+            let revents: Vec<i16> = fds[viewers_at..].iter().map(|f| f.revents).collect();
+            if revents.iter().any(|r| *r != 0) {
+                self.on_viewers(pty, &revents);
+            }
+            self.take_viewers();
             while let Ok(cmd) = self.commands.try_recv() {
                 if matches!(cmd, Command::Stop) {
                     kill_group(pid);
@@ -575,6 +614,7 @@ impl Runner {
                 kill_group(pid);
                 return End::Exited(status);
             }
+            self.viewers.broadcast(self.screen.vt());
             if last_reap.elapsed() > Duration::from_millis(250) {
                 last_reap = Instant::now();
                 if let Some(status) = try_reap(pid) {
@@ -625,6 +665,7 @@ impl Runner {
                         self.write(pty, &replies);
                     }
                     self.screen_dirty = true;
+                    self.viewers.mark_dirty();
                     Input::Output(bytes)
                 }
                 Piece::Mark(mark) => {
@@ -650,6 +691,53 @@ impl Runner {
             }
         }
         None
+    }
+
+    /// Takes the attach and watch clients the daemon handed over: each gets the screen.
+    fn take_viewers(&mut self) {
+        let Some(rx) = &self.viewer_rx else {
+            return;
+        };
+        let arrived: Vec<ViewerConn> = rx.try_iter().collect();
+        for conn in arrived {
+            let (client, mode) = (conn.id, conn.mode);
+            match self
+                .viewers
+                .add(&self.cfg.spec.name, conn, self.screen.vt())
+            {
+                Ok(()) => self.emit(SessionEvent::Attached { client, mode }),
+                Err(e) => {
+                    tracing::warn!(session = %self.cfg.spec.name, "attach client dropped: {e}");
+                }
+            }
+        }
+    }
+
+    /// Keys from attach clients go to the terminal; clients that left are reported.
+    fn on_viewers(&mut self, pty: &mut File, revents: &[i16]) {
+        for note in self.viewers.on_ready(revents) {
+            match note {
+                ViewerNote::Input(keys) => self.write(pty, &keys),
+                ViewerNote::Left { id, mode, why } => self.emit(SessionEvent::Detached {
+                    client: id,
+                    mode,
+                    reason: why.describe(),
+                }),
+            }
+        }
+    }
+
+    /// Ends every client's connection with `why` and reports them gone.
+    fn close_viewers(&mut self, why: &str) {
+        // Clients still waiting in the channel are told too.
+        self.take_viewers();
+        for (client, mode) in self.viewers.close_all(why) {
+            self.emit(SessionEvent::Detached {
+                client,
+                mode,
+                reason: why.to_string(),
+            });
+        }
     }
 
     fn write(&self, pty: &mut File, bytes: &[u8]) {

@@ -103,6 +103,12 @@ impl Screen {
         }
     }
 
+    /// The emulator's screen (for attach clients: a full frame, diffs).
+    #[must_use]
+    pub fn vt(&self) -> &vt100::Screen {
+        self.parser.screen()
+    }
+
     /// The screen as text: one line per row, trailing spaces removed, trailing empty rows
     /// removed, joined with `\n`. This is what profile regexes match against.
     #[must_use]

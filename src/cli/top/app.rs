@@ -705,7 +705,7 @@ fn state_rank(state: &str) -> u8 {
     match state {
         "waiting_input" => 0,
         "failed" | "dead" | "limited" => 1,
-        "busy" | "active" => 2,
+        "busy" | "active" | "attached" => 2,
         "starting" | "pending" | "waiting_lock" => 3,
         "idle" => 4,
         _ => 5,
@@ -717,6 +717,7 @@ fn state_style(state: &str) -> Style {
         "waiting_input" => Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
         "dead" | "failed" | "limited" => Style::new().fg(Color::Red),
         "busy" | "active" => Style::new().fg(Color::Green),
+        "attached" => Style::new().fg(Color::Cyan),
         _ => Style::new(),
     }
 }

@@ -32,7 +32,7 @@ pub struct SessionRow {
     pub name: String,
     /// The node that runs it.
     pub node: String,
-    /// `starting | idle | busy | waiting_input | limited | dead`.
+    /// `starting | idle | busy | waiting_input | attached | limited | dead`.
     pub state: String,
     /// The task it runs.
     pub task: Option<String>,
