@@ -1,6 +1,8 @@
 //! `architect serve`: a web dashboard over the spool and the event log — the fleet's
 //! sessions, the queue and tasks, a task's detail and recording, approvals, cost, nodes —
-//! with live updates by server-sent events (`/events`).
+//! with live updates by server-sent events (`/events`). A task's recordings play in its
+//! page with asciinema-player, vendored from its npm package (`vendor/`,
+//! `tools/vendor-assets`) and served from the binary: nothing is fetched from elsewhere.
 //!
 //! It reads what `status`, `tasks`, `show`, `sessions`, `nodes` and `stats --cost` read,
 //! through their functions, so it works whether the daemon runs or not. Its write actions
@@ -127,6 +129,8 @@ fn router(state: Shared) -> Router {
         .route("/login", get(auth::login))
         .route("/static/app.js", get(app_js))
         .route("/static/style.css", get(style_css))
+        .route(PLAYER_JS, get(player_js))
+        .route(PLAYER_CSS, get(player_css))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -326,6 +330,41 @@ async fn task_action(
     action_result(r)
 }
 
+/// The version of asciinema-player vendored in `vendor/asciinema-player/` (the one
+/// `tools/vendor-assets` pins); pages add it to the player's URLs as `?v=`, so a binary
+/// with another version is never served from a browser's cache.
+pub(crate) const PLAYER_VERSION: &str = "3.18.0";
+/// Where the dashboard serves asciinema-player's script (its npm package's
+/// `dist/bundle/asciinema-player.min.js`, which defines `window.AsciinemaPlayer`).
+pub(crate) const PLAYER_JS: &str = "/static/asciinema-player.min.js";
+/// Where the dashboard serves asciinema-player's style sheet.
+pub(crate) const PLAYER_CSS: &str = "/static/asciinema-player.css";
+
+/// `Cache-Control` of the vendored files: their URLs carry the version, so a browser may
+/// keep them a year without asking again (still only this browser: `private`, since
+/// beyond loopback they are served to token holders only).
+const VENDORED_CACHE: &str = "private, max-age=31536000, immutable";
+
+async fn player_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDORED_CACHE),
+        ],
+        include_bytes!("vendor/asciinema-player/asciinema-player.min.js").as_slice(),
+    )
+}
+
+async fn player_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDORED_CACHE),
+        ],
+        include_bytes!("vendor/asciinema-player/asciinema-player.css").as_slice(),
+    )
+}
+
 async fn app_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -338,4 +377,20 @@ async fn style_css() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("style.css"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_player_version_is_the_one_the_vendoring_script_pins() {
+        let script = include_str!("../../../tools/vendor-assets");
+        assert!(
+            script.contains(&format!("\"asciinema-player {PLAYER_VERSION} sha512-")),
+            "tools/vendor-assets pins another asciinema-player than {PLAYER_VERSION}"
+        );
+        let readme = include_str!("vendor/README.md");
+        assert!(readme.contains(&format!("| {PLAYER_VERSION} |")), "{readme}");
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use axum::http::StatusCode;
 
 use architect::session::SessionFile;
-use architect::spool::task::TaskState;
+use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::Spool;
 use architect::sql::{self, QueryResult};
 
@@ -34,6 +34,22 @@ pub fn esc(s: &str) -> String {
 /// A whole page: the navigation, the live-events counter (`#live`, updated by
 /// `app.js` only), a flash line for action results, then `body`.
 fn layout(title: &str, page: &str, body: &str) -> String {
+    layout_with(title, page, body, false)
+}
+
+/// [`layout`], with asciinema-player's style and script when `player` (a page with
+/// recordings to play: `app.js` turns each `[data-cast]` element into a player, so the
+/// player's script is loaded before it).
+fn layout_with(title: &str, page: &str, body: &str, player: bool) -> String {
+    use super::{PLAYER_CSS, PLAYER_JS, PLAYER_VERSION};
+    let (player_css, player_js) = if player {
+        (
+            format!("<link rel=\"stylesheet\" href=\"{PLAYER_CSS}?v={PLAYER_VERSION}\">"),
+            format!("<script src=\"{PLAYER_JS}?v={PLAYER_VERSION}\"></script>"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let nav: String = [
         ("fleet", "/", "Fleet"),
         ("tasks", "/tasks", "Tasks"),
@@ -54,11 +70,11 @@ fn layout(title: &str, page: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · architect</title><link rel=\"stylesheet\" href=\"/static/style.css\">\
+         <title>{} · architect</title>{player_css}<link rel=\"stylesheet\" href=\"/static/style.css\">\
          </head><body data-page=\"{page}\"><header><strong>architect</strong><nav>{nav}</nav>\
          <span id=\"live\" data-events=\"0\" title=\"events received live (server-sent events)\">\
          connecting…</span></header><p id=\"flash\" hidden></p><main>{body}</main>\
-         <script src=\"/static/app.js\"></script></body></html>\n",
+         {player_js}<script src=\"/static/app.js\"></script></body></html>\n",
         esc(title)
     )
 }
@@ -329,7 +345,8 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
     Ok(layout("Tasks", "tasks", &body))
 }
 
-/// `/tasks/<id>`: the record, its attempts, its result, its recordings and its events.
+/// `/tasks/<id>`: the record, its attempts, its result, its recordings (played in the
+/// page) and its events.
 pub fn task(spool: &Spool, id: &str) -> Result<String> {
     let (state, rec) = spool.find_in_fleet(id)?;
     let display = rec.display_state(state);
@@ -434,27 +451,8 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
             esc(&r.output)
         );
     }
-    body.push_str("<h2>Recordings</h2>");
     let found = architect::record::find_task(spool, &rec.id);
-    if found.files.is_empty() {
-        body.push_str(
-            "<p class=\"empty\">no recording (a provider session, recordings off, or pruned)</p>",
-        );
-    } else {
-        body.push_str("<ul id=\"recordings\">");
-        for (attempt, path) in &found.files {
-            let name = architect::record::task_file_name(&rec.id, *attempt);
-            let size = std::fs::metadata(path).map_or(0, |m| m.len());
-            let _ = write!(
-                body,
-                "<li><a href=\"/recordings/{n}\">{n}</a> (attempt {attempt}, {size} bytes; \
-                 asciicast v2: <code>asciinema play</code> or <code>architect replay {id} --attempt {attempt}</code>)</li>",
-                n = esc(&name),
-                id = esc(&rec.id)
-            );
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&recordings_section(&rec, &found));
     body.push_str("<h2>Events</h2>");
     let events = architect::log::read_events_from(&spool.log_dirs())?;
     let rows: Vec<Vec<String>> = events
@@ -485,7 +483,46 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
             "id=\"events\"",
         ));
     }
-    Ok(layout(&format!("Task {}", rec.id), "tasks", &body))
+    Ok(layout_with(
+        &format!("Task {}", rec.id),
+        "tasks",
+        &body,
+        !found.files.is_empty(),
+    ))
+}
+
+/// The task page's recordings: one asciinema player per attempt recorded (an element
+/// `[data-cast]` naming its `/recordings/…` URL, made a player by `app.js`), with the
+/// link to the raw file; or a sentence saying there is none, and why there may be none.
+fn recordings_section(rec: &TaskRecord, found: &architect::record::Found) -> String {
+    let mut out = String::from("<h2>Recordings</h2>");
+    if found.files.is_empty() {
+        out.push_str(if rec.attempts.is_empty() {
+            "<p class=\"empty\" id=\"no-recording\">No recording: the task has not run \
+             yet.</p>"
+        } else {
+            "<p class=\"empty\" id=\"no-recording\">No recording of this task: it ran \
+             on a provider session (no terminal), recordings are off, or its recording \
+             was pruned.</p>"
+        });
+        return out;
+    }
+    out.push_str("<div id=\"recordings\">");
+    for (attempt, path) in &found.files {
+        let name = architect::record::task_file_name(&rec.id, *attempt);
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let _ = write!(
+            out,
+            "<figure class=\"recording\" data-attempt=\"{attempt}\"><figcaption>attempt \
+             {attempt}: <a href=\"/recordings/{n}\">{n}</a> ({size} bytes, asciicast v2; \
+             in a terminal: <code>architect replay {id} --attempt {attempt}</code>)\
+             </figcaption><div class=\"player\" data-cast=\"/recordings/{n}\"></div></figure>",
+            n = esc(&name),
+            id = esc(&rec.id)
+        );
+    }
+    out.push_str("</div>");
+    out
 }
 
 /// `/approvals`: each question a session waits on, with approve and deny buttons.
