@@ -345,8 +345,8 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
     Ok(layout("Tasks", "tasks", &body))
 }
 
-/// `/tasks/<id>`: the record, its attempts, its result, its recordings (played in the
-/// page) and its events.
+/// `/tasks/<id>`: the record, its attempts, its result, its extractions, its recordings
+/// (played in the page) and its events.
 pub fn task(spool: &Spool, id: &str) -> Result<String> {
     let (state, rec) = spool.find_in_fleet(id)?;
     let display = rec.display_state(state);
@@ -451,6 +451,7 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
             esc(&r.output)
         );
     }
+    body.push_str(&extractions_section(spool, &rec)?);
     let found = architect::record::find_task(spool, &rec.id);
     body.push_str(&recordings_section(&rec, &found));
     body.push_str("<h2>Events</h2>");
@@ -489,6 +490,70 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
         &body,
         !found.files.is_empty(),
     ))
+}
+
+/// The task page's extractions: the task's `extraction` events as `architect show`
+/// reads them, one row each (attempt, line number, pattern, category, severity, fields,
+/// the line). Fields and line were redacted when logged and pass the redactor again here,
+/// as every event shown does.
+///
+/// # Errors
+/// A log directory cannot be read.
+fn extractions_section(spool: &Spool, rec: &TaskRecord) -> Result<String> {
+    let mut out = String::from("<h2>Extractions</h2>");
+    let extracted = crate::cli::tasks::extractions_of(spool, rec)?;
+    if extracted.is_empty() {
+        out.push_str(
+            "<p class=\"empty\" id=\"no-extractions\">nothing extracted (no line of its \
+             output matched a pattern of config/extract.toml, or it has not finished an \
+             attempt)</p>",
+        );
+        return Ok(out);
+    }
+    let rows: Vec<Vec<String>> = extracted
+        .iter()
+        .map(|x| {
+            let e = &x.data;
+            let fields: Vec<String> = e
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "<code>{}={}</code>",
+                        esc(k),
+                        esc(&architect::redact::redact(v))
+                    )
+                })
+                .collect();
+            let mut text = format!(
+                "<code>{}</code>",
+                esc(&architect::redact::redact(&e.text))
+            );
+            if e.dropped > 0 {
+                let _ = write!(text, " (+{} more not logged)", e.dropped);
+            }
+            vec![
+                e.attempt.to_string(),
+                e.line.to_string(),
+                esc(&e.pattern),
+                esc(e.category.as_str()),
+                format!(
+                    "<span class=\"severity {0}\">{0}</span>",
+                    esc(e.severity.as_str())
+                ),
+                fields.join(" "),
+                text,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "#", "line", "pattern", "category", "severity", "fields", "text",
+        ],
+        &rows,
+        "id=\"extractions\"",
+    ));
+    Ok(out)
 }
 
 /// The task page's recordings: one asciinema player per attempt recorded (an element
