@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use architect::record::asciicast;
 use architect::spool::Spool;
 
 pub use auth::ensure_token;
@@ -217,8 +218,11 @@ async fn nodes(State(st): State<Shared>) -> Result<Html<String>, PageError> {
         .map(Html)
 }
 
-/// `/recordings/<task>.cast` or `/recordings/<task>.<n>.cast`: the recording as it is on
-/// disk (asciicast v2), found on whichever node ran the task.
+/// `/recordings/<task>.cast` or `/recordings/<task>.<n>.cast`: the recording (asciicast
+/// v2), found on whichever node ran the task, with each output event's text, each
+/// marker and the title passed through the redactor, as everything the dashboard shows.
+/// A chunk is redacted alone: a secret the terminal got in two reads passes (the file on
+/// disk, which `architect replay` plays, is not redacted at all).
 async fn recording(
     State(st): State<Shared>,
     UrlPath(file): UrlPath<String>,
@@ -245,8 +249,11 @@ async fn recording(
             .iter()
             .find(|(a, _)| *a == attempt.max(1))
             .ok_or_else(|| anyhow::anyhow!("no recording {file} on any node"))?;
-        architect::durable::read_regular(path, 64 << 20)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+        let bytes = architect::durable::read_regular(path, 64 << 20)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let cast = asciicast::parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|e| anyhow::anyhow!("{}: not asciicast v2: {e}", path.display()))?;
+        Ok(redacted(cast).encode())
     })
     .await?;
     Ok((
@@ -257,6 +264,21 @@ async fn recording(
         bytes,
     )
         .into_response())
+}
+
+/// `cast` with the text a person would read (output, markers, title) redacted.
+fn redacted(mut cast: asciicast::Cast) -> asciicast::Cast {
+    use architect::redact::redact;
+    cast.header.title = cast.header.title.as_deref().map(redact);
+    for e in &mut cast.events {
+        if matches!(
+            e.kind,
+            asciicast::EventKind::Output | asciicast::EventKind::Marker
+        ) {
+            e.data = redact(&e.data);
+        }
+    }
+    cast
 }
 
 /// `/api/status`: the task counts of `architect status --json` (`tasks`) and the
@@ -382,6 +404,32 @@ async fn style_css() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_served_recording_has_its_output_markers_and_title_redacted() {
+        let key = "sk-ant-api03-SECRETSECRETSECRETSECRET";
+        let mut text = asciicast::encode_header(&asciicast::Header {
+            version: 2,
+            width: 80,
+            height: 24,
+            timestamp: None,
+            env: std::collections::BTreeMap::new(),
+            title: Some(format!("task with {key}")),
+        });
+        for e in [
+            asciicast::Event::output(0.5, format!("\x1b[31mkey {key}\x1b[0m\r\n")),
+            asciicast::Event::marker(1.0, format!("saw {key}")),
+            asciicast::Event::output(1.5, "plain\r\n"),
+        ] {
+            text.push_str(&asciicast::encode_event(&e));
+        }
+        let served = redacted(asciicast::parse(&text).unwrap()).encode();
+        assert!(!served.contains("SECRETSECRET"), "{served}");
+        let back = asciicast::parse(&served).unwrap();
+        assert_eq!(back.events.len(), 3);
+        assert!(back.output().contains("\x1b[31mkey [REDACTED]"), "{served}");
+        assert!(back.output().ends_with("plain\r\n"));
+    }
 
     #[test]
     fn the_player_version_is_the_one_the_vendoring_script_pins() {

@@ -182,7 +182,8 @@ pub fn status_value(spool: &Spool) -> Result<serde_json::Value> {
 }
 
 /// The last lines of what the session's running task printed, as a terminal would show
-/// them (its recording replayed through a vt100 screen of the recorded size); `None`
+/// them (its recording replayed through a vt100 screen of the recorded size), redacted
+/// (whole lines: a secret split between two reads of the terminal is caught); `None`
 /// when there is no task or no recording (a provider session, recordings off).
 fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
     let task = s.task_id.as_deref()?;
@@ -195,7 +196,7 @@ fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
     let contents = vt.screen().contents();
     let lines: Vec<&str> = contents.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &lines[lines.len().saturating_sub(8)..];
-    Some(tail.join("\n"))
+    Some(architect::redact::redact(&tail.join("\n")))
 }
 
 /// `/`: task counts, sessions (state, task, approval, a preview of the running task's
