@@ -481,7 +481,11 @@ impl LogTail {
     /// # Errors
     /// A log directory cannot be listed or a file read.
     pub(crate) fn poll(&mut self, spool: &Spool) -> Result<Vec<Event>> {
-        Ok(self.poll_placed(spool)?.into_iter().map(|(e, _)| e).collect())
+        Ok(self
+            .poll_placed(spool)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
     }
 
     /// [`LogTail::poll`], each event with where it ends: its file's name and the bytes
@@ -561,8 +565,8 @@ impl LogPosition {
     /// of the writer's later files, at the end of its older ones; at the end of a file
     /// whose writer is not noted (a position from elsewhere must not replay whole logs).
     pub(crate) fn resume_offset(&self, file: &str, len: u64) -> u64 {
-        let Some((newest, bytes)) = architect::log::file_writer(file)
-            .and_then(|w| self.newest.get(&w))
+        let Some((newest, bytes)) =
+            architect::log::file_writer(file).and_then(|w| self.newest.get(&w))
         else {
             return len;
         };
@@ -690,11 +694,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(log.join("events-n1-20261202.jsonl"), line("a") + &line("b")).unwrap();
-        let mut first = LogTail::resume(
-            &spool,
-            &noted(&[("events-n1-20261201.jsonl", 0)]),
-        )
-        .unwrap();
+        let mut first =
+            LogTail::resume(&spool, &noted(&[("events-n1-20261201.jsonl", 0)])).unwrap();
         let read = first.poll_placed(&spool).unwrap();
         let ids: Vec<&str> = read
             .iter()
@@ -711,8 +712,8 @@ mod tests {
             .open(log.join("events-n1-20261202.jsonl"))
             .unwrap();
         std::io::Write::write_all(&mut today, line("c").as_bytes()).unwrap();
-        let mut again = LogTail::resume(&spool, &LogPosition::parse(&pos.encode()).unwrap())
-            .unwrap();
+        let mut again =
+            LogTail::resume(&spool, &LogPosition::parse(&pos.encode()).unwrap()).unwrap();
         let ids: Vec<String> = again
             .poll(&spool)
             .unwrap()

@@ -420,7 +420,10 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>> {
         })
         .collect();
     files.sort_by_cached_key(|p| {
-        file_order(&p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
+        file_order(
+            &p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        )
     });
     Ok(files)
 }
@@ -709,7 +712,12 @@ mod tests {
             "events-n-1-20261202.jsonl",
         ];
         for w in names.windows(2) {
-            assert!(file_order(w[0]) < file_order(w[1]), "{} then {}", w[0], w[1]);
+            assert!(
+                file_order(w[0]) < file_order(w[1]),
+                "{} then {}",
+                w[0],
+                w[1]
+            );
         }
         for n in names {
             assert_eq!(file_writer(n).as_deref(), Some("events-n-1"), "{n}");

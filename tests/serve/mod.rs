@@ -423,8 +423,7 @@ fn a_task_page_plays_its_recording_and_lists_its_extractions() {
     let _d = env.daemon();
     env.drop_task(
         "rec.json",
-        &serde_json::json!({"id": "rec", "prompt": format!("cat {}", out.display())})
-            .to_string(),
+        &serde_json::json!({"id": "rec", "prompt": format!("cat {}", out.display())}).to_string(),
     );
     let (state, rec) = env.wait_final("rec", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");
@@ -438,8 +437,14 @@ fn a_task_page_plays_its_recording_and_lists_its_extractions() {
         let (code, head, body) = http_with_head(&s.addr, "GET", path, &[], "");
         assert_eq!(code, 200, "{path}");
         let head = head.to_ascii_lowercase();
-        assert!(head.contains(&format!("content-type: {ty}")), "{path}: {head}");
-        assert!(head.contains("cache-control: private, max-age=31536000, immutable"), "{path}: {head}");
+        assert!(
+            head.contains(&format!("content-type: {ty}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("cache-control: private, max-age=31536000, immutable"),
+            "{path}: {head}"
+        );
         assert!(body.len() > 10_000, "{path}: {} bytes", body.len());
     }
 
@@ -629,7 +634,10 @@ fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
     env.drop_task("a.json", r#"{"id": "a", "prompt": "echo first"}"#);
     let seen = first.until("a's completion", |m| completed(m, "a"));
     let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
-    assert!(ids.iter().all(|id| !id.is_empty()), "every message has an id: {ids:?}");
+    assert!(
+        ids.iter().all(|id| !id.is_empty()),
+        "every message has an id: {ids:?}"
+    );
     let unique: std::collections::HashSet<&&str> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "each id differs: {ids:?}");
     let last_id = seen.last().unwrap().0.clone();
@@ -644,14 +652,13 @@ fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
     let resumed = SseStream::open(&s.addr, Some(&last_id));
     let missed = resumed.until("b's completion, replayed", |m| completed(m, "b"));
     assert!(
-        missed.iter().any(|(_, m)| m["type"] == "task_received" && m["task_id"] == "b"),
+        missed
+            .iter()
+            .any(|(_, m)| m["type"] == "task_received" && m["task_id"] == "b"),
         "{missed:#?}"
     );
     for (_, m) in &missed {
-        assert!(
-            !seen.iter().any(|(_, old)| old == m),
-            "sent again: {m}"
-        );
+        assert!(!seen.iter().any(|(_, old)| old == m), "sent again: {m}");
     }
 
     // Without the header a stream starts at the end: a task run now comes first, `b`
@@ -660,7 +667,8 @@ fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
     env.drop_task("c.json", r#"{"id": "c", "prompt": "echo third"}"#);
     let new = fresh.until("c's completion", |m| completed(m, "c"));
     assert!(
-        new.iter().all(|(_, m)| m["task_id"] != "b" && m["task_id"] != "a"),
+        new.iter()
+            .all(|(_, m)| m["task_id"] != "b" && m["task_id"] != "a"),
         "{new:#?}"
     );
 }

@@ -439,6 +439,9 @@ mod tests {
             "tools/vendor-assets pins another asciinema-player than {PLAYER_VERSION}"
         );
         let readme = include_str!("vendor/README.md");
-        assert!(readme.contains(&format!("| {PLAYER_VERSION} |")), "{readme}");
+        assert!(
+            readme.contains(&format!("| {PLAYER_VERSION} |")),
+            "{readme}"
+        );
     }
 }

@@ -526,10 +526,7 @@ fn extractions_section(spool: &Spool, rec: &TaskRecord) -> Result<String> {
                     )
                 })
                 .collect();
-            let mut text = format!(
-                "<code>{}</code>",
-                esc(&architect::redact::redact(&e.text))
-            );
+            let mut text = format!("<code>{}</code>", esc(&architect::redact::redact(&e.text)));
             if e.dropped > 0 {
                 let _ = write!(text, " (+{} more not logged)", e.dropped);
             }
