@@ -57,7 +57,6 @@
       preload: true,
       fit: "width",
       idleTimeLimit: 2,
-      terminalFontSize: "13px",
     });
   }
 
