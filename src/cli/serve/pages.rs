@@ -506,8 +506,7 @@ fn extractions_section(spool: &Spool, rec: &TaskRecord) -> Result<String> {
     if extracted.is_empty() {
         out.push_str(
             "<p class=\"empty\" id=\"no-extractions\">nothing extracted (no line of its \
-             output matched a pattern of config/extract.toml, or it has not finished an \
-             attempt)</p>",
+             output matched an extraction pattern, or no attempt has finished)</p>",
         );
         return Ok(out);
     }
