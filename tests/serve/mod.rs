@@ -672,3 +672,26 @@ fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
         "{new:#?}"
     );
 }
+
+#[test]
+fn the_fleet_page_s_screen_preview_shows_a_printed_key_redacted() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+    // The key is printed whole, then the task stays running: the preview is of its
+    // recording (flushed every second), read while the session is busy.
+    env.drop_task(
+        "busy.json",
+        r#"{"id": "busy", "prompt": "echo key=sk-ant-api03-SECRETSECRETSECRETSECRET; echo preview-ready; sleep 20"}"#,
+    );
+    let mut page = String::new();
+    wait_for("the running task's screen on the fleet page", T, || {
+        page = http(&s.addr, "GET", "/", &[], "").1;
+        page.contains("<pre class=\"screen\">") && page.contains("preview-ready")
+    });
+    let screen = &page[page.find("<pre class=\"screen\">").unwrap()..];
+    let screen = &screen[..screen.find("</pre>").unwrap()];
+    assert!(screen.contains("key=[REDACTED]"), "{screen}");
+    assert!(!page.contains("SECRETSECRET"), "{page}");
+}
