@@ -417,7 +417,8 @@ pub fn logs(
     }
 }
 
-/// Follows the event logs of every node (`Spool::log_dirs`) from where they end now:
+/// Follows the event logs of every node (`Spool::log_dirs`) from where they end now
+/// ([`LogTail::at_end`]) or from a [`LogPosition`] ([`LogTail::resume`]):
 /// [`LogTail::poll`] returns the events written since, in each file's order. A line still
 /// being written is read once it ends; a node's log directory or a new day's file that
 /// appears later is read from its start.
@@ -433,14 +434,37 @@ impl LogTail {
     /// # Errors
     /// A log directory cannot be listed.
     pub(crate) fn at_end(spool: &Spool) -> Result<Self> {
+        Self::resume(spool, &LogPosition::default())
+    }
+
+    /// A tail positioned where `from` says a reader stopped: each file at
+    /// [`LogPosition::resume_offset`] (the files of writers `from` does not name at
+    /// their current end).
+    ///
+    /// # Errors
+    /// A log directory cannot be listed.
+    pub(crate) fn resume(spool: &Spool, from: &LogPosition) -> Result<Self> {
         let offsets = Self::files(spool)?
             .into_iter()
             .map(|p| {
                 let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-                (p, len)
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                let off = name.map_or(len, |n| from.resume_offset(&n, len));
+                (p, off)
             })
             .collect();
         Ok(Self { offsets })
+    }
+
+    /// Where this tail stands, as a [`LogPosition`].
+    pub(crate) fn position(&self) -> LogPosition {
+        let mut pos = LogPosition::default();
+        for (p, off) in &self.offsets {
+            if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                pos.advance(name, *off);
+            }
+        }
+        pos
     }
 
     fn files(spool: &Spool) -> Result<Vec<std::path::PathBuf>> {
@@ -458,8 +482,24 @@ impl LogTail {
     /// # Errors
     /// A log directory cannot be listed or a file read.
     pub(crate) fn poll(&mut self, spool: &Spool) -> Result<Vec<Event>> {
+        Ok(self
+            .poll_placed(spool)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// [`LogTail::poll`], each event with where it ends: its file's name and the bytes
+    /// of that file read up to the end of its line (what [`LogPosition::advance`] takes).
+    ///
+    /// # Errors
+    /// A log directory cannot be listed or a file read.
+    pub(crate) fn poll_placed(&mut self, spool: &Spool) -> Result<Vec<(Event, (String, u64))>> {
         let mut out = Vec::new();
         for p in Self::files(spool)? {
+            let name = p
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             let off = self.offsets.entry(p.clone()).or_insert(0);
             let len = std::fs::metadata(&p).map_or(0, |m| m.len());
             if len <= *off {
@@ -477,10 +517,214 @@ impl LogTail {
                 }
                 *off += n as u64;
                 if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-                    out.push(e);
+                    out.push((e, (name.clone(), *off)));
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// Where a reader of the event logs stopped, for a reader that comes back (the
+/// dashboard's event stream sends it as each event's SSE `id`, and a browser that
+/// reconnects sends it back as `Last-Event-ID`): for each writer
+/// ([`architect::log::file_writer`], one per node) the newest of its files read and the
+/// bytes of it read. The writer's older files count as read to their end: a node starts
+/// its next file (a new day, a new part) only once done with the last.
+///
+/// As text ([`LogPosition::encode`]): `FILE:BYTES` per writer, joined by `/` (no file
+/// name holds one), e.g. `events-n1-20261202.jsonl:48213/events-n2-20261202.1.jsonl:907`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LogPosition {
+    /// Writer → (the newest file read, bytes of it read).
+    newest: std::collections::BTreeMap<String, (String, u64)>,
+}
+
+impl LogPosition {
+    /// Notes that `file` (a log file's name) has been read up to byte `bytes`. A file
+    /// older than the writer's newest already noted changes nothing; a name that is not a
+    /// log file's, or that holds a character an SSE `id` cannot (line break, NUL, `/`),
+    /// is not tracked.
+    pub(crate) fn advance(&mut self, file: &str, bytes: u64) {
+        if file.contains(['\n', '\r', '\0', '/']) {
+            return;
+        }
+        let Some(writer) = architect::log::file_writer(file) else {
+            return;
+        };
+        let order = architect::log::file_order(file);
+        match self.newest.get(&writer) {
+            Some((f, _)) if architect::log::file_order(f) > order => {}
+            _ => {
+                self.newest.insert(writer, (file.to_string(), bytes));
+            }
+        }
+    }
+
+    /// Where a resumed reader starts in `file` (a log file's name), `len` bytes long now:
+    /// at the noted bytes in the writer's newest file noted (at most `len`), at the start
+    /// of the writer's later files, at the end of its older ones; at the end of a file
+    /// whose writer is not noted (a position from elsewhere must not replay whole logs).
+    pub(crate) fn resume_offset(&self, file: &str, len: u64) -> u64 {
+        let Some((newest, bytes)) =
+            architect::log::file_writer(file).and_then(|w| self.newest.get(&w))
+        else {
+            return len;
+        };
+        match architect::log::file_order(file).cmp(&architect::log::file_order(newest)) {
+            std::cmp::Ordering::Less => len,
+            std::cmp::Ordering::Equal => (*bytes).min(len),
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
+
+    /// The text form (see the type's doc); empty when nothing is noted.
+    pub(crate) fn encode(&self) -> String {
+        self.newest
+            .values()
+            .map(|(file, bytes)| format!("{file}:{bytes}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Reads the text form back; `None` when it is empty or not one (an entry that is
+    /// not `FILE:BYTES` of a log file's name).
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut pos = Self::default();
+        for entry in text.trim().split('/') {
+            let (file, bytes) = entry.rsplit_once(':')?;
+            let bytes = bytes.parse::<u64>().ok()?;
+            architect::log::file_writer(file)?;
+            pos.advance(file, bytes);
+        }
+        (!pos.newest.is_empty()).then_some(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noted(entries: &[(&str, u64)]) -> LogPosition {
+        let mut p = LogPosition::default();
+        for (f, b) in entries {
+            p.advance(f, *b);
+        }
+        p
+    }
+
+    #[test]
+    fn a_log_position_round_trips_through_its_text() {
+        let p = noted(&[
+            ("events-n1-20261202.jsonl", 48213),
+            ("events-n2-20261202.1.jsonl", 907),
+        ]);
+        let text = p.encode();
+        assert_eq!(
+            text,
+            "events-n1-20261202.jsonl:48213/events-n2-20261202.1.jsonl:907"
+        );
+        assert_eq!(LogPosition::parse(&text), Some(p));
+        // A node name with a colon: the bytes are after the last one.
+        let odd = noted(&[("events-a:b-20261202.jsonl", 5)]);
+        assert_eq!(LogPosition::parse(&odd.encode()), Some(odd));
+    }
+
+    #[test]
+    fn text_that_is_not_a_log_position_is_refused() {
+        for bad in [
+            "",
+            "  ",
+            "42",
+            "events-n1-20261202.jsonl",
+            "events-n1-20261202.jsonl:-1",
+            "events-n1-20261202.jsonl:12/",
+            "notes.txt:12",
+            "events-n1-20261202.jsonl:12/x:1",
+        ] {
+            assert_eq!(LogPosition::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_writer_s_newest_file_wins_whatever_the_order_it_is_noted_in() {
+        let a = noted(&[
+            ("events-n1-20261201.jsonl", 900),
+            ("events-n1-20261202.jsonl", 10),
+            ("events-n1-20261201.1.jsonl", 300),
+        ]);
+        assert_eq!(a.encode(), "events-n1-20261202.jsonl:10");
+        // Names an SSE id cannot carry are not tracked.
+        let b = noted(&[("events-n\n1-20261201.jsonl", 1)]);
+        assert_eq!(b, LogPosition::default());
+    }
+
+    #[test]
+    fn a_resumed_reader_starts_after_what_it_read_and_nowhere_earlier() {
+        let p = noted(&[("events-n1-20261202.jsonl", 100)]);
+        // The file it stopped in: where it stopped (not past the end if it shrank).
+        assert_eq!(p.resume_offset("events-n1-20261202.jsonl", 250), 100);
+        assert_eq!(p.resume_offset("events-n1-20261202.jsonl", 60), 60);
+        // The writer's files after it: from their start; before it: nothing.
+        assert_eq!(p.resume_offset("events-n1-20261202.1.jsonl", 70), 0);
+        assert_eq!(p.resume_offset("events-n1-20261203.jsonl", 70), 0);
+        assert_eq!(p.resume_offset("events-n1-20261201.jsonl", 70), 70);
+        assert_eq!(p.resume_offset("events-n1-20261201.3.jsonl", 70), 70);
+        // Another writer, or a file with no day: from their end.
+        assert_eq!(p.resume_offset("events-n2-20261203.jsonl", 70), 70);
+        assert_eq!(p.resume_offset("events-x.jsonl", 70), 70);
+        // No position: every file from its end (`LogTail::at_end`).
+        let none = LogPosition::default();
+        assert_eq!(none.resume_offset("events-n1-20261202.jsonl", 70), 70);
+    }
+
+    #[test]
+    fn a_tail_resumed_from_an_event_s_position_reads_exactly_the_events_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"));
+        spool.init().unwrap();
+        let log = spool.dir("log");
+        let line = |id: &str| {
+            format!(
+                r#"{{"ts":"2026-12-02T10:00:00Z","node":"n1","type":"task_received","task_id":"{id}","session":null,"data":{{"file":"{id}.json","bytes":1,"prompt":"p","prompt_chars":1,"prompt_sha256":"00"}}}}"#
+            ) + "\n"
+        };
+        std::fs::write(
+            log.join("events-n1-20261201.jsonl"),
+            line("old-1") + &line("old-2"),
+        )
+        .unwrap();
+        std::fs::write(log.join("events-n1-20261202.jsonl"), line("a") + &line("b")).unwrap();
+        let mut first =
+            LogTail::resume(&spool, &noted(&[("events-n1-20261201.jsonl", 0)])).unwrap();
+        let read = first.poll_placed(&spool).unwrap();
+        let ids: Vec<&str> = read
+            .iter()
+            .filter_map(|(e, _)| e.task_id.as_deref())
+            .collect();
+        assert_eq!(ids, ["old-1", "old-2", "a", "b"]);
+        // A reader that got up to `a` comes back after `c` was written.
+        let mut pos = LogPosition::default();
+        for (_, (file, bytes)) in &read[..3] {
+            pos.advance(file, *bytes);
+        }
+        let mut today = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.join("events-n1-20261202.jsonl"))
+            .unwrap();
+        std::io::Write::write_all(&mut today, line("c").as_bytes()).unwrap();
+        let mut again =
+            LogTail::resume(&spool, &LogPosition::parse(&pos.encode()).unwrap()).unwrap();
+        let ids: Vec<String> = again
+            .poll(&spool)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.task_id)
+            .collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(
+            again.position().encode(),
+            format!("events-n1-20261202.jsonl:{}", 3 * line("a").len())
+        );
     }
 }

@@ -224,18 +224,23 @@ pub fn show(spool: &Spool, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One `extraction` event of a task, as `show --json` lists it.
+/// One `extraction` event of a task, as `show --json` (and the dashboard's task page)
+/// lists it.
 #[derive(Debug, serde::Serialize)]
-struct ShownExtraction {
+pub(crate) struct ShownExtraction {
     /// When it was logged.
-    ts: chrono::DateTime<chrono::Utc>,
+    pub(crate) ts: chrono::DateTime<chrono::Utc>,
     /// The event's data.
     #[serde(flatten)]
-    data: event::Extraction,
+    pub(crate) data: event::Extraction,
 }
 
-/// The task's `extraction` events, from the logs of the days since it was received.
-fn extractions_of(spool: &Spool, rec: &TaskRecord) -> Result<Vec<ShownExtraction>> {
+/// The task's `extraction` events, from the logs of the days since it was received, by
+/// time.
+///
+/// # Errors
+/// A log directory cannot be read.
+pub(crate) fn extractions_of(spool: &Spool, rec: &TaskRecord) -> Result<Vec<ShownExtraction>> {
     let since = rec.received_at.date_naive();
     Ok(read_events_since(&spool.log_dirs(), since)?
         .into_iter()

@@ -419,21 +419,38 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 .is_some_and(|n| n.starts_with("events-") && n.ends_with(".jsonl"))
         })
         .collect();
-    // By node and day, then part: `…-20261201.jsonl` before `…-20261201.1.jsonl`
-    // (plain name order would put the part first).
     files.sort_by_cached_key(|p| {
-        let name = p
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-        match stem.rsplit_once('.') {
-            Some((base, part)) if part.bytes().all(|b| b.is_ascii_digit()) => {
-                (base.to_string(), part.parse::<u64>().unwrap_or(u64::MAX))
-            }
-            _ => (stem.to_string(), 0),
-        }
+        file_order(
+            &p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        )
     });
     Ok(files)
+}
+
+/// Where a log file sorts among the others, by its name: `(base, part)` of
+/// `<base>.<part>.jsonl` (`base` is `events-<node>-<YYYYMMDD>`; part 0 for a day's first
+/// file), so by node and day, then part: `…-20261201.jsonl` before `…-20261201.1.jsonl`
+/// (plain name order would put the part first).
+#[must_use]
+pub fn file_order(name: &str) -> (String, u64) {
+    let stem = name.strip_suffix(".jsonl").unwrap_or(name);
+    match stem.rsplit_once('.') {
+        Some((base, part)) if part.bytes().all(|b| b.is_ascii_digit()) => {
+            (base.to_string(), part.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        _ => (stem.to_string(), 0),
+    }
+}
+
+/// Whose a log file is: `events-<node>` of `events-<node>-<YYYYMMDD>[.<n>].jsonl`. One
+/// writer's files are written one after another in [`file_order`]; `None` for a name
+/// with no day.
+#[must_use]
+pub fn file_writer(name: &str) -> Option<String> {
+    file_day(name)?;
+    let (base, _) = file_order(name);
+    base.rsplit_once('-').map(|(writer, _)| writer.to_string())
 }
 
 /// Reads every event in `dir`, sorted by time. Lines that do not parse (a torn last line)
@@ -684,6 +701,29 @@ mod tests {
         assert_eq!(file_day("events-n1-2026120.jsonl"), None);
         assert_eq!(file_day("events-n1-20261302.jsonl"), None);
         assert_eq!(file_day("notes.jsonl"), None);
+    }
+
+    #[test]
+    fn a_log_file_name_gives_its_writer_and_its_place_among_the_writer_s_files() {
+        let names = [
+            "events-n-1-20261201.jsonl",
+            "events-n-1-20261201.1.jsonl",
+            "events-n-1-20261201.2.jsonl",
+            "events-n-1-20261202.jsonl",
+        ];
+        for w in names.windows(2) {
+            assert!(
+                file_order(w[0]) < file_order(w[1]),
+                "{} then {}",
+                w[0],
+                w[1]
+            );
+        }
+        for n in names {
+            assert_eq!(file_writer(n).as_deref(), Some("events-n-1"), "{n}");
+        }
+        assert_eq!(file_writer("events-x.jsonl"), None);
+        assert_eq!(file_writer("events-n-2026120.jsonl"), None);
     }
 
     #[test]

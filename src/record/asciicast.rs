@@ -172,6 +172,17 @@ impl Cast {
             .collect()
     }
 
+    /// The recording as a file again: the header's line, then each event's
+    /// ([`encode_header`], [`encode_event`]).
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut text = encode_header(&self.header);
+        for e in &self.events {
+            text.push_str(&encode_event(e));
+        }
+        text
+    }
+
     /// The markers' labels, in order.
     #[must_use]
     pub fn markers(&self) -> Vec<&str> {
@@ -389,6 +400,19 @@ mod tests {
         assert_eq!(v["timestamp"], 1_764_666_074);
         assert_eq!(v["env"]["TERM"], "xterm-256color");
         assert_eq!(v["title"], "sh-1: task t1");
+    }
+
+    #[test]
+    fn a_recording_read_back_encodes_to_the_same_file() {
+        let mut text = encode_header(&header());
+        for e in [
+            Event::output(0.25, "\x1b[1mhi\x1b[0m\r\n"),
+            Event::resize(1.0, 100, 30),
+            Event::marker(2.5, "gap: 12 bytes"),
+        ] {
+            text.push_str(&encode_event(&e));
+        }
+        assert_eq!(parse(&text).unwrap().encode(), text);
     }
 
     #[test]

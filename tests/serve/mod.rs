@@ -77,6 +77,18 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`], with the response's header lines too (`name: value`, as sent).
+fn http_with_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr.replace("0.0.0.0", "127.0.0.1")).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -94,11 +106,8 @@ fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 fn control_files(env: &Env) -> usize {
@@ -187,9 +196,6 @@ fn the_fleet_page_lists_sessions_and_shows_a_task_finishing_live() {
     let header: serde_json::Value = serde_json::from_str(first).unwrap();
     assert_eq!(header["version"], 2, "{first}");
     assert!(cast.as_str().unwrap().contains("served-live"));
-    if let Ok(dir) = std::env::var("ARCHITECT_SCREENSHOTS") {
-        std::fs::write(format!("{dir}/dashboard-task.png"), b.screenshot()).unwrap();
-    }
 
     // The task list filters by state.
     b.goto(&format!("http://{}/tasks?state=done", s.addr));
@@ -320,7 +326,14 @@ fn writes_without_the_token_or_from_another_origin_are_refused() {
 fn bound_beyond_loopback_every_request_needs_the_token() {
     let env = Env::new(ONE_SHELL);
     let s = serve(&env, "0.0.0.0:0");
-    for path in ["/", "/tasks", "/events", "/api/status"] {
+    for path in [
+        "/",
+        "/tasks",
+        "/events",
+        "/api/status",
+        "/static/asciinema-player.min.js",
+        "/static/asciinema-player.css",
+    ] {
         let (code, _) = http(&s.addr, "GET", path, &[], "");
         assert_eq!(code, 401, "{path}");
     }
@@ -391,4 +404,294 @@ fn the_cost_page_sums_spend_by_provider_model_session_and_day() {
     );
     // The bars are scaled to the largest day.
     assert!(page.contains("style=\"width:100.0%\""), "{page}");
+}
+
+/// What the recorded task prints (from a file, so the command line the shell echoes
+/// holds none of it): a line to find in the player's terminal, a cargo test summary and
+/// an exception carrying an API key, which the extraction patterns pick up.
+const RECORDED_OUTPUT: &str = "\
+player-shows-this-line
+test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s
+ValueError: refused key sk-ant-api03-SECRETSECRETSECRETSECRET
+";
+
+#[test]
+fn a_task_page_plays_its_recording_and_lists_its_extractions() {
+    let env = Env::new(ONE_SHELL);
+    let out = env.dir.path().join("out.txt");
+    std::fs::write(&out, RECORDED_OUTPUT).unwrap();
+    let _d = env.daemon();
+    env.drop_task(
+        "rec.json",
+        &serde_json::json!({"id": "rec", "prompt": format!("cat {}", out.display())}).to_string(),
+    );
+    let (state, rec) = env.wait_final("rec", T);
+    assert_eq!(state, TaskState::Done, "{rec:?}");
+    let s = serve(&env, "127.0.0.1:0");
+
+    // The player's files come from the binary, typed, cacheable, under the same guard.
+    for (path, ty) in [
+        ("/static/asciinema-player.min.js", "text/javascript"),
+        ("/static/asciinema-player.css", "text/css"),
+    ] {
+        let (code, head, body) = http_with_head(&s.addr, "GET", path, &[], "");
+        assert_eq!(code, 200, "{path}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-type: {ty}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("cache-control: private, max-age=31536000, immutable"),
+            "{path}: {head}"
+        );
+        assert!(body.len() > 10_000, "{path}: {} bytes", body.len());
+    }
+
+    let mut b = Browser::start();
+    b.goto(&format!("http://{}/tasks/rec", s.addr));
+    // The player is built in the page from the vendored script (no other origin).
+    b.wait_js(
+        "asciinema-player in the recording's figure",
+        "!!document.querySelector('#recordings figure[data-attempt=\"1\"] .ap-player')",
+    );
+    assert_eq!(b.js("typeof AsciinemaPlayer.create"), "function");
+    let scripts = b.js("[...document.scripts].map(s => new URL(s.src).host)");
+    for host in scripts.as_array().unwrap() {
+        assert_eq!(host.as_str(), Some(s.addr.as_str()), "{scripts}");
+    }
+    // Played, its terminal shows what the task printed.
+    b.wait_js(
+        "the player's start button",
+        "!!document.querySelector('#recordings .ap-overlay-start')",
+    );
+    b.js("document.querySelector('#recordings .ap-overlay-start').click(); true");
+    b.wait_js(
+        "the printed line in the player's terminal",
+        "!document.querySelector('#recordings .ap-overlay-error') && \
+         (document.querySelector('#recordings .ap-term-text') || {}).textContent \
+         ?.includes('player-shows-this-line') === true",
+    );
+    // What the terminal showed is served redacted, as everything the dashboard shows.
+    b.wait_js(
+        "the exception line, its key redacted, in the player's terminal",
+        "document.querySelector('#recordings .ap-term-text').textContent\
+         .includes('refused key [REDACTED]')",
+    );
+    let term = b.js("document.querySelector('#recordings .ap-term-text').textContent");
+    assert!(!term.as_str().unwrap().contains("SECRETSECRET"), "{term}");
+
+    // The extractions table: the cargo summary with its fields, and the exception with
+    // the key redacted.
+    let row = |pattern: &str| {
+        format!(
+            "[...document.querySelectorAll('#extractions tbody tr')]\
+             .map(r => [...r.cells].map(c => c.textContent))\
+             .find(c => c[2] === '{pattern}') || null"
+        )
+    };
+    let summary = b.js(&row("cargo-test-result"));
+    let cells: Vec<&str> = summary
+        .as_array()
+        .unwrap_or_else(|| panic!("no cargo-test-result row: {summary}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let output = rec.result.as_ref().unwrap().output.clone();
+    let line = output
+        .lines()
+        .position(|l| l.starts_with("test result: ok."))
+        .unwrap()
+        + 1;
+    assert_eq!(cells[0], "1", "attempt: {cells:?}");
+    assert_eq!(cells[1], line.to_string(), "line: {cells:?}");
+    assert_eq!(&cells[3..5], ["test", "info"], "{cells:?}");
+    for f in ["passed=3", "failed=0", "status=ok", "duration_s=0.05"] {
+        assert!(cells[5].contains(f), "{f} in {cells:?}");
+    }
+    let exception = b.js(&row("exception"));
+    assert!(
+        exception.to_string().contains("kind=ValueError"),
+        "{exception}"
+    );
+    let table = b.js("document.getElementById('extractions').textContent");
+    assert!(
+        !table.as_str().unwrap().contains("SECRETSECRET"),
+        "a key in the extractions: {table}"
+    );
+    if let Ok(dir) = std::env::var("ARCHITECT_SCREENSHOTS") {
+        std::fs::write(format!("{dir}/dashboard-task.png"), b.screenshot()).unwrap();
+    }
+
+    // A task that has not run has no recording, and the page says so.
+    env.drop_task(
+        "later.json",
+        r#"{"id": "later", "prompt": "true", "depends_on": ["never-submitted"]}"#,
+    );
+    wait_for("the waiting task to be pending", T, || {
+        env.state_of("later") == Some(TaskState::Pending)
+    });
+    b.goto(&format!("http://{}/tasks/later", s.addr));
+    assert_eq!(
+        b.js("document.getElementById('no-recording').textContent"),
+        "No recording: the task has not run yet."
+    );
+    assert_eq!(b.js("typeof window.AsciinemaPlayer"), "undefined");
+}
+
+/// An `/events` stream read over plain HTTP/1.0 (the body then ends with the
+/// connection, no chunking): each message's `id` and `data` as JSON, in order, through a
+/// channel filled by a reader thread. Closed on drop.
+struct SseStream {
+    messages: std::sync::mpsc::Receiver<(String, serde_json::Value)>,
+    socket: TcpStream,
+}
+
+impl SseStream {
+    /// Opens `/events`, sending `last_event_id` as `Last-Event-ID` when given.
+    fn open(addr: &str, last_event_id: Option<&str>) -> Self {
+        let socket = TcpStream::connect(addr).unwrap();
+        let mut req = format!("GET /events HTTP/1.0\r\nHost: {addr}\r\n");
+        if let Some(id) = last_event_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        (&socket).write_all(req.as_bytes()).unwrap();
+        let mut reader = BufReader::new(socket.try_clone().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        let (tx, messages) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut id, mut data) = (String::new(), String::new());
+            let mut in_body = false;
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                if !in_body {
+                    in_body = line.is_empty();
+                    continue;
+                }
+                if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                    data.push_str(v);
+                } else if line.is_empty() && !data.is_empty() {
+                    let v = serde_json::from_str(&data).unwrap();
+                    if tx.send((std::mem::take(&mut id), v)).is_err() {
+                        return;
+                    }
+                    data.clear();
+                }
+            }
+        });
+        Self { messages, socket }
+    }
+
+    /// The messages up to and including the first that `last` accepts (30 s at most).
+    fn until(
+        &self,
+        what: &str,
+        last: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<(String, serde_json::Value)> {
+        let deadline = std::time::Instant::now() + T;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(m) => {
+                    let done = last(&m.1);
+                    got.push(m);
+                    if done {
+                        return got;
+                    }
+                }
+                Err(e) => panic!("{what}: {e}; got {got:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Whether `m` is task `id`'s `task_completed`.
+fn completed(m: &serde_json::Value, id: &str) -> bool {
+    m["type"] == "task_completed" && m["task_id"] == id
+}
+
+#[test]
+fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+
+    // A first stream sees task `a` through; the id of its last message is where it was.
+    let first = SseStream::open(&s.addr, None);
+    env.drop_task("a.json", r#"{"id": "a", "prompt": "echo first"}"#);
+    let seen = first.until("a's completion", |m| completed(m, "a"));
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(
+        ids.iter().all(|id| !id.is_empty()),
+        "every message has an id: {ids:?}"
+    );
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "each id differs: {ids:?}");
+    let last_id = seen.last().unwrap().0.clone();
+    drop(first);
+
+    // While no stream is open, task `b` runs.
+    env.drop_task("b.json", r#"{"id": "b", "prompt": "echo second"}"#);
+    assert_eq!(env.wait_final("b", T).0, TaskState::Done);
+
+    // Reopened with that id: what came after it, `b` from its reception, nothing of
+    // what the first stream already had.
+    let resumed = SseStream::open(&s.addr, Some(&last_id));
+    let missed = resumed.until("b's completion, replayed", |m| completed(m, "b"));
+    assert!(
+        missed
+            .iter()
+            .any(|(_, m)| m["type"] == "task_received" && m["task_id"] == "b"),
+        "{missed:#?}"
+    );
+    for (_, m) in &missed {
+        assert!(!seen.iter().any(|(_, old)| old == m), "sent again: {m}");
+    }
+
+    // Without the header a stream starts at the end: a task run now comes first, `b`
+    // never.
+    let fresh = SseStream::open(&s.addr, None);
+    env.drop_task("c.json", r#"{"id": "c", "prompt": "echo third"}"#);
+    let new = fresh.until("c's completion", |m| completed(m, "c"));
+    assert!(
+        new.iter()
+            .all(|(_, m)| m["task_id"] != "b" && m["task_id"] != "a"),
+        "{new:#?}"
+    );
+}
+
+#[test]
+fn the_fleet_page_s_screen_preview_shows_a_printed_key_redacted() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+    // The key is printed whole, then the task stays running: the preview is of its
+    // recording (flushed every second), read while the session is busy.
+    env.drop_task(
+        "busy.json",
+        r#"{"id": "busy", "prompt": "echo key=sk-ant-api03-SECRETSECRETSECRETSECRET; echo preview-ready; sleep 20"}"#,
+    );
+    let mut page = String::new();
+    wait_for("the running task's screen on the fleet page", T, || {
+        page = http(&s.addr, "GET", "/", &[], "").1;
+        page.contains("<pre class=\"screen\">") && page.contains("preview-ready")
+    });
+    let screen = &page[page.find("<pre class=\"screen\">").unwrap()..];
+    let screen = &screen[..screen.find("</pre>").unwrap()];
+    assert!(screen.contains("key=[REDACTED]"), "{screen}");
+    assert!(!page.contains("SECRETSECRET"), "{page}");
 }

@@ -1,5 +1,6 @@
-// architect dashboard: live updates from /events (server-sent events) and the write
-// actions (approve, deny, cancel, retry). No library; served by the binary.
+// architect dashboard: live updates from /events (server-sent events), the write
+// actions (approve, deny, cancel, retry) and, on a task's page, its recordings played
+// with asciinema-player (vendored, served by the binary, loaded by that page only).
 "use strict";
 (function () {
   const live = document.getElementById("live");
@@ -43,6 +44,20 @@
     li.append(new Date(ev.ts).toLocaleTimeString() + " ", a,
       " " + ev.type.replace("task_", "") + (ev.session ? " on " + ev.session : ""));
     list.prepend(li);
+  }
+
+  // Each [data-cast] element (a task's recording) becomes a player, paused on its first
+  // frame until its play button is pressed.
+  for (const el of document.querySelectorAll("[data-cast]")) {
+    if (!window.AsciinemaPlayer) {
+      el.textContent = "the player did not load: use the link above";
+      continue;
+    }
+    AsciinemaPlayer.create(el.dataset.cast, el, {
+      preload: true,
+      fit: "width",
+      idleTimeLimit: 2,
+    });
   }
 
   const FINAL = ["task_completed", "task_failed", "task_cancelled"];

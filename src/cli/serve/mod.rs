@@ -1,6 +1,8 @@
 //! `architect serve`: a web dashboard over the spool and the event log — the fleet's
 //! sessions, the queue and tasks, a task's detail and recording, approvals, cost, nodes —
-//! with live updates by server-sent events (`/events`).
+//! with live updates by server-sent events (`/events`). A task's recordings play in its
+//! page with asciinema-player, vendored from its npm package (`vendor/`,
+//! `tools/vendor-assets`) and served from the binary: nothing is fetched from elsewhere.
 //!
 //! It reads what `status`, `tasks`, `show`, `sessions`, `nodes` and `stats --cost` read,
 //! through their functions, so it works whether the daemon runs or not. Its write actions
@@ -26,6 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use architect::record::asciicast;
 use architect::spool::Spool;
 
 pub use auth::ensure_token;
@@ -127,6 +130,8 @@ fn router(state: Shared) -> Router {
         .route("/login", get(auth::login))
         .route("/static/app.js", get(app_js))
         .route("/static/style.css", get(style_css))
+        .route(PLAYER_JS, get(player_js))
+        .route(PLAYER_CSS, get(player_css))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
@@ -213,8 +218,11 @@ async fn nodes(State(st): State<Shared>) -> Result<Html<String>, PageError> {
         .map(Html)
 }
 
-/// `/recordings/<task>.cast` or `/recordings/<task>.<n>.cast`: the recording as it is on
-/// disk (asciicast v2), found on whichever node ran the task.
+/// `/recordings/<task>.cast` or `/recordings/<task>.<n>.cast`: the recording (asciicast
+/// v2), found on whichever node ran the task, with each output event's text, each
+/// marker and the title passed through the redactor, as everything the dashboard shows.
+/// A chunk is redacted alone: a secret the terminal got in two reads passes (the file on
+/// disk, which `architect replay` plays, is not redacted at all).
 async fn recording(
     State(st): State<Shared>,
     UrlPath(file): UrlPath<String>,
@@ -241,8 +249,11 @@ async fn recording(
             .iter()
             .find(|(a, _)| *a == attempt.max(1))
             .ok_or_else(|| anyhow::anyhow!("no recording {file} on any node"))?;
-        architect::durable::read_regular(path, 64 << 20)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+        let bytes = architect::durable::read_regular(path, 64 << 20)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let cast = asciicast::parse(&String::from_utf8_lossy(&bytes))
+            .map_err(|e| anyhow::anyhow!("{}: not asciicast v2: {e}", path.display()))?;
+        Ok(redacted(cast).encode())
     })
     .await?;
     Ok((
@@ -253,6 +264,21 @@ async fn recording(
         bytes,
     )
         .into_response())
+}
+
+/// `cast` with the text a person would read (output, markers, title) redacted.
+fn redacted(mut cast: asciicast::Cast) -> asciicast::Cast {
+    use architect::redact::redact;
+    cast.header.title = cast.header.title.as_deref().map(redact);
+    for e in &mut cast.events {
+        if matches!(
+            e.kind,
+            asciicast::EventKind::Output | asciicast::EventKind::Marker
+        ) {
+            e.data = redact(&e.data);
+        }
+    }
+    cast
 }
 
 /// `/api/status`: the task counts of `architect status --json` (`tasks`) and the
@@ -326,6 +352,41 @@ async fn task_action(
     action_result(r)
 }
 
+/// The version of asciinema-player vendored in `vendor/asciinema-player/` (the one
+/// `tools/vendor-assets` pins); pages add it to the player's URLs as `?v=`, so a binary
+/// with another version is never served from a browser's cache.
+pub(crate) const PLAYER_VERSION: &str = "3.18.0";
+/// Where the dashboard serves asciinema-player's script (its npm package's
+/// `dist/bundle/asciinema-player.min.js`, which defines `window.AsciinemaPlayer`).
+pub(crate) const PLAYER_JS: &str = "/static/asciinema-player.min.js";
+/// Where the dashboard serves asciinema-player's style sheet.
+pub(crate) const PLAYER_CSS: &str = "/static/asciinema-player.css";
+
+/// `Cache-Control` of the vendored files: their URLs carry the version, so a browser may
+/// keep them a year without asking again (still only this browser: `private`, since
+/// beyond loopback they are served to token holders only).
+const VENDORED_CACHE: &str = "private, max-age=31536000, immutable";
+
+async fn player_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDORED_CACHE),
+        ],
+        include_bytes!("vendor/asciinema-player/asciinema-player.min.js").as_slice(),
+    )
+}
+
+async fn player_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, VENDORED_CACHE),
+        ],
+        include_bytes!("vendor/asciinema-player/asciinema-player.css").as_slice(),
+    )
+}
+
 async fn app_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -338,4 +399,49 @@ async fn style_css() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("style.css"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_recording_has_its_output_markers_and_title_redacted() {
+        let key = "sk-ant-api03-SECRETSECRETSECRETSECRET";
+        let mut text = asciicast::encode_header(&asciicast::Header {
+            version: 2,
+            width: 80,
+            height: 24,
+            timestamp: None,
+            env: std::collections::BTreeMap::new(),
+            title: Some(format!("task with {key}")),
+        });
+        for e in [
+            asciicast::Event::output(0.5, format!("\x1b[31mkey {key}\x1b[0m\r\n")),
+            asciicast::Event::marker(1.0, format!("saw {key}")),
+            asciicast::Event::output(1.5, "plain\r\n"),
+        ] {
+            text.push_str(&asciicast::encode_event(&e));
+        }
+        let served = redacted(asciicast::parse(&text).unwrap()).encode();
+        assert!(!served.contains("SECRETSECRET"), "{served}");
+        let back = asciicast::parse(&served).unwrap();
+        assert_eq!(back.events.len(), 3);
+        assert!(back.output().contains("\x1b[31mkey [REDACTED]"), "{served}");
+        assert!(back.output().ends_with("plain\r\n"));
+    }
+
+    #[test]
+    fn the_player_version_is_the_one_the_vendoring_script_pins() {
+        let script = include_str!("../../../tools/vendor-assets");
+        assert!(
+            script.contains(&format!("\"asciinema-player {PLAYER_VERSION} sha512-")),
+            "tools/vendor-assets pins another asciinema-player than {PLAYER_VERSION}"
+        );
+        let readme = include_str!("vendor/README.md");
+        assert!(
+            readme.contains(&format!("| {PLAYER_VERSION} |")),
+            "{readme}"
+        );
+    }
 }

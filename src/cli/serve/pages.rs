@@ -9,7 +9,7 @@ use anyhow::Result;
 use axum::http::StatusCode;
 
 use architect::session::SessionFile;
-use architect::spool::task::TaskState;
+use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::Spool;
 use architect::sql::{self, QueryResult};
 
@@ -34,6 +34,22 @@ pub fn esc(s: &str) -> String {
 /// A whole page: the navigation, the live-events counter (`#live`, updated by
 /// `app.js` only), a flash line for action results, then `body`.
 fn layout(title: &str, page: &str, body: &str) -> String {
+    layout_with(title, page, body, false)
+}
+
+/// [`layout`], with asciinema-player's style and script when `player` (a page with
+/// recordings to play: `app.js` turns each `[data-cast]` element into a player, so the
+/// player's script is loaded before it).
+fn layout_with(title: &str, page: &str, body: &str, player: bool) -> String {
+    use super::{PLAYER_CSS, PLAYER_JS, PLAYER_VERSION};
+    let (player_css, player_js) = if player {
+        (
+            format!("<link rel=\"stylesheet\" href=\"{PLAYER_CSS}?v={PLAYER_VERSION}\">"),
+            format!("<script src=\"{PLAYER_JS}?v={PLAYER_VERSION}\"></script>"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let nav: String = [
         ("fleet", "/", "Fleet"),
         ("tasks", "/tasks", "Tasks"),
@@ -54,11 +70,11 @@ fn layout(title: &str, page: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · architect</title><link rel=\"stylesheet\" href=\"/static/style.css\">\
+         <title>{} · architect</title>{player_css}<link rel=\"stylesheet\" href=\"/static/style.css\">\
          </head><body data-page=\"{page}\"><header><strong>architect</strong><nav>{nav}</nav>\
          <span id=\"live\" data-events=\"0\" title=\"events received live (server-sent events)\">\
          connecting…</span></header><p id=\"flash\" hidden></p><main>{body}</main>\
-         <script src=\"/static/app.js\"></script></body></html>\n",
+         {player_js}<script src=\"/static/app.js\"></script></body></html>\n",
         esc(title)
     )
 }
@@ -166,7 +182,8 @@ pub fn status_value(spool: &Spool) -> Result<serde_json::Value> {
 }
 
 /// The last lines of what the session's running task printed, as a terminal would show
-/// them (its recording replayed through a vt100 screen of the recorded size); `None`
+/// them (its recording replayed through a vt100 screen of the recorded size), redacted
+/// (whole lines: a secret split between two reads of the terminal is caught); `None`
 /// when there is no task or no recording (a provider session, recordings off).
 fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
     let task = s.task_id.as_deref()?;
@@ -179,7 +196,7 @@ fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
     let contents = vt.screen().contents();
     let lines: Vec<&str> = contents.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &lines[lines.len().saturating_sub(8)..];
-    Some(tail.join("\n"))
+    Some(architect::redact::redact(&tail.join("\n")))
 }
 
 /// `/`: task counts, sessions (state, task, approval, a preview of the running task's
@@ -329,7 +346,8 @@ pub fn tasks(spool: &Spool, state: Option<StateArg>) -> Result<String> {
     Ok(layout("Tasks", "tasks", &body))
 }
 
-/// `/tasks/<id>`: the record, its attempts, its result, its recordings and its events.
+/// `/tasks/<id>`: the record, its attempts, its result, its extractions, its recordings
+/// (played in the page) and its events.
 pub fn task(spool: &Spool, id: &str) -> Result<String> {
     let (state, rec) = spool.find_in_fleet(id)?;
     let display = rec.display_state(state);
@@ -434,27 +452,9 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
             esc(&r.output)
         );
     }
-    body.push_str("<h2>Recordings</h2>");
+    body.push_str(&extractions_section(spool, &rec)?);
     let found = architect::record::find_task(spool, &rec.id);
-    if found.files.is_empty() {
-        body.push_str(
-            "<p class=\"empty\">no recording (a provider session, recordings off, or pruned)</p>",
-        );
-    } else {
-        body.push_str("<ul id=\"recordings\">");
-        for (attempt, path) in &found.files {
-            let name = architect::record::task_file_name(&rec.id, *attempt);
-            let size = std::fs::metadata(path).map_or(0, |m| m.len());
-            let _ = write!(
-                body,
-                "<li><a href=\"/recordings/{n}\">{n}</a> (attempt {attempt}, {size} bytes; \
-                 asciicast v2: <code>asciinema play</code> or <code>architect replay {id} --attempt {attempt}</code>)</li>",
-                n = esc(&name),
-                id = esc(&rec.id)
-            );
-        }
-        body.push_str("</ul>");
-    }
+    body.push_str(&recordings_section(&rec, &found));
     body.push_str("<h2>Events</h2>");
     let events = architect::log::read_events_from(&spool.log_dirs())?;
     let rows: Vec<Vec<String>> = events
@@ -485,7 +485,106 @@ pub fn task(spool: &Spool, id: &str) -> Result<String> {
             "id=\"events\"",
         ));
     }
-    Ok(layout(&format!("Task {}", rec.id), "tasks", &body))
+    Ok(layout_with(
+        &format!("Task {}", rec.id),
+        "tasks",
+        &body,
+        !found.files.is_empty(),
+    ))
+}
+
+/// The task page's extractions: the task's `extraction` events as `architect show`
+/// reads them, one row each (attempt, line number, pattern, category, severity, fields,
+/// the line). Fields and line were redacted when logged and pass the redactor again here,
+/// as every event shown does.
+///
+/// # Errors
+/// A log directory cannot be read.
+fn extractions_section(spool: &Spool, rec: &TaskRecord) -> Result<String> {
+    let mut out = String::from("<h2>Extractions</h2>");
+    let extracted = crate::cli::tasks::extractions_of(spool, rec)?;
+    if extracted.is_empty() {
+        out.push_str(
+            "<p class=\"empty\" id=\"no-extractions\">nothing extracted (no line of its \
+             output matched an extraction pattern, or no attempt has finished)</p>",
+        );
+        return Ok(out);
+    }
+    let rows: Vec<Vec<String>> = extracted
+        .iter()
+        .map(|x| {
+            let e = &x.data;
+            let fields: Vec<String> = e
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "<code>{}={}</code>",
+                        esc(k),
+                        esc(&architect::redact::redact(v))
+                    )
+                })
+                .collect();
+            let mut text = format!("<code>{}</code>", esc(&architect::redact::redact(&e.text)));
+            if e.dropped > 0 {
+                let _ = write!(text, " (+{} more not logged)", e.dropped);
+            }
+            vec![
+                e.attempt.to_string(),
+                e.line.to_string(),
+                esc(&e.pattern),
+                esc(e.category.as_str()),
+                format!(
+                    "<span class=\"severity {0}\">{0}</span>",
+                    esc(e.severity.as_str())
+                ),
+                fields.join(" "),
+                text,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "#", "line", "pattern", "category", "severity", "fields", "text",
+        ],
+        &rows,
+        "id=\"extractions\"",
+    ));
+    Ok(out)
+}
+
+/// The task page's recordings: one asciinema player per attempt recorded (an element
+/// `[data-cast]` naming its `/recordings/…` URL, made a player by `app.js`), with the
+/// link to the raw file; or a sentence saying there is none, and why there may be none.
+fn recordings_section(rec: &TaskRecord, found: &architect::record::Found) -> String {
+    let mut out = String::from("<h2>Recordings</h2>");
+    if found.files.is_empty() {
+        out.push_str(if rec.attempts.is_empty() {
+            "<p class=\"empty\" id=\"no-recording\">No recording: the task has not run \
+             yet.</p>"
+        } else {
+            "<p class=\"empty\" id=\"no-recording\">No recording of this task: it ran \
+             on a provider session (no terminal), recordings are off, or its recording \
+             was pruned.</p>"
+        });
+        return out;
+    }
+    out.push_str("<div id=\"recordings\">");
+    for (attempt, path) in &found.files {
+        let name = architect::record::task_file_name(&rec.id, *attempt);
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let _ = write!(
+            out,
+            "<figure class=\"recording\" data-attempt=\"{attempt}\"><figcaption>attempt \
+             {attempt}: <a href=\"/recordings/{n}\">{n}</a> ({size} bytes, asciicast v2; \
+             in a terminal: <code>architect replay {id} --attempt {attempt}</code>)\
+             </figcaption><div class=\"player\" data-cast=\"/recordings/{n}\"></div></figure>",
+            n = esc(&name),
+            id = esc(&rec.id)
+        );
+    }
+    out.push_str("</div>");
+    out
 }
 
 /// `/approvals`: each question a session waits on, with approve and deny buttons.
