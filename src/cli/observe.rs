@@ -1,6 +1,5 @@
 //! `architect status`, `sessions`, `send`, `logs`.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +9,8 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use architect::config::Config;
 use architect::daemon::DaemonLock;
-use architect::log::{log_files, Event};
+use architect::log::tail::LogTail;
+use architect::log::Event;
 use architect::session::{PendingApproval, SessionFile};
 use architect::spool::task::TaskState;
 use architect::spool::{ControlRequest, Spool};
@@ -406,122 +406,15 @@ pub fn logs(
         return Ok(ExitCode::SUCCESS);
     }
     // Follow: remember where each file ended, poll for growth (new files included).
-    let mut tail = LogTail::at_end(spool)?;
+    let dirs = spool.log_dirs();
+    let mut tail = LogTail::at_end(&dirs)?;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        for e in tail.poll(spool)? {
+        for e in tail.poll(&dirs)? {
             if keep(&e) {
                 print_event(&e, json)?;
             }
         }
-    }
-}
-
-/// Follows the event logs of every node (`Spool::log_dirs`) from where they end now
-/// ([`LogTail::at_end`]) or from a [`LogPosition`] ([`LogTail::resume`]):
-/// [`LogTail::poll`] returns the events written since, in each file's order. A line still
-/// being written is read once it ends; a node's log directory or a new day's file that
-/// appears later is read from its start.
-#[derive(Debug, Default)]
-pub(crate) struct LogTail {
-    /// Bytes of each file already read.
-    offsets: std::collections::HashMap<std::path::PathBuf, u64>,
-}
-
-impl LogTail {
-    /// A tail positioned at the current end of every log file.
-    ///
-    /// # Errors
-    /// A log directory cannot be listed.
-    pub(crate) fn at_end(spool: &Spool) -> Result<Self> {
-        Self::resume(spool, &LogPosition::default())
-    }
-
-    /// A tail positioned where `from` says a reader stopped: each file at
-    /// [`LogPosition::resume_offset`] (the files of writers `from` does not name at
-    /// their current end).
-    ///
-    /// # Errors
-    /// A log directory cannot be listed.
-    pub(crate) fn resume(spool: &Spool, from: &LogPosition) -> Result<Self> {
-        let offsets = Self::files(spool)?
-            .into_iter()
-            .map(|p| {
-                let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                let off = name.map_or(len, |n| from.resume_offset(&n, len));
-                (p, off)
-            })
-            .collect();
-        Ok(Self { offsets })
-    }
-
-    /// Where this tail stands, as a [`LogPosition`].
-    pub(crate) fn position(&self) -> LogPosition {
-        let mut pos = LogPosition::default();
-        for (p, off) in &self.offsets {
-            if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
-                pos.advance(name, *off);
-            }
-        }
-        pos
-    }
-
-    fn files(spool: &Spool) -> Result<Vec<std::path::PathBuf>> {
-        let mut all = Vec::new();
-        // A node's log directory may appear later (synced in): list them each time.
-        for d in spool.log_dirs() {
-            all.extend(log_files(&d)?);
-        }
-        Ok(all)
-    }
-
-    /// The complete event lines written since the last call (lines that are not events
-    /// are skipped).
-    ///
-    /// # Errors
-    /// A log directory cannot be listed or a file read.
-    pub(crate) fn poll(&mut self, spool: &Spool) -> Result<Vec<Event>> {
-        Ok(self
-            .poll_placed(spool)?
-            .into_iter()
-            .map(|(e, _)| e)
-            .collect())
-    }
-
-    /// [`LogTail::poll`], each event with where it ends: its file's name and the bytes
-    /// of that file read up to the end of its line (what [`LogPosition::advance`] takes).
-    ///
-    /// # Errors
-    /// A log directory cannot be listed or a file read.
-    pub(crate) fn poll_placed(&mut self, spool: &Spool) -> Result<Vec<(Event, (String, u64))>> {
-        let mut out = Vec::new();
-        for p in Self::files(spool)? {
-            let name = p
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-            let off = self.offsets.entry(p.clone()).or_insert(0);
-            let len = std::fs::metadata(&p).map_or(0, |m| m.len());
-            if len <= *off {
-                continue;
-            }
-            let mut f = std::fs::File::open(&p)?;
-            f.seek(SeekFrom::Start(*off))?;
-            let mut reader = BufReader::new(f);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader.read_until(b'\n', &mut line)?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break; // a line still being written: read it next time
-                }
-                *off += n as u64;
-                if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-                    out.push((e, (name.clone(), *off)));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -575,6 +468,35 @@ impl LogPosition {
             std::cmp::Ordering::Less => len,
             std::cmp::Ordering::Equal => (*bytes).min(len),
             std::cmp::Ordering::Greater => 0,
+        }
+    }
+
+    /// A tail of every node's log (`Spool::log_dirs`) that starts where this position
+    /// says ([`LogPosition::resume_offset`]); the default position starts at the end.
+    ///
+    /// # Errors
+    /// A log directory cannot be listed.
+    pub(crate) fn tail(&self, spool: &Spool) -> Result<LogTail> {
+        Ok(LogTail::starting(&spool.log_dirs(), |path, len| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .map_or(len, |name| self.resume_offset(name, len))
+        })?)
+    }
+
+    /// Where `tail` stands.
+    pub(crate) fn of(tail: &LogTail) -> Self {
+        let mut pos = Self::default();
+        for (path, bytes) in tail.offsets() {
+            pos.advance_past(path, bytes);
+        }
+        pos
+    }
+
+    /// [`LogPosition::advance`] by a file's path.
+    pub(crate) fn advance_past(&mut self, file: &std::path::Path, bytes: u64) {
+        if let Some(name) = file.file_name().and_then(|n| n.to_str()) {
+            self.advance(name, bytes);
         }
     }
 
@@ -673,7 +595,7 @@ mod tests {
         // Another writer, or a file with no day: from their end.
         assert_eq!(p.resume_offset("events-n2-20261203.jsonl", 70), 70);
         assert_eq!(p.resume_offset("events-x.jsonl", 70), 70);
-        // No position: every file from its end (`LogTail::at_end`).
+        // No position: every file from its end.
         let none = LogPosition::default();
         assert_eq!(none.resume_offset("events-n1-20261202.jsonl", 70), 70);
     }
@@ -695,35 +617,39 @@ mod tests {
         )
         .unwrap();
         std::fs::write(log.join("events-n1-20261202.jsonl"), line("a") + &line("b")).unwrap();
-        let mut first =
-            LogTail::resume(&spool, &noted(&[("events-n1-20261201.jsonl", 0)])).unwrap();
-        let read = first.poll_placed(&spool).unwrap();
+        let dirs = spool.log_dirs();
+        let mut first = noted(&[("events-n1-20261201.jsonl", 0)])
+            .tail(&spool)
+            .unwrap();
+        let read = first.poll_placed(&dirs).unwrap();
         let ids: Vec<&str> = read
             .iter()
-            .filter_map(|(e, _)| e.task_id.as_deref())
+            .filter_map(|p| p.event.task_id.as_deref())
             .collect();
         assert_eq!(ids, ["old-1", "old-2", "a", "b"]);
         // A reader that got up to `a` comes back after `c` was written.
         let mut pos = LogPosition::default();
-        for (_, (file, bytes)) in &read[..3] {
-            pos.advance(file, *bytes);
+        for p in &read[..3] {
+            pos.advance_past(&p.file, p.end);
         }
         let mut today = std::fs::OpenOptions::new()
             .append(true)
             .open(log.join("events-n1-20261202.jsonl"))
             .unwrap();
         std::io::Write::write_all(&mut today, line("c").as_bytes()).unwrap();
-        let mut again =
-            LogTail::resume(&spool, &LogPosition::parse(&pos.encode()).unwrap()).unwrap();
+        let mut again = LogPosition::parse(&pos.encode())
+            .unwrap()
+            .tail(&spool)
+            .unwrap();
         let ids: Vec<String> = again
-            .poll(&spool)
+            .poll(&dirs)
             .unwrap()
             .into_iter()
             .filter_map(|e| e.task_id)
             .collect();
         assert_eq!(ids, ["b", "c"]);
         assert_eq!(
-            again.position().encode(),
+            LogPosition::of(&again).encode(),
             format!("events-n1-20261202.jsonl:{}", 3 * line("a").len())
         );
     }

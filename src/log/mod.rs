@@ -15,6 +15,7 @@
 //! types to and from their `type` strings.
 
 pub mod event;
+pub mod tail;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -32,15 +32,13 @@
 //! | `architect_lock_wait_seconds` | histogram | | `lock_acquired` `waited_ms` (0 when it did not wait) |
 //! | `architect_node_heartbeat_age_seconds` | gauge | `node` | this node's `view.json` (fleet only) |
 //!
-//! Cost: [`Scraper`] remembers, per log file, the byte offset it has read up to, so a
+//! Cost: [`Scraper`] keeps a [`crate::log::tail::LogTail`] (a byte offset per log file), so a
 //! long-lived scraper reads only what was appended since its last scrape. A one-shot
 //! `architect metrics` starts from zero and reads the whole log (what `architect stats`
 //! reads too); the spool's state directories are listed on every scrape.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
@@ -51,7 +49,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::event::{self, EventBody};
 use crate::log::Event;
 use crate::session::{SessionFile, SessionState};
@@ -653,12 +651,11 @@ pub fn metrics_from(events: &[Event], snapshot: &Snapshot) -> String {
 }
 
 /// Scrapes a spool again and again, reading only what the logs gained since the last
-/// time: it keeps, per log file, the byte offset up to the last complete line it read.
-/// A torn last line is read when it is complete. A file that shrank (replaced by another
-/// version) is not read again from its start, so nothing is counted twice.
+/// time ([`crate::log::tail::LogTail`]: a torn last line is read when it is complete, a
+/// file that shrank is not read again from its start, so nothing is counted twice).
 #[derive(Debug, Default)]
 pub struct Scraper {
-    offsets: HashMap<PathBuf, u64>,
+    tail: crate::log::tail::LogTail,
     tally: Tally,
 }
 
@@ -682,12 +679,7 @@ impl Scraper {
     /// # Errors
     /// [`Error::Io`] when a log directory or file cannot be read.
     pub fn scrape(&mut self, spool: &Spool) -> Result<String> {
-        let mut events = Vec::new();
-        for dir in spool.log_dirs() {
-            for path in crate::log::log_files(&dir)? {
-                self.read_new(&path, &mut events)?;
-            }
-        }
+        let mut events = self.tail.poll(&spool.log_dirs())?;
         events.sort_by_key(|e| e.ts);
         for e in &events {
             self.tally.observe(e);
@@ -696,40 +688,6 @@ impl Scraper {
             &self.tally,
             &Snapshot::read(spool, SystemTime::now()),
         ))
-    }
-
-    fn read_new(&mut self, path: &Path, events: &mut Vec<Event>) -> Result<()> {
-        let mut f = match File::open(path) {
-            Ok(f) => f,
-            // Pruned, or replaced by a syncer, since the listing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("opening", path, e)),
-        };
-        let offset = self.offsets.get(path).copied().unwrap_or(0);
-        let len = f
-            .metadata()
-            .map_err(|e| Error::io("reading the size of", path, e))?
-            .len();
-        if len <= offset {
-            return Ok(());
-        }
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io("seeking in", path, e))?;
-        let mut buf = Vec::new();
-        f.take(len - offset)
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io("reading", path, e))?;
-        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-            return Ok(()); // only a line being written
-        };
-        for line in buf[..end].split(|b| *b == b'\n') {
-            if let Ok(ev) = serde_json::from_slice::<Event>(line) {
-                events.push(ev);
-            }
-        }
-        self.offsets
-            .insert(path.to_path_buf(), offset + end as u64 + 1);
-        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::Stream;
 
 use super::Shared;
-use crate::cli::observe::{LogPosition, LogTail};
+use crate::cli::observe::LogPosition;
 
 /// How often the logs are polled for new lines.
 const POLL: Duration = Duration::from_millis(250);
@@ -47,10 +47,7 @@ pub async fn events(
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     tokio::task::spawn_blocking(move || {
         let spool = st.spool.clone();
-        let opened = match &from {
-            Some(pos) => LogTail::resume(&spool, pos),
-            None => LogTail::at_end(&spool),
-        };
+        let opened = from.clone().unwrap_or_default().tail(&spool);
         let mut tail = match opened {
             Ok(t) => t,
             Err(e) => {
@@ -62,7 +59,8 @@ pub async fn events(
                 return;
             }
         };
-        let mut position = tail.position();
+        let mut position = LogPosition::of(&tail);
+        let dirs = spool.log_dirs();
         // A resumed stream sends what it missed at once; a new one waits for news.
         let mut first = from.is_some();
         loop {
@@ -72,16 +70,16 @@ pub async fn events(
             if tx.is_closed() {
                 return; // the client went away
             }
-            let events = match tail.poll_placed(&spool) {
+            let events = match tail.poll_placed(&dirs) {
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!("dashboard: tailing the event log: {e:#}");
                     continue;
                 }
             };
-            for (e, (file, bytes)) in events {
-                position.advance(&file, bytes);
-                let json = match serde_json::to_value(&e) {
+            for placed in events {
+                position.advance_past(&placed.file, placed.end);
+                let json = match serde_json::to_value(&placed.event) {
                     Ok(v) => architect::redact::redact_value(v),
                     Err(_) => continue,
                 };

@@ -22,7 +22,7 @@ use ratatui::Terminal;
 use architect::spool::Spool;
 
 use app::{Action, App};
-use snapshot::{LogTail, Snapshot};
+use snapshot::{LogFigures, Snapshot};
 
 /// `architect top`'s options.
 #[derive(Debug, clap::Args)]
@@ -44,7 +44,7 @@ pub struct TopArgs {
 /// The terminal cannot be set up or drawn on.
 pub fn run(spool: &Spool, config: &Path, args: &TopArgs) -> Result<ExitCode> {
     let attach = attach_available();
-    let mut log = LogTail::default();
+    let mut log = LogFigures::default();
     let app = App::new(Snapshot::load(spool, config, &mut log), attach);
     if args.once {
         let text = render_text(&app, args.width);
@@ -131,7 +131,7 @@ fn interactive(
     mut app: App,
     spool: &Spool,
     config: &Path,
-    log: &mut LogTail,
+    log: &mut LogFigures,
     interval: Duration,
 ) -> Result<()> {
     let mut next_load = Instant::now() + interval;

@@ -1,8 +1,8 @@
 //! What `architect top` shows, read from the spool: no terminal, no drawing. The same
 //! readers as `status`, `sessions`, `tasks` and `nodes`, so `top` and those verbs agree.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -99,7 +99,7 @@ impl Snapshot {
     /// each refresh reads only the lines added since the last one.
     ///
     /// Never fails: what cannot be read is named in [`Snapshot::problems`].
-    pub fn load(spool: &Spool, config_dir: &Path, log: &mut LogTail) -> Self {
+    pub fn load(spool: &Spool, config_dir: &Path, log: &mut LogFigures) -> Self {
         let now = Utc::now();
         let mut problems = Vec::new();
         let config = match Config::load(config_dir) {
@@ -306,21 +306,21 @@ fn cast_tail_output(path: &Path) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// The event log, read incrementally: the figures `top` derives from it (tasks completed
-/// in the last hour, spend per UTC day) kept up to date by reading only the lines added
-/// since the last [`LogTail::update`]. Only the files of today and yesterday (UTC, by
-/// their names `events-<node>-<YYYYMMDD>[.n].jsonl`) are read.
+/// The figures `top` derives from the event log (tasks completed in the last hour, spend
+/// per UTC day), kept up to date by reading only the lines added since the last
+/// [`LogFigures::update`] ([`architect::log::tail::LogTail`]). Only the files of today
+/// and yesterday (UTC, by their names: [`architect::log::file_day`]) are read.
 #[derive(Debug, Default)]
-pub struct LogTail {
-    /// Bytes of each file read so far (complete lines only).
-    offsets: HashMap<PathBuf, u64>,
+pub struct LogFigures {
+    /// The log read so far; `None` until the first update.
+    tail: Option<architect::log::tail::LogTail>,
     /// When each `task_completed` of the last hour was logged.
     completed: Vec<DateTime<Utc>>,
     /// USD per UTC day.
     spend: BTreeMap<NaiveDate, f64>,
 }
 
-impl LogTail {
+impl LogFigures {
     /// Reads what was appended to the log files in `dirs` since the last call.
     ///
     /// # Errors
@@ -328,51 +328,30 @@ impl LogTail {
     pub fn update(&mut self, dirs: &[PathBuf], now: DateTime<Utc>) -> anyhow::Result<()> {
         let today = now.date_naive();
         let yesterday = today.pred_opt().unwrap_or(today);
-        let wanted = [
-            today.format("%Y%m%d").to_string(),
-            yesterday.format("%Y%m%d").to_string(),
-        ];
-        for dir in dirs {
-            for path in architect::log::log_files(dir)? {
-                let day = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(log_file_day);
-                if !day.is_some_and(|d| wanted.iter().any(|w| w == d)) {
-                    continue;
-                }
-                self.read_new(&path)?;
-            }
+        let tail = match &mut self.tail {
+            Some(t) => t,
+            None => self.tail.insert(architect::log::tail::LogTail::starting(
+                dirs,
+                |path, len| {
+                    let day = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(architect::log::file_day);
+                    // Older days' files (and files with no day) are skipped.
+                    if day.is_some_and(|d| d >= yesterday) {
+                        0
+                    } else {
+                        len
+                    }
+                },
+            )?),
+        };
+        for e in tail.poll(dirs)? {
+            self.add(&e);
         }
         let hour_ago = now - Duration::hours(1);
         self.completed.retain(|t| *t > hour_ago);
         self.spend.retain(|d, _| *d >= yesterday);
-        Ok(())
-    }
-
-    fn read_new(&mut self, path: &Path) -> anyhow::Result<()> {
-        let mut off = self.offsets.get(path).copied().unwrap_or(0);
-        let len = std::fs::metadata(path).map_or(0, |m| m.len());
-        if len <= off {
-            return Ok(());
-        }
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        f.seek(SeekFrom::Start(off))?;
-        let mut reader = BufReader::new(f);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break; // a line still being written: read it next time
-            }
-            off += n as u64;
-            if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-                self.add(&e);
-            }
-        }
-        self.offsets.insert(path.to_path_buf(), off);
         Ok(())
     }
 
@@ -400,31 +379,9 @@ impl LogTail {
     }
 }
 
-/// The `YYYYMMDD` of a log file's name `events-<node>-<YYYYMMDD>[.n].jsonl`.
-fn log_file_day(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".jsonl")?;
-    let stem = stem.split('.').next()?;
-    let day = stem.rsplit('-').next()?;
-    (day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit())).then_some(day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_log_file_name_gives_its_day() {
-        assert_eq!(
-            log_file_day("events-alpha-20261202.jsonl"),
-            Some("20261202")
-        );
-        assert_eq!(
-            log_file_day("events-my-node-20261202.3.jsonl"),
-            Some("20261202")
-        );
-        assert_eq!(log_file_day("events-alpha-2026.jsonl"), None);
-        assert_eq!(log_file_day("notes.txt"), None);
-    }
 
     fn event(ts: DateTime<Utc>, line: &str) -> Event {
         let v = format!(
@@ -437,7 +394,7 @@ mod tests {
     #[test]
     fn the_log_tail_counts_completions_by_window_and_spend_by_day() {
         let now = Utc::now();
-        let mut tail = LogTail::default();
+        let mut tail = LogFigures::default();
         let done = r#""task_completed","task_id":"t","session":"s","data":{"attempts":1,"duration_ms":5,"exit_status":0,"output_bytes":3}"#;
         tail.add(&event(now - Duration::seconds(10), done));
         tail.add(&event(now - Duration::minutes(10), done));
