@@ -677,7 +677,7 @@ impl Scraper {
     /// renders the text.
     ///
     /// # Errors
-    /// [`Error::Io`] when a log directory or file cannot be read.
+    /// [`crate::error::Error::Io`] when a log directory or file cannot be read.
     pub fn scrape(&mut self, spool: &Spool) -> Result<String> {
         let mut events = self.tail.poll(&spool.log_dirs())?;
         events.sort_by_key(|e| e.ts);
