@@ -11,7 +11,8 @@
 //! ```
 //!
 //! [`asciicast`] is the format (writer, reader, the UTF-8 split, the size cap),
-//! [`retention`] which old files go, [`replay`] the timing of a replay; [`recorder`] is
+//! [`retention`] which old files go, [`replay`] the timing of a replay, [`screen`] what a
+//! session's screen shows now (the previews of `top` and the dashboard); [`recorder`] is
 //! the I/O: a thread that writes every session's files, fed without blocking by each
 //! session's [`recorder::SessionTape`].
 
@@ -19,6 +20,7 @@ pub mod asciicast;
 pub mod recorder;
 pub mod replay;
 pub mod retention;
+pub mod screen;
 
 use std::path::{Path, PathBuf};
 

@@ -695,3 +695,30 @@ fn the_fleet_page_s_screen_preview_shows_a_printed_key_redacted() {
     assert!(screen.contains("key=[REDACTED]"), "{screen}");
     assert!(!page.contains("SECRETSECRET"), "{page}");
 }
+
+#[test]
+fn an_idle_session_s_screen_shows_what_it_printed_after_its_task() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+    // The task ends at once; what its background job prints a moment later lands in
+    // the session's idle recording, which the preview shows while the session is idle.
+    env.drop_task(
+        "bg.json",
+        r#"{"id": "bg", "prompt": "(sleep 1; echo printed-while-idle) &"}"#,
+    );
+    env.wait_final("bg", T);
+    let mut page = String::new();
+    wait_for("the idle session's screen on the fleet page", T, || {
+        page = http(&s.addr, "GET", "/", &[], "").1;
+        page.contains("printed-while-idle")
+    });
+    let row = &page[page.find("data-session-state=\"sh-1\"").unwrap()..];
+    assert!(row.starts_with("data-session-state=\"sh-1\">idle<"), "{row}");
+    let screen = &row[row.find("<pre class=\"screen\">").unwrap()..];
+    assert!(
+        screen[..screen.find("</pre>").unwrap()].contains("printed-while-idle"),
+        "{screen}"
+    );
+}

@@ -181,26 +181,22 @@ pub fn status_value(spool: &Spool) -> Result<serde_json::Value> {
     }))
 }
 
-/// The last lines of what the session's running task printed, as a terminal would show
-/// them (its recording replayed through a vt100 screen of the recorded size), redacted
-/// (whole lines: a secret split between two reads of the terminal is caught); `None`
-/// when there is no task or no recording (a provider session, recordings off).
+/// The last lines of what the session's screen shows, from its running task's
+/// recording, else its idle one ([`architect::record::screen`]: replayed through a vt100
+/// screen of the recorded size, redacted); `None` when there is no recording (a provider
+/// session, recordings off, nothing printed yet).
 fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
-    let task = s.task_id.as_deref()?;
-    let found = architect::record::find_task(spool, task);
-    let (_, path) = found.files.last()?;
-    let bytes = architect::durable::read_regular(path, 4 << 20).ok()?;
-    let cast = architect::record::asciicast::parse(&String::from_utf8_lossy(&bytes)).ok()?;
-    let mut vt = vt100::Parser::new(cast.header.height.max(1), cast.header.width.max(1), 0);
-    vt.process(cast.output().as_bytes());
-    let contents = vt.screen().contents();
-    let lines: Vec<&str> = contents.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(8)..];
-    Some(architect::redact::redact(&tail.join("\n")))
+    let path = architect::record::screen::current_recording(
+        spool,
+        &s.node,
+        &s.name,
+        s.task_id.as_deref(),
+    )?;
+    let lines = architect::record::screen::screen_lines(&path, 1 << 20)?;
+    Some(lines[lines.len().saturating_sub(8)..].join("\n"))
 }
 
-/// `/`: task counts, sessions (state, task, approval, a preview of the running task's
-/// screen) and a live feed of finished tasks that only the page's script fills.
+/// `/`: task counts, sessions (state, task, approval, the last lines of their screen) and a live feed of finished tasks that only the page's script fills.
 pub fn fleet(spool: &Spool) -> Result<String> {
     let status = status_value(spool)?;
     let mut body = String::from("<h1>Fleet</h1>");

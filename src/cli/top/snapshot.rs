@@ -2,7 +2,6 @@
 //! readers as `status`, `sessions`, `tasks` and `nodes`, so `top` and those verbs agree.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -22,8 +21,8 @@ const FINAL_TASKS_SHOWN: usize = 20;
 /// The longest preview line kept, in characters.
 const PREVIEW_CHARS: usize = 200;
 
-/// The bytes read from the end of a recording for a session's preview.
-const PREVIEW_TAIL_BYTES: u64 = 8 * 1024;
+/// The bytes replayed from the end of a recording for a session's preview.
+const PREVIEW_TAIL_BYTES: u64 = 64 * 1024;
 
 /// One session, as `sessions/<name>.json` says, plus the last line its screen printed.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,12 +112,8 @@ impl Snapshot {
             .as_ref()
             .map_or_else(architect::config::default_node_name, |c| c.node.clone());
         let daemon = DaemonLock::is_held(spool);
-        let fleet = spool.members().len() > 1;
         let sessions = match observe::read_sessions(spool) {
-            Ok(list) => list
-                .into_iter()
-                .map(|s| session_row(spool, fleet, s))
-                .collect(),
+            Ok(list) => list.into_iter().map(|s| session_row(spool, s)).collect(),
             Err(e) => {
                 problems.push(format!("sessions: {e:#}"));
                 Vec::new()
@@ -166,13 +161,16 @@ impl Snapshot {
     }
 }
 
-fn session_row(spool: &Spool, fleet: bool, s: SessionFile) -> SessionRow {
-    let member = if fleet {
-        Spool::for_node(spool.root(), &s.node)
-    } else {
-        Spool::new(spool.root())
-    };
-    let preview = preview_line(&member, &s.name, s.task_id.as_deref());
+fn session_row(spool: &Spool, s: SessionFile) -> SessionRow {
+    // The last line of what the session's screen shows (its recording).
+    let preview =
+        architect::record::screen::current_recording(spool, &s.node, &s.name, s.task_id.as_deref())
+            .and_then(|p| architect::record::screen::screen_lines(&p, PREVIEW_TAIL_BYTES))
+            .and_then(|lines| {
+                lines
+                    .last()
+                    .map(|l| l.trim().chars().take(PREVIEW_CHARS).collect())
+            });
     SessionRow {
         name: s.name,
         node: s.node,
@@ -244,66 +242,6 @@ fn task_rows(spool: &Spool) -> Vec<TaskRow> {
         }));
     }
     rows
-}
-
-/// The last non-blank line a session printed: from the tail of its task's newest
-/// recording while it runs one, else of its newest idle recording. `None` when there is
-/// no recording (recording off, or nothing printed yet).
-fn preview_line(member: &Spool, session: &str, task: Option<&str>) -> Option<String> {
-    let dir = member.dir(architect::record::DIR);
-    let file = match task {
-        Some(t) => newest(&dir, |n| architect::record::attempt_of(n, t)),
-        None => newest(&dir.join(session), |n| {
-            (n.starts_with("idle-") && n.ends_with(".cast")).then_some(0)
-        }),
-    }?;
-    let text = cast_tail_output(&file).ok()?;
-    let clean = strip_ansi_escapes::strip_str(&text);
-    let line = clean
-        .split(['\n', '\r'])
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())?;
-    Some(line.chars().take(PREVIEW_CHARS).collect())
-}
-
-/// The file of `dir` with the highest `(rank, name)`, among those `rank` accepts.
-fn newest(dir: &Path, rank: impl Fn(&str) -> Option<u32>) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            rank(&name).map(|r| (r, name, e.path()))
-        })
-        .max_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
-        .map(|(_, _, p)| p)
-}
-
-/// The `"o"` (output) text of the complete asciicast lines in the last
-/// [`PREVIEW_TAIL_BYTES`] of `path`.
-fn cast_tail_output(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(PREVIEW_TAIL_BYTES);
-    f.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes);
-    // Cut into a line: skip to the first whole one.
-    let text = if start > 0 {
-        text.split_once('\n').map_or("", |(_, rest)| rest)
-    } else {
-        &text
-    };
-    let mut out = String::new();
-    for line in text.lines() {
-        if let Ok((_, code, data)) = serde_json::from_str::<(f64, String, String)>(line) {
-            if code == "o" {
-                out.push_str(&data);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The figures `top` derives from the event log (tasks completed in the last hour, spend
@@ -405,28 +343,5 @@ mod tests {
         assert_eq!(tail.completed_since(now - Duration::minutes(1)), 1);
         assert_eq!(tail.completed_since(now - Duration::hours(1)), 2);
         assert!((tail.spend_on(now.date_naive()) - 0.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn a_preview_is_the_last_printed_line_without_escape_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::new(dir.path());
-        let rec = spool.dir(architect::record::DIR);
-        std::fs::create_dir_all(&rec).unwrap();
-        std::fs::write(
-            rec.join("t1.cast"),
-            "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"$ make\\r\\n\"]\n[0.2,\"o\",\"\\u001b[32mbuilding 3/7\\u001b[0m\\r\\n\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            rec.join("t1.2.cast"),
-            "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"\\u001b[1mattempt two\\u001b[0m\\r\\n\\r\\n\"]\n",
-        )
-        .unwrap();
-        assert_eq!(
-            preview_line(&spool, "s1", Some("t1")).as_deref(),
-            Some("attempt two")
-        );
-        assert_eq!(preview_line(&spool, "s1", None), None);
     }
 }
