@@ -484,15 +484,18 @@ mod tests {
         peer.set_nonblocking(true).unwrap();
         let mut r = FrameReader::default();
         let mut buf = vec![0u8; 1 << 16];
-        for _ in 0..10_000 {
+        // One round: the viewers write what they can, the client reads and renders it.
+        let mut pump = |v: &mut Viewers, term: &mut vt100::Parser| {
             v.on_ready(&[libc::POLLOUT]);
-            match peer.read(&mut buf) {
-                Ok(n) if n > 0 => r.push(&buf[..n]),
-                _ => {}
+            if let Ok(n @ 1..) = peer.read(&mut buf) {
+                r.push(&buf[..n]);
             }
             while let Some(f) = r.next_frame().unwrap() {
-                render(&[f], &mut term);
+                render(&[f], term);
             }
+        };
+        for _ in 0..10_000 {
+            pump(&mut v, &mut term);
             if v.clients[0].out.is_empty() {
                 break;
             }
@@ -501,14 +504,7 @@ mod tests {
         v.mark_dirty();
         v.broadcast(session.screen());
         for _ in 0..100 {
-            v.on_ready(&[libc::POLLOUT]);
-            match peer.read(&mut buf) {
-                Ok(n) if n > 0 => r.push(&buf[..n]),
-                _ => {}
-            }
-            while let Some(f) = r.next_frame().unwrap() {
-                render(&[f], &mut term);
-            }
+            pump(&mut v, &mut term);
         }
         assert_eq!(term.screen().contents(), session.screen().contents());
     }

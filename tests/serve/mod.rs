@@ -673,8 +673,41 @@ fn a_stream_reopened_with_last_event_id_gets_the_events_it_missed() {
     );
 }
 
+/// Reads the fleet page until sh-1's screen preview shows `needle`: the session's state
+/// there and its `<pre class="screen">` text.
+fn sh1_screen_showing(s: &Serve, needle: &str) -> (String, String) {
+    let mut found = None;
+    wait_for(
+        &format!("{needle:?} in sh-1's screen on the fleet page"),
+        T,
+        || {
+            let page = http(&s.addr, "GET", "/", &[], "").1;
+            let Some(row) = page
+                .find("data-session-state=\"sh-1\">")
+                .map(|i| &page[i..])
+            else {
+                return false;
+            };
+            let state = row["data-session-state=\"sh-1\">".len()..]
+                .split('<')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let screen = row
+                .find("<pre class=\"screen\">")
+                .map(|i| &row[i..])
+                .and_then(|r| r.find("</pre>").map(|j| r[..j].to_string()));
+            if let Some(screen) = screen.filter(|t| t.contains(needle)) {
+                found = Some((state, screen));
+            }
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
 #[test]
-fn the_fleet_page_s_screen_preview_shows_a_printed_key_redacted() {
+fn the_fleet_page_shows_a_busy_and_an_idle_session_s_screen_with_keys_redacted() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
     env.wait_idle("sh-1", T);
@@ -683,42 +716,22 @@ fn the_fleet_page_s_screen_preview_shows_a_printed_key_redacted() {
     // recording (flushed every second), read while the session is busy.
     env.drop_task(
         "busy.json",
-        r#"{"id": "busy", "prompt": "echo key=sk-ant-api03-SECRETSECRETSECRETSECRET; echo preview-ready; sleep 20"}"#,
+        r#"{"id": "busy", "prompt": "echo key=sk-ant-api03-SECRETSECRETSECRETSECRET; echo preview-ready; sleep 4"}"#,
     );
-    let mut page = String::new();
-    wait_for("the running task's screen on the fleet page", T, || {
-        page = http(&s.addr, "GET", "/", &[], "").1;
-        page.contains("<pre class=\"screen\">") && page.contains("preview-ready")
-    });
-    let screen = &page[page.find("<pre class=\"screen\">").unwrap()..];
-    let screen = &screen[..screen.find("</pre>").unwrap()];
+    let (state, screen) = sh1_screen_showing(&s, "preview-ready");
+    assert_eq!(state, "busy");
     assert!(screen.contains("key=[REDACTED]"), "{screen}");
-    assert!(!page.contains("SECRETSECRET"), "{page}");
-}
-
-#[test]
-fn an_idle_session_s_screen_shows_what_it_printed_after_its_task() {
-    let env = Env::new(ONE_SHELL);
-    let _d = env.daemon();
-    env.wait_idle("sh-1", T);
-    let s = serve(&env, "127.0.0.1:0");
-    // The task ends at once; what its background job prints a moment later lands in
+    assert!(!screen.contains("SECRETSECRET"), "{screen}");
+    env.wait_final("busy", T);
+    // This task ends at once; what its background job prints a moment later lands in
     // the session's idle recording, which the preview shows while the session is idle.
     env.drop_task(
         "bg.json",
         r#"{"id": "bg", "prompt": "(sleep 1; echo printed-while-idle) &"}"#,
     );
     env.wait_final("bg", T);
-    let mut page = String::new();
-    wait_for("the idle session's screen on the fleet page", T, || {
-        page = http(&s.addr, "GET", "/", &[], "").1;
-        page.contains("printed-while-idle")
-    });
-    let row = &page[page.find("data-session-state=\"sh-1\"").unwrap()..];
-    assert!(row.starts_with("data-session-state=\"sh-1\">idle<"), "{row}");
-    let screen = &row[row.find("<pre class=\"screen\">").unwrap()..];
-    assert!(
-        screen[..screen.find("</pre>").unwrap()].contains("printed-while-idle"),
-        "{screen}"
-    );
+    let (state, _) = sh1_screen_showing(&s, "printed-while-idle");
+    assert_eq!(state, "idle");
+    let page = http(&s.addr, "GET", "/", &[], "").1;
+    assert!(!page.contains("SECRETSECRET"), "{page}");
 }
