@@ -15,7 +15,7 @@ use crate::helper::{wait_for, Env, ONE_SHELL};
 const T: Duration = Duration::from_secs(30);
 
 /// The value of the series written exactly as `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().unwrap())
@@ -23,7 +23,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 /// Runs `promtool check metrics` on `text`; panics with promtool's words when it refuses
 /// it, or with how to install it when it is missing (CI installs it: `.ci/run`).
-fn promtool_accepts(text: &str) {
+pub(crate) fn promtool_accepts(text: &str) {
     let child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -331,6 +331,7 @@ fn bound_beyond_loopback_every_request_needs_the_token() {
         "/tasks",
         "/events",
         "/api/status",
+        "/metrics",
         "/static/asciinema-player.min.js",
         "/static/asciinema-player.css",
     ] {
@@ -734,4 +735,39 @@ fn the_fleet_page_shows_a_busy_and_an_idle_session_s_screen_with_keys_redacted()
     assert_eq!(state, "idle");
     let page = http(&s.addr, "GET", "/", &[], "").1;
     assert!(!page.contains("SECRETSECRET"), "{page}");
+}
+
+#[test]
+fn metrics_are_served_at_slash_metrics_and_each_scrape_adds_only_what_is_new() {
+    use crate::metrics::{promtool_accepts, value};
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+    for id in ["m1", "m2"] {
+        env.ok(&["submit", "--id", id, "--prompt", "echo fine"]);
+        env.wait_final(id, T);
+    }
+    let (code, head, text) = http_with_head(&s.addr, "GET", "/metrics", &[], "");
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let done = r#"architect_tasks{state="done"}"#;
+    let durations =
+        r#"architect_task_duration_seconds_count{session="sh-1",profile="shell",outcome="done"}"#;
+    assert_eq!(value(&text, done), Some(2.0), "{text}");
+    assert_eq!(value(&text, durations), Some(2.0), "{text}");
+    promtool_accepts(&text);
+    // The same scraper again, after one more task: counted once, the earlier ones not again.
+    env.ok(&["submit", "--id", "m3", "--prompt", "echo fine"]);
+    env.wait_final("m3", T);
+    let (_, text) = http(&s.addr, "GET", "/metrics", &[], "");
+    assert_eq!(value(&text, done), Some(3.0), "{text}");
+    assert_eq!(value(&text, durations), Some(3.0), "{text}");
+    // And it says what `architect metrics` says.
+    let cli = env.ok(&["metrics"]);
+    assert_eq!(value(&cli, durations), Some(3.0), "{cli}");
 }

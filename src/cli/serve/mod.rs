@@ -51,6 +51,8 @@ struct AppState {
     /// The address bound: reads without the token are allowed only on loopback, and only
     /// for requests whose `Host` names it.
     bound: SocketAddr,
+    /// `/metrics`: kept between scrapes, so each reads only what the logs gained.
+    scraper: std::sync::Mutex<architect::metrics::Scraper>,
 }
 
 type Shared = Arc<AppState>;
@@ -76,6 +78,7 @@ pub fn run(spool: &Spool, config: &Path, args: &ServeArgs) -> Result<ExitCode> {
             config: config.to_path_buf(),
             token,
             bound,
+            scraper: std::sync::Mutex::default(),
         });
         let app = router(state.clone());
         println!("dashboard  http://{bound}/");
@@ -124,6 +127,7 @@ fn router(state: Shared) -> Router {
         .route("/nodes", get(nodes))
         .route("/recordings/{file}", get(recording))
         .route("/events", get(live::events))
+        .route("/metrics", get(metrics))
         .route("/api/status", get(status_json))
         .route("/api/answer", post(answer))
         .route("/api/tasks/{id}/{action}", post(task_action))
@@ -156,6 +160,40 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| PageError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| PageError(StatusCode::NOT_FOUND, format!("{e:#}")))
+}
+
+/// `/metrics`: the Prometheus text of `architect metrics` (format 0.0.4), from a
+/// [`architect::metrics::Scraper`] kept between scrapes. A scrape that fails answers 500
+/// with the reason (Prometheus marks the target down).
+async fn metrics(State(st): State<Shared>) -> Response {
+    let scraped = tokio::task::spawn_blocking(move || {
+        let mut scraper = st
+            .scraper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        scraper.scrape(&st.spool)
+    })
+    .await;
+    match scraped {
+        Ok(Ok(text)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scraping: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scraping: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn fleet(State(st): State<Shared>) -> Result<Html<String>, PageError> {
