@@ -156,6 +156,10 @@ pub(super) struct SpoolFiles<'a> {
     me: &'a str,
     /// Every node listed in `nodes.toml`.
     nodes: Vec<String>,
+    /// The file names in other nodes' `offers/` and `accepted/`, each listed once per
+    /// tick (this value lives for one): most live tasks have no file there, and one
+    /// listing per directory replaces an open per task and node at every beat.
+    listed: std::collections::HashMap<(String, &'static str), std::collections::HashSet<String>>,
 }
 
 impl<'a> SpoolFiles<'a> {
@@ -165,7 +169,31 @@ impl<'a> SpoolFiles<'a> {
             spool,
             me,
             nodes: nodes.node.iter().map(|n| n.name.clone()).collect(),
+            listed: std::collections::HashMap::new(),
         }
+    }
+
+    /// Whether node `node`'s `dir` may hold `<id>.json`: for this node, always (its own
+    /// files change within a tick); for another, whether this tick's listing of the
+    /// directory names it (a directory that cannot be listed holds nothing).
+    fn may_hold(&mut self, node: &str, dir: &'static str, id: &str) -> bool {
+        if node == self.me {
+            return true;
+        }
+        let spool = self.spool;
+        let names = self
+            .listed
+            .entry((node.to_string(), dir))
+            .or_insert_with(|| {
+                std::fs::read_dir(spool.node_dir(node).join(dir))
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+        names.contains(&format!("{id}.json"))
     }
 
     fn mine(&self, sub: &str) -> PathBuf {
@@ -208,10 +236,16 @@ impl FleetFiles for SpoolFiles<'_> {
     }
 
     fn offer_of(&mut self, giver: &str, id: &str) -> Option<Offer> {
+        if !self.may_hold(giver, "offers", id) {
+            return None;
+        }
         read_json::<OfferFile>(&self.file(giver, "offers", id)).map(|f| f.offer)
     }
 
     fn answer_of(&mut self, taker: &str, id: &str) -> Option<Answer> {
+        if !self.may_hold(taker, "accepted", id) {
+            return None;
+        }
         read_json(&self.file(taker, "accepted", id))
     }
 
