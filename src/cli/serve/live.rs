@@ -45,19 +45,18 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let from = resume_from(&headers);
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    tokio::task::spawn_blocking(move || {
+    // An async task per client; only the reads go to the blocking pool, so an open page
+    // holds no thread while it waits.
+    tokio::spawn(async move {
         let spool = st.spool.clone();
-        let opened = from.clone().unwrap_or_default().tail(&spool);
+        let opened = {
+            let (spool, from) = (spool.clone(), from.clone());
+            tokio::task::spawn_blocking(move || from.unwrap_or_default().tail(&spool)).await
+        };
         let mut tail = match opened {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = tx.blocking_send(
-                    SseEvent::default()
-                        .event("error")
-                        .data(format!("reading the event log: {e:#}")),
-                );
-                return;
-            }
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return send_error(&tx, &format!("{e:#}")).await,
+            Err(e) => return send_error(&tx, &e.to_string()).await,
         };
         let mut position = LogPosition::of(&tail);
         let dirs = spool.log_dirs();
@@ -65,17 +64,28 @@ pub async fn events(
         let mut first = from.is_some();
         loop {
             if !std::mem::take(&mut first) {
-                std::thread::sleep(POLL);
+                tokio::time::sleep(POLL).await;
             }
             if tx.is_closed() {
                 return; // the client went away
             }
-            let events = match tail.poll_placed(&dirs) {
-                Ok(ev) => ev,
-                Err(e) => {
+            let dirs_now = dirs.clone();
+            let polled = tokio::task::spawn_blocking(move || {
+                let r = tail.poll_placed(&dirs_now);
+                (tail, r)
+            })
+            .await;
+            let events = match polled {
+                Ok((t, Ok(ev))) => {
+                    tail = t;
+                    ev
+                }
+                Ok((t, Err(e))) => {
+                    tail = t;
                     tracing::warn!("dashboard: tailing the event log: {e:#}");
                     continue;
                 }
+                Err(e) => return send_error(&tx, &e.to_string()).await,
             };
             for placed in events {
                 position.advance_past(&placed.file, placed.end);
@@ -86,7 +96,7 @@ pub async fn events(
                 let msg = SseEvent::default()
                     .id(position.encode())
                     .data(json.to_string());
-                if tx.blocking_send(msg).is_err() {
+                if tx.send(msg).await.is_err() {
                     return;
                 }
             }
@@ -98,6 +108,17 @@ pub async fn events(
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Tells the client the stream cannot go on (an `error` event).
+async fn send_error(tx: &tokio::sync::mpsc::Sender<SseEvent>, why: &str) {
+    let _ = tx
+        .send(
+            SseEvent::default()
+                .event("error")
+                .data(format!("reading the event log: {why}")),
+        )
+        .await;
 }
 
 #[cfg(test)]
