@@ -211,6 +211,32 @@ fn the_fleet_page_lists_sessions_and_shows_a_task_finishing_live() {
 }
 
 #[test]
+fn the_fleet_page_follows_a_session_s_screen_and_state_without_a_reload() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    env.wait_idle("sh-1", T);
+    let s = serve(&env, "127.0.0.1:0");
+    let mut b = Browser::start();
+    b.goto(&format!("http://{}/login?token={}", s.addr, s.token));
+    assert_eq!(b.js("document.body.dataset.page"), "fleet");
+    // Set on this page: gone if the page reloads.
+    b.js("window.stayed = 'yes'");
+    let screen = "document.querySelector('pre[data-screen$=\"/sh-1\"]').textContent";
+    let state = "document.querySelector('[data-session-state=\"sh-1\"]').textContent";
+    env.drop_task(
+        "shown.json",
+        r#"{"id": "shown", "prompt": "echo live-screen-marker; sleep 4"}"#,
+    );
+    b.wait_js(
+        "the running task's output in sh-1's screen",
+        &format!("{screen}.includes('live-screen-marker') && {state} === 'busy'"),
+    );
+    env.wait_final("shown", T);
+    b.wait_js("sh-1 shown idle again", &format!("{state} === 'idle'"));
+    assert_eq!(b.js("window.stayed"), "yes", "the page was reloaded");
+}
+
+#[test]
 fn the_approve_button_answers_the_question_a_session_waits_on() {
     let env = Env::new(&fake_agent_session("agent-1", &["--work-ms", "50"]));
     let _d = env.daemon();
@@ -695,7 +721,7 @@ fn sh1_screen_showing(s: &Serve, needle: &str) -> (String, String) {
                 .unwrap_or_default()
                 .to_string();
             let screen = row
-                .find("<pre class=\"screen\">")
+                .find("<pre class=\"screen\"")
                 .map(|i| &row[i..])
                 .and_then(|r| r.find("</pre>").map(|j| r[..j].to_string()));
             if let Some(screen) = screen.filter(|t| t.contains(needle)) {

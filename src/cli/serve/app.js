@@ -32,6 +32,33 @@
     }
   }
 
+  // The sessions' screens and states on the fleet page, from /api/screens every 2 s
+  // (the previews are read from the recordings, which the daemon flushes every second).
+  let screening = false;
+  async function refreshScreens() {
+    if (screening || document.hidden) return;
+    screening = true;
+    try {
+      const r = await fetch("/api/screens", { credentials: "same-origin" });
+      if (!r.ok) return;
+      const all = await r.json();
+      for (const [key, s] of Object.entries(all)) {
+        const pre = document.querySelector('pre[data-screen="' + CSS.escape(key) + '"]');
+        if (!pre) continue;
+        if (pre.textContent !== s.screen) pre.textContent = s.screen;
+        const name = key.slice(key.indexOf("/") + 1);
+        const st = document.querySelector('[data-session-state="' + CSS.escape(name) + '"]');
+        if (st && st.textContent !== s.state) {
+          st.textContent = s.state;
+          st.className = "state " + s.state;
+        }
+      }
+    } finally {
+      screening = false;
+    }
+  }
+  if (page === "fleet") setInterval(refreshScreens, 2000);
+
   function feed(ev) {
     const list = document.getElementById("live-feed");
     if (!list || !ev.task_id) return;

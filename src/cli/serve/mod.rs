@@ -129,6 +129,7 @@ fn router(state: Shared) -> Router {
         .route("/events", get(live::events))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status_json))
+        .route("/api/screens", get(screens_json))
         .route("/api/answer", post(answer))
         .route("/api/tasks/{id}/{action}", post(task_action))
         .route("/login", get(auth::login))
@@ -323,6 +324,12 @@ fn redacted(mut cast: asciicast::Cast) -> asciicast::Cast {
 /// sessions by state (`sessions`: state → count).
 async fn status_json(State(st): State<Shared>) -> Result<Json<serde_json::Value>, PageError> {
     blocking(move || pages::status_value(&st.spool))
+        .await
+        .map(Json)
+}
+
+async fn screens_json(State(st): State<Shared>) -> Result<Json<serde_json::Value>, PageError> {
+    blocking(move || pages::screens_value(&st.spool))
         .await
         .map(Json)
 }

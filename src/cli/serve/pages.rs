@@ -196,6 +196,31 @@ fn screen_preview(spool: &Spool, s: &SessionFile) -> Option<String> {
     Some(lines[lines.len().saturating_sub(8)..].join("\n"))
 }
 
+/// How the fleet page and `/api/screens` name a session's screen: `<node>/<session>`.
+fn screen_key(s: &SessionFile) -> String {
+    format!("{}/{}", s.node, s.name)
+}
+
+/// `/api/screens`: each session's state and the last lines of its screen (as the fleet
+/// page shows them), keyed by [`screen_key`]: `{"<node>/<session>": {"state": "busy",
+/// "screen": "…"}}`. The fleet page's script reads it every 2 s.
+///
+/// # Errors
+/// The sessions directory cannot be read.
+pub fn screens_value(spool: &Spool) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for s in crate::cli::observe::read_sessions(spool)? {
+        out.insert(
+            screen_key(&s),
+            serde_json::json!({
+                "state": s.state.as_str(),
+                "screen": screen_preview(spool, &s).unwrap_or_default(),
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
 /// `/`: task counts, sessions (state, task, approval, the last lines of their screen) and a live feed of finished tasks that only the page's script fills.
 pub fn fleet(spool: &Spool) -> Result<String> {
     let status = status_value(spool)?;
@@ -245,9 +270,12 @@ pub fn fleet(spool: &Spool) -> Result<String> {
             if let Some(until) = s.limited_until {
                 let _ = write!(state, " until {}", until.format("%H:%M:%S"));
             }
-            let preview = screen_preview(spool, s)
-                .map(|p| format!("<pre class=\"screen\">{}</pre>", esc(&p)))
-                .unwrap_or_default();
+            // Always there, so the page's script can fill it as the screen changes.
+            let preview = format!(
+                "<pre class=\"screen\" data-screen=\"{}\">{}</pre>",
+                esc(&screen_key(s)),
+                esc(&screen_preview(spool, s).unwrap_or_default())
+            );
             vec![
                 esc(&s.name),
                 state,
