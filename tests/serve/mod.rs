@@ -69,6 +69,14 @@ fn serve(env: &Env, bind: &str) -> Serve {
     Serve { child, addr, token }
 }
 
+/// A browser logged in to the dashboard (the login URL sets the cookie and redirects to
+/// the fleet page).
+fn logged_in(s: &Serve) -> Browser {
+    let mut b = Browser::start();
+    b.goto(&format!("http://{}/login?token={}", s.addr, s.token));
+    b
+}
+
 /// One plain HTTP/1.1 request; returns the status code and the body.
 fn http(
     addr: &str,
@@ -122,8 +130,7 @@ fn the_fleet_page_lists_sessions_and_shows_a_task_finishing_live() {
     let _d = env.daemon();
     env.wait_idle("sh-1", T);
     let s = serve(&env, "127.0.0.1:0");
-    let mut b = Browser::start();
-    b.goto(&format!("http://{}/login?token={}", s.addr, s.token));
+    let mut b = logged_in(&s);
     // The login redirected to the fleet page, which lists the session.
     assert_eq!(b.js("document.body.dataset.page"), "fleet");
     assert_eq!(
@@ -164,9 +171,34 @@ fn the_fleet_page_lists_sessions_and_shows_a_task_finishing_live() {
         received >= 3,
         "task_received, _assigned, _completed at least: {received}"
     );
+
+    // The page follows a session's screen and state as they change, without a reload
+    // (`window.stayed` would be gone after one).
+    b.js("window.stayed = 'yes'");
+    let screen = "document.querySelector('pre[data-screen$=\"/sh-1\"]').textContent";
+    let state = "document.querySelector('[data-session-state=\"sh-1\"]').textContent";
+    env.drop_task(
+        "shown.json",
+        r#"{"id": "shown", "prompt": "echo live-screen-marker; sleep 4"}"#,
+    );
+    b.wait_js(
+        "the running task's output in sh-1's screen",
+        &format!("{screen}.includes('live-screen-marker') && {state} === 'busy'"),
+    );
+    assert_eq!(
+        b.js("document.querySelector('[data-session-task=\"sh-1\"] a').textContent"),
+        "shown"
+    );
     if let Ok(dir) = std::env::var("ARCHITECT_SCREENSHOTS") {
         std::fs::write(format!("{dir}/dashboard-fleet.png"), b.screenshot()).unwrap();
     }
+    env.wait_final("shown", T);
+    b.wait_js("sh-1 shown idle again", &format!("{state} === 'idle'"));
+    assert_eq!(
+        b.js("document.querySelector('[data-session-task=\"sh-1\"]').textContent"),
+        ""
+    );
+    assert_eq!(b.js("window.stayed"), "yes", "the page was reloaded");
 
     // The task's page: record, output, events, and its recording served raw.
     b.goto(&format!("http://{}/tasks/live-1", s.addr));
@@ -201,39 +233,13 @@ fn the_fleet_page_lists_sessions_and_shows_a_task_finishing_live() {
     b.goto(&format!("http://{}/tasks?state=done", s.addr));
     assert_eq!(
         b.js("document.querySelectorAll('#tasks tbody tr').length"),
-        1
+        2
     );
     b.goto(&format!("http://{}/tasks?state=failed", s.addr));
     assert_eq!(
         b.js("document.querySelectorAll('#tasks tbody tr').length"),
         0
     );
-}
-
-#[test]
-fn the_fleet_page_follows_a_session_s_screen_and_state_without_a_reload() {
-    let env = Env::new(ONE_SHELL);
-    let _d = env.daemon();
-    env.wait_idle("sh-1", T);
-    let s = serve(&env, "127.0.0.1:0");
-    let mut b = Browser::start();
-    b.goto(&format!("http://{}/login?token={}", s.addr, s.token));
-    assert_eq!(b.js("document.body.dataset.page"), "fleet");
-    // Set on this page: gone if the page reloads.
-    b.js("window.stayed = 'yes'");
-    let screen = "document.querySelector('pre[data-screen$=\"/sh-1\"]').textContent";
-    let state = "document.querySelector('[data-session-state=\"sh-1\"]').textContent";
-    env.drop_task(
-        "shown.json",
-        r#"{"id": "shown", "prompt": "echo live-screen-marker; sleep 4"}"#,
-    );
-    b.wait_js(
-        "the running task's output in sh-1's screen",
-        &format!("{screen}.includes('live-screen-marker') && {state} === 'busy'"),
-    );
-    env.wait_final("shown", T);
-    b.wait_js("sh-1 shown idle again", &format!("{state} === 'idle'"));
-    assert_eq!(b.js("window.stayed"), "yes", "the page was reloaded");
 }
 
 #[test]
@@ -250,8 +256,7 @@ fn the_approve_button_answers_the_question_a_session_waits_on() {
     });
     let question = env.session("agent-1").unwrap().approval.unwrap().id;
     let s = serve(&env, "127.0.0.1:0");
-    let mut b = Browser::start();
-    b.goto(&format!("http://{}/login?token={}", s.addr, s.token));
+    let mut b = logged_in(&s);
     b.goto(&format!("http://{}/approvals", s.addr));
     let asks = b.js("document.getElementById('approvals').textContent");
     assert!(

@@ -52,6 +52,16 @@
           st.textContent = s.state;
           st.className = "state " + s.state;
         }
+        const task = document.querySelector('[data-session-task="' + CSS.escape(name) + '"]');
+        if (task && task.textContent !== (s.task || "")) {
+          task.replaceChildren();
+          if (s.task) {
+            const link = document.createElement("a");
+            link.href = "/tasks/" + encodeURIComponent(s.task);
+            link.textContent = s.task;
+            task.append(link);
+          }
+        }
       }
     } finally {
       screening = false;

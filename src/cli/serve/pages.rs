@@ -201,9 +201,10 @@ fn screen_key(s: &SessionFile) -> String {
     format!("{}/{}", s.node, s.name)
 }
 
-/// `/api/screens`: each session's state and the last lines of its screen (as the fleet
-/// page shows them), keyed by [`screen_key`]: `{"<node>/<session>": {"state": "busy",
-/// "screen": "…"}}`. The fleet page's script reads it every 2 s.
+/// `/api/screens`: each session's state, task and the last lines of its screen (as the
+/// fleet page shows them), keyed by [`screen_key`]: `{"<node>/<session>": {"state":
+/// "busy", "task": "t-1" | null, "screen": "…"}}`. The fleet page's script reads it
+/// every 2 s.
 ///
 /// # Errors
 /// The sessions directory cannot be read.
@@ -214,6 +215,7 @@ pub fn screens_value(spool: &Spool) -> Result<serde_json::Value> {
             screen_key(&s),
             serde_json::json!({
                 "state": s.state.as_str(),
+                "task": s.task_id,
                 "screen": screen_preview(spool, &s).unwrap_or_default(),
             }),
         );
@@ -279,7 +281,11 @@ pub fn fleet(spool: &Spool) -> Result<String> {
             vec![
                 esc(&s.name),
                 state,
-                s.task_id.as_deref().map(task_link).unwrap_or_default(),
+                format!(
+                    "<span data-session-task=\"{}\">{}</span>",
+                    esc(&s.name),
+                    s.task_id.as_deref().map(task_link).unwrap_or_default()
+                ),
                 esc(&s.profile),
                 esc(&s.node),
                 s.since.format("%Y-%m-%d %H:%M:%S").to_string(),
