@@ -11,6 +11,14 @@
 //! [`PRUNE_EVERY`]. A file it cannot create or write is logged once (tracing) and no
 //! longer written; nothing else is affected. Recordings are not made durable (no
 //! `fsync`): they are for people to look at, not state.
+//!
+//! Secrets are redacted before they are written ([`crate::redact`]). The redactor reads
+//! text, and a secret can arrive in two reads of the terminal, so output is held back
+//! until its line ends and written as one event, redacted whole, at the time its last
+//! piece was read. A line that does not end is written at the next flush (every
+//! [`FLUSH_EVERY`]) or once [`HOLD_MAX_BYTES`] are held; a PEM private key block is held
+//! until its `-----END` line (up to the same cap). Markers, resizes and the file's end
+//! write what is held first, so events keep their order.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,6 +41,10 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Output bytes that may wait for the recorder thread, all sessions together (16 MiB);
 /// past that, output is not recorded until it catches up.
 pub const QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most output held back for redaction, in bytes (16 KiB: a PEM private key block
+/// fits).
+pub const HOLD_MAX_BYTES: usize = 16 * 1024;
 
 /// The write buffer of each open file, in bytes.
 const BUF_BYTES: usize = 64 * 1024;
@@ -415,7 +427,7 @@ impl Writer {
                         ));
                     }
                     if !text.is_empty() {
-                        f.write(&Event::output(time, text));
+                        f.output(time, &text);
                     }
                 }
             }
@@ -441,7 +453,7 @@ impl Writer {
                         let rest = state.carry.finish();
                         if !rest.is_empty() {
                             let time = f.time(Instant::now());
-                            f.write(&Event::output(time, rest));
+                            f.output(time, &rest);
                         }
                         f.close();
                     }
@@ -537,6 +549,10 @@ struct OpenCast {
     cast: CastWriter,
     start: Instant,
     dirty: bool,
+    /// Output held back for redaction (module doc), and when its last piece was read
+    /// (seconds from the start).
+    held: String,
+    held_time: f64,
 }
 
 impl OpenCast {
@@ -547,6 +563,8 @@ impl OpenCast {
             cast: CastWriter::new(max_bytes),
             start,
             dirty: false,
+            held: String::new(),
+            held_time: 0.0,
         };
         let opened = crate::durable::create_dir(crate::durable::parent(&me.path))
             .map_err(|e| std::io::Error::other(e.to_string()))
@@ -575,7 +593,45 @@ impl OpenCast {
         at.saturating_duration_since(self.start).as_secs_f64()
     }
 
+    /// Output read at `time`: held back until its line ends (module doc).
+    fn output(&mut self, time: f64, text: &str) {
+        self.held.push_str(text);
+        self.held_time = time;
+        if self.held.len() >= HOLD_MAX_BYTES {
+            self.release();
+            return;
+        }
+        let Some(last_newline) = self.held.rfind('\n') else {
+            return;
+        };
+        let done = &self.held[..=last_newline];
+        // A PEM private key's lines are one secret: hold the block until it ends.
+        if let Some(begin) = done.rfind("-----BEGIN ") {
+            if !done[begin..].contains("-----END ") {
+                return;
+            }
+        }
+        let rest = self.held.split_off(last_newline + 1);
+        let done = std::mem::replace(&mut self.held, rest);
+        self.write_now(&Event::output(time, crate::redact::redact(&done)));
+    }
+
+    /// Writes all the output held back, redacted.
+    fn release(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let text = crate::redact::redact(&std::mem::take(&mut self.held));
+        self.write_now(&Event::output(self.held_time, text));
+    }
+
+    /// Writes a marker or resize after the output held before it.
     fn write(&mut self, event: &Event) {
+        self.release();
+        self.write_now(event);
+    }
+
+    fn write_now(&mut self, event: &Event) {
         if self.out.is_none() {
             return;
         }
@@ -594,6 +650,7 @@ impl OpenCast {
     }
 
     fn flush(&mut self) {
+        self.release();
         if !self.dirty {
             return;
         }
@@ -638,6 +695,52 @@ mod tests {
 
     fn read(path: &Path) -> Cast {
         parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_secret_that_arrives_in_pieces_is_written_redacted_and_lines_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = RecorderThread::start(dir.path().to_path_buf(), settings(1 << 20)).unwrap();
+        let mut tape = rt.recorder().tape("sh-1", 100, 30);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        tape.task_started("t1", 1);
+        // An API key cut between three reads of the terminal.
+        tape.output_at(at(1), b"token=sk-ant-api03-AAAAAAAAAA");
+        tape.output_at(at(2), b"BBBBBBBBBBBBBBBBBBBB");
+        tape.output_at(at(3), b"CCCCCCCCCC done\r\nnext ");
+        // A private key block, a line per read.
+        for line in [
+            "-----BEGIN OPENSSH PRIVATE KEY-----\r\n",
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\r\n",
+            "-----END OPENSSH PRIVATE KEY-----\r\n",
+        ] {
+            tape.output_at(at(4), line.as_bytes());
+        }
+        tape.resize(120, 40);
+        tape.output_at(at(5), b"tail without a newline");
+        tape.task_ended("t1");
+        drop(tape);
+        drop(rt);
+
+        let t1 = read(&dir.path().join("t1.cast"));
+        let out = t1.output();
+        assert!(!out.contains("AAAAAAAAAA"), "{out}");
+        assert!(!out.contains("CCCCCCCCCC"), "{out}");
+        assert!(!out.contains("b3BlbnNzaC1rZXktdjEAAAAA"), "{out}");
+        assert!(out.contains("token=[REDACTED]"), "{out}");
+        assert!(out.starts_with("token="), "{out}");
+        assert!(out.ends_with("tail without a newline"), "{out}");
+        // The resize comes after everything read before it, and before what came after.
+        let kinds: Vec<EventKind> = t1.events.iter().map(|e| e.kind).collect();
+        let resize = kinds.iter().position(|k| *k == EventKind::Resize).unwrap();
+        let before: String = t1.events[..resize]
+            .iter()
+            .map(|e| e.data.as_str())
+            .collect();
+        // The whole key block became one [REDACTED].
+        assert!(before.ends_with("next [REDACTED]\r\n"), "{before}");
+        assert!(!before.contains("tail without"), "{before}");
     }
 
     #[test]

@@ -144,6 +144,31 @@ fn a_task_is_recorded_in_asciicast_v2_and_replays_its_output() {
 }
 
 #[test]
+fn a_key_printed_in_two_pieces_is_redacted_in_the_file_on_disk() {
+    let env = Env::new(ONE_SHELL);
+    let _d = env.daemon();
+    // Two writes a moment apart: the terminal is read in two pieces, neither of which
+    // holds the whole key.
+    run_task(
+        &env,
+        "key",
+        "printf 'key=sk-ant-api03-SPLITSPLITSPLIT'; sleep 0.3; printf 'TAILTAILTAILTAIL ok\n'",
+    );
+    let file = env.spool.join("recordings").join("key.cast");
+    wait_for("the task's recording", T, || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains(" ok"))
+    });
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("SPLITSPLIT"), "{text}");
+    assert!(!text.contains("TAILTAIL"), "{text}");
+    let output = output_of(&read_spec(&file).1);
+    assert!(output.contains("key=[REDACTED] ok"), "{output:?}");
+    assert!(env
+        .ok(&["replay", "key", "--print"])
+        .contains("key=[REDACTED] ok"));
+}
+
+#[test]
 fn each_attempt_of_a_retried_task_has_its_own_recording() {
     let env = Env::new(ONE_SHELL);
     let _d = env.daemon();
