@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use architect::spool::task::TaskState;
 
-use crate::helper::{fake_agent_session, wait_for, Env, BIN, ONE_SHELL};
+use crate::helper::{fake_agent_session, Env, BIN, ONE_SHELL};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -131,9 +131,7 @@ fn interactive_top_approves_the_selected_sessions_question_and_q_quits() {
         "t1.json",
         r#"{"id": "t1", "prompt": "please run: npm install left-pad"}"#,
     );
-    wait_for("the question", T, || {
-        env.session("agent-1").is_some_and(|s| s.approval.is_some())
-    });
+    env.wait_approval("agent-1", T);
 
     let mut tui = Tui::start(&env);
     tui.wait_for_text("approve? npm install left-pad");

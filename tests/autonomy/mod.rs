@@ -43,9 +43,7 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
         r#"{"id": "t1", "prompt": "fix it run: touch notes.txt run: sudo rm -rf / run: npm install left-pad"}"#,
     );
     // The third question is neither allowed nor denied: it waits for a person.
-    wait_for("approval_needed", T, || {
-        env.session("agent-1").is_some_and(|s| s.approval.is_some())
-    });
+    env.wait_approval("agent-1", T);
     let s = env.session("agent-1").unwrap();
     assert_eq!(s.state, SessionState::WaitingInput);
     let pending = s.approval.unwrap();
@@ -118,10 +116,7 @@ fn policy_allows_denies_and_escalates_and_a_person_answers() {
         "t2.json",
         r#"{"id": "t2", "prompt": "again run: npm install left-pad"}"#,
     );
-    wait_for("the second approval", T, || {
-        env.session("agent-1").is_some_and(|s| s.approval.is_some())
-    });
-    let id = env.session("agent-1").unwrap().approval.unwrap().id;
+    let id = env.wait_approval("agent-1", T).id;
     env.ok(&["approve", "agent-1", "--question", &id]);
     let (state, rec) = env.wait_final("t2", T);
     assert_eq!(state, TaskState::Done, "{rec:?}");

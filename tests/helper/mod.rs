@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use architect::log::{read_events, Event, Payload};
-use architect::session::{SessionFile, SessionState};
+use architect::session::{PendingApproval, SessionFile, SessionState};
 use architect::spool::task::{TaskRecord, TaskState};
 use architect::spool::Spool;
 
@@ -226,6 +226,16 @@ impl Env {
     pub fn session(&self, name: &str) -> Option<SessionFile> {
         let p = self.spool.join("sessions").join(format!("{name}.json"));
         serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    }
+
+    /// Waits until session `name` shows a question for a person; returns it.
+    pub fn wait_approval(&self, name: &str, timeout: Duration) -> PendingApproval {
+        let mut found = None;
+        wait_for(&format!("a question on session {name}"), timeout, || {
+            found = self.session(name).and_then(|s| s.approval);
+            found.is_some()
+        });
+        found.unwrap()
     }
 
     /// Waits until session `name` is idle.

@@ -251,10 +251,7 @@ fn the_approve_button_answers_the_question_a_session_waits_on() {
         "ask.json",
         r#"{"id": "ask", "prompt": "deps run: npm install left-pad"}"#,
     );
-    wait_for("the question", T, || {
-        env.session("agent-1").is_some_and(|s| s.approval.is_some())
-    });
-    let question = env.session("agent-1").unwrap().approval.unwrap().id;
+    let question = env.wait_approval("agent-1", T).id;
     let s = serve(&env, "127.0.0.1:0");
     let mut b = logged_in(&s);
     b.goto(&format!("http://{}/approvals", s.addr));

@@ -171,16 +171,15 @@ impl App {
             .sessions
             .iter()
             .filter(|s| {
-                f.is_empty()
-                    || [
+                matches_filter(
+                    &f,
+                    [
                         Some(s.name.as_str()),
                         Some(s.state.as_str()),
                         Some(s.node.as_str()),
                         s.task.as_deref(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .any(|x| x.to_lowercase().contains(&f))
+                    ],
+                )
             })
             .collect();
         match self.sort {
@@ -204,16 +203,15 @@ impl App {
             .tasks
             .iter()
             .filter(|t| {
-                f.is_empty()
-                    || [
+                matches_filter(
+                    &f,
+                    [
                         Some(t.id.as_str()),
                         Some(t.state.as_str()),
                         Some(t.prompt.as_str()),
                         t.session.as_deref(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .any(|x| x.to_lowercase().contains(&f))
+                    ],
+                )
             })
             .collect();
         match self.sort {
@@ -698,6 +696,16 @@ fn selected_style(focused: bool) -> Style {
     } else {
         Style::new().add_modifier(Modifier::UNDERLINED)
     }
+}
+
+/// Whether a row passes the filter `f` (already lower case): empty, or contained in one
+/// of the row's `fields`, ignoring case.
+fn matches_filter<'a>(f: &str, fields: impl IntoIterator<Item = Option<&'a str>>) -> bool {
+    f.is_empty()
+        || fields
+            .into_iter()
+            .flatten()
+            .any(|x| x.to_lowercase().contains(f))
 }
 
 /// Sessions and tasks that need a person first, then the working ones, then the rest.
