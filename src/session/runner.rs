@@ -577,8 +577,8 @@ impl Runner {
                     }
                 }
             }
-            let revents: Vec<i16> = fds[viewers_at..].iter().map(|f| f.revents).collect();
-            if revents.iter().any(|r| *r != 0) {
+            if fds[viewers_at..].iter().any(|f| f.revents != 0) {
+                let revents: Vec<i16> = fds[viewers_at..].iter().map(|f| f.revents).collect();
                 self.on_viewers(pty, &revents);
             }
             self.take_viewers();
